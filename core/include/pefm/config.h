@@ -1,0 +1,36 @@
+// Model configuration: everything that defines a PEFM model's shape.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace pefm {
+
+// How the position code enters the mapping network (PEFM.md step 4).
+enum class PeMode { kAdd, kConcat, kNone };
+// How the three per-scale residual maps are fused (PEFM.md step 7).
+enum class Fusion { kMean, kProduct };
+enum class Precision { kFp32, kFp16 };
+
+std::string to_string(PeMode mode);
+std::string to_string(Fusion fusion);
+std::string to_string(Precision precision);
+// Parse helpers throw std::invalid_argument naming `what` and the accepted values.
+PeMode parse_pe_mode(const std::string& text, const std::string& what = "pe");
+Fusion parse_fusion(const std::string& text, const std::string& what = "fusion");
+Precision parse_precision(const std::string& text, const std::string& what = "precision");
+
+struct ModelConfig {
+  std::string source_arch = "resnet34";
+  std::string target_arch = "resnet50";
+  int64_t image_size = 256;
+  PeMode pe = PeMode::kAdd;
+  std::array<int64_t, 3> latent = {200, 400, 800};
+  Fusion fusion = Fusion::kMean;
+
+  // Throws std::invalid_argument when a field is out of range or an arch is unknown.
+  void validate() const;
+};
+
+}  // namespace pefm

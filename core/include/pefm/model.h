@@ -1,0 +1,72 @@
+// A complete PEFM model: two backbones, three dual mapping networks, calibration and
+// the settings that produced it. `model_file.h` reads and writes it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/types.h>
+
+#include "pefm/backbone.h"
+#include "pefm/calibration.h"
+#include "pefm/config.h"
+#include "pefm/mapping_net.h"
+
+namespace pefm {
+
+// L2-normalised features of both backbones at the three taps.
+struct Features {
+  std::vector<torch::Tensor> source;  // 3 x [N, cs_k, h_k, w_k]
+  std::vector<torch::Tensor> target;  // 3 x [N, ct_k, h_k, w_k]
+};
+
+class PefmNetImpl : public torch::nn::Module {
+ public:
+  explicit PefmNetImpl(const ModelConfig& config);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Backbone features of a preprocessed batch [N, 3, S, S], L2-normalised per pixel.
+  Features extract(const torch::Tensor& x);
+  // F_s_hat and F_t_hat of scale k from normalised features (position code added here).
+  std::pair<torch::Tensor, torch::Tensor> map_scale(int k, const torch::Tensor& ns,
+                                                    const torch::Tensor& nt);
+  // Per-pixel residual of scale k: (||F_s_hat - F_s||^2 + ||F_t_hat - F_t||^2) / 2,
+  // summed over channels; [N, 1, h_k, w_k].
+  torch::Tensor residual(int k, const torch::Tensor& ns, const torch::Tensor& nt);
+  // Fused anomaly map [N, S, S] of a preprocessed batch (PEFM.md step 7).
+  torch::Tensor anomaly_map(const torch::Tensor& x);
+
+  // Backbones stay in eval mode (frozen BN) whatever train() says about the mapping nets.
+  void train(bool on = true) override;
+
+  std::shared_ptr<Backbone> source, target;
+  torch::nn::ModuleList mapping{nullptr};
+
+ private:
+  const torch::Tensor& position_code(bool source_side, int k, int64_t h, int64_t w);
+
+  ModelConfig config_;
+  // Regenerated, never stored (PEFM.md step 4); keyed by side, scale and size.
+  std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
+};
+TORCH_MODULE(PefmNet);
+
+struct Model {
+  ModelConfig config;
+  PefmNet net{nullptr};
+  Calibration calibration;
+  // Settings pefm-train used (epochs, lr, data folders, ...), kept for provenance.
+  std::map<std::string, std::string> training;
+
+  // A model with freshly initialised mapping networks; backbone weights from the given
+  // torchvision .pth files, or random (seeded by torch::manual_seed) when a path is empty.
+  static Model create(const ModelConfig& config, const std::string& source_weights = "",
+                      const std::string& target_weights = "");
+};
+
+}  // namespace pefm

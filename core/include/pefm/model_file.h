@@ -1,0 +1,38 @@
+// The self-contained, versioned model file (`cable.pt`).
+//
+// Layout (little endian):
+//   "PEFMMODL" | u32 format version | u32 flags (0)
+//   u64 metadata length | metadata: UTF-8 "key=value" lines (config, calibration, training)
+//   u32 tensor count | per tensor: u16 name length, name, u8 dtype, u8 ndim,
+//                       i64 dims[ndim], u64 byte count, raw bytes
+//   u32 CRC-32 of everything before it | "PEFM_END"
+// A reader checks magic, version, every size against the bytes left, the checksum, and
+// that every weight is finite, before it builds anything.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pefm/model.h"
+
+namespace pefm {
+
+constexpr uint32_t kModelFormatVersion = 1;
+
+// Thrown for anything wrong with a model file; what() names the file.
+class ModelFileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Writes atomically: a temporary file in the same folder, fsync, rename. A crash at any
+// point leaves either the old file or the complete new one.
+void save_model(const Model& model, const std::string& path);
+Model load_model(const std::string& path);
+// Same, from bytes in memory (`origin` names them in errors); used by the fuzzer.
+Model load_model_from_bytes(const std::string& bytes, const std::string& origin);
+
+// Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
+}  // namespace pefm

@@ -1,0 +1,31 @@
+// Frames to network input (PEFM.md step 1): channel selection, resize to S x S with
+// antialiased bilinear filtering (as PIL / torchvision do), [0, 1] scaling, ImageNet
+// normalisation, gray replicated to three channels.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include <torch/types.h>
+
+namespace pefm {
+
+// Where R, G and B sit among a packed pixel's channels; gray frames have one channel.
+struct ChannelMap {
+  int channels = 3;                // 1 (gray), 3 or 4
+  std::array<int, 3> rgb = {0, 1, 2};
+
+  static ChannelMap rgb_order() { return {3, {0, 1, 2}}; }
+  static ChannelMap bgr_order() { return {3, {2, 1, 0}}; }
+  static ChannelMap rgba_order() { return {4, {0, 1, 2}}; }
+  static ChannelMap bgra_order() { return {4, {2, 1, 0}}; }
+  static ChannelMap gray() { return {1, {0, 0, 0}}; }
+};
+
+// frames: [N, H, W, C] uint8 (0..255) or float (0..1), on CPU or CUDA.
+// Returns [N, 3, size, size] of `dtype` on the frames' device. On CUDA one fused kernel
+// does all of it; the CPU path uses LibTorch ops. Both compute the same thing.
+torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int64_t size,
+                         torch::ScalarType dtype = torch::kFloat32);
+
+}  // namespace pefm

@@ -1,0 +1,116 @@
+// Fused preprocessing kernel; see kernels.h.
+#include <cuda_fp16.h>
+
+#include "kernels.h"
+
+namespace pefm {
+namespace cuda {
+
+namespace {
+
+struct Axis {
+  float scale, support, invscale;
+};
+
+__host__ __device__ inline Axis make_axis(int in, int out) {
+  // PyTorch's _upsample_bilinear2d_aa (align_corners=false): scale = in / out,
+  // triangle filter widened by the scale when downsampling.
+  Axis a;
+  a.scale = static_cast<float>(in) / static_cast<float>(out);
+  a.support = a.scale >= 1.0f ? a.scale : 1.0f;
+  a.invscale = a.scale >= 1.0f ? 1.0f / a.scale : 1.0f;
+  return a;
+}
+
+__host__ __device__ inline float triangle(float x) {
+  x = x < 0.0f ? -x : x;
+  return x < 1.0f ? 1.0f - x : 0.0f;
+}
+
+__host__ __device__ inline void taps(const Axis& a, int i, int in, int* lo, int* hi, float* center) {
+  *center = a.scale * (i + 0.5f);
+  int l = static_cast<int>(*center - a.support + 0.5f);
+  int h = static_cast<int>(*center + a.support + 0.5f);
+  *lo = l < 0 ? 0 : l;
+  *hi = h > in ? in : h;
+}
+
+__host__ __device__ inline float load(const FrameDesc& f, int64_t offset) {
+  return f.is_float ? static_cast<const float*>(f.data)[offset]
+                    : static_cast<const unsigned char*>(f.data)[offset] * (1.0f / 255.0f);
+}
+
+// Normalised R, G, B of output pixel (ox, oy) of image n.
+__host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int oy, int ox, float rgb[3]) {
+  const Axis ax = make_axis(f.w, size), ay = make_axis(f.h, size);
+  int x0, x1, y0, y1;
+  float cx, cy;
+  taps(ax, ox, f.w, &x0, &x1, &cx);
+  taps(ay, oy, f.h, &y0, &y1, &cy);
+  float acc[3] = {0.0f, 0.0f, 0.0f};
+  float wsum_x = 0.0f, wsum_y = 0.0f;
+  for (int x = x0; x < x1; ++x) wsum_x += triangle((x - cx + 0.5f) * ax.invscale);
+  for (int y = y0; y < y1; ++y) {
+    const float wy = triangle((y - cy + 0.5f) * ay.invscale);
+    wsum_y += wy;
+    if (wy == 0.0f) continue;
+    const int64_t row = n * f.stride_n + y * f.stride_h;
+    for (int x = x0; x < x1; ++x) {
+      const float w = wy * triangle((x - cx + 0.5f) * ax.invscale);
+      const int64_t p = row + x * f.stride_w;
+      for (int c = 0; c < 3; ++c) acc[c] += w * load(f, p + f.rgb[c]);
+    }
+  }
+  const float mean[3] = {0.485f, 0.456f, 0.406f};
+  const float stdv[3] = {0.229f, 0.224f, 0.225f};
+  const float norm = (wsum_x > 0.0f && wsum_y > 0.0f) ? 1.0f / (wsum_x * wsum_y) : 0.0f;
+  for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
+}
+
+template <typename Out>
+__global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  const int64_t total = plane * f.n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int n = static_cast<int>(i / plane);
+    const int oy = static_cast<int>((i % plane) / size);
+    const int ox = static_cast<int>(i % size);
+    float rgb[3];
+    pixel(f, size, n, oy, ox, rgb);
+    Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
+    for (int c = 0; c < 3; ++c) o[c * plane] = static_cast<Out>(rgb[c]);
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, bool half_out, int size,
+                              cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(frame.n) * size * size;
+  if (total == 0) return cudaSuccess;
+  const int threads = 256;
+  const int blocks = static_cast<int>((total + threads - 1) / threads < 65535 ? (total + threads - 1) / threads : 65535);
+  if (half_out) {
+    preprocess_kernel<__half><<<blocks, threads, 0, stream>>>(frame, static_cast<__half*>(out), size);
+  } else {
+    preprocess_kernel<float><<<blocks, threads, 0, stream>>>(frame, static_cast<float*>(out), size);
+  }
+  return cudaGetLastError();
+}
+
+void preprocess_host(const FrameDesc& frame, float* out, int size) {
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  for (int n = 0; n < frame.n; ++n) {
+    for (int oy = 0; oy < size; ++oy) {
+      for (int ox = 0; ox < size; ++ox) {
+        float rgb[3];
+        pixel(frame, size, n, oy, ox, rgb);
+        for (int c = 0; c < 3; ++c) out[(n * 3 + c) * plane + oy * size + ox] = rgb[c];
+      }
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace pefm

@@ -1,0 +1,47 @@
+#include "pefm/mapping_net.h"
+
+#include <torch/torch.h>
+
+#include "nn_util.h"
+
+namespace pefm {
+
+namespace {
+
+namespace nn = torch::nn;
+
+nn::Conv2d conv1x1(int64_t in, int64_t out) { return nn::Conv2d(nn::Conv2dOptions(in, out, 1)); }
+
+// 1x1 conv + BN + ReLU, as Sequential so the keys read `.0.weight`, `.1.running_mean`.
+Seq cbr(int64_t in, int64_t out) {
+  return Seq(conv1x1(in, out), nn::BatchNorm2d(out), nn::ReLU());
+}
+
+nn::Sequential encoder(int64_t in, int64_t c, int64_t latent) {
+  return nn::Sequential(cbr(in, c / 2 + latent), cbr(c / 2 + latent, 2 * latent));
+}
+
+nn::Sequential decoder(int64_t c, int64_t latent) {
+  return nn::Sequential(cbr(latent, 2 * latent), cbr(2 * latent, c / 2 + latent),
+                        conv1x1(c / 2 + latent, c));
+}
+
+}  // namespace
+
+DualMappingImpl::DualMappingImpl(int64_t cs, int64_t ct, int64_t in_s, int64_t in_t,
+                                 int64_t latent) {
+  encoder_s = register_module("encoder_s", encoder(in_s, cs, latent));
+  encoder_t = register_module("encoder_t", encoder(in_t, ct, latent));
+  shared = register_module("shared", conv1x1(2 * latent, latent));
+  decoder_s = register_module("decoder_s", decoder(cs, latent));
+  decoder_t = register_module("decoder_t", decoder(ct, latent));
+}
+
+std::pair<torch::Tensor, torch::Tensor> DualMappingImpl::forward(const torch::Tensor& enc_s,
+                                                                 const torch::Tensor& enc_t) {
+  auto s_hat = decoder_s->forward(shared->forward(encoder_t->forward(enc_t)));
+  auto t_hat = decoder_t->forward(shared->forward(encoder_s->forward(enc_s)));
+  return {s_hat, t_hat};
+}
+
+}  // namespace pefm

@@ -1,0 +1,118 @@
+#include "pefm/model.h"
+
+#include <torch/torch.h>
+
+#include "pefm/position_encoding.h"
+#include "pefm/state_dict.h"
+
+namespace pefm {
+
+PefmNetImpl::PefmNetImpl(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  source = register_module("source", make_backbone(config_.source_arch));
+  target = register_module("target", make_backbone(config_.target_arch));
+  mapping = register_module("mapping", torch::nn::ModuleList());
+  const auto cs = source->tap_channels();
+  const auto ct = target->tap_channels();
+  for (int k = 0; k < 3; ++k) {
+    mapping->push_back(DualMapping(cs[k], ct[k], encoded_channels(cs[k], config_.pe),
+                                   encoded_channels(ct[k], config_.pe), config_.latent[k]));
+  }
+  for (auto& p : source->parameters()) p.set_requires_grad(false);
+  for (auto& p : target->parameters()) p.set_requires_grad(false);
+  source->eval();
+  target->eval();
+}
+
+void PefmNetImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  source->eval();
+  target->eval();
+}
+
+Features PefmNetImpl::extract(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  Features f;
+  for (auto& t : source->forward_taps(x)) {
+    f.source.push_back(torch::nn::functional::normalize(
+        t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
+  }
+  for (auto& t : target->forward_taps(x)) {
+    f.target.push_back(torch::nn::functional::normalize(
+        t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
+  }
+  for (int k = 0; k < 3; ++k) {
+    TORCH_CHECK(f.source[k].sizes().slice(2) == f.target[k].sizes().slice(2),
+                "source and target taps of scale ", k, " differ in size: ", f.source[k].sizes(),
+                " vs ", f.target[k].sizes());
+  }
+  return f;
+}
+
+const torch::Tensor& PefmNetImpl::position_code(bool source_side, int k, int64_t h, int64_t w) {
+  const auto key = std::make_tuple(source_side, k, h, w);
+  auto it = pe_cache_.find(key);
+  if (it == pe_cache_.end()) {
+    const auto d = (source_side ? source : target)->tap_channels()[k];
+    const auto ref = source->parameters().front();
+    it = pe_cache_.emplace(key, position_encoding(d, h, w).to(ref.device(), ref.scalar_type())).first;
+  }
+  return it->second;
+}
+
+std::pair<torch::Tensor, torch::Tensor> PefmNetImpl::map_scale(int k, const torch::Tensor& ns,
+                                                               const torch::Tensor& nt) {
+  const auto h = ns.size(2), w = ns.size(3);
+  auto in_s = ns, in_t = nt;
+  if (config_.pe != PeMode::kNone) {
+    in_s = apply_position_encoding(ns, position_code(true, k, h, w).to(ns.scalar_type()), config_.pe);
+    in_t = apply_position_encoding(nt, position_code(false, k, h, w).to(nt.scalar_type()), config_.pe);
+  }
+  return mapping[k]->as<DualMappingImpl>()->forward(in_s, in_t);
+}
+
+torch::Tensor PefmNetImpl::residual(int k, const torch::Tensor& ns, const torch::Tensor& nt) {
+  auto [s_hat, t_hat] = map_scale(k, ns, nt);
+  return 0.5 * ((s_hat - ns).pow(2).sum(1, true) + (t_hat - nt).pow(2).sum(1, true));
+}
+
+torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x) {
+  const auto features = extract(x);
+  const auto size = std::vector<int64_t>{x.size(2), x.size(3)};
+  torch::Tensor fused;
+  for (int k = 0; k < 3; ++k) {
+    auto up = torch::nn::functional::interpolate(
+        residual(k, features.source[k], features.target[k]).to(torch::kFloat32),
+        torch::nn::functional::InterpolateFuncOptions()
+            .size(size)
+            .mode(torch::kBilinear)
+            .align_corners(false));
+    if (!fused.defined()) {
+      fused = up;
+    } else if (config_.fusion == Fusion::kMean) {
+      fused = fused + up;
+    } else {
+      fused = fused * up;
+    }
+  }
+  if (config_.fusion == Fusion::kMean) fused = fused / 3.0;
+  return fused.squeeze(1);
+}
+
+Model Model::create(const ModelConfig& config, const std::string& source_weights,
+                    const std::string& target_weights) {
+  Model m;
+  m.config = config;
+  m.net = PefmNet(config);
+  const auto load = [](Backbone& b, const std::string& path) {
+    if (path.empty()) return;
+    load_state_dict(b, read_state_dict(path), path,
+                    [&b](const std::string& key) { return b.is_tail_key(key); });
+  };
+  load(*m.net->source, source_weights);
+  load(*m.net->target, target_weights);
+  m.net->eval();
+  return m;
+}
+
+}  // namespace pefm

@@ -1,0 +1,218 @@
+#include "pefm/model_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "container.h"
+#include "pefm-config.h"
+#include "pefm/state_dict.h"
+
+namespace pefm {
+
+namespace {
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s << std::setprecision(17) << v;
+  return s.str();
+}
+
+std::string join(const std::vector<double>& v) {
+  std::string out;
+  for (double x : v) out += (out.empty() ? "" : ",") + fmt(x);
+  return out;
+}
+
+class MetaReader {
+ public:
+  MetaReader(const std::map<std::string, std::string>& meta, const std::string& origin)
+      : meta_(meta), origin_(origin) {}
+
+  const std::string& str(const std::string& key) const {
+    const auto it = meta_.find(key);
+    if (it == meta_.end()) throw ModelFileError("model file '" + origin_ + "' lacks '" + key + "'");
+    return it->second;
+  }
+  double num(const std::string& key) const {
+    const auto& s = str(key);
+    try {
+      size_t used = 0;
+      const double v = std::stod(s, &used);
+      if (used == s.size() && std::isfinite(v)) return v;
+    } catch (const std::exception&) {
+    }
+    throw ModelFileError("model file '" + origin_ + "': '" + key + "' is not a finite number: '" + s + "'");
+  }
+  int64_t integer(const std::string& key) const {
+    const double v = num(key);
+    if (v != std::floor(v) || std::abs(v) > 1e15) {
+      throw ModelFileError("model file '" + origin_ + "': '" + key + "' is not an integer");
+    }
+    return static_cast<int64_t>(v);
+  }
+  std::vector<double> list(const std::string& key) const {
+    std::vector<double> out;
+    std::stringstream s(str(key));
+    for (std::string item; std::getline(s, item, ',');) {
+      try {
+        out.push_back(std::stod(item));
+      } catch (const std::exception&) {
+        throw ModelFileError("model file '" + origin_ + "': '" + key + "' is not a number list");
+      }
+    }
+    return out;
+  }
+
+ private:
+  const std::map<std::string, std::string>& meta_;
+  const std::string& origin_;
+};
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  std::string tmp = path + ".tmp-XXXXXX";
+  const int fd = mkstemp(tmp.data());
+  if (fd < 0) {
+    throw std::runtime_error("cannot create a temporary file next to '" + path + "': " +
+                             std::strerror(errno));
+  }
+  const auto fail = [&](const char* step) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(std::string("cannot write '") + path + "' (" + step + "): " +
+                             std::strerror(err));
+  };
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write");
+    done += static_cast<size_t>(n);
+  }
+  if (::fchmod(fd, 0644) != 0) fail("chmod");
+  if (::fsync(fd) != 0) fail("fsync");
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot write '" + path + "' (close): " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot rename temporary file to '" + path + "': " + std::strerror(err));
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // make the rename itself durable
+    ::close(dfd);
+  }
+}
+
+void save_model(const Model& model, const std::string& path) {
+  Container c;
+  const auto& cfg = model.config;
+  c.meta["format"] = "pefm-model";
+  c.meta["created_by"] = "pefm " PEFM_VERSION;
+  c.meta["config.source_arch"] = cfg.source_arch;
+  c.meta["config.target_arch"] = cfg.target_arch;
+  c.meta["config.image_size"] = std::to_string(cfg.image_size);
+  c.meta["config.pe"] = to_string(cfg.pe);
+  c.meta["config.latent"] = std::to_string(cfg.latent[0]) + "," + std::to_string(cfg.latent[1]) +
+                            "," + std::to_string(cfg.latent[2]);
+  c.meta["config.fusion"] = to_string(cfg.fusion);
+  const auto& cal = model.calibration;
+  c.meta["calibration.valid"] = cal.valid ? "1" : "0";
+  if (cal.valid) {
+    c.meta["calibration.images"] = std::to_string(cal.images);
+    c.meta["calibration.threshold"] = fmt(cal.threshold);
+    c.meta["calibration.base"] = fmt(cal.base);
+    c.meta["calibration.image_mean"] = fmt(cal.image_mean);
+    c.meta["calibration.image_std"] = fmt(cal.image_std);
+    c.meta["calibration.image_min"] = fmt(cal.image_min);
+    c.meta["calibration.image_max"] = fmt(cal.image_max);
+    c.meta["calibration.pixel_mean"] = fmt(cal.pixel_mean);
+    c.meta["calibration.pixel_std"] = fmt(cal.pixel_std);
+    c.meta["calibration.val_false_positive_rate"] = fmt(cal.val_false_positive_rate);
+    c.meta["calibration.image_quantiles"] = join(cal.image_quantiles);
+    c.meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
+  }
+  for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
+  c.tensors = module_state(*model.net);
+  write_file_atomically(path, encode_container(c));
+}
+
+Model load_model_from_bytes(const std::string& bytes, const std::string& origin) {
+  const auto c = decode_container(bytes, origin);
+  const MetaReader meta(c.meta, origin);
+  if (meta.str("format") != "pefm-model") {
+    throw ModelFileError("model file '" + origin + "' holds a '" + meta.str("format") +
+                         "', not a pefm model");
+  }
+  ModelConfig cfg;
+  try {
+    cfg.source_arch = meta.str("config.source_arch");
+    cfg.target_arch = meta.str("config.target_arch");
+    cfg.image_size = meta.integer("config.image_size");
+    cfg.pe = parse_pe_mode(meta.str("config.pe"), "config.pe");
+    cfg.fusion = parse_fusion(meta.str("config.fusion"), "config.fusion");
+    const auto latent = meta.list("config.latent");
+    if (latent.size() != 3) throw std::invalid_argument("config.latent needs three widths");
+    for (int k = 0; k < 3; ++k) cfg.latent[k] = static_cast<int64_t>(latent[k]);
+    cfg.validate();
+  } catch (const ModelFileError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ModelFileError("model file '" + origin + "' has an invalid configuration: " + e.what());
+  }
+
+  Model model;
+  model.config = cfg;
+  model.net = PefmNet(cfg);
+  try {
+    load_state_dict(*model.net, c.tensors, origin);
+  } catch (const std::runtime_error& e) {
+    throw ModelFileError(std::string("model file ") + e.what());
+  }
+  model.net->eval();
+
+  auto& cal = model.calibration;
+  cal.valid = meta.str("calibration.valid") == "1";
+  if (cal.valid) {
+    cal.images = meta.integer("calibration.images");
+    cal.threshold = meta.num("calibration.threshold");
+    cal.base = meta.num("calibration.base");
+    cal.image_mean = meta.num("calibration.image_mean");
+    cal.image_std = meta.num("calibration.image_std");
+    cal.image_min = meta.num("calibration.image_min");
+    cal.image_max = meta.num("calibration.image_max");
+    cal.pixel_mean = meta.num("calibration.pixel_mean");
+    cal.pixel_std = meta.num("calibration.pixel_std");
+    cal.val_false_positive_rate = meta.num("calibration.val_false_positive_rate");
+    cal.image_quantiles = meta.list("calibration.image_quantiles");
+    cal.pixel_quantiles = meta.list("calibration.pixel_quantiles");
+    if (!(cal.threshold > cal.base)) {
+      throw ModelFileError("model file '" + origin + "' has an invalid calibration (threshold <= base)");
+    }
+  }
+  for (const auto& [k, v] : c.meta) {
+    if (k.rfind("training.", 0) == 0) model.training[k.substr(9)] = v;
+  }
+  return model;
+}
+
+Model load_model(const std::string& path) { return load_model_from_bytes(read_file(path), path); }
+
+}  // namespace pefm

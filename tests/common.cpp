@@ -1,0 +1,177 @@
+#include "common.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <torch/torch.h>
+
+namespace pefm_test {
+
+namespace {
+
+uint32_t key_hash(const std::string& key) {
+  uint32_t h = 0;
+  for (unsigned char c : key) h = h * 31u + c;
+  return h;
+}
+
+// u in [0, 1) exactly as numpy computes it in make_golden.py.
+double formula_u(uint32_t h, uint64_t i) {
+  return static_cast<double>((i * 2654435761ULL + h) % 4294967296ULL) / 4294967296.0;
+}
+
+}  // namespace
+
+std::string data_dir() { return std::string(PEFM_SOURCE_DIR) + "/tests/data"; }
+
+std::string shared_dir() {
+  if (const char* env = std::getenv("PEFM_SHARED_DIR"); env && *env) return env;
+  const auto dir = std::string(PEFM_SOURCE_DIR) + "/../shared";
+  return std::filesystem::is_directory(dir) ? dir : "";
+}
+
+std::string shared_file(const std::string& relative) {
+  const auto dir = shared_dir();
+  if (dir.empty()) return "";
+  const auto path = dir + "/" + relative;
+  return std::filesystem::exists(path) ? path : "";
+}
+
+torch::Tensor formula_tensor(const std::string& key, c10::IntArrayRef shape, double scale) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  const auto h = key_hash(key);
+  auto t = torch::empty({n}, torch::kFloat32);
+  auto* p = t.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>((formula_u(h, i) - 0.5) * 0.2 * scale);
+  return t.view(shape);
+}
+
+void fill_formula(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  auto fill = [](const std::string& key, torch::Tensor& t) {
+    if (key.size() >= 19 && key.compare(key.size() - 19, 19, "num_batches_tracked") == 0) {
+      t.zero_();
+      return;
+    }
+    const auto h = key_hash(key);
+    auto values = torch::empty({t.numel()}, torch::kFloat64);
+    auto* p = values.data_ptr<double>();
+    const bool var = key.size() >= 11 && key.compare(key.size() - 11, 11, "running_var") == 0;
+    const bool weight = key.size() >= 6 && key.compare(key.size() - 6, 6, "weight") == 0;
+    const int64_t fan_in = t.dim() > 1 ? t.numel() / t.size(0) : 1;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double u = formula_u(h, static_cast<uint64_t>(i));
+      if (var) p[i] = 0.5 + u;
+      else if (weight && t.dim() > 1) p[i] = (u - 0.5) * 2.0 * std::sqrt(6.0 / fan_in);
+      else if (weight) p[i] = 0.5 + 0.5 * u;
+      else p[i] = (u - 0.5) * 0.2;
+    }
+    t.copy_(values.to(torch::kFloat32).view(t.sizes()));
+  };
+  for (auto& p : module.named_parameters(true)) fill(p.key(), p.value());
+  for (auto& b : module.named_buffers(true)) fill(b.key(), b.value());
+}
+
+TempDir::TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "pefm-test-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+pefm::ModelConfig tiny_config() {
+  pefm::ModelConfig c;
+  c.source_arch = "mobilenet_v2";
+  c.target_arch = "resnet18";
+  c.image_size = 64;
+  c.latent = {8, 8, 8};
+  return c;
+}
+
+std::shared_ptr<pefm::Model> tiny_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  return std::make_shared<pefm::Model>(pefm::Model::create(tiny_config()));
+}
+
+torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto ys = torch::arange(h, torch::kFloat32).view({h, 1});
+  const auto xs = torch::arange(w, torch::kFloat32).view({1, w});
+  auto base = 0.5 + 0.25 * torch::sin(xs * 0.6 + ys * 0.15);
+  auto img = base.unsqueeze(2).repeat({1, 1, 3});
+  img = img + 0.03 * torch::randn({h, w, 3}, gen, torch::TensorOptions());
+  return (img.clamp(0, 1) * 255).round().to(torch::kUInt8);
+}
+
+torch::Tensor paste_patch(const torch::Tensor& img, int64_t y, int64_t x, int64_t size) {
+  auto out = img.clone();
+  using torch::indexing::Slice;
+  out.index_put_({Slice(y, y + size), Slice(x, x + size)}, 250);
+  out.index_put_({Slice(y + size / 3, y + 2 * size / 3), Slice(x, x + size)}, 10);
+  return out;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+torch::Tensor read_bmp(const std::string& path) {
+  const auto b = slurp(path);
+  auto u32 = [&](size_t o) {
+    uint32_t v;
+    std::memcpy(&v, b.data() + o, 4);
+    return v;
+  };
+  auto i32 = [&](size_t o) {
+    int32_t v;
+    std::memcpy(&v, b.data() + o, 4);
+    return v;
+  };
+  if (b.size() < 54 || b[0] != 'B' || b[1] != 'M') throw std::runtime_error(path + ": not a BMP");
+  const uint32_t offset = u32(10);
+  const int32_t w = i32(18), h_signed = i32(22);
+  const int bpp = static_cast<unsigned char>(b[28]) | (static_cast<unsigned char>(b[29]) << 8);
+  const uint32_t compression = u32(30);
+  if ((bpp != 24 && bpp != 32) || (compression != 0 && compression != 3)) {
+    throw std::runtime_error(path + ": only uncompressed 24/32-bit BMP is supported");
+  }
+  const int64_t h = std::abs(h_signed);
+  const int64_t bytes_pp = bpp / 8;
+  const int64_t row = (w * bytes_pp + 3) / 4 * 4;
+  if (static_cast<size_t>(offset + row * h) > b.size()) throw std::runtime_error(path + ": truncated BMP");
+  auto img = torch::empty({h, w, 3}, torch::kUInt8);
+  auto* p = img.data_ptr<uint8_t>();
+  for (int64_t y = 0; y < h; ++y) {
+    const int64_t src_y = h_signed > 0 ? h - 1 - y : y;  // positive height: bottom-up
+    const auto* src = reinterpret_cast<const unsigned char*>(b.data()) + offset + src_y * row;
+    for (int64_t x = 0; x < w; ++x) {
+      p[(y * w + x) * 3 + 0] = src[x * bytes_pp + 2];
+      p[(y * w + x) * 3 + 1] = src[x * bytes_pp + 1];
+      p[(y * w + x) * 3 + 2] = src[x * bytes_pp + 0];
+    }
+  }
+  return img;
+}
+
+}  // namespace pefm_test

@@ -1,0 +1,53 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "pefm/model.h"
+
+namespace pefm_test {
+
+// Folder with the project's committed test data (tests/data).
+std::string data_dir();
+// ../shared beside the checkout, or $PEFM_SHARED_DIR; empty when absent.
+std::string shared_dir();
+// A path under shared_dir(), or "" when the file is absent (callers GTEST_SKIP).
+std::string shared_file(const std::string& relative);
+
+// Fills every parameter and buffer with the integer formula of tests/data/make_golden.py.
+void fill_formula(torch::nn::Module& module);
+torch::Tensor formula_tensor(const std::string& key, c10::IntArrayRef shape, double scale);
+
+// A fresh temporary folder, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Tiny random-init model: mobilenet_v2 -> resnet18, 64 px, latent 8/8/8.
+pefm::ModelConfig tiny_config();
+std::shared_ptr<pefm::Model> tiny_model(uint64_t seed = 1);
+
+// Synthetic inspection image [H, W, 3] uint8: a smooth striped texture with mild noise.
+torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed);
+// Copy of `img` with a bright square of `size` px at (y, x).
+torch::Tensor paste_patch(const torch::Tensor& img, int64_t y, int64_t x, int64_t size);
+
+// Decodes an uncompressed 24/32-bit BMP into [H, W, 3] uint8 RGB.
+torch::Tensor read_bmp(const std::string& path);
+
+std::string slurp(const std::string& path);
+void spit(const std::string& path, const std::string& bytes);
+
+}  // namespace pefm_test

@@ -1,0 +1,180 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common.h"
+#include "pefm/detector.h"
+#include "pefm/model_file.h"
+#include "pefm/preprocess.h"
+#include "pefm/device.h"
+#include "pefm/state_dict.h"
+#include "pefm/trainer.h"
+
+namespace {
+
+using pefm_test::paste_patch;
+using pefm_test::texture_image;
+
+TEST(Detector, BatchedShapesAndScoreIsMapMax) {
+  pefm::Detector det(pefm_test::tiny_model(), {"cpu"});
+  const auto frames = torch::stack({texture_image(48, 80, 1), texture_image(48, 80, 2), texture_image(48, 80, 3)});
+  const auto r = det.detect(frames);
+  ASSERT_EQ(r.maps.sizes(), (std::vector<int64_t>{3, 64, 64}));
+  ASSERT_EQ(r.scores.sizes(), (std::vector<int64_t>{3}));
+  for (int i = 0; i < 3; ++i) EXPECT_FLOAT_EQ(r.scores[i].item<float>(), r.maps[i].max().item<float>());
+  EXPECT_TRUE(torch::isfinite(r.maps).all().item<bool>());
+  EXPECT_GE(r.maps.min().item<float>(), 0.0f) << "residuals are squared norms";
+}
+
+TEST(Detector, BatchOfNEqualsNSingleFrames) {
+  pefm::Detector det(pefm_test::tiny_model(), {"cpu"});
+  const auto frames = torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2)});
+  const auto both = det.detect(frames);
+  const auto one = det.detect(frames.slice(0, 1, 2));
+  EXPECT_TRUE(torch::allclose(both.maps[1], one.maps[0], 1e-5, 1e-6));
+}
+
+TEST(Detector, SameSeedSameModelSameOutput) {
+  const auto frames = texture_image(64, 64, 4).unsqueeze(0);
+  pefm::Detector a(pefm_test::tiny_model(42), {"cpu"}), b(pefm_test::tiny_model(42), {"cpu"});
+  EXPECT_TRUE(torch::equal(a.detect(frames).maps, b.detect(frames).maps));
+  pefm::Detector c(pefm_test::tiny_model(43), {"cpu"});
+  EXPECT_FALSE(torch::equal(a.detect(frames).maps, c.detect(frames).maps));
+}
+
+TEST(Detector, GrayAndReplicatedRgbAgree) {
+  pefm::Detector det(pefm_test::tiny_model(), {"cpu"});
+  const auto rgb = texture_image(40, 40, 5);
+  const auto gray = rgb.select(2, 0).unsqueeze(2).contiguous();
+  const auto rep = gray.repeat({1, 1, 3});
+  EXPECT_TRUE(torch::allclose(det.detect(gray.unsqueeze(0), pefm::ChannelMap::gray()).maps,
+                              det.detect(rep.unsqueeze(0)).maps, 1e-5, 1e-6));
+}
+
+TEST(Detector, ProductFusionMultipliesScales) {
+  auto model = pefm_test::tiny_model(7);
+  pefm::Detector mean_det(model, {"cpu"});
+  const auto x = pefm::preprocess(texture_image(64, 64, 1).unsqueeze(0), {}, 64);
+  const auto f = model->net->extract(x);
+  std::vector<torch::Tensor> ups;
+  for (int k = 0; k < 3; ++k) {
+    ups.push_back(torch::upsample_bilinear2d(model->net->residual(k, f.source[k], f.target[k]), {64, 64}, false));
+  }
+  const auto mean = (ups[0] + ups[1] + ups[2]).squeeze(1) / 3.0;
+  EXPECT_TRUE(torch::allclose(mean_det.detect_preprocessed(x).maps, mean, 1e-5, 1e-7));
+  auto product_model = std::make_shared<pefm::Model>(*model);
+  product_model->config.fusion = pefm::Fusion::kProduct;
+  product_model->net = pefm::PefmNet(product_model->config);
+  pefm::load_state_dict(*product_model->net, pefm::module_state(*model->net), "copy");
+  pefm::Detector product_det(product_model, {"cpu"});
+  EXPECT_TRUE(torch::allclose(product_det.detect_preprocessed(x).maps, (ups[0] * ups[1] * ups[2]).squeeze(1),
+                              1e-5, 1e-9));
+}
+
+TEST(Detector, Fp16OnCpuIsRefusedWithAReason) {
+  try {
+    pefm::Detector det(pefm_test::tiny_model(), {"cpu", pefm::Precision::kFp16});
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("fp16 needs a CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Detector, UnavailableCudaDeviceIsAClearError) {
+  if (pefm::cuda_available()) GTEST_SKIP() << "CUDA present; this checks the CPU-only message";
+  try {
+    pefm::Detector det(pefm_test::tiny_model(), {"cuda:0"});
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA is not available"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Detector, WrongInputShapesAreRejected) {
+  pefm::Detector det(pefm_test::tiny_model(), {"cpu"});
+  EXPECT_THROW(det.detect(torch::zeros({1, 10, 10, 2}, torch::kUInt8), pefm::ChannelMap::rgb_order()), c10::Error);
+  EXPECT_THROW(det.detect(torch::zeros({1, 0, 10, 3}, torch::kUInt8)), c10::Error);
+  EXPECT_THROW(det.detect_preprocessed(torch::zeros({1, 3, 32, 32})), c10::Error);
+  auto nan_frame = torch::full({1, 8, 8, 3}, NAN);
+  EXPECT_THROW(det.detect(nan_frame), c10::Error);
+}
+
+// The core claim: after a little training on normal images, a pasted defect scores
+// higher than the clean image, and the map peaks on the defect.
+TEST(Detector, TrainingMakesAPastedPatchStandOut) {
+  auto model = pefm_test::tiny_model(11);
+  pefm::TrainOptions opts;
+  opts.batch_size = 4;
+  opts.lr = 3e-3;
+  opts.seed = 888;
+  pefm::Trainer trainer(*model, opts, torch::kCPU);
+  std::vector<torch::Tensor> train;
+  for (int i = 0; i < 12; ++i) train.push_back(texture_image(64, 64, 100 + i));
+  trainer.add_images(pefm::preprocess(torch::stack(train), {}, 64));
+  const auto first = trainer.train_epoch();
+  pefm::EpochResult last;
+  for (int e = 0; e < 30; ++e) last = trainer.train_epoch();
+  for (int k = 0; k < 3; ++k) EXPECT_LT(last.loss[k], first.loss[k]) << "scale " << k;
+
+  pefm::Detector det(model, {"cpu"});
+  const auto clean = texture_image(64, 64, 999);
+  const auto defect = paste_patch(clean, 36, 8, 14);
+  const auto r = det.detect(torch::stack({clean, defect}));
+  const float s_clean = r.scores[0].item<float>(), s_defect = r.scores[1].item<float>();
+  EXPECT_GT(s_defect, 1.5f * s_clean) << "clean " << s_clean << " defect " << s_defect;
+  const auto peak = r.maps[1].argmax().item<int64_t>();
+  const int64_t py = peak / 64, px = peak % 64;
+  EXPECT_TRUE(py >= 36 - 8 && py < 50 + 8 && px >= 8 - 8 && px < 22 + 8)
+      << "peak at (" << py << ", " << px << "), patch at (36..50, 8..22)";
+}
+
+TEST(Trainer, SameSeedSameWeights) {
+  auto run = [] {
+    auto model = pefm_test::tiny_model(3);
+    pefm::TrainOptions opts;
+    opts.batch_size = 2;
+    pefm::Trainer t(*model, opts, torch::kCPU);
+    t.add_images(pefm::preprocess(torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2),
+                                                texture_image(64, 64, 3)}), {}, 64));
+    t.train_epoch();
+    t.train_epoch();
+    return model->net->mapping[2]->named_parameters()["decoder_t.2.weight"].clone();
+  };
+  EXPECT_TRUE(torch::equal(run(), run()));
+}
+
+TEST(Trainer, ResumeContinuesExactlyWhereItStopped) {
+  const auto images = pefm::preprocess(
+      torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2), texture_image(64, 64, 3)}), {}, 64);
+  pefm::TrainOptions opts;
+  opts.batch_size = 2;
+  // Straight through: three epochs.
+  auto straight = pefm_test::tiny_model(3);
+  {
+    pefm::Trainer t(*straight, opts, torch::kCPU);
+    t.add_images(images);
+    for (int e = 0; e < 3; ++e) t.train_epoch();
+  }
+  // One epoch, save model + trainer state, restore into fresh objects, two more.
+  auto first = pefm_test::tiny_model(3);
+  std::map<std::string, torch::Tensor> state;
+  pefm_test::TempDir tmp;
+  {
+    pefm::Trainer t(*first, opts, torch::kCPU);
+    t.add_images(images);
+    t.train_epoch();
+    state = t.state();
+    pefm::save_model(*first, tmp.file("ckpt.pt"));
+  }
+  pefm::Model resumed = pefm::load_model(tmp.file("ckpt.pt"));
+  pefm::Trainer t(resumed, opts, torch::kCPU);
+  t.restore(state);
+  EXPECT_EQ(t.epochs_done(), 1);
+  t.add_images(images);
+  t.train_epoch();
+  t.train_epoch();
+  const auto a = straight->net->mapping[0]->named_parameters()["shared.weight"];
+  const auto b = resumed.net->mapping[0]->named_parameters()["shared.weight"];
+  EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-7)) << (a - b).abs().max().item<float>();
+}
+
+}  // namespace

@@ -1,0 +1,95 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common.h"
+#include "pefm-config.h"
+#include "pefm/device.h"
+#include "pefm/preprocess.h"
+#if PEFM_WITH_CUDA_KERNELS
+#include "../core/src/cuda/kernels.h"
+#endif
+
+namespace {
+
+using pefm::ChannelMap;
+
+TEST(Preprocess, NormalisesWithImageNetStatistics) {
+  // A constant frame at the native size: no resampling, only scaling and normalisation.
+  auto frame = torch::empty({1, 4, 4, 3}, torch::kUInt8);
+  frame.select(3, 0).fill_(255);
+  frame.select(3, 1).fill_(0);
+  frame.select(3, 2).fill_(51);
+  const auto x = pefm::preprocess(frame, ChannelMap::rgb_order(), 4);
+  ASSERT_EQ(x.sizes(), (std::vector<int64_t>{1, 3, 4, 4}));
+  EXPECT_NEAR(x[0][0][2][2].item<float>(), (1.0 - 0.485) / 0.229, 1e-5);
+  EXPECT_NEAR(x[0][1][2][2].item<float>(), (0.0 - 0.456) / 0.224, 1e-5);
+  EXPECT_NEAR(x[0][2][2][2].item<float>(), (0.2 - 0.406) / 0.225, 1e-5);
+}
+
+TEST(Preprocess, ChannelMapsSelectTheSameColours) {
+  const auto rgb = pefm_test::texture_image(20, 30, 1);
+  const auto bgr = rgb.flip(2).contiguous();
+  auto bgra = torch::cat({bgr, torch::full({20, 30, 1}, 255, torch::kUInt8)}, 2);
+  const auto a = pefm::preprocess(rgb.unsqueeze(0), ChannelMap::rgb_order(), 16);
+  EXPECT_TRUE(torch::allclose(a, pefm::preprocess(bgr.unsqueeze(0), ChannelMap::bgr_order(), 16)));
+  EXPECT_TRUE(torch::allclose(a, pefm::preprocess(bgra.unsqueeze(0), ChannelMap::bgra_order(), 16)));
+}
+
+TEST(Preprocess, FloatFramesInUnitRangeEqualUint8) {
+  const auto u8 = pefm_test::texture_image(33, 47, 2).unsqueeze(0);
+  const auto f = u8.to(torch::kFloat32) / 255.0;
+  EXPECT_TRUE(torch::allclose(pefm::preprocess(u8, {}, 32), pefm::preprocess(f, {}, 32), 1e-5, 1e-5));
+}
+
+TEST(Preprocess, DownscalingIsAntialiased) {
+  // One-pixel checkerboard: plain bilinear at 1/4 scale aliases to a pattern;
+  // an antialiased filter averages it to flat mid-grey.
+  const auto ys = torch::arange(64).view({64, 1}), xs = torch::arange(64).view({1, 64});
+  const auto board = (((ys + xs) % 2) * 255).to(torch::kUInt8).unsqueeze(2).expand({64, 64, 3}).contiguous();
+  const auto x = pefm::preprocess(board.unsqueeze(0), {}, 16);
+  const auto grey = (127.5 / 255.0 - 0.485) / 0.229;
+  EXPECT_NEAR(x[0][0].mean().item<float>(), grey, 0.02);
+  EXPECT_LT(x[0][0].slice(0, 2, 14).slice(1, 2, 14).std().item<float>(), 0.05);
+}
+
+TEST(Preprocess, RejectsBadFrames) {
+  EXPECT_THROW(pefm::preprocess(torch::zeros({4, 4, 3}, torch::kUInt8), {}, 8), c10::Error);
+  EXPECT_THROW(pefm::preprocess(torch::zeros({1, 4, 4, 2}, torch::kUInt8), {2, {0, 1, 1}}, 8), c10::Error);
+  EXPECT_THROW(pefm::preprocess(torch::zeros({1, 4, 4, 3}, torch::kInt32), {}, 8), c10::Error);
+  EXPECT_THROW(pefm::preprocess(torch::full({1, 4, 4, 3}, INFINITY), {}, 8), c10::Error);
+  EXPECT_EQ(pefm::preprocess(torch::zeros({0, 4, 4, 3}, torch::kUInt8), {}, 8).size(0), 0);
+}
+
+#if PEFM_WITH_CUDA_KERNELS
+pefm::cuda::FrameDesc describe(const torch::Tensor& t, const ChannelMap& m) {
+  return {t.data_ptr(), t.is_floating_point(), static_cast<int>(t.size(0)), static_cast<int>(t.size(1)),
+          static_cast<int>(t.size(2)), static_cast<int>(t.size(3)), t.stride(0), t.stride(1), t.stride(2),
+          {m.rgb[0], m.rgb[1], m.rgb[2]}};
+}
+
+// The CUDA kernel's per-pixel code, run on the host, matches LibTorch's antialiased
+// bilinear path: downscaling, upscaling, non-square, BGRA and gray inputs.
+TEST(PreprocessKernel, HostTwinMatchesLibTorch) {
+  struct Case { int64_t h, w, size; ChannelMap map; };
+  for (const auto& c : {Case{64, 96, 32, ChannelMap::rgb_order()}, Case{20, 12, 32, ChannelMap::bgra_order()},
+                        Case{257, 131, 64, ChannelMap::gray()}, Case{32, 32, 32, ChannelMap::bgr_order()}}) {
+    auto frames = torch::randint(0, 256, {2, c.h, c.w, c.map.channels}, torch::kUInt8);
+    const auto want = pefm::preprocess(frames, c.map, c.size);
+    auto got = torch::empty({2, 3, c.size, c.size});
+    pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr<float>(), static_cast<int>(c.size));
+    EXPECT_LT((got - want).abs().max().item<float>(), 1e-4) << c.h << "x" << c.w << " -> " << c.size;
+  }
+}
+#endif
+
+TEST(PreprocessKernel, CudaMatchesCpu) {
+  if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  auto frames = torch::randint(0, 256, {3, 123, 301, 4}, torch::kUInt8);
+  const auto cpu = pefm::preprocess(frames, ChannelMap::bgra_order(), 64);
+  const auto gpu = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64).cpu();
+  EXPECT_LT((cpu - gpu).abs().max().item<float>(), 1e-4);
+  const auto half = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64, torch::kHalf).cpu().to(torch::kFloat32);
+  EXPECT_LT((cpu - half).abs().max().item<float>(), 2e-2);
+}
+
+}  // namespace
