@@ -102,7 +102,7 @@ TEST_F(ModelFile, NanWeightsAreRejectedByName) {
   }
   pefm::save_model(*model_, path_);
   const auto msg = error_of([&] { pefm::load_model(path_); });
-  EXPECT_NE(msg.find("'mapping.1.shared.weight' contains NaN"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'net.mapping.1.shared.weight' contains NaN"), std::string::npos) << msg;
 }
 
 TEST_F(ModelFile, OverwriteKeepsTheFileLoadable) {

@@ -121,10 +121,12 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
   }
 }
 
-void save_model(const Model& model, const std::string& path) {
+namespace {
+
+Container model_container(const Model& model, const char* format) {
   Container c;
   const auto& cfg = model.config;
-  c.meta["format"] = "pefm-model";
+  c.meta["format"] = format;
   c.meta["created_by"] = "pefm " PEFM_VERSION;
   c.meta["config.source_arch"] = cfg.source_arch;
   c.meta["config.target_arch"] = cfg.target_arch;
@@ -150,16 +152,15 @@ void save_model(const Model& model, const std::string& path) {
     c.meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
   }
   for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
-  c.tensors = module_state(*model.net);
-  write_file_atomically(path, encode_container(c));
+  for (const auto& [name, t] : module_state(*model.net)) c.tensors["net." + name] = t;
+  return c;
 }
 
-Model load_model_from_bytes(const std::string& bytes, const std::string& origin) {
-  const auto c = decode_container(bytes, origin);
+Model container_model(const Container& c, const std::string& origin, const char* format) {
   const MetaReader meta(c.meta, origin);
-  if (meta.str("format") != "pefm-model") {
+  if (meta.str("format") != format) {
     throw ModelFileError("model file '" + origin + "' holds a '" + meta.str("format") +
-                         "', not a pefm model");
+                         "', not a " + format);
   }
   ModelConfig cfg;
   try {
@@ -181,8 +182,12 @@ Model load_model_from_bytes(const std::string& bytes, const std::string& origin)
   Model model;
   model.config = cfg;
   model.net = PefmNet(cfg);
+  TensorDict weights;
+  for (const auto& [name, t] : c.tensors) {
+    if (name.rfind("net.", 0) == 0) weights[name.substr(4)] = t;
+  }
   try {
-    load_state_dict(*model.net, c.tensors, origin);
+    load_state_dict(*model.net, weights, origin);
   } catch (const std::runtime_error& e) {
     throw ModelFileError(std::string("model file ") + e.what());
   }
@@ -213,6 +218,32 @@ Model load_model_from_bytes(const std::string& bytes, const std::string& origin)
   return model;
 }
 
+}  // namespace
+
+void save_model(const Model& model, const std::string& path) {
+  write_file_atomically(path, encode_container(model_container(model, "pefm-model")));
+}
+
+Model load_model_from_bytes(const std::string& bytes, const std::string& origin) {
+  return container_model(decode_container(bytes, origin), origin, "pefm-model");
+}
+
 Model load_model(const std::string& path) { return load_model_from_bytes(read_file(path), path); }
+
+void save_checkpoint(const Model& model, const std::map<std::string, torch::Tensor>& trainer_state,
+                     const std::string& path) {
+  auto c = model_container(model, "pefm-checkpoint");
+  for (const auto& [name, t] : trainer_state) c.tensors["trainer." + name] = t;
+  write_file_atomically(path, encode_container(c));
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  const auto c = decode_container(read_file(path), path);
+  Checkpoint ck{container_model(c, path, "pefm-checkpoint"), {}};
+  for (const auto& [name, t] : c.tensors) {
+    if (name.rfind("trainer.", 0) == 0) ck.trainer_state[name.substr(8)] = t;
+  }
+  return ck;
+}
 
 }  // namespace pefm

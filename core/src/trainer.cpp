@@ -43,7 +43,7 @@ void Trainer::clear_cache() {
   }
 }
 
-EpochResult Trainer::train_epoch() {
+EpochResult Trainer::train_epoch(const BatchCallback& on_batch) {
   TORCH_CHECK(cached_images() > 0, "no training images were added");
   // Consolidate the cache once; later epochs find single tensors.
   for (int k = 0; k < 3; ++k) {
@@ -60,6 +60,7 @@ EpochResult Trainer::train_epoch() {
   EpochResult result;
   result.epoch = epochs_done_ + 1;
   int64_t batches = 0;
+  const int64_t total = (n + options_.batch_size - 1) / options_.batch_size;
   for (int64_t i = 0; i < n; i += options_.batch_size) {
     const auto idx = perm.slice(0, i, std::min(n, i + options_.batch_size));
     for (int k = 0; k < 3; ++k) {
@@ -73,6 +74,11 @@ EpochResult Trainer::train_epoch() {
       result.loss[k] += loss.item<double>();
     }
     ++batches;
+    if (on_batch && !on_batch(batches, total)) {
+      model_.net->eval();
+      result.completed = false;
+      return result;
+    }
   }
   for (auto& l : result.loss) l /= static_cast<double>(batches);
   model_.net->eval();

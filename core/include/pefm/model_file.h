@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "pefm/model.h"
@@ -31,6 +32,16 @@ void save_model(const Model& model, const std::string& path);
 Model load_model(const std::string& path);
 // Same, from bytes in memory (`origin` names them in errors); used by the fuzzer.
 Model load_model_from_bytes(const std::string& bytes, const std::string& origin);
+
+// A training checkpoint: the model so far plus the trainer's state (optimisers, epoch),
+// for `pefm-train --resume`. Same container, format "pefm-checkpoint".
+struct Checkpoint {
+  Model model;
+  std::map<std::string, torch::Tensor> trainer_state;
+};
+void save_checkpoint(const Model& model, const std::map<std::string, torch::Tensor>& trainer_state,
+                     const std::string& path);
+Checkpoint load_checkpoint(const std::string& path);
 
 // Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
 void write_file_atomically(const std::string& path, const std::string& bytes);

@@ -27,7 +27,12 @@ struct TrainOptions {
 struct EpochResult {
   int64_t epoch = 0;                 // 1-based number of the epoch just finished
   std::array<double, 3> loss = {};   // mean loss per scale over the epoch
+  bool completed = true;             // false when the callback stopped it early
 };
+
+// Called after every batch with (batches done, batches in the epoch); return false to
+// stop: the epoch then does not count and the caller should not save its weights.
+using BatchCallback = std::function<bool(int64_t done, int64_t total)>;
 
 class Trainer {
  public:
@@ -41,7 +46,7 @@ class Trainer {
   void clear_cache();
 
   // One pass over the cache in a seeded random order, one Adam per scale.
-  EpochResult train_epoch();
+  EpochResult train_epoch(const BatchCallback& on_batch = nullptr);
   int64_t epochs_done() const { return epochs_done_; }
 
   // Optimiser and progress state for --resume (tensors by name).

@@ -1,0 +1,206 @@
+#include "pefm-io/image_io.h"
+
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+
+namespace pefm {
+namespace io {
+
+namespace {
+
+struct GstUnref {
+  void operator()(gpointer p) const { gst_object_unref(p); }
+};
+using ElementPtr = std::unique_ptr<GstElement, GstUnref>;
+
+struct SampleUnref {
+  void operator()(GstSample* s) const { gst_sample_unref(s); }
+};
+
+// Stops and releases a pipeline however the function leaves.
+class Pipeline {
+ public:
+  explicit Pipeline(GstElement* p) : p_(p) {}
+  ~Pipeline() {
+    if (p_) {
+      gst_element_set_state(p_, GST_STATE_NULL);
+      gst_object_unref(p_);
+    }
+  }
+  GstElement* get() const { return p_; }
+  ElementPtr by_name(const char* name) const {
+    return ElementPtr(gst_bin_get_by_name(GST_BIN(p_), name));
+  }
+  // First error (or warning) on the bus as text, or "" when there is none.
+  std::string bus_error() const {
+    std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(p_));
+    while (GstMessage* m = gst_bus_pop_filtered(bus.get(), GST_MESSAGE_ERROR)) {
+      GError* err = nullptr;
+      gst_message_parse_error(m, &err, nullptr);
+      std::string text = err ? err->message : "unknown error";
+      g_clear_error(&err);
+      gst_message_unref(m);
+      return text;
+    }
+    return "";
+  }
+
+ private:
+  GstElement* p_;
+};
+
+GstElement* parse(const char* description, const std::string& path) {
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch(description, &err);
+  if (!p || err) {
+    const std::string why = err ? err->message : "unknown";
+    g_clear_error(&err);
+    if (p) gst_object_unref(p);
+    throw ImageError("cannot build a GStreamer pipeline for '" + path + "': " + why +
+                     " (are gstreamer1.0-plugins-base/-good/-libav installed?)");
+  }
+  return p;
+}
+
+bool has_image_extension(const std::filesystem::path& p) {
+  auto ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* e : {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}) {
+    if (ext == e) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void ensure_gstreamer() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    GError* err = nullptr;
+    if (!gst_init_check(nullptr, nullptr, &err)) {
+      const std::string why = err ? err->message : "unknown";
+      g_clear_error(&err);
+      throw ImageError("cannot initialise GStreamer: " + why);
+    }
+  });
+}
+
+Image read_image(const std::string& path, PixelFormat format) {
+  ensure_gstreamer();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw ImageError("'" + path + "' is not a readable file");
+  if (std::filesystem::file_size(path, ec) == 0) throw ImageError("'" + path + "' is empty (0 bytes)");
+  const bool gray = format == PixelFormat::kGray;
+  const std::string desc = std::string(
+      "filesrc name=src ! decodebin name=dec ! videoconvert ! video/x-raw,format=") +
+      (gray ? "GRAY8" : "RGB") + " ! appsink name=sink sync=false max-buffers=1";
+  Pipeline pipe(parse(desc.c_str(), path));
+  g_object_set(pipe.by_name("src").get(), "location", path.c_str(), nullptr);
+  auto sink = pipe.by_name("sink");
+
+  gst_element_set_state(pipe.get(), GST_STATE_PAUSED);
+  std::unique_ptr<GstSample, SampleUnref> sample(
+      gst_app_sink_try_pull_preroll(GST_APP_SINK(sink.get()), 30 * GST_SECOND));
+  if (!sample) {
+    auto why = pipe.bus_error();
+    if (why.empty()) why = "no image decoded within 30 s";
+    throw ImageError("cannot decode '" + path + "': " + why);
+  }
+  GstVideoInfo info;
+  if (!gst_video_info_from_caps(&info, gst_sample_get_caps(sample.get()))) {
+    throw ImageError("cannot decode '" + path + "': decoder produced unusable caps");
+  }
+  const int w = GST_VIDEO_INFO_WIDTH(&info), h = GST_VIDEO_INFO_HEIGHT(&info);
+  if (w <= 0 || h <= 0) throw ImageError("'" + path + "' has no pixels");
+  if (static_cast<int64_t>(w) * h > kMaxImagePixels) {
+    throw ImageError("'" + path + "' is " + std::to_string(w) + "x" + std::to_string(h) +
+                     ", larger than the supported " + std::to_string(kMaxImagePixels) + " pixels");
+  }
+  GstVideoFrame frame;
+  if (!gst_video_frame_map(&frame, &info, gst_sample_get_buffer(sample.get()), GST_MAP_READ)) {
+    throw ImageError("cannot map the decoded frame of '" + path + "'");
+  }
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = gray ? 1 : 3;
+  img.pixels.resize(static_cast<size_t>(w) * h * img.channels);
+  const auto* src = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
+  const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
+  const size_t row = static_cast<size_t>(w) * img.channels;
+  for (int y = 0; y < h; ++y) std::memcpy(img.pixels.data() + y * row, src + static_cast<size_t>(y) * stride, row);
+  gst_video_frame_unmap(&frame);
+  return img;
+}
+
+void write_png(const std::string& path, const Image& image) {
+  ensure_gstreamer();
+  if (image.width <= 0 || image.height <= 0 || (image.channels != 1 && image.channels != 3) ||
+      image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
+    throw ImageError("cannot write '" + path + "': invalid image");
+  }
+  const std::string tmp = path + ".tmp.png";
+  Pipeline pipe(parse("appsrc name=src ! videoconvert ! pngenc ! filesink name=sink", path));
+  g_object_set(pipe.by_name("sink").get(), "location", tmp.c_str(), nullptr);
+  auto src = pipe.by_name("src");
+  GstVideoInfo info;
+  gst_video_info_set_format(&info, image.channels == 1 ? GST_VIDEO_FORMAT_GRAY8 : GST_VIDEO_FORMAT_RGB,
+                            image.width, image.height);
+  GstCaps* caps = gst_video_info_to_caps(&info);
+  g_object_set(src.get(), "caps", caps, "format", GST_FORMAT_TIME, nullptr);
+  gst_caps_unref(caps);
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+  GstVideoFrame frame;
+  gst_video_frame_map(&frame, &info, buf, GST_MAP_WRITE);
+  auto* dst = static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
+  const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
+  const size_t row = static_cast<size_t>(image.width) * image.channels;
+  for (int y = 0; y < image.height; ++y) std::memcpy(dst + static_cast<size_t>(y) * stride, image.pixels.data() + y * row, row);
+  gst_video_frame_unmap(&frame);
+  GST_BUFFER_PTS(buf) = 0;
+  gst_element_set_state(pipe.get(), GST_STATE_PLAYING);
+  gst_app_src_push_buffer(GST_APP_SRC(src.get()), buf);
+  gst_app_src_end_of_stream(GST_APP_SRC(src.get()));
+  std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(pipe.get()));
+  GstMessage* msg = gst_bus_timed_pop_filtered(bus.get(), 30 * GST_SECOND,
+                                               static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  std::string why;
+  if (!msg) {
+    why = "timed out";
+  } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+    GError* err = nullptr;
+    gst_message_parse_error(msg, &err, nullptr);
+    why = err ? err->message : "unknown error";
+    g_clear_error(&err);
+  }
+  if (msg) gst_message_unref(msg);
+  gst_element_set_state(pipe.get(), GST_STATE_NULL);
+  if (!why.empty() || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw ImageError("cannot write '" + path + "': " + (why.empty() ? std::strerror(errno) : why));
+  }
+}
+
+std::vector<std::string> list_images(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) throw ImageError("'" + dir + "' is not a folder");
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec) && has_image_extension(e.path())) out.push_back(e.path().string());
+  }
+  if (ec) throw ImageError("cannot list '" + dir + "': " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace io
+}  // namespace pefm

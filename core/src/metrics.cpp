@@ -1,0 +1,120 @@
+#include "pefm/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+namespace pefm {
+
+double auroc(const torch::Tensor& scores, const torch::Tensor& labels) {
+  TORCH_CHECK(scores.numel() == labels.numel(), "auroc: ", scores.numel(), " scores but ",
+              labels.numel(), " labels");
+  const auto s = scores.detach().flatten().cpu().to(torch::kFloat64);
+  const auto l = labels.detach().flatten().cpu().ne(0);
+  const auto order = std::get<1>(s.sort());
+  const auto ss = s.index_select(0, order).contiguous();
+  const auto ls = l.index_select(0, order).contiguous();
+  const auto* sv = ss.data_ptr<double>();
+  const auto* lv = ls.data_ptr<bool>();
+  const int64_t n = ss.numel();
+  double pos = 0, rank_sum = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    double pos_in_group = 0;
+    while (j < n && sv[j] == sv[i]) pos_in_group += lv[j++];
+    // Ranks i+1 .. j share their average.
+    rank_sum += pos_in_group * (static_cast<double>(i + 1 + j) / 2.0);
+    pos += pos_in_group;
+    i = j;
+  }
+  const double neg = static_cast<double>(n) - pos;
+  if (pos == 0 || neg == 0) return std::numeric_limits<double>::quiet_NaN();
+  return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg);
+}
+
+std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask) {
+  TORCH_CHECK(mask.dim() == 2, "label_regions needs a [H, W] mask, got ", mask.sizes());
+  const auto m = mask.detach().cpu().ne(0).contiguous();
+  const int64_t h = m.size(0), w = m.size(1);
+  auto labels = torch::zeros({h, w}, torch::kInt32);
+  const auto* mv = m.data_ptr<bool>();
+  auto* lv = labels.data_ptr<int32_t>();
+  int32_t count = 0;
+  std::vector<int64_t> stack;
+  for (int64_t start = 0; start < h * w; ++start) {
+    if (!mv[start] || lv[start] != 0) continue;
+    lv[start] = ++count;
+    stack.push_back(start);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      const int64_t y = p / w, x = p % w;
+      for (int64_t dy = -1; dy <= 1; ++dy) {
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t ny = y + dy, nx = x + dx;
+          if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+          const int64_t q = ny * w + nx;
+          if (mv[q] && lv[q] == 0) {
+            lv[q] = count;
+            stack.push_back(q);
+          }
+        }
+      }
+    }
+  }
+  return {labels, count};
+}
+
+double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, double max_fpr) {
+  TORCH_CHECK(maps.dim() == 3 && maps.sizes() == masks.sizes(), "aupro needs maps and masks of one [N, H, W] shape, got ",
+              maps.sizes(), " and ", masks.sizes());
+  TORCH_CHECK(steps > 1, "aupro needs at least two thresholds");
+  const auto m = maps.detach().cpu().to(torch::kFloat64).contiguous();
+  const auto gt = masks.detach().cpu().ne(0).contiguous();
+  // Sorted scores of all negative pixels, and of each region: every threshold's counts are
+  // then two binary searches, so 1000 thresholds cost no more than one pass.
+  const auto negatives = std::get<0>(m.masked_select(gt.logical_not()).sort()).contiguous();
+  std::vector<torch::Tensor> regions;
+  for (int64_t i = 0; i < m.size(0); ++i) {
+    auto [labels, count] = label_regions(gt[i]);
+    for (int32_t r = 1; r <= count; ++r) {
+      regions.push_back(std::get<0>(m[i].masked_select(labels.eq(r)).sort()).contiguous());
+    }
+  }
+  if (regions.empty() || negatives.numel() == 0) return std::numeric_limits<double>::quiet_NaN();
+  const auto above = [](const torch::Tensor& sorted, double th) {
+    const auto* v = sorted.data_ptr<double>();
+    const int64_t n = sorted.numel();
+    return static_cast<double>(n - (std::upper_bound(v, v + n, th) - v));
+  };
+  const double hi = m.max().item<double>(), lo = m.min().item<double>();
+  const double delta = (hi - lo) / static_cast<double>(steps);
+  if (delta <= 0) return std::numeric_limits<double>::quiet_NaN();
+  // numpy.arange(hi, lo, -delta): ceil((lo - hi) / -delta) values hi - i * delta.
+  const auto count = static_cast<int64_t>(std::ceil((lo - hi) / -delta));
+  std::vector<double> fprs, pros;
+  for (int64_t i = 0; i < count; ++i) {
+    const double th = hi - static_cast<double>(i) * delta;
+    const double fpr = above(negatives, th) / static_cast<double>(negatives.numel());
+    double pro = 0;
+    for (const auto& r : regions) pro += above(r, th) / static_cast<double>(r.numel());
+    if (fpr <= max_fpr) {
+      fprs.push_back(fpr);
+      pros.push_back(pro / static_cast<double>(regions.size()));
+    }
+  }
+  if (fprs.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+  const auto [fmin, fmax] = std::minmax_element(fprs.begin(), fprs.end());
+  const double span = *fmax - *fmin;
+  if (span <= 0) return std::numeric_limits<double>::quiet_NaN();
+  const double base = *fmin;
+  double area = 0;
+  for (size_t i = 1; i < fprs.size(); ++i) {
+    area += ((fprs[i] - base) / span - (fprs[i - 1] - base) / span) * (pros[i] + pros[i - 1]) / 2.0;
+  }
+  return area;
+}
+
+}  // namespace pefm

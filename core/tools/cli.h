@@ -1,0 +1,93 @@
+// Shared plumbing of the command-line tools: arguments, progress, signals, images.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "pefm-io/image_io.h"
+
+namespace pefm {
+namespace cli {
+
+// A user error: printed as "PROGRAM: message" with exit status 2, without a stack of
+// LibTorch detail.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Args {
+ public:
+  Args(std::string program, std::string synopsis, std::string description);
+
+  // --name VALUE (or --name=VALUE); `fallback` is used when absent ("" = required when
+  // `required`). Repeatable options keep every value.
+  void option(const std::string& name, const std::string& metavar, const std::string& help,
+              const std::string& fallback = "", bool required = false, bool repeatable = false);
+  void flag(const std::string& name, const std::string& help);
+
+  // Returns false after printing --help (the caller exits 0); throws UsageError.
+  bool parse(int argc, char** argv);
+
+  std::string get(const std::string& name) const;
+  std::vector<std::string> all(const std::string& name) const;
+  bool has(const std::string& name) const;
+  int64_t integer(const std::string& name, int64_t min, int64_t max) const;
+  double number(const std::string& name, double min, double max) const;
+  std::string help() const;
+
+ private:
+  struct Spec {
+    std::string metavar, help, fallback;
+    bool required = false, repeatable = false, is_flag = false;
+  };
+  std::string program_, synopsis_, description_;
+  std::vector<std::string> order_;
+  std::map<std::string, Spec> specs_;
+  std::map<std::string, std::vector<std::string>> values_;
+};
+
+// One-line progress with elapsed time and ETA. On a terminal it redraws in place; when
+// stdout is a pipe or file it prints a plain line at most every `plain_interval`.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total, bool tty);
+  void update(int64_t done, const std::string& extra = "");
+  void finish(const std::string& extra = "");
+
+ private:
+  void draw(int64_t done, const std::string& extra, bool final);
+  std::string label_;
+  int64_t total_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+  int last_percent_ = -1;
+};
+
+bool stdout_is_tty();
+std::string format_duration(double seconds);  // "1:02:03" / "2:03"
+std::string format_bytes(uint64_t bytes);
+
+// SIGINT / SIGTERM set a flag instead of killing the process; a second signal kills.
+void install_stop_handler();
+bool stop_requested();
+
+// Decoded image as a [H, W, C] uint8 tensor sharing nothing with `img`.
+torch::Tensor to_tensor(const io::Image& img);
+// [H, W, C] uint8 tensor (C = 1 or 3) back to an image.
+io::Image to_image(const torch::Tensor& hwc);
+
+// "arch" or "arch=path": the arch and an explicit weights path ("" if none).
+std::pair<std::string, std::string> split_arch(const std::string& spec);
+
+std::string json_escape(const std::string& s);
+
+}  // namespace cli
+}  // namespace pefm

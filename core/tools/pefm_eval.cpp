@@ -1,0 +1,230 @@
+// pefm-eval: scores a model on an MVTec-AD-layout test set, as the PEFM authors do.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include "cli.h"
+#include "pefm-config.h"
+#include "pefm/detector.h"
+#include "pefm/device.h"
+#include "pefm/metrics.h"
+#include "pefm/model_file.h"
+#include "pefm/preprocess.h"
+#include "render.h"
+
+namespace {
+
+using namespace pefm;
+namespace fs = std::filesystem;
+
+struct TestImage {
+  std::string path, type, mask_path;
+  bool defective = false;
+};
+
+struct Scores {
+  double image_auroc = NAN, pixel_auroc = NAN, aupro = NAN;
+  int64_t images = 0;
+};
+
+std::vector<TestImage> discover(const std::string& root) {
+  const fs::path test = fs::path(root) / "test";
+  if (!fs::is_directory(test)) throw cli::UsageError("--data '" + root + "' has no test/ folder (MVTec AD layout expected)");
+  std::vector<std::string> types;
+  for (const auto& e : fs::directory_iterator(test)) {
+    if (e.is_directory()) types.push_back(e.path().filename().string());
+  }
+  std::sort(types.begin(), types.end());
+  std::vector<TestImage> out;
+  for (const auto& type : types) {
+    for (const auto& path : io::list_images((test / type).string())) {
+      TestImage t{path, type, "", type != "good"};
+      if (t.defective) {
+        t.mask_path = (fs::path(root) / "ground_truth" / type / (fs::path(path).stem().string() + "_mask.png")).string();
+        if (!fs::exists(t.mask_path)) {
+          throw cli::UsageError("no ground-truth mask '" + t.mask_path + "' for '" + path + "'");
+        }
+      }
+      out.push_back(t);
+    }
+  }
+  if (out.empty()) throw cli::UsageError("--data '" + root + "' has no test images under test/<type>/");
+  bool has_good = false, has_defect = false;
+  for (const auto& t : out) (t.defective ? has_defect : has_good) = true;
+  if (!has_good || !has_defect) throw cli::UsageError("--data '" + root + "' needs both test/good and defect folders");
+  return out;
+}
+
+Scores score(const torch::Tensor& maps, const torch::Tensor& image_scores, const torch::Tensor& masks,
+             const torch::Tensor& labels) {
+  Scores s;
+  s.images = labels.numel();
+  s.image_auroc = auroc(image_scores, labels);
+  s.pixel_auroc = auroc(maps, masks);
+  s.aupro = aupro(maps, masks);
+  return s;
+}
+
+std::string pct(double v) {
+  if (std::isnan(v)) return "    n/a";
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(2) << std::setw(7) << v * 100;
+  return o.str();
+}
+
+std::string num(double v) {
+  if (std::isnan(v)) return "null";
+  std::ostringstream o;
+  o << std::setprecision(6) << v;
+  return o.str();
+}
+
+int run(int argc, char** argv) {
+  cli::Args args("pefm-eval", "--model MODEL.pt --data CATEGORY_DIR [options]",
+                 "Evaluates a model on an MVTec-AD-layout category: test/<type>/*.png, with\n"
+                 "ground_truth/<type>/<name>_mask.png for every defect type and test/good/ without.\n"
+                 "Image AUROC, pixel AUROC and AUPRO (1000 thresholds, FPR <= 0.3, rescaled FPR,\n"
+                 "8-connected regions) overall and per defect type (that type + good).");
+  args.option("model", "MODEL.pt", "model file from pefm-train", "", true);
+  args.option("data", "CATEGORY_DIR", "category folder in MVTec AD layout", "", true);
+  args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
+  args.option("precision", "P", "fp32, or fp16 on CUDA", "fp32");
+  args.option("batch-size", "N", "images per forward pass", "16");
+  args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1])");
+  args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
+  args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
+  if (!args.parse(argc, argv)) return 0;
+  if (const auto threads = args.integer("threads", 0, 1024); threads > 0) at::set_num_threads(static_cast<int>(threads));
+  const auto batch = args.integer("batch-size", 1, 4096);
+  const bool tty = cli::stdout_is_tty();
+  const auto t0 = std::chrono::steady_clock::now();
+
+  auto model = std::make_shared<Model>(load_model(args.get("model")));
+  DetectorOptions dopts;
+  dopts.device = args.get("device");
+  try {
+    dopts.precision = parse_precision(args.get("precision"), "--precision");
+  } catch (const std::invalid_argument& e) {
+    throw cli::UsageError(e.what());
+  }
+  Detector detector(model, dopts);
+  const int64_t S = detector.image_size();
+  const auto tests = discover(args.get("data"));
+  const std::string maps_dir = args.get("save-maps");
+  if (!maps_dir.empty()) fs::create_directories(maps_dir);
+  std::cout << "pefm-eval " PEFM_VERSION ": " << args.get("model") << " on " << args.get("data") << " ("
+            << tests.size() << " test images, " << S << " px, " << device_name(detector.device()) << ")\n";
+
+  std::vector<torch::Tensor> all_maps, all_scores, all_masks;
+  std::vector<int64_t> labels;
+  std::vector<std::string> types;
+  cli::Progress progress("evaluating", static_cast<int64_t>(tests.size()), tty);
+  for (size_t i = 0; i < tests.size(); i += static_cast<size_t>(batch)) {
+    const size_t end = std::min(tests.size(), i + static_cast<size_t>(batch));
+    std::vector<torch::Tensor> xs, imgs;
+    for (size_t j = i; j < end; ++j) {
+      auto img = cli::to_tensor(io::read_image(tests[j].path));
+      xs.push_back(preprocess(img.unsqueeze(0), {}, S));
+      imgs.push_back(img);
+      torch::Tensor mask = torch::zeros({S, S}, torch::kBool);
+      if (tests[j].defective) {
+        const auto m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
+        // PIL's NEAREST (pixel centres), as the reference evaluation resizes masks.
+        mask = torch::_upsample_nearest_exact2d(m.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
+                   .squeeze(0)
+                   .squeeze(0)
+                   .gt(127);
+      }
+      all_masks.push_back(mask);
+      labels.push_back(tests[j].defective ? 1 : 0);
+      types.push_back(tests[j].type);
+    }
+    const auto r = detector.detect_preprocessed(torch::cat(xs));
+    const auto maps = r.maps.cpu(), scores = r.scores.cpu();
+    for (size_t j = i; j < end; ++j) {
+      all_maps.push_back(maps[j - i]);
+      all_scores.push_back(scores[j - i]);
+      if (!maps_dir.empty()) {
+        const auto& cal = model->calibration;
+        const auto heat = cal.valid ? cal.normalize(maps[j - i]) : maps[j - i] / maps.max().clamp_min(1e-12);
+        const double shown = cal.valid ? cal.normalize(scores[j - i].item<double>()) : scores[j - i].item<double>();
+        const auto name = tests[j].type + "_" + fs::path(tests[j].path).stem().string() + ".png";
+        io::write_png((fs::path(maps_dir) / name).string(),
+                      cli::side_by_side(imgs[j - i], all_masks[j], heat, shown));
+      }
+    }
+    progress.update(static_cast<int64_t>(end));
+  }
+  progress.finish();
+
+  const auto maps = torch::stack(all_maps), scores = torch::stack(all_scores), masks = torch::stack(all_masks);
+  const auto label_t = torch::tensor(labels, torch::kLong);
+  const Scores overall = score(maps, scores, masks, label_t);
+  std::map<std::string, Scores> per_type;
+  for (const auto& type : types) {
+    if (type == "good" || per_type.count(type)) continue;
+    std::vector<int64_t> idx;
+    for (size_t i = 0; i < types.size(); ++i) {
+      if (types[i] == type || types[i] == "good") idx.push_back(static_cast<int64_t>(i));
+    }
+    const auto sel = torch::tensor(idx, torch::kLong);
+    per_type[type] = score(maps.index_select(0, sel), scores.index_select(0, sel), masks.index_select(0, sel),
+                           label_t.index_select(0, sel));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::cout << "\n" << std::left << std::setw(14) << "type" << std::right << std::setw(8) << "images" << "  image AUROC"
+            << "  pixel AUROC" << "    AUPRO\n";
+  for (const auto& [type, s] : per_type) {
+    std::cout << std::left << std::setw(14) << type << std::right << std::setw(8) << s.images << "      "
+              << pct(s.image_auroc) << "      " << pct(s.pixel_auroc) << "  " << pct(s.aupro) << "\n";
+  }
+  std::cout << std::left << std::setw(14) << "overall" << std::right << std::setw(8) << overall.images << "      "
+            << pct(overall.image_auroc) << "      " << pct(overall.pixel_auroc) << "  " << pct(overall.aupro) << "\n"
+            << "(percent; per type: that defect type plus good; " << cli::format_duration(seconds) << ")\n";
+
+  if (const auto json = args.get("json"); !json.empty()) {
+    std::ostringstream j;
+    j << "{\n  \"model\": \"" << cli::json_escape(args.get("model")) << "\",\n  \"data\": \""
+      << cli::json_escape(args.get("data")) << "\",\n  \"image_size\": " << S << ",\n  \"device\": \""
+      << cli::json_escape(device_name(detector.device())) << "\",\n  \"image_auroc\": " << num(overall.image_auroc)
+      << ",\n  \"pixel_auroc\": " << num(overall.pixel_auroc) << ",\n  \"aupro\": " << num(overall.aupro)
+      << ",\n  \"per_type\": {";
+    bool first = true;
+    for (const auto& [type, s] : per_type) {
+      j << (first ? "\n" : ",\n") << "    \"" << cli::json_escape(type) << "\": {\"image_auroc\": " << num(s.image_auroc)
+        << ", \"pixel_auroc\": " << num(s.pixel_auroc) << ", \"aupro\": " << num(s.aupro) << ", \"images\": " << s.images
+        << "}";
+      first = false;
+    }
+    j << "\n  },\n  \"images\": " << overall.images << ",\n  \"seconds\": " << num(seconds) << "\n}\n";
+    write_file_atomically(json, j.str());
+    std::cout << "wrote " << json << "\n";
+  }
+  if (!maps_dir.empty()) std::cout << "wrote " << tests.size() << " pictures to " << maps_dir << "/\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const cli::UsageError& e) {
+    std::cerr << "pefm-eval: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "pefm-eval: error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "pefm-eval: error: " << e.what() << "\n";
+    return 1;
+  }
+}
