@@ -40,19 +40,6 @@ class Pipeline {
   ElementPtr by_name(const char* name) const {
     return ElementPtr(gst_bin_get_by_name(GST_BIN(p_), name));
   }
-  // First error (or warning) on the bus as text, or "" when there is none.
-  std::string bus_error() const {
-    std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(p_));
-    while (GstMessage* m = gst_bus_pop_filtered(bus.get(), GST_MESSAGE_ERROR)) {
-      GError* err = nullptr;
-      gst_message_parse_error(m, &err, nullptr);
-      std::string text = err ? err->message : "unknown error";
-      g_clear_error(&err);
-      gst_message_unref(m);
-      return text;
-    }
-    return "";
-  }
 
  private:
   GstElement* p_;
@@ -107,14 +94,26 @@ Image read_image(const std::string& path, PixelFormat format) {
   g_object_set(pipe.by_name("src").get(), "location", path.c_str(), nullptr);
   auto sink = pipe.by_name("sink");
 
+  // Preroll ends in ASYNC_DONE (a frame waits in the sink) or an ERROR; the sink itself
+  // is not woken by upstream errors, so wait on the bus.
   gst_element_set_state(pipe.get(), GST_STATE_PAUSED);
-  std::unique_ptr<GstSample, SampleUnref> sample(
-      gst_app_sink_try_pull_preroll(GST_APP_SINK(sink.get()), 30 * GST_SECOND));
-  if (!sample) {
-    auto why = pipe.bus_error();
-    if (why.empty()) why = "no image decoded within 30 s";
-    throw ImageError("cannot decode '" + path + "': " + why);
+  std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(pipe.get()));
+  GstMessage* msg = gst_bus_timed_pop_filtered(
+      bus.get(), 30 * GST_SECOND,
+      static_cast<GstMessageType>(GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
+  std::string why = !msg ? "no image decoded within 30 s"
+                    : GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS ? "the file holds no image"
+                                                               : "";
+  if (msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+    GError* err = nullptr;
+    gst_message_parse_error(msg, &err, nullptr);
+    why = err ? err->message : "unknown error";
+    g_clear_error(&err);
   }
+  if (msg) gst_message_unref(msg);
+  if (!why.empty()) throw ImageError("cannot decode '" + path + "': " + why);
+  std::unique_ptr<GstSample, SampleUnref> sample(gst_app_sink_try_pull_preroll(GST_APP_SINK(sink.get()), GST_SECOND));
+  if (!sample) throw ImageError("cannot decode '" + path + "': no frame after preroll");
   GstVideoInfo info;
   if (!gst_video_info_from_caps(&info, gst_sample_get_caps(sample.get()))) {
     throw ImageError("cannot decode '" + path + "': decoder produced unusable caps");

@@ -1,0 +1,260 @@
+// End-to-end tests of pefm-train and pefm-eval, run as a user would run them.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "common.h"
+#include "pefm-io/image_io.h"
+#include "pefm/backbone.h"
+#include "pefm/model_file.h"
+#include "pefm/state_dict.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int status = -1;
+  std::string output;
+};
+
+// Runs argv with stdout+stderr captured; `env` entries are added to the environment.
+// `on_start(pid)` runs in the parent while the child works (to send signals).
+Result run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+           const std::function<void(pid_t)>& on_start = nullptr) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    dup2(fds[1], 2);
+    close(fds[0]);
+    close(fds[1]);
+    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::thread watcher;
+  if (on_start) watcher = std::thread(on_start, pid);
+  Result r;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) r.output.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (watcher.joinable()) watcher.join();
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+void write_image(const std::string& path, const torch::Tensor& hwc) {
+  const auto t = hwc.contiguous();
+  pefm::io::Image img{static_cast<int>(t.size(1)), static_cast<int>(t.size(0)), static_cast<int>(t.size(2)),
+                      std::vector<uint8_t>(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + t.numel())};
+  pefm::io::write_png(path, img);
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new pefm_test::TempDir();
+    // Formula-filled whole torchvision networks (tail keys included), as exported files.
+    for (const char* arch : {"mobilenet_v2", "resnet18"}) {
+      auto b = pefm::make_backbone(arch, pefm::BackboneHead::kClassifier);
+      pefm_test::fill_formula(*b);
+      pefm::write_state_dict(pefm::module_state(*b), dir_->file(std::string(arch) + ".pth"));
+    }
+    fs::create_directories(dir_->file("good"));
+    for (int i = 0; i < 10; ++i) {
+      write_image(dir_->file("good/" + std::to_string(100 + i) + ".png"), pefm_test::texture_image(60, 76, i));
+    }
+    // MVTec layout: test/good, test/patch + ground_truth/patch.
+    const auto cat = dir_->file("cat");
+    for (const char* d : {"/test/good", "/test/patch", "/ground_truth/patch"}) fs::create_directories(cat + d);
+    for (int i = 0; i < 3; ++i) {
+      const auto clean = pefm_test::texture_image(60, 76, 50 + i);
+      write_image(cat + "/test/good/00" + std::to_string(i) + ".png", clean);
+      write_image(cat + "/test/patch/00" + std::to_string(i) + ".png", pefm_test::paste_patch(clean, 20, 10 + 10 * i, 16));
+      auto mask = torch::zeros({60, 76, 1}, torch::kUInt8);
+      mask.slice(0, 20, 36).slice(1, 10 + 10 * i, 26 + 10 * i).fill_(255);
+      write_image(cat + "/ground_truth/patch/00" + std::to_string(i) + "_mask.png", mask);
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static std::string train_bin() { return std::getenv("PEFM_TRAIN_BIN"); }
+  static std::string eval_bin() { return std::getenv("PEFM_EVAL_BIN"); }
+  static std::vector<std::string> tiny_train(const std::string& data, const std::string& out, int epochs) {
+    return {train_bin(), "--data", data, "--output", out,
+            "--source", "mobilenet_v2=" + dir_->file("mobilenet_v2.pth"),
+            "--target", "resnet18=" + dir_->file("resnet18.pth"),
+            "--image-size", "64", "--latent", "8,8,8", "--epochs", std::to_string(epochs),
+            "--batch-size", "4", "--device", "cpu", "--val-fraction", "0.2"};
+  }
+
+  static pefm_test::TempDir* dir_;
+  pefm_test::TempDir out_;
+};
+pefm_test::TempDir* Cli::dir_ = nullptr;
+
+TEST_F(Cli, HelpListsEveryOptionAndUnknownOptionsFail) {
+  const auto h = run({train_bin(), "--help"});
+  EXPECT_EQ(h.status, 0);
+  for (const char* opt : {"--data", "--output", "--source", "--target", "--image-size", "--epochs", "--batch-size",
+                          "--lr", "--weight-decay", "--latent", "--pe", "--device", "--seed", "--val-fraction",
+                          "--threads", "--resume"}) {
+    EXPECT_NE(h.output.find(opt), std::string::npos) << opt;
+  }
+  const auto bad = run({train_bin(), "--bogus", "1"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.output.find("unknown option '--bogus'"), std::string::npos) << bad.output;
+  const auto e = run({eval_bin(), "--help"});
+  EXPECT_EQ(e.status, 0);
+  for (const char* opt : {"--model", "--data", "--device", "--json", "--save-maps"}) {
+    EXPECT_NE(e.output.find(opt), std::string::npos) << opt;
+  }
+}
+
+TEST_F(Cli, TrainsACalibratedModelAndReportsSkippedFiles) {
+  // A corrupt file among the good ones is reported by name and skipped.
+  const auto data = out_.file("data");
+  fs::copy(dir_->file("good"), data);
+  pefm_test::spit(data + "/broken.png", "\x89PNG\r\n\x1a\nnot really");
+  const auto model = out_.file("m.pt");
+  const auto r = run(tiny_train(data, model, 2));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("skipped: cannot decode '" + data + "/broken.png'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("8 train, 2 held out, 1 skipped"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 2/2"), std::string::npos) << r.output;
+  const auto m = pefm::load_model(model);
+  EXPECT_TRUE(m.calibration.valid);
+  EXPECT_EQ(m.calibration.images, 2);
+  EXPECT_EQ(m.config.image_size, 64);
+  EXPECT_EQ(m.training.at("epochs"), "2");
+  EXPECT_EQ(m.training.at("skipped_images"), "1");
+  EXPECT_FALSE(fs::exists(model + ".ckpt")) << "checkpoint is removed after a completed run";
+}
+
+TEST_F(Cli, EmptyAndMissingFoldersAreErrorsNamingTheFolder) {
+  fs::create_directories(out_.file("empty"));
+  pefm_test::spit(out_.file("empty/readme.txt"), "no images");
+  auto r = run(tiny_train(out_.file("empty"), out_.file("m.pt"), 1));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("'" + out_.file("empty") + "' holds no image files"), std::string::npos) << r.output;
+  r = run(tiny_train(out_.file("missing"), out_.file("m.pt"), 1));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find(out_.file("missing") + "' is not a folder"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_.file("m.pt")));
+}
+
+TEST_F(Cli, AllImagesBrokenIsAnError) {
+  fs::create_directories(out_.file("bad"));
+  pefm_test::spit(out_.file("bad/a.png"), "x");
+  pefm_test::spit(out_.file("bad/b.jpg"), "");
+  const auto r = run(tiny_train(out_.file("bad"), out_.file("m.pt"), 1));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("no readable images"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2 skipped"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, MissingBackboneWeightsSayWhereItLooked) {
+  const auto r = run({train_bin(), "--data", dir_->file("good"), "--output", out_.file("m.pt"), "--source", "resnet34"},
+                     {"PEFM_BACKBONE_DIR=" + out_.path()});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find(out_.file("resnet34.pth")), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("export_backbones.py"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, InterruptLeavesNoModelAndResumeFinishes) {
+  const auto model = out_.file("m.pt");
+  const auto ckpt = model + ".ckpt";
+  // Interrupt once the first epoch's checkpoint exists.
+  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
+    for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    kill(pid, SIGINT);
+  });
+  ASSERT_EQ(r.status, 130) << r.output;
+  EXPECT_NE(r.output.find("interrupted: no model written"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(model));
+  ASSERT_TRUE(fs::exists(ckpt));
+  const auto done = pefm::load_checkpoint(ckpt);
+  const auto epochs_done = done.trainer_state.at("epochs_done").item<int64_t>();
+  EXPECT_GE(epochs_done, 1);
+  // Resume to a smaller total so it finishes quickly.
+  auto args = tiny_train(dir_->file("good"), model, static_cast<int>(epochs_done) + 2);
+  args.push_back("--resume");
+  const auto resumed = run(args);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(resumed.output.find("epoch 1/"), std::string::npos) << "resume must not redo epoch 1";
+  EXPECT_NE(resumed.output.find("epoch " + std::to_string(epochs_done + 2) + "/"), std::string::npos) << resumed.output;
+  EXPECT_TRUE(fs::exists(model));
+  EXPECT_FALSE(fs::exists(ckpt));
+}
+
+TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
+  auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 2);
+  args.push_back("--resume");
+  const auto r = run(args);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("no checkpoint"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, EvalReportsMetricsJsonAndPictures) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 3)).status, 0);
+  const auto json = out_.file("report.json");
+  const auto r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--json", json,
+                      "--save-maps", out_.file("maps")});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("image AUROC"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("patch"), std::string::npos) << r.output;
+  const auto report = pefm_test::slurp(json);
+  for (const char* key : {"\"image_auroc\": ", "\"pixel_auroc\": ", "\"aupro\": ", "\"per_type\": {", "\"patch\": {",
+                          "\"images\": 6", "\"seconds\": "}) {
+    EXPECT_NE(report.find(key), std::string::npos) << key << " in " << report;
+  }
+  const auto value = [&](const std::string& key) {
+    return std::stod(report.substr(report.find("\"" + key + "\": ") + key.size() + 4));
+  };
+  for (const char* key : {"image_auroc", "pixel_auroc", "aupro"}) {
+    EXPECT_GE(value(key), 0.0) << key;
+    EXPECT_LE(value(key), 1.0) << key;
+  }
+  int pictures = 0;
+  for (const auto& e : fs::directory_iterator(out_.file("maps"))) {
+    const auto img = pefm::io::read_image(e.path().string());
+    EXPECT_EQ(img.width, 3 * img.height - 60) << "three square panels with a caption strip";
+    ++pictures;
+  }
+  EXPECT_EQ(pictures, 6);
+}
+
+TEST_F(Cli, EvalNamesAMissingMaskAndABadModel) {
+  const auto cat = out_.file("cat");
+  fs::copy(dir_->file("cat"), cat, fs::copy_options::recursive);
+  fs::remove(cat + "/ground_truth/patch/001_mask.png");
+  pefm_test::spit(out_.file("junk.pt"), "junk");
+  auto r = run({eval_bin(), "--model", out_.file("junk.pt"), "--data", cat});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("'" + out_.file("junk.pt") + "' is not a pefm model file"), std::string::npos) << r.output;
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  r = run({eval_bin(), "--model", model, "--data", cat});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("no ground-truth mask '" + cat + "/ground_truth/patch/001_mask.png'"), std::string::npos)
+      << r.output;
+}
+
+}  // namespace

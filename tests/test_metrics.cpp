@@ -1,0 +1,95 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "common.h"
+#include "pefm/metrics.h"
+#include "pefm/state_dict.h"
+
+namespace {
+
+using pefm::aupro;
+using pefm::auroc;
+
+TEST(Auroc, PerfectAndInvertedRankings) {
+  EXPECT_DOUBLE_EQ(auroc(torch::tensor({0.1, 0.2, 0.8, 0.9}), torch::tensor({0, 0, 1, 1})), 1.0);
+  EXPECT_DOUBLE_EQ(auroc(torch::tensor({0.9, 0.8, 0.2, 0.1}), torch::tensor({0, 0, 1, 1})), 0.0);
+}
+
+TEST(Auroc, TiesCountOneHalf) {
+  // Pairs (pos, neg): (0.5, 0.5) tie = 0.5, (0.5, 0.2) = 1, (0.9, 0.5) = 1, (0.9, 0.2) = 1 -> 3.5 / 4.
+  EXPECT_DOUBLE_EQ(auroc(torch::tensor({0.2, 0.5, 0.5, 0.9}), torch::tensor({0, 0, 1, 1})), 0.875);
+}
+
+TEST(Auroc, AllEqualScoresGiveOneHalf) {
+  EXPECT_DOUBLE_EQ(auroc(torch::full({10}, 3.0), torch::tensor({0, 1, 0, 1, 1, 0, 0, 0, 1, 0})), 0.5);
+}
+
+TEST(Auroc, OneClassOnlyIsUndefined) {
+  EXPECT_TRUE(std::isnan(auroc(torch::tensor({0.1, 0.2}), torch::tensor({1, 1}))));
+  EXPECT_THROW(auroc(torch::tensor({0.1, 0.2}), torch::tensor({1})), c10::Error);
+}
+
+TEST(Auroc, MatchesSklearnWithHeavyTies) {
+  const auto g = pefm::read_state_dict(pefm_test::data_dir() + "/golden/metrics.pt");
+  EXPECT_NEAR(auroc(g.at("auroc_scores"), g.at("auroc_labels")), g.at("auroc_expected").item<double>(), 1e-12);
+  EXPECT_NEAR(auroc(g.at("aupro_maps"), g.at("aupro_masks")), g.at("pixel_auroc_expected").item<double>(), 1e-12);
+}
+
+TEST(Regions, EightConnectivityJoinsDiagonals) {
+  auto m = torch::zeros({5, 5}, torch::kUInt8);
+  m[0][0] = 1;
+  m[1][1] = 1;  // diagonal neighbour: same region
+  m[3][3] = 1;
+  m[3][4] = 1;
+  m[0][4] = 1;
+  const auto [labels, count] = pefm::label_regions(m);
+  EXPECT_EQ(count, 3);
+  EXPECT_EQ(labels[0][0].item<int>(), labels[1][1].item<int>());
+  EXPECT_NE(labels[0][0].item<int>(), labels[3][3].item<int>());
+  EXPECT_EQ(labels[2][2].item<int>(), 0);
+}
+
+TEST(Aupro, OneRegionPerfectlySeparatedScoresOne) {
+  auto masks = torch::zeros({1, 20, 20}, torch::kUInt8);
+  masks[0].slice(0, 5, 10).slice(1, 5, 10).fill_(1);
+  const auto maps = masks.to(torch::kFloat32) * 0.5 + 0.25;  // defect 0.75, rest 0.25
+  // Every threshold between the two levels has PRO 1 at FPR 0, then FPR jumps to 1 > 0.3:
+  // the kept points all have FPR 0, so the rescaled curve is degenerate.
+  EXPECT_TRUE(std::isnan(aupro(maps, masks)));
+  // A graded background (0 .. 0.5) below the defect (0.75): FPR rises smoothly to 0.3
+  // while every region is fully covered, so the rescaled curve is flat at PRO 1: area 1.
+  auto graded = torch::linspace(0.0, 0.5, 400).view({1, 20, 20});
+  graded[0].slice(0, 5, 10).slice(1, 5, 10).fill_(0.75);
+  EXPECT_NEAR(aupro(graded, masks), 1.0, 1e-9);
+}
+
+TEST(Aupro, RegionsOfVeryDifferentSizesWeighEqually) {
+  // A 1-pixel region found and a 100-pixel region missed: PRO is the mean over regions,
+  // 0.5, not the pixel-weighted 1/101.
+  auto masks = torch::zeros({1, 30, 30}, torch::kUInt8);
+  masks[0][2][2] = 1;
+  masks[0].slice(0, 10, 20).slice(1, 10, 20).fill_(1);
+  auto maps = torch::linspace(0, 0.5, 900).view({1, 30, 30});
+  maps[0][2][2] = 1.0;
+  maps[0].slice(0, 10, 20).slice(1, 10, 20).fill_(0.0);
+  const double v = aupro(maps, masks);
+  EXPECT_GT(v, 0.45);
+  EXPECT_LT(v, 0.55);
+}
+
+TEST(Aupro, NoDefectRegionsIsUndefined) {
+  EXPECT_TRUE(std::isnan(aupro(torch::rand({2, 8, 8}), torch::zeros({2, 8, 8}))));
+}
+
+TEST(Aupro, MatchesTheReferenceEvaluator) {
+  const auto g = pefm::read_state_dict(pefm_test::data_dir() + "/golden/metrics.pt");
+  const auto masks = g.at("aupro_masks");
+  for (int64_t i = 0; i < masks.size(0); ++i) {
+    EXPECT_EQ(pefm::label_regions(masks[i]).second, g.at("regions_expected")[i].item<int64_t>()) << "image " << i;
+  }
+  EXPECT_NEAR(aupro(g.at("aupro_maps"), masks), g.at("aupro_expected").item<double>(), 1e-6);
+}
+
+}  // namespace
