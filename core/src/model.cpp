@@ -49,8 +49,9 @@ Features PefmNetImpl::extract(const torch::Tensor& x) {
   return f;
 }
 
-const torch::Tensor& PefmNetImpl::position_code(bool source_side, int k, int64_t h, int64_t w) {
+torch::Tensor PefmNetImpl::position_code(bool source_side, int k, int64_t h, int64_t w) {
   const auto key = std::make_tuple(source_side, k, h, w);
+  std::lock_guard<std::mutex> lock(pe_mutex_);
   auto it = pe_cache_.find(key);
   if (it == pe_cache_.end()) {
     const auto d = (source_side ? source : target)->tap_channels()[k];

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -48,11 +49,13 @@ class PefmNetImpl : public torch::nn::Module {
   torch::nn::ModuleList mapping{nullptr};
 
  private:
-  const torch::Tensor& position_code(bool source_side, int k, int64_t h, int64_t w);
+  torch::Tensor position_code(bool source_side, int k, int64_t h, int64_t w);
 
   ModelConfig config_;
-  // Regenerated, never stored (PEFM.md step 4); keyed by side, scale and size.
+  // Regenerated, never stored (PEFM.md step 4); keyed by side, scale and size. Guarded:
+  // detectors shared between elements run forward() from several streaming threads.
   std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
+  std::mutex pe_mutex_;
 };
 TORCH_MODULE(PefmNet);
 

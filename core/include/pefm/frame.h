@@ -1,0 +1,32 @@
+// Raw video frames as the element sees them: pixel format, planes and strides. No
+// LibTorch and no GStreamer types, so both sides of the element boundary can use it.
+#pragma once
+
+#include <cstdint>
+
+namespace pefm {
+
+enum class FrameFormat {
+  kRGB, kBGR, kRGBA, kBGRA, kRGBx, kBGRx, kARGB, kABGR, kxRGB, kxBGR,
+  kGray8,
+  kI420,  // planar Y, U, V; chroma halved in both directions
+  kNV12,  // planar Y, interleaved UV; chroma halved in both directions
+};
+
+struct FrameView {
+  FrameFormat format = FrameFormat::kRGB;
+  int width = 0, height = 0;
+  uint8_t* planes[3] = {nullptr, nullptr, nullptr};
+  int strides[3] = {0, 0, 0};
+  // YUV formats: the colour matrix (Kr, Kb) and whether luma spans 0..255 (else 16..235).
+  double kr = 0.2126, kb = 0.0722;
+  bool full_range = false;
+};
+
+bool is_yuv(FrameFormat f);
+// Bytes per pixel of plane 0 for packed formats (1 for gray and the Y plane of YUV).
+int pixel_stride(FrameFormat f);
+// Byte offsets of R, G, B inside a packed pixel (gray and YUV: all 0).
+void rgb_offsets(FrameFormat f, int offsets[3]);
+
+}  // namespace pefm

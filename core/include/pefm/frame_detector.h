@@ -1,0 +1,66 @@
+// Frame-level detection for the element and applications: frames in, plain results out
+// (normalised score, heat map in frame coordinates, anomalous regions). Whole-frame or
+// tiled (line-scan) processing. Instances for one model file, device and precision are
+// shared, so several elements hold one copy of the weights.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "pefm/detector.h"
+#include "pefm/frame.h"
+
+namespace pefm {
+
+struct TileOptions {
+  int size = 0;     // tile edge in native frame pixels; 0 = whole frame resized
+  int overlap = 0;  // pixels shared by neighbouring tiles (blended)
+};
+
+struct FrameRegion {
+  int x = 0, y = 0, width = 0, height = 0;  // bounding box in frame pixels
+  int64_t area = 0;                         // frame pixels covered
+  float peak = 0.0f;                        // highest normalised score inside
+};
+
+struct FrameResult {
+  float raw_score = 0.0f;  // max of the raw map
+  float score = 0.0f;      // normalised (0..1; 0.5 = calibrated threshold)
+  bool anomalous = false;  // score >= threshold
+  int map_width = 0, map_height = 0;
+  // Normalised heat map, row-major, always finite: 0..1 with a calibrated model, raw
+  // scores for an uncalibrated one.
+  std::vector<float> map;
+  // Frame pixel (x, y) covers map position (x / map_scale_x, y / map_scale_y).
+  double map_scale_x = 1.0, map_scale_y = 1.0;
+  std::vector<FrameRegion> regions;
+};
+
+class FrameDetector {
+ public:
+  // Loads (or reuses) the model at `model_path` for `options`. Throws ModelFileError /
+  // std::runtime_error / std::invalid_argument with a message naming the file or value.
+  static std::shared_ptr<FrameDetector> acquire(const std::string& model_path, const DetectorOptions& options);
+  // Uses an in-memory model (tests, applications that build models themselves).
+  FrameDetector(std::shared_ptr<Model> model, const DetectorOptions& options);
+
+  // `threshold` is on the normalised scale. Throws std::invalid_argument for bad frames.
+  FrameResult process(const FrameView& frame, double threshold, const TileOptions& tiles = {});
+
+  const Detector& detector() const { return detector_; }
+  bool calibrated() const { return detector_.calibration().valid; }
+  // Number of live FrameDetector objects loaded through acquire() (for tests).
+  static size_t shared_instances();
+
+ private:
+  Detector detector_;
+};
+
+// Tile origins along one axis: tiles of `tile` px with `overlap`, the last one flush with
+// the end; a frame shorter than a tile gets one tile of the frame's length.
+std::vector<int> tile_origins(int length, int tile, int overlap);
+
+}  // namespace pefm

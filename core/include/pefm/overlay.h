@@ -1,0 +1,21 @@
+// Drawing detection results into frames in place, in the frame's own format (YUV frames
+// are drawn in YUV).
+#pragma once
+
+#include "pefm/frame.h"
+#include "pefm/frame_detector.h"
+
+namespace pefm {
+
+enum class OverlayMode { kNone = 0, kHeatmap = 1, kContours = 2, kHeatmapContours = 3 };
+
+// Heat map: jet colours blended with `alpha`, fading in from normalised 0.3 to full at
+// 0.5 so that normal areas stay untouched and readable. Contours: the outline of the area
+// at or above `threshold`, 2 px, red.
+void draw_overlay(const FrameView& frame, const FrameResult& result, OverlayMode mode, double alpha,
+                  double threshold);
+
+// Jet colour map of v in 0..1 as 8-bit RGB.
+void jet(double v, uint8_t rgb[3]);
+
+}  // namespace pefm

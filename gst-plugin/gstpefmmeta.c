@@ -1,0 +1,161 @@
+/* GstPefmMeta implementation; see gstpefmmeta.h. Modelled on the transform handling of
+ * GstVideoRegionOfInterestMeta in gst-plugins-base's gstvideometa.c. */
+#include "gstpefmmeta.h"
+
+#include <string.h>
+
+GType
+gst_pefm_meta_api_get_type (void)
+{
+  static GType type = 0;
+  static const gchar *tags[] = { GST_META_TAG_VIDEO_STR,
+    GST_META_TAG_VIDEO_ORIENTATION_STR, GST_META_TAG_VIDEO_SIZE_STR, NULL
+  };
+
+  if (g_once_init_enter (&type)) {
+    GType t = gst_meta_api_type_register ("GstPefmMetaAPI", tags);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+static gboolean
+gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
+{
+  GstPefmMeta *m = (GstPefmMeta *) meta;
+
+  (void) params;
+  (void) buffer;
+  m->raw_score = m->score = m->threshold = 0.0f;
+  m->anomalous = m->calibrated = FALSE;
+  m->map_width = m->map_height = 0;
+  m->map = NULL;
+  m->map_scale_x = m->map_scale_y = 1.0;
+  m->n_regions = 0;
+  m->regions = NULL;
+  return TRUE;
+}
+
+static void
+gst_pefm_meta_free (GstMeta * meta, GstBuffer * buffer)
+{
+  GstPefmMeta *m = (GstPefmMeta *) meta;
+
+  (void) buffer;
+  g_free (m->map);
+  g_free (m->regions);
+  m->map = NULL;
+  m->regions = NULL;
+}
+
+static gboolean
+gst_pefm_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
+    GQuark type, gpointer data)
+{
+  GstPefmMeta *src = (GstPefmMeta *) meta, *dst;
+  gdouble fx = 1.0, fy = 1.0;
+  guint i;
+
+  (void) buffer;
+  if (GST_META_TRANSFORM_IS_COPY (type)) {
+    /* plain copy */
+  } else if (GST_VIDEO_META_TRANSFORM_IS_SCALE (type)) {
+    GstVideoMetaTransform *trans = (GstVideoMetaTransform *) data;
+    if (GST_VIDEO_INFO_WIDTH (trans->in_info) <= 0
+        || GST_VIDEO_INFO_HEIGHT (trans->in_info) <= 0)
+      return FALSE;
+    fx = (gdouble) GST_VIDEO_INFO_WIDTH (trans->out_info) /
+        GST_VIDEO_INFO_WIDTH (trans->in_info);
+    fy = (gdouble) GST_VIDEO_INFO_HEIGHT (trans->out_info) /
+        GST_VIDEO_INFO_HEIGHT (trans->in_info);
+  } else {
+    return FALSE;               /* unknown transform: drop the meta */
+  }
+
+  dst = gst_buffer_add_pefm_meta (dest);
+  if (!dst)
+    return FALSE;
+  dst->raw_score = src->raw_score;
+  dst->score = src->score;
+  dst->threshold = src->threshold;
+  dst->anomalous = src->anomalous;
+  dst->calibrated = src->calibrated;
+  gst_pefm_meta_set_map (dst, src->map_width, src->map_height, src->map,
+      src->map_scale_x * fx, src->map_scale_y * fy);
+  gst_pefm_meta_set_regions (dst, src->n_regions, src->regions);
+  for (i = 0; i < dst->n_regions; i++) {
+    GstPefmRegion *r = &dst->regions[i];
+    gint x1 = (gint) ((r->x + r->width) * fx + 0.5);
+    gint y1 = (gint) ((r->y + r->height) * fy + 0.5);
+    r->x = (gint) (r->x * fx + 0.5);
+    r->y = (gint) (r->y * fy + 0.5);
+    r->width = MAX (1, x1 - r->x);
+    r->height = MAX (1, y1 - r->y);
+    r->area = (guint64) (r->area * fx * fy + 0.5);
+  }
+  return TRUE;
+}
+
+const GstMetaInfo *
+gst_pefm_meta_get_info (void)
+{
+  static const GstMetaInfo *info = NULL;
+
+  if (g_once_init_enter ((GstMetaInfo **) & info)) {
+    const GstMetaInfo *mi = gst_meta_register (GST_PEFM_META_API_TYPE,
+        "GstPefmMeta", sizeof (GstPefmMeta), gst_pefm_meta_init,
+        gst_pefm_meta_free, gst_pefm_meta_transform);
+    g_once_init_leave ((GstMetaInfo **) & info, (GstMetaInfo *) mi);
+  }
+  return info;
+}
+
+GstPefmMeta *
+gst_buffer_add_pefm_meta (GstBuffer * buffer)
+{
+  g_return_val_if_fail (GST_IS_BUFFER (buffer), NULL);
+  return (GstPefmMeta *) gst_buffer_add_meta (buffer, GST_PEFM_META_INFO, NULL);
+}
+
+void
+gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
+    const gfloat * map, gdouble scale_x, gdouble scale_y)
+{
+  g_return_if_fail (meta != NULL);
+  g_free (meta->map);
+  meta->map = NULL;
+  meta->map_width = meta->map_height = 0;
+  if (map && width > 0 && height > 0) {
+    meta->map = g_memdup2 (map, (gsize) width * height * sizeof (gfloat));
+    meta->map_width = width;
+    meta->map_height = height;
+  }
+  meta->map_scale_x = scale_x;
+  meta->map_scale_y = scale_y;
+}
+
+void
+gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
+    const GstPefmRegion * regions)
+{
+  g_return_if_fail (meta != NULL);
+  g_free (meta->regions);
+  meta->regions = n > 0 && regions ? g_memdup2 (regions, n * sizeof (GstPefmRegion)) : NULL;
+  meta->n_regions = meta->regions ? n : 0;
+}
+
+gfloat
+gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y)
+{
+  gint mx, my;
+
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  if (!meta->map || meta->map_scale_x <= 0 || meta->map_scale_y <= 0)
+    return 0.0f;
+  mx = (gint) (x / meta->map_scale_x);
+  my = (gint) (y / meta->map_scale_y);
+  if (mx < 0 || my < 0 || mx >= (gint) meta->map_width
+      || my >= (gint) meta->map_height)
+    return 0.0f;
+  return meta->map[(gsize) my * meta->map_width + mx];
+}

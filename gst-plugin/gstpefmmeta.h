@@ -1,0 +1,97 @@
+/* GstPefmMeta: anomaly-detection results attached to video buffers by pefmfilter.
+ *
+ * Link with pkg-config's gstpefmmeta-1.0 (libgstpefmmeta-1.0) to read it:
+ *
+ *   GstPefmMeta *meta = gst_buffer_get_pefm_meta (buffer);
+ *   if (meta && meta->anomalous)
+ *     g_print ("score %.3f, %u regions\n", meta->score, meta->n_regions);
+ *
+ * Every anomalous region is also attached as a standard GstVideoRegionOfInterestMeta of
+ * type "anomaly" with a "pefm" parameter structure (score, area), for applications that
+ * do not use this header.
+ */
+#ifndef __GST_PEFM_META_H__
+#define __GST_PEFM_META_H__
+
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+G_BEGIN_DECLS
+
+#define GST_PEFM_META_API_TYPE (gst_pefm_meta_api_get_type ())
+#define GST_PEFM_META_INFO (gst_pefm_meta_get_info ())
+
+typedef struct _GstPefmRegion GstPefmRegion;
+typedef struct _GstPefmMeta GstPefmMeta;
+
+/**
+ * GstPefmRegion:
+ * @x: left edge of the bounding box, in frame pixels
+ * @y: top edge of the bounding box, in frame pixels
+ * @width: box width in frame pixels
+ * @height: box height in frame pixels
+ * @area: frame pixels covered by the region (not the box)
+ * @peak: highest normalised score inside the region
+ */
+struct _GstPefmRegion {
+  gint x, y, width, height;
+  guint64 area;
+  gfloat peak;
+};
+
+/**
+ * GstPefmMeta:
+ * @meta: parent #GstMeta
+ * @raw_score: the model's raw image score (max of the residual map)
+ * @score: normalised image score in 0..1; 0.5 is the model's calibrated threshold
+ * @threshold: decision threshold on the normalised scale in force for this frame
+ * @anomalous: @score >= @threshold
+ * @calibrated: whether the model carried calibration (else @score is raw)
+ * @map_width: heat map width
+ * @map_height: heat map height
+ * @map: normalised heat map, @map_width x @map_height floats, row-major
+ * @map_scale_x: frame pixels per map pixel, horizontally
+ * @map_scale_y: frame pixels per map pixel, vertically
+ * @n_regions: number of anomalous regions
+ * @regions: the regions, highest peak first
+ *
+ * Frame pixel (x, y) corresponds to map position (x / map_scale_x, y / map_scale_y).
+ * Scaling the buffer (videoscale) rescales the boxes and the map scale; the map itself
+ * is unchanged.
+ */
+struct _GstPefmMeta {
+  GstMeta meta;
+
+  gfloat raw_score;
+  gfloat score;
+  gfloat threshold;
+  gboolean anomalous;
+  gboolean calibrated;
+
+  guint map_width, map_height;
+  gfloat *map;
+  gdouble map_scale_x, map_scale_y;
+
+  guint n_regions;
+  GstPefmRegion *regions;
+};
+
+GType gst_pefm_meta_api_get_type (void);
+const GstMetaInfo *gst_pefm_meta_get_info (void);
+
+GstPefmMeta *gst_buffer_add_pefm_meta (GstBuffer * buffer);
+#define gst_buffer_get_pefm_meta(b) \
+  ((GstPefmMeta *) gst_buffer_get_meta ((b), GST_PEFM_META_API_TYPE))
+
+/* Copies @map (width x height floats) into the meta, replacing any previous map. */
+void gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
+    const gfloat * map, gdouble scale_x, gdouble scale_y);
+/* Copies @n regions into the meta, replacing any previous ones. */
+void gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
+    const GstPefmRegion * regions);
+/* Heat-map value at frame pixel (x, y), nearest map pixel; 0 outside the map. */
+gfloat gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y);
+
+G_END_DECLS
+
+#endif /* __GST_PEFM_META_H__ */
