@@ -1,0 +1,418 @@
+// pefmfilter under GstHarness and in real pipelines.
+#include <gst/check/gstharness.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "common.h"
+#include "gstpefmmeta.h"
+#include "pefm/detector.h"
+#include "pefm/frame_detector.h"
+#include "pefm/model_file.h"
+#include "pefm/preprocess.h"
+#include "pefm/trainer.h"
+
+namespace {
+
+using pefm_test::paste_patch;
+using pefm_test::texture_image;
+
+constexpr int kW = 96, kH = 64;
+
+// A tiny model trained for a few seconds on textures and calibrated on clean ones.
+std::string g_model;
+pefm_test::TempDir* g_dir = nullptr;
+
+class Environment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    gst_init(nullptr, nullptr);
+    g_dir = new pefm_test::TempDir();
+    auto model = pefm_test::tiny_model(11);
+    pefm::TrainOptions opts;
+    opts.batch_size = 4;
+    opts.lr = 3e-3;
+    {
+      pefm::Trainer trainer(*model, opts, torch::kCPU);
+      std::vector<torch::Tensor> train;
+      for (int i = 0; i < 12; ++i) train.push_back(texture_image(kH, kW, 100 + i));
+      trainer.add_images(pefm::preprocess(torch::stack(train), {}, 64));
+      for (int e = 0; e < 30; ++e) trainer.train_epoch();
+    }
+    pefm::Detector det(model, {"cpu"});
+    std::vector<torch::Tensor> val;
+    for (int i = 0; i < 6; ++i) val.push_back(texture_image(kH, kW, 500 + i));
+    const auto r = det.detect(torch::stack(val));
+    model->calibration = pefm::Calibration::from_normal(r.maps, r.scores);
+    g_model = g_dir->file("tiny.pt");
+    pefm::save_model(*model, g_model);
+  }
+  void TearDown() override { delete g_dir; }
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new Environment);
+
+// RGB frame converted to `format` with GStreamer's own converter.
+GstBuffer* make_buffer(const torch::Tensor& rgb, GstVideoFormat format, GstVideoInfo* out_info) {
+  const int h = static_cast<int>(rgb.size(0)), w = static_cast<int>(rgb.size(1));
+  GstVideoInfo in;
+  gst_video_info_set_format(&in, GST_VIDEO_FORMAT_RGB, w, h);
+  gst_video_info_set_format(out_info, format, w, h);
+  GstBuffer* src = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&in), nullptr);
+  GstVideoFrame sf, df;
+  gst_video_frame_map(&sf, &in, src, GST_MAP_WRITE);
+  const auto t = rgb.contiguous();
+  for (int y = 0; y < h; ++y) {
+    std::memcpy(static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&sf, 0)) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&sf, 0),
+                t.data_ptr<uint8_t>() + y * w * 3, static_cast<size_t>(w) * 3);
+  }
+  GstBuffer* dst = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(out_info), nullptr);
+  gst_video_frame_map(&df, out_info, dst, GST_MAP_WRITE);
+  GstVideoConverter* conv = gst_video_converter_new(&in, out_info, nullptr);
+  gst_video_converter_frame(conv, &sf, &df);
+  gst_video_converter_free(conv);
+  gst_video_frame_unmap(&sf);
+  gst_video_frame_unmap(&df);
+  gst_buffer_unref(src);
+  return dst;
+}
+
+std::string caps_for(GstVideoFormat format, int w = kW, int h = kH) {
+  return std::string("video/x-raw,format=") + gst_video_format_to_string(format) + ",width=" + std::to_string(w) +
+         ",height=" + std::to_string(h) + ",framerate=30/1";
+}
+
+GstHarness* harness(const std::string& caps, const std::string& extra = "") {
+  const std::string launch = "pefmfilter model=\"" + g_model + "\" device=cpu " + extra;
+  GstHarness* h = gst_harness_new_parse(launch.c_str());
+  gst_harness_set_src_caps_str(h, caps.c_str());
+  return h;
+}
+
+// Bytes of the whole buffer, for before/after comparisons.
+std::vector<uint8_t> bytes(GstBuffer* b) {
+  GstMapInfo m;
+  gst_buffer_map(b, &m, GST_MAP_READ);
+  std::vector<uint8_t> v(m.data, m.data + m.size);
+  gst_buffer_unmap(b, &m);
+  return v;
+}
+
+class ElementFormats : public ::testing::TestWithParam<GstVideoFormat> {};
+
+TEST_P(ElementFormats, AttachesMetaAndDrawsOnlyAroundTheDefect) {
+  const GstVideoFormat format = GetParam();
+  GstHarness* h = harness(caps_for(format));
+  GstVideoInfo info;
+  const auto clean = texture_image(kH, kW, 999);
+  const auto defect = paste_patch(clean, 30, 60, 20);
+
+  GstBuffer* in_clean = make_buffer(clean, format, &info);
+  const auto clean_before = bytes(in_clean);
+  GstBuffer* out_clean = gst_harness_push_and_pull(h, in_clean);
+  ASSERT_NE(out_clean, nullptr);
+  GstPefmMeta* m0 = gst_buffer_get_pefm_meta(out_clean);
+  ASSERT_NE(m0, nullptr);
+  EXPECT_TRUE(m0->calibrated);
+  EXPECT_GT(m0->map_width, 0u);
+  EXPECT_NEAR(m0->map_scale_x * m0->map_width, kW, 1e-6);
+  EXPECT_NEAR(m0->map_scale_y * m0->map_height, kH, 1e-6);
+  for (guint i = 0; i < m0->map_width * m0->map_height; ++i) {
+    ASSERT_TRUE(std::isfinite(m0->map[i]) && m0->map[i] >= 0.0f && m0->map[i] <= 1.0f) << i;
+  }
+  // A normal frame stays readable: most of it is untouched by the overlay.
+  const auto clean_after = bytes(out_clean);
+  size_t same = 0;
+  for (size_t i = 0; i < clean_after.size(); ++i) same += clean_after[i] == clean_before[i];
+  EXPECT_GT(same, clean_after.size() * 8 / 10) << "overlay changed most of a normal frame";
+
+  GstBuffer* in_defect = make_buffer(defect, format, &info);
+  GstBuffer* out_defect = gst_harness_push_and_pull(h, in_defect);
+  GstPefmMeta* m1 = gst_buffer_get_pefm_meta(out_defect);
+  ASSERT_NE(m1, nullptr);
+  EXPECT_GT(m1->score, m0->score);
+  EXPECT_TRUE(m1->anomalous) << "score " << m1->score;
+  ASSERT_GE(m1->n_regions, 1u);
+  const GstPefmRegion& r = m1->regions[0];
+  EXPECT_TRUE(r.x < 60 + 20 + 8 && r.x + r.width > 60 - 8 && r.y < 30 + 20 + 8 && r.y + r.height > 30 - 8)
+      << "strongest region at " << r.x << "," << r.y << " " << r.width << "x" << r.height;
+  // Standard ROI metas mirror the regions.
+  gpointer state = nullptr;
+  guint rois = 0;
+  while (GstMeta* meta = gst_buffer_iterate_meta_filtered(out_defect, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(meta);
+    EXPECT_EQ(roi->roi_type, g_quark_from_string("anomaly"));
+    const GstStructure* s = gst_video_region_of_interest_meta_get_param(roi, "pefm");
+    ASSERT_NE(s, nullptr);
+    double score = 0;
+    EXPECT_TRUE(gst_structure_get_double(s, "score", &score));
+    ++rois;
+  }
+  EXPECT_EQ(rois, m1->n_regions);
+  gst_buffer_unref(out_clean);
+  gst_buffer_unref(out_defect);
+  gst_harness_teardown(h);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllFormats, ElementFormats,
+    ::testing::Values(GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_BGR, GST_VIDEO_FORMAT_RGBA, GST_VIDEO_FORMAT_BGRA,
+                      GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_BGRx, GST_VIDEO_FORMAT_xRGB, GST_VIDEO_FORMAT_GRAY8,
+                      GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12),
+    [](const auto& info) { return std::string(gst_video_format_to_string(info.param)); });
+
+TEST(Element, RejectsUnsupportedCaps) {
+  for (const char* caps : {"video/x-raw,format=YUY2,width=64,height=64,framerate=30/1",
+                           "audio/x-raw,format=S16LE,rate=44100,channels=1,layout=interleaved"}) {
+    GstHarness* h = harness(caps);
+    GstBuffer* b = gst_buffer_new_allocate(nullptr, 64 * 64 * 2, nullptr);
+    EXPECT_EQ(gst_harness_push(h, b), GST_FLOW_NOT_NEGOTIATED) << caps;
+    gst_harness_teardown(h);
+  }
+}
+
+TEST(Element, TimestampsAndOtherMetasPassThrough) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB));
+  GstVideoInfo info;
+  GstBuffer* in = make_buffer(texture_image(kH, kW, 3), GST_VIDEO_FORMAT_RGB, &info);
+  GST_BUFFER_PTS(in) = 5 * GST_SECOND;
+  GST_BUFFER_DTS(in) = 4 * GST_SECOND;
+  GST_BUFFER_DURATION(in) = GST_SECOND / 30;
+  GST_BUFFER_OFFSET(in) = 150;
+  gst_buffer_add_video_region_of_interest_meta(in, "person", 1, 2, 3, 4);
+  GstBuffer* out = gst_harness_push_and_pull(h, in);
+  EXPECT_EQ(GST_BUFFER_PTS(out), 5 * GST_SECOND);
+  EXPECT_EQ(GST_BUFFER_DTS(out), 4 * GST_SECOND);
+  EXPECT_EQ(GST_BUFFER_DURATION(out), GST_SECOND / 30);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out), 150u);
+  GstVideoRegionOfInterestMeta* roi = gst_buffer_get_video_region_of_interest_meta_id(out, 0);
+  ASSERT_NE(roi, nullptr);
+  EXPECT_EQ(roi->roi_type, g_quark_from_string("person"));
+  gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
+TEST(Element, ThresholdPropertyChangesDecisionsWhilePlaying) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "overlay=none");
+  GstVideoInfo info;
+  const auto frame = paste_patch(texture_image(kH, kW, 7), 30, 60, 20);
+  GstElement* filter = gst_harness_find_element(h, "pefmfilter");  // h->element is the wrapping bin
+  ASSERT_NE(filter, nullptr);
+  for (double threshold : {0.0, 1.5, 0.0}) {  // 1.5: above the normalised range
+    g_object_set(filter, "threshold", threshold, nullptr);
+    GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(frame, GST_VIDEO_FORMAT_RGB, &info));
+    GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+    ASSERT_NE(m, nullptr);
+    EXPECT_FLOAT_EQ(m->threshold, static_cast<float>(threshold));
+    EXPECT_EQ(static_cast<bool>(m->anomalous), threshold == 0.0) << "threshold " << threshold << " score " << m->score;
+    if (threshold == 0.0) {
+      EXPECT_EQ(m->n_regions, 1u) << "everything is anomalous at threshold 0";
+    }
+    gst_buffer_unref(out);
+  }
+  gst_object_unref(filter);
+  gst_harness_teardown(h);
+}
+
+std::string state_change_error(const std::string& launch) {
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), &err);
+  EXPECT_EQ(err, nullptr);
+  const auto ret = gst_element_set_state(pipeline, GST_STATE_PAUSED);
+  std::string text;
+  GstBus* bus = gst_element_get_bus(pipeline);
+  if (GstMessage* msg = gst_bus_timed_pop_filtered(bus, 5 * GST_SECOND, GST_MESSAGE_ERROR)) {
+    GError* e = nullptr;
+    gchar* dbg = nullptr;
+    gst_message_parse_error(msg, &e, &dbg);
+    text = std::string(e->message) + " | " + (dbg ? dbg : "");
+    g_clear_error(&e);
+    g_free(dbg);
+    gst_message_unref(msg);
+  }
+  EXPECT_EQ(ret, GST_STATE_CHANGE_FAILURE) << launch;
+  gst_object_unref(bus);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+  return text;
+}
+
+TEST(Element, BadModelFailsReadyToPausedNamingTheFile) {
+  auto msg = state_change_error("videotestsrc ! pefmfilter model=/nonexistent/cable.pt ! fakesink");
+  EXPECT_NE(msg.find("Could not load model '/nonexistent/cable.pt' (property 'model')"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cannot open model file"), std::string::npos) << msg;
+  const auto junk = g_dir->file("junk.pt");
+  pefm_test::spit(junk, "definitely not a model");
+  msg = state_change_error("videotestsrc ! pefmfilter model=" + junk + " ! fakesink");
+  EXPECT_NE(msg.find("is not a pefm model file"), std::string::npos) << msg;
+  msg = state_change_error("videotestsrc ! pefmfilter ! fakesink");
+  EXPECT_NE(msg.find("set the 'model' property"), std::string::npos) << msg;
+}
+
+bool run_to_eos(GstElement* pipeline) {
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  GstMessage* msg = gst_bus_timed_pop_filtered(bus, 20 * GST_SECOND,
+                                               static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  const bool eos = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
+  if (msg) gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  return eos;
+}
+
+long rss_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+TEST(Element, FiftyNullPlayingCyclesReleaseEverything) {
+  const auto launch = "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! pefmfilter device=cpu model=" +
+                      g_model + " ! fakesink";
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+  ASSERT_TRUE(run_to_eos(pipeline));  // warm-up: allocator pools settle
+  const long before = rss_kib();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(run_to_eos(pipeline)) << "cycle " << i;
+    EXPECT_EQ(pefm::FrameDetector::shared_instances(), 0u) << "model still held after NULL, cycle " << i;
+  }
+  const long grown = rss_kib() - before;
+  EXPECT_LT(grown, 30 * 1024) << "RSS grew by " << grown << " KiB over 50 cycles";
+  gst_object_unref(pipeline);
+}
+
+TEST(Element, InstancesShareOneCopyOfTheWeights) {
+  const auto launch = "videotestsrc num-buffers=1 ! video/x-raw,width=64,height=48 ! tee name=t "
+                      "t. ! queue ! pefmfilter name=a device=cpu model=" + g_model + " ! fakesink "
+                      "t. ! queue ! pefmfilter name=b device=cpu model=" + g_model + " ! fakesink";
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+  ASSERT_EQ(gst_element_set_state(pipeline, GST_STATE_PAUSED), GST_STATE_CHANGE_ASYNC);
+  gst_element_get_state(pipeline, nullptr, nullptr, 10 * GST_SECOND);
+  EXPECT_EQ(pefm::FrameDetector::shared_instances(), 1u);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  EXPECT_EQ(pefm::FrameDetector::shared_instances(), 0u);
+  gst_object_unref(pipeline);
+}
+
+TEST(Element, TilingStitchesASeamlessMapOnAConstantStrip) {
+  const int W = 2048, H = 256;
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_GRAY8, W, H), "tile-size=256 tile-overlap=64 overlay=none");
+  GstBuffer* in = gst_buffer_new_allocate(nullptr, static_cast<size_t>(W) * H, nullptr);
+  gst_buffer_memset(in, 0, 128, static_cast<size_t>(W) * H);
+  GstBuffer* out = gst_harness_push_and_pull(h, in);
+  GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+  ASSERT_NE(m, nullptr);
+  // 256-px tiles at 64 px each: the map is 64 / 256 of the frame in each direction.
+  EXPECT_EQ(m->map_width, 512u);
+  EXPECT_EQ(m->map_height, 64u);
+  EXPECT_NEAR(m->map_scale_x, 4.0, 1e-9);
+  auto map = torch::from_blob(m->map, {m->map_height, m->map_width}, torch::kFloat32).clone();
+  ASSERT_TRUE(torch::isfinite(map).all().item<bool>());
+  // No seams: the jump between neighbouring columns is no larger at a tile border than
+  // the largest jump inside a tile's interior.
+  const auto steps = (map.slice(1, 1) - map.slice(1, 0, -1)).abs().amax(0);  // [511]
+  const auto interior = steps.slice(0, 8, 40).max().item<float>();  // inside the first tile
+  for (int border = 48; border < 511; border += 48) {
+    EXPECT_LE(steps[border].item<float>(), interior * 1.05f + 1e-6f) << "column " << border;
+  }
+  gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
+TEST(Element, MetaSurvivesVideoscaleAndTee) {
+  const auto launch = "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=96,height=64 ! pefmfilter device=cpu "
+                      "threshold=0 overlay=none model=" + g_model +
+                      " ! tee name=t t. ! queue ! videoscale ! video/x-raw,width=48,height=32 ! appsink name=small "
+                      "t. ! queue ! appsink name=full";
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstElement* small = gst_bin_get_by_name(GST_BIN(pipeline), "small");
+  GstElement* full = gst_bin_get_by_name(GST_BIN(pipeline), "full");
+  GstSample* s_small = nullptr;
+  GstSample* s_full = nullptr;
+  g_signal_emit_by_name(small, "pull-sample", &s_small);
+  g_signal_emit_by_name(full, "pull-sample", &s_full);
+  ASSERT_NE(s_small, nullptr);
+  ASSERT_NE(s_full, nullptr);
+  GstPefmMeta* a = gst_buffer_get_pefm_meta(gst_sample_get_buffer(s_full));
+  GstPefmMeta* b = gst_buffer_get_pefm_meta(gst_sample_get_buffer(s_small));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr) << "meta lost through videoscale";
+  EXPECT_EQ(a->score, b->score);
+  EXPECT_EQ(a->map_width, b->map_width);
+  EXPECT_NEAR(b->map_scale_x, a->map_scale_x / 2, 1e-9);
+  ASSERT_EQ(a->n_regions, 1u);
+  ASSERT_EQ(b->n_regions, 1u);
+  EXPECT_EQ(a->regions[0].width, 96);
+  EXPECT_EQ(b->regions[0].width, 48);
+  EXPECT_EQ(b->regions[0].height, 32);
+  EXPECT_NE(gst_buffer_get_video_region_of_interest_meta_id(gst_sample_get_buffer(s_small), 0), nullptr);
+  gst_sample_unref(s_small);
+  gst_sample_unref(s_full);
+  gst_object_unref(small);
+  gst_object_unref(full);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+}
+
+TEST(Element, PostsOneMessagePerFrameOrPerAnomalousFrame) {
+  for (const char* mode : {"all", "anomalous"}) {
+    const auto launch = std::string("videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 ! pefmfilter "
+                                    "device=cpu emit-messages=true threshold=1e9 message-mode=") + mode +
+                        " model=" + g_model + " ! fakesink";
+    GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+    gst_element_set_state(pipeline, GST_STATE_PLAYING);
+    GstBus* bus = gst_element_get_bus(pipeline);
+    int messages = 0;
+    while (GstMessage* msg = gst_bus_timed_pop_filtered(
+               bus, 10 * GST_SECOND,
+               static_cast<GstMessageType>(GST_MESSAGE_ELEMENT | GST_MESSAGE_EOS | GST_MESSAGE_ERROR))) {
+      const bool done = GST_MESSAGE_TYPE(msg) != GST_MESSAGE_ELEMENT;
+      if (!done && gst_structure_has_name(gst_message_get_structure(msg), "pefm")) {
+        const GstStructure* s = gst_message_get_structure(msg);
+        guint64 ts = 0;
+        gboolean anomalous = TRUE;
+        EXPECT_TRUE(gst_structure_get_uint64(s, "timestamp", &ts));
+        EXPECT_TRUE(gst_structure_get_boolean(s, "anomalous", &anomalous));
+        EXPECT_FALSE(anomalous);
+        EXPECT_TRUE(gst_structure_has_field(s, "score"));
+        EXPECT_TRUE(gst_structure_has_field(s, "regions"));
+        ++messages;
+      }
+      gst_message_unref(msg);
+      if (done) break;
+    }
+    EXPECT_EQ(messages, std::string(mode) == "all" ? 4 : 0) << mode;
+    gst_object_unref(bus);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(pipeline);
+  }
+}
+
+TEST(Element, GstLaunchOnTheSampleVideoPostsMessages) {
+  const auto video = pefm_test::shared_file("media/bottle-detection.mp4");
+  if (video.empty()) GTEST_SKIP() << "../shared/media/bottle-detection.mp4 absent";
+  if (!gst_registry_check_feature_version(gst_registry_get(), "avdec_h264", 1, 0, 0)) {
+    GTEST_SKIP() << "no H.264 decoder (gstreamer1.0-libav)";
+  }
+  const auto cmd = std::string("gst-launch-1.0 -m filesrc location=\"") + video +
+                   "\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! identity eos-after=8 ! pefmfilter "
+                   "device=cpu emit-messages=true model=\"" + g_model + "\" ! fakesink 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  size_t count = 0;
+  for (size_t pos = 0; (pos = out.find("(element): pefm, timestamp=", pos)) != std::string::npos; ++pos) ++count;
+  EXPECT_GE(count, 7u) << out;
+}
+
+}  // namespace
