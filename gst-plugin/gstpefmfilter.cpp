@@ -44,7 +44,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_THRESHOLD 0.5
 #define DEFAULT_PROP_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
 #define DEFAULT_PROP_OVERLAY_ALPHA 0.5
-#define DEFAULT_PROP_TILE_SIZE 0
+#define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_EMIT_MESSAGES FALSE
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
@@ -349,7 +349,7 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
   const double threshold = self->threshold;
   const auto overlay = static_cast < pefm::OverlayMode > (self->overlay);
   const double alpha = self->overlay_alpha;
-  const pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
+  pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
   const bool emit = self->emit_messages;
   const bool only_anomalous = self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS;
   GST_OBJECT_UNLOCK (self);
@@ -358,6 +358,8 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
     GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
     return GST_FLOW_ERROR;
   }
+  if (tiles.size < 0)
+    tiles.size = st.detector->trained_tile ();
   pefm::FrameView view;
   view.format = st.format;
   view.width = GST_VIDEO_FRAME_WIDTH (frame);
@@ -501,14 +503,16 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:tile-size:
    *
+   * -1 (default): as the model was trained (pefm-train --tile N, else whole frames).
    * 0: the whole frame is resized to the model's input size (the paper's setting). N > 0:
    * the frame is cut into N x N tiles of native pixels, the tiles are batched through the
    * detector and the heat map is stitched at frame scale: for line-scan strips and high
    * resolution, where resizing would erase small defects. Train with pefm-train --tile N.
    */
   g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
-      g_param_spec_int ("tile-size", "Tile size", "Tile edge in native pixels (0 = whole frame resized)",
-          0, 65536, DEFAULT_PROP_TILE_SIZE, playing_flags));
+      g_param_spec_int ("tile-size", "Tile size",
+          "Tile edge in native pixels (0 = whole frame resized, -1 = as the model was trained)",
+          -1, 65536, DEFAULT_PROP_TILE_SIZE, playing_flags));
   /**
    * GstPefmFilter:tile-overlap:
    *

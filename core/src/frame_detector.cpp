@@ -104,6 +104,17 @@ std::shared_ptr<FrameDetector> FrameDetector::acquire(const std::string& model_p
   return created;
 }
 
+int FrameDetector::trained_tile() const {
+  const auto& t = detector_.model().training;
+  const auto it = t.find("tile");
+  if (it == t.end()) return 0;
+  try {
+    return std::max(0, std::stoi(it->second));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
 size_t FrameDetector::shared_instances() {
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   size_t n = 0;

@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "pefm-config.h"
 #include "pefm/detector.h"
+#include "pefm/frame_detector.h"
 #include "pefm/device.h"
 #include "pefm/model_file.h"
 #include "pefm/preprocess.h"
@@ -104,7 +105,7 @@ int run(int argc, char** argv) {
                  "Ctrl-C stops cleanly: no partial model is written, --resume continues.");
   args.option("data", "DIR", "folder of normal images (png, jpg, bmp, tif; 8/16-bit; gray, RGB, RGBA)", "", true, true);
   args.option("output", "MODEL.pt", "model file to write (atomically)", "", true);
-  args.option("source", "ARCH[=WEIGHTS]", "source backbone; weights default to ARCH.pth in $PEFM_BACKBONE_DIR, then the installed models/", "resnet34");
+  args.option("source", "ARCH[=WEIGHTS]", "source backbone; weights default to ARCH.pth in $PEFM_BACKBONE_DIR, then the installed models/; ARCH=random: untrained (plumbing demos only)", "resnet34");
   args.option("target", "ARCH[=WEIGHTS]", "target backbone", "resnet50");
   args.option("image-size", "S", "network input size (multiple of 16)", "256");
   args.option("epochs", "N", "training epochs", "200");
@@ -118,6 +119,7 @@ int run(int argc, char** argv) {
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
   args.option("val-fraction", "F", "share of images held out for calibration", "0.1");
   args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
+  args.option("tile", "N", "train on N x N tiles of native pixels (line-scan / high resolution; use the same tile-size in pefmfilter)", "0");
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
   if (!args.parse(argc, argv)) return 0;
 
@@ -151,12 +153,22 @@ int run(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw cli::UsageError(e.what());
   }
-  if (src_weights.empty()) src_weights = find_backbone_weights(src_arch);
-  if (tgt_weights.empty()) tgt_weights = find_backbone_weights(tgt_arch);
+  // "random": untrained backbones, for demonstrating the plumbing without weights.
+  for (auto* w : {&src_weights, &tgt_weights}) {
+    if (*w == "random") {
+      std::cout << "WARNING: " << (w == &src_weights ? src_arch : tgt_arch)
+                << " backbone is RANDOMLY INITIALISED: the model demonstrates the plumbing only; its scores mean "
+                   "little. Export real ImageNet weights with models/export_backbones.py.\n";
+      *w = "";
+    } else if (w->empty()) {
+      *w = find_backbone_weights(w == &src_weights ? src_arch : tgt_arch);
+    }
+  }
 
   cli::install_stop_handler();
   const bool tty = cli::stdout_is_tty();
   const auto t_start = Clock::now();
+  const int tile = static_cast<int>(args.integer("tile", 0, 65536));
   std::cout << "pefm-train " PEFM_VERSION ": " << src_arch << " -> " << tgt_arch << ", " << config.image_size
             << " px, latent " << config.latent[0] << "," << config.latent[1] << "," << config.latent[2] << ", pe "
             << to_string(config.pe) << ", on " << device_name(device) << "\n";
@@ -166,6 +178,21 @@ int run(int argc, char** argv) {
   if (cli::stop_requested()) {
     std::cout << "interrupted before training; nothing written\n";
     return 130;
+  }
+  if (tile > 0) {
+    // Native-resolution tiles, laid out exactly as pefmfilter tile-size=N cuts frames.
+    std::vector<Sample> tiles;
+    for (const auto& s : samples) {
+      const int h = static_cast<int>(s.pixels.size(0)), w = static_cast<int>(s.pixels.size(1));
+      const int th = std::min(tile, h), tw = std::min(tile, w);
+      for (int y0 : tile_origins(h, tile, 0)) {
+        for (int x0 : tile_origins(w, tile, 0)) {
+          tiles.push_back({s.path, s.pixels.slice(0, y0, y0 + th).slice(1, x0, x0 + tw).contiguous()});
+        }
+      }
+    }
+    std::cout << "tiles: " << samples.size() << " images -> " << tiles.size() << " tiles of " << tile << " px\n";
+    samples = std::move(tiles);
   }
   // Deterministic split: shuffle by seed, hold out the first val_fraction.
   std::vector<size_t> order(samples.size());
@@ -185,6 +212,7 @@ int run(int argc, char** argv) {
       {"weight_decay", args.get("weight-decay")}, {"seed", std::to_string(opts.seed)},
       {"val_fraction", args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
+      {"tile", std::to_string(tile)},
   };
 
   Model model;
@@ -199,7 +227,7 @@ int run(int argc, char** argv) {
         c.latent != config.latent || c.pe != config.pe || c.fusion != config.fusion) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration");
     }
-    for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images"}) {
+    for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile"}) {
       if (ck.model.training[key] != settings[key]) {
         throw cli::UsageError(std::string("--resume: '") + ckpt_path + "' was made with " + key + "=" +
                               ck.model.training[key] + ", this run has " + settings[key]);

@@ -52,6 +52,8 @@ class FrameDetector {
 
   const Detector& detector() const { return detector_; }
   bool calibrated() const { return detector_.calibration().valid; }
+  // Tile size the model was trained on (pefm-train --tile), 0 for whole images.
+  int trained_tile() const;
   // Number of live FrameDetector objects loaded through acquire() (for tests).
   static size_t shared_instances();
 
