@@ -57,6 +57,24 @@ TEST_P(BackboneTaps, MatchesTorchvisionGolden) {
   }
 }
 
+// Folding BatchNorm into the convolutions changes nothing but speed. The formula fills
+// every BN with non-trivial statistics (var 0.5..1.5, mean and shift +-0.1).
+TEST_P(BackboneTaps, FoldingBatchNormKeepsTheTaps) {
+  const auto& c = GetParam();
+  auto b = pefm::make_backbone(c.arch);
+  b->eval();
+  pefm_test::fill_formula(*b);
+  const auto x = pefm_test::formula_tensor("fold-input", {2, 3, 48, 64}, 10.0);
+  torch::NoGradGuard no_grad;
+  const auto before = b->forward_taps(x);
+  b->fold_batchnorm();
+  const auto after = b->forward_taps(x);
+  for (int k = 0; k < 3; ++k) {
+    const double scale = before[k].abs().max().item<double>();
+    EXPECT_LT((after[k] - before[k]).abs().max().item<double>(), 1e-4 * scale) << c.arch << " tap " << k;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllArchitectures, BackboneTaps,
                          ::testing::Values(TapCase{"resnet18", {64, 128, 256}},
                                            TapCase{"resnet34", {64, 128, 256}},

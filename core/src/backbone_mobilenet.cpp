@@ -83,6 +83,8 @@ class MobileNetV2 final : public Backbone {
     return classifier->forward(torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1));
   }
 
+  void fold_batchnorm() override { fold_sequences(*this); }
+
   bool is_tail_key(const std::string& key) const override {
     if (key.rfind("classifier.", 0) == 0) return true;
     if (key.rfind("features.", 0) != 0) return false;

@@ -41,17 +41,28 @@ struct BlockImpl : nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = torch::relu(bn1(conv1(x)));
+    auto y = torch::relu(norm(bn1, conv1(x)));
     if (bottleneck) {
-      y = torch::relu(bn2(conv2(y)));
-      y = bn3(conv3(y));
+      y = torch::relu(norm(bn2, conv2(y)));
+      y = norm(bn3, conv3(y));
     } else {
-      y = bn2(conv2(y));
+      y = norm(bn2, conv2(y));
     }
     return torch::relu(y + (downsample ? downsample->forward(x) : x));
   }
 
+  void fold() {
+    fold_conv_bn(*conv1, *bn1);
+    fold_conv_bn(*conv2, *bn2);
+    if (bottleneck) fold_conv_bn(*conv3, *bn3);
+    if (downsample) downsample->fold_batchnorm();
+    folded = true;
+  }
+
+  torch::Tensor norm(torch::nn::BatchNorm2d& bn, const torch::Tensor& y) { return folded ? y : bn(y); }
+
   bool bottleneck;
+  bool folded = false;
   nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   Seq downsample{nullptr};
@@ -84,7 +95,9 @@ class ResNet final : public Backbone {
   }
 
   std::vector<torch::Tensor> forward_taps(const torch::Tensor& x) override {
-    auto y = torch::max_pool2d(torch::relu(bn1(conv1(x))), 3, 2, 1);
+    auto y = conv1(x);
+    if (!folded_) y = bn1(y);
+    y = torch::max_pool2d(torch::relu(y), 3, 2, 1);
     std::vector<torch::Tensor> taps;
     for (int i = 0; i < 3; ++i) {
       y = layer_[i]->forward(y);
@@ -104,7 +117,16 @@ class ResNet final : public Backbone {
     return key.rfind("layer4.", 0) == 0 || key.rfind("fc.", 0) == 0;
   }
 
+  void fold_batchnorm() override {
+    fold_conv_bn(*conv1, *bn1);
+    for (auto& m : modules(false)) {
+      if (auto* block = m->as<BlockImpl>()) block->fold();
+    }
+    folded_ = true;
+  }
+
  private:
+  bool folded_ = false;
   int64_t expansion_;
   nn::Conv2d conv1{nullptr};
   nn::BatchNorm2d bn1{nullptr};

@@ -2,6 +2,9 @@
 
 #include <stdexcept>
 
+#include <chrono>
+
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "pefm/device.h"
@@ -19,25 +22,26 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
     throw std::invalid_argument("precision fp16 needs a CUDA device, but device '" +
                                 options.device + "' resolves to " + device_.str());
   }
-  const auto ref = model_->net->parameters().front();
-  if (ref.device() != device_ || ref.scalar_type() != dtype_) {
-    // Never move the caller's model: other detectors may be using it where it is.
-    auto copy = PefmNet(model_->config);
-    load_state_dict(*copy, module_state(*model_->net), "model");
-    move_module(*copy, device_, dtype_);
-    auto moved = std::make_shared<Model>(*model_);
-    moved->net = copy;
-    model_ = std::move(moved);
-  }
-  model_->net->eval();
+  net_ = PefmNet(model_->config);
+  load_state_dict(*net_, module_state(*model_->net), "model");
+  net_->eval();
+  if (options.fold_batchnorm) net_->fold_batchnorm();
+  move_module(*net_, device_, dtype_);
+  if (model_.use_count() == 1) model_->net = nullptr;  // nobody else needs the unfolded copy
 }
 
-Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map) {
+Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map, StageTimes* times) {
   torch::InferenceMode guard;
-  return detect_preprocessed(preprocess(frames.to(device_), map, image_size(), dtype_));
+  const auto start = std::chrono::steady_clock::now();
+  auto x = preprocess(frames.to(device_), map, image_size(), dtype_);
+  if (times) {
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+    times->preprocess += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  return detect_preprocessed(x, times);
 }
 
-Detection Detector::detect_preprocessed(const torch::Tensor& x) {
+Detection Detector::detect_preprocessed(const torch::Tensor& x, StageTimes* times) {
   torch::InferenceMode guard;
   const auto s = image_size();
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 3 && x.size(2) == s && x.size(3) == s,
@@ -46,7 +50,7 @@ Detection Detector::detect_preprocessed(const torch::Tensor& x) {
     auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
     return {torch::empty({0, s, s}, opts), torch::empty({0}, opts)};
   }
-  auto maps = model_->net->anomaly_map(x.to(device_, dtype_)).to(torch::kFloat32);
+  auto maps = net_->anomaly_map(x.to(device_, dtype_), times).to(torch::kFloat32);
   // Non-finite values (fp16 overflow, NaN in the input) never leave the detector:
   // they become the largest finite score, which flags the frame instead of hiding it.
   maps = torch::nan_to_num(maps, std::numeric_limits<float>::max(),

@@ -1,7 +1,12 @@
 #include "pefm/model.h"
 
+#include <chrono>
+
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "nn_util.h"
+#include "pefm/device.h"
 #include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"
 
@@ -77,13 +82,54 @@ torch::Tensor PefmNetImpl::residual(int k, const torch::Tensor& ns, const torch:
   return 0.5 * ((s_hat - ns).pow(2).sum(1, true) + (t_hat - nt).pow(2).sum(1, true));
 }
 
-torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x) {
+namespace {
+
+// Stopwatch that synchronises the device before reading the clock, so asynchronous CUDA
+// work is charged to the stage that queued it.
+class StageClock {
+ public:
+  StageClock(StageTimes* times, const torch::Device& device) : times_(times), device_(device) { restart(); }
+  void charge(double StageTimes::*stage) {
+    if (!times_) return;
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+    const auto now = std::chrono::steady_clock::now();
+    times_->*stage += std::chrono::duration<double, std::milli>(now - start_).count();
+    start_ = now;
+  }
+  void restart() {
+    if (times_ && device_.is_cuda()) torch::cuda::synchronize(device_.index());
+    start_ = std::chrono::steady_clock::now();
+  }
+
+ private:
+  StageTimes* times_;
+  torch::Device device_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+void PefmNetImpl::fold_batchnorm() {
+  if (folded_) return;
+  eval();
+  source->fold_batchnorm();
+  target->fold_batchnorm();
+  fold_sequences(*mapping);
+  folded_ = true;
+}
+
+torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x, StageTimes* times) {
+  StageClock clock(times, x.device());
   const auto features = extract(x);
+  clock.charge(&StageTimes::backbones);
   const auto size = std::vector<int64_t>{x.size(2), x.size(3)};
+  std::array<torch::Tensor, 3> residuals;
+  for (int k = 0; k < 3; ++k) residuals[k] = residual(k, features.source[k], features.target[k]);
+  clock.charge(&StageTimes::mapping);
   torch::Tensor fused;
   for (int k = 0; k < 3; ++k) {
     auto up = torch::nn::functional::interpolate(
-        residual(k, features.source[k], features.target[k]).to(torch::kFloat32),
+        residuals[k].to(torch::kFloat32),
         torch::nn::functional::InterpolateFuncOptions()
             .size(size)
             .mode(torch::kBilinear)
@@ -97,7 +143,9 @@ torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x) {
     }
   }
   if (config_.fusion == Fusion::kMean) fused = fused / 3.0;
-  return fused.squeeze(1);
+  fused = fused.squeeze(1);
+  clock.charge(&StageTimes::fuse);
+  return fused;
 }
 
 Model Model::create(const ModelConfig& config, const std::string& source_weights,

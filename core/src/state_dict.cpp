@@ -106,6 +106,14 @@ void move_module(torch::nn::Module& module, torch::Device device, torch::ScalarT
   };
   for (auto& p : module.parameters(true)) move(p);
   for (auto& b : module.buffers(true)) move(b);
+  // Biases that BatchNorm folding gave to bias-less convolutions live outside the
+  // parameter list (see fold_conv_bn).
+  for (auto& m : module.modules(true)) {
+    if (auto* conv = m->as<torch::nn::Conv2dImpl>(); conv && conv->bias.defined() &&
+        (conv->bias.device() != device || conv->bias.scalar_type() != conv->weight.scalar_type())) {
+      conv->bias = conv->bias.to(device, conv->weight.scalar_type());
+    }
+  }
 }
 
 TensorDict module_state(const torch::nn::Module& module) {

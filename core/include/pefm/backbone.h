@@ -38,6 +38,10 @@ class Backbone : public torch::nn::Module {
   // a kTapsOnly backbone.
   virtual bool is_tail_key(const std::string& key) const = 0;
 
+  // Folds every BatchNorm into its convolution, for inference only: the module then no
+  // longer matches torchvision's keys and must not be trained or saved.
+  virtual void fold_batchnorm() = 0;
+
  private:
   std::string arch_;
 };

@@ -16,6 +16,8 @@ namespace pefm {
 struct DetectorOptions {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   Precision precision = Precision::kFp32;
+  // Fold BatchNorm into the convolutions of the detector's inference copy.
+  bool fold_batchnorm = true;
 };
 
 struct Detection {
@@ -25,8 +27,10 @@ struct Detection {
 
 class Detector {
  public:
-  // Moves the model's network to the device (fp16 only on CUDA). The model is shared,
-  // not copied: detectors built from one Model on one device share its weights.
+  // Builds the detector's own inference copy of the network on the device (fp16 only on
+  // CUDA), BatchNorm folded; the caller's model is left as it is, still trainable and
+  // saveable. When the detector is the model's only owner, the original weights are
+  // released. Share weights between users by sharing the Detector (FrameDetector does).
   Detector(std::shared_ptr<Model> model, const DetectorOptions& options = {});
 
   const Model& model() const { return *model_; }
@@ -37,12 +41,14 @@ class Detector {
   int64_t image_size() const { return model_->config.image_size; }
 
   // Frames [N, H, W, C] (uint8 or float in 0..1, any device) -> maps and scores.
-  Detection detect(const torch::Tensor& frames, const ChannelMap& map = {});
+  // With `times`, stages are synchronised and timed (added to the values there).
+  Detection detect(const torch::Tensor& frames, const ChannelMap& map = {}, StageTimes* times = nullptr);
   // Already preprocessed input [N, 3, S, S] on any device.
-  Detection detect_preprocessed(const torch::Tensor& x);
+  Detection detect_preprocessed(const torch::Tensor& x, StageTimes* times = nullptr);
 
  private:
   std::shared_ptr<Model> model_;
+  PefmNet net_{nullptr};
   torch::Device device_;
   Precision precision_;
   torch::ScalarType dtype_;

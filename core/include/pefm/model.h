@@ -20,6 +20,11 @@
 namespace pefm {
 
 // L2-normalised features of both backbones at the three taps.
+// Milliseconds spent in each stage of a forward pass (device-synchronised), for pefm-bench.
+struct StageTimes {
+  double preprocess = 0, backbones = 0, mapping = 0, fuse = 0, download = 0;
+};
+
 struct Features {
   std::vector<torch::Tensor> source;  // 3 x [N, cs_k, h_k, w_k]
   std::vector<torch::Tensor> target;  // 3 x [N, ct_k, h_k, w_k]
@@ -39,8 +44,15 @@ class PefmNetImpl : public torch::nn::Module {
   // Per-pixel residual of scale k: (||F_s_hat - F_s||^2 + ||F_t_hat - F_t||^2) / 2,
   // summed over channels; [N, 1, h_k, w_k].
   torch::Tensor residual(int k, const torch::Tensor& ns, const torch::Tensor& nt);
-  // Fused anomaly map [N, S, S] of a preprocessed batch (PEFM.md step 7).
-  torch::Tensor anomaly_map(const torch::Tensor& x);
+  // Fused anomaly map [N, S, S] of a preprocessed batch (PEFM.md step 7). With `times`,
+  // each stage is synchronised and timed (slower; for benchmarks).
+  torch::Tensor anomaly_map(const torch::Tensor& x, StageTimes* times = nullptr);
+
+  // Folds every BatchNorm into its convolution (backbones and mapping networks) for
+  // inference: same outputs, fewer passes over memory. The net can then no longer be
+  // trained or saved.
+  void fold_batchnorm();
+  bool folded() const { return folded_; }
 
   // Backbones stay in eval mode (frozen BN) whatever train() says about the mapping nets.
   void train(bool on = true) override;
@@ -52,6 +64,7 @@ class PefmNetImpl : public torch::nn::Module {
   torch::Tensor position_code(bool source_side, int k, int64_t h, int64_t w);
 
   ModelConfig config_;
+  bool folded_ = false;
   // Regenerated, never stored (PEFM.md step 4); keyed by side, scale and size. Guarded:
   // detectors shared between elements run forward() from several streaming threads.
   std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
