@@ -40,6 +40,10 @@ std::shared_ptr<Backbone> make_backbone(const std::string& arch, BackboneHead he
   throw std::invalid_argument("unknown backbone '" + arch + "' (supported: " + list + ")");
 }
 
+std::string backbone_tap_names(const std::string& arch) {
+  return arch == "mobilenet_v2" ? "features.3,features.6,features.13" : "layer1,layer2,layer3";
+}
+
 std::array<int64_t, 3> backbone_tap_channels(const std::string& arch) {
   if (arch == "resnet18" || arch == "resnet34") return {64, 128, 256};
   if (arch == "resnet50" || arch == "wide_resnet50_2") return {256, 512, 1024};

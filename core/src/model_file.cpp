@@ -130,6 +130,8 @@ Container model_container(const Model& model, const char* format) {
   c.meta["created_by"] = "pefm " PEFM_VERSION;
   c.meta["config.source_arch"] = cfg.source_arch;
   c.meta["config.target_arch"] = cfg.target_arch;
+  c.meta["config.source_taps"] = backbone_tap_names(cfg.source_arch);
+  c.meta["config.target_taps"] = backbone_tap_names(cfg.target_arch);
   c.meta["config.image_size"] = std::to_string(cfg.image_size);
   c.meta["config.pe"] = to_string(cfg.pe);
   c.meta["config.latent"] = std::to_string(cfg.latent[0]) + "," + std::to_string(cfg.latent[1]) +
@@ -173,6 +175,13 @@ Model container_model(const Container& c, const std::string& origin, const char*
     if (latent.size() != 3) throw std::invalid_argument("config.latent needs three widths");
     for (int k = 0; k < 3; ++k) cfg.latent[k] = static_cast<int64_t>(latent[k]);
     cfg.validate();
+    for (const auto& [key, arch] : {std::pair<std::string, std::string>{"config.source_taps", cfg.source_arch},
+                                    {"config.target_taps", cfg.target_arch}}) {
+      if (meta.str(key) != backbone_tap_names(arch)) {
+        throw std::invalid_argument(key + " '" + meta.str(key) + "' is not what this pefm taps from " + arch +
+                                    " ('" + backbone_tap_names(arch) + "')");
+      }
+    }
   } catch (const ModelFileError&) {
     throw;
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <iomanip>
@@ -238,6 +239,17 @@ std::string json_escape(const std::string& s) {
   }
   return out;
 }
+
+TempFile::TempFile(const std::string& prefix, const std::string& suffix) {
+  const char* dir = std::getenv("TMPDIR");
+  std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/" + prefix + "-XXXXXX" + suffix;
+  const int fd = mkstemps(tmpl.data(), static_cast<int>(suffix.size()));
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file in " + tmpl);
+  ::close(fd);
+  path_ = tmpl;
+}
+
+TempFile::~TempFile() { std::remove(path_.c_str()); }
 
 }  // namespace cli
 }  // namespace pefm

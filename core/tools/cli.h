@@ -89,5 +89,16 @@ std::pair<std::string, std::string> split_arch(const std::string& spec);
 
 std::string json_escape(const std::string& s);
 
+// A temporary file path, removed by the destructor.
+class TempFile {
+ public:
+  TempFile(const std::string& prefix, const std::string& suffix);
+  ~TempFile();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace cli
 }  // namespace pefm

@@ -52,6 +52,9 @@ bool is_supported_backbone(const std::string& arch);
 // Throws std::invalid_argument naming the unknown arch and listing the supported ones.
 std::shared_ptr<Backbone> make_backbone(const std::string& arch,
                                         BackboneHead head = BackboneHead::kTapsOnly);
+// Names of the layers whose outputs are the taps ("layer1,layer2,layer3",
+// "features.3,features.6,features.13"), as recorded in model files.
+std::string backbone_tap_names(const std::string& arch);
 // Tap channels without building the network.
 std::array<int64_t, 3> backbone_tap_channels(const std::string& arch);
 
