@@ -78,6 +78,19 @@ class MetaReader {
   const std::string& origin_;
 };
 
+// The calibration's scalar statistics, stored as "calibration.<name>".
+constexpr std::pair<const char*, double Calibration::*> kCalibrationFields[] = {
+    {"threshold", &Calibration::threshold},
+    {"base", &Calibration::base},
+    {"image_mean", &Calibration::image_mean},
+    {"image_std", &Calibration::image_std},
+    {"image_min", &Calibration::image_min},
+    {"image_max", &Calibration::image_max},
+    {"pixel_mean", &Calibration::pixel_mean},
+    {"pixel_std", &Calibration::pixel_std},
+    {"val_false_positive_rate", &Calibration::val_false_positive_rate},
+};
+
 }  // namespace
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
@@ -141,15 +154,7 @@ Container model_container(const Model& model, const char* format) {
   c.meta["calibration.valid"] = cal.valid ? "1" : "0";
   if (cal.valid) {
     c.meta["calibration.images"] = std::to_string(cal.images);
-    c.meta["calibration.threshold"] = fmt(cal.threshold);
-    c.meta["calibration.base"] = fmt(cal.base);
-    c.meta["calibration.image_mean"] = fmt(cal.image_mean);
-    c.meta["calibration.image_std"] = fmt(cal.image_std);
-    c.meta["calibration.image_min"] = fmt(cal.image_min);
-    c.meta["calibration.image_max"] = fmt(cal.image_max);
-    c.meta["calibration.pixel_mean"] = fmt(cal.pixel_mean);
-    c.meta["calibration.pixel_std"] = fmt(cal.pixel_std);
-    c.meta["calibration.val_false_positive_rate"] = fmt(cal.val_false_positive_rate);
+    for (const auto& [name, field] : kCalibrationFields) c.meta[std::string("calibration.") + name] = fmt(cal.*field);
     c.meta["calibration.image_quantiles"] = join(cal.image_quantiles);
     c.meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
   }
@@ -206,15 +211,7 @@ Model container_model(const Container& c, const std::string& origin, const char*
   cal.valid = meta.str("calibration.valid") == "1";
   if (cal.valid) {
     cal.images = meta.integer("calibration.images");
-    cal.threshold = meta.num("calibration.threshold");
-    cal.base = meta.num("calibration.base");
-    cal.image_mean = meta.num("calibration.image_mean");
-    cal.image_std = meta.num("calibration.image_std");
-    cal.image_min = meta.num("calibration.image_min");
-    cal.image_max = meta.num("calibration.image_max");
-    cal.pixel_mean = meta.num("calibration.pixel_mean");
-    cal.pixel_std = meta.num("calibration.pixel_std");
-    cal.val_false_positive_rate = meta.num("calibration.val_false_positive_rate");
+    for (const auto& [name, field] : kCalibrationFields) cal.*field = meta.num(std::string("calibration.") + name);
     cal.image_quantiles = meta.list("calibration.image_quantiles");
     cal.pixel_quantiles = meta.list("calibration.pixel_quantiles");
     if (!(cal.threshold > cal.base)) {

@@ -120,6 +120,39 @@ std::string Args::help() const {
   return s.str();
 }
 
+int run_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << program << ": error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+std::array<int64_t, 3> parse_widths(const std::string& text, const std::string& option) {
+  std::array<int64_t, 3> out{};
+  std::stringstream s(text);
+  std::string item;
+  for (int k = 0; k < 3; ++k) {
+    if (!std::getline(s, item, ',')) throw UsageError(option + " needs three widths like 200,400,800, got '" + text + "'");
+    try {
+      size_t used = 0;
+      out[k] = std::stoll(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw UsageError(option + ": '" + item + "' is not an integer");
+    }
+  }
+  if (std::getline(s, item, ',')) throw UsageError(option + " needs exactly three widths, got '" + text + "'");
+  return out;
+}
+
 bool stdout_is_tty() { return isatty(STDOUT_FILENO) == 1; }
 
 std::string format_duration(double seconds) {

@@ -1,6 +1,7 @@
 // Shared plumbing of the command-line tools: arguments, progress, signals, images.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -70,6 +71,13 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_;
   int last_percent_ = -1;
 };
+
+// Runs a tool's `run`, turning exceptions into "PROGRAM: message" on stderr: exit 2 for
+// usage errors, 1 for everything else (LibTorch errors without their C++ backtrace).
+int run_main(const char* program, int (*run)(int, char**), int argc, char** argv);
+
+// "L1,L2,L3" -> three integers; UsageError naming `option` otherwise.
+std::array<int64_t, 3> parse_widths(const std::string& text, const std::string& option);
 
 bool stdout_is_tty();
 std::string format_duration(double seconds);  // "1:02:03" / "2:03"

@@ -165,12 +165,7 @@ int run(int argc, char** argv) {
     cfg.source_arch = args.get("source");
     cfg.target_arch = args.get("target");
     cfg.image_size = args.integer("image-size", 32, 4096);
-    std::stringstream ls(args.get("latent"));
-    std::string item;
-    for (int k = 0; k < 3; ++k) {
-      if (!std::getline(ls, item, ',')) throw cli::UsageError("--latent needs three widths");
-      cfg.latent[k] = std::stoll(item);
-    }
+    cfg.latent = cli::parse_widths(args.get("latent"), "--latent");
     try {
       cfg.validate();
     } catch (const std::invalid_argument& e) {
@@ -249,17 +244,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cli::UsageError& e) {
-    std::cerr << "pefm-bench: " << e.what() << "\n";
-    return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "pefm-bench: error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "pefm-bench: error: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pefm::cli::run_main("pefm-bench", run, argc, argv); }

@@ -90,14 +90,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cli::UsageError& e) {
-    std::cerr << "pefm-demo-data: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "pefm-demo-data: error: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pefm::cli::run_main("pefm-demo-data", run, argc, argv); }

@@ -214,17 +214,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cli::UsageError& e) {
-    std::cerr << "pefm-eval: " << e.what() << "\n";
-    return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "pefm-eval: error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "pefm-eval: error: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pefm::cli::run_main("pefm-eval", run, argc, argv); }

@@ -79,24 +79,6 @@ std::string losses(const EpochResult& r) {
   return s.str();
 }
 
-std::array<int64_t, 3> parse_latent(const std::string& text) {
-  std::array<int64_t, 3> out{};
-  std::stringstream s(text);
-  std::string item;
-  for (int k = 0; k < 3; ++k) {
-    if (!std::getline(s, item, ',')) throw cli::UsageError("--latent needs three widths like 200,400,800, got '" + text + "'");
-    try {
-      size_t used = 0;
-      out[k] = std::stoll(item, &used);
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw cli::UsageError("--latent: '" + item + "' is not an integer");
-    }
-  }
-  if (std::getline(s, item, ',')) throw cli::UsageError("--latent needs exactly three widths, got '" + text + "'");
-  return out;
-}
-
 int run(int argc, char** argv) {
   cli::Args args("pefm-train", "--data DIR [--data DIR ...] --output MODEL.pt [options]",
                  "Trains a PEFM anomaly detector from folders of normal (defect-free) images.\n"
@@ -129,7 +111,7 @@ int run(int argc, char** argv) {
   config.source_arch = src_arch;
   config.target_arch = tgt_arch;
   config.image_size = args.integer("image-size", 32, 4096);
-  config.latent = parse_latent(args.get("latent"));
+  config.latent = cli::parse_widths(args.get("latent"), "--latent");
   try {
     config.pe = parse_pe_mode(args.get("pe"), "--pe");
     config.fusion = parse_fusion(args.get("fusion"), "--fusion");
@@ -338,17 +320,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const cli::UsageError& e) {
-    std::cerr << "pefm-train: " << e.what() << "\n";
-    return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "pefm-train: error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "pefm-train: error: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pefm::cli::run_main("pefm-train", run, argc, argv); }
