@@ -261,11 +261,19 @@ gst_pefm_filter_start (GstBaseTransform * trans)
         ("No model: set the 'model' property to a file written by pefm-train"), (NULL));
     return FALSE;
   }
+  bool on_cuda = false;
+  try {
+    on_cuda = pefm::resolve_device (device).is_cuda ();
+  } catch (const std::exception & e) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Invalid device '%s' (property 'device')", device.c_str ()), ("%s", e.what ()));
+    return FALSE;
+  }
   try {
     pefm::DetectorOptions opts;
     opts.device = device;
     opts.precision = precision == GST_PEFM_PRECISION_FP16 ? pefm::Precision::kFp16 : pefm::Precision::kFp32;
-    if (opts.precision == pefm::Precision::kFp16 && !pefm::resolve_device (device).is_cuda ()) {
+    if (opts.precision == pefm::Precision::kFp16 && !on_cuda) {
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
           ("precision=fp16 needs a CUDA device; device '%s' is the CPU, using fp32", device.c_str ()), (NULL));
       opts.precision = pefm::Precision::kFp32;

@@ -250,6 +250,8 @@ TEST(Element, BadModelFailsReadyToPausedNamingTheFile) {
   EXPECT_NE(msg.find("is not a pefm model file"), std::string::npos) << msg;
   msg = state_change_error("videotestsrc ! pefmfilter ! fakesink");
   EXPECT_NE(msg.find("set the 'model' property"), std::string::npos) << msg;
+  msg = state_change_error("videotestsrc ! pefmfilter device=gpu7 model=" + g_model + " ! fakesink");
+  EXPECT_NE(msg.find("Invalid device 'gpu7' (property 'device')"), std::string::npos) << msg;
 }
 
 bool run_to_eos(GstElement* pipeline) {
