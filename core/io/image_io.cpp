@@ -45,6 +45,15 @@ class Pipeline {
   GstElement* p_;
 };
 
+// The text of an ERROR message.
+std::string error_text(GstMessage* msg) {
+  GError* err = nullptr;
+  gst_message_parse_error(msg, &err, nullptr);
+  std::string text = err ? err->message : "unknown error";
+  g_clear_error(&err);
+  return text;
+}
+
 GstElement* parse(const char* description, const std::string& path) {
   GError* err = nullptr;
   GstElement* p = gst_parse_launch(description, &err);
@@ -104,12 +113,7 @@ Image read_image(const std::string& path, PixelFormat format) {
   std::string why = !msg ? "no image decoded within 30 s"
                     : GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS ? "the file holds no image"
                                                                : "";
-  if (msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
-    GError* err = nullptr;
-    gst_message_parse_error(msg, &err, nullptr);
-    why = err ? err->message : "unknown error";
-    g_clear_error(&err);
-  }
+  if (msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) why = error_text(msg);
   if (msg) gst_message_unref(msg);
   if (!why.empty()) throw ImageError("cannot decode '" + path + "': " + why);
   std::unique_ptr<GstSample, SampleUnref> sample(gst_app_sink_try_pull_preroll(GST_APP_SINK(sink.get()), GST_SECOND));
@@ -176,10 +180,7 @@ void write_png(const std::string& path, const Image& image) {
   if (!msg) {
     why = "timed out";
   } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
-    GError* err = nullptr;
-    gst_message_parse_error(msg, &err, nullptr);
-    why = err ? err->message : "unknown error";
-    g_clear_error(&err);
+    why = error_text(msg);
   }
   if (msg) gst_message_unref(msg);
   gst_element_set_state(pipe.get(), GST_STATE_NULL);

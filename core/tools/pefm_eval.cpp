@@ -106,7 +106,6 @@ int run(int argc, char** argv) {
   const bool tty = cli::stdout_is_tty();
   const auto t0 = std::chrono::steady_clock::now();
 
-  auto model = std::make_shared<Model>(load_model(args.get("model")));
   DetectorOptions dopts;
   dopts.device = args.get("device");
   try {
@@ -114,7 +113,9 @@ int run(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw cli::UsageError(e.what());
   }
-  Detector detector(model, dopts);
+  // The detector owns the model, so only its folded inference copy stays in memory.
+  Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
+  const auto& cal = detector.calibration();
   const int64_t S = detector.image_size();
   const auto tests = discover(args.get("data"));
   const std::string maps_dir = args.get("save-maps");
@@ -152,8 +153,8 @@ int run(int argc, char** argv) {
       all_maps.push_back(maps[j - i]);
       all_scores.push_back(scores[j - i]);
       if (!maps_dir.empty()) {
-        const auto& cal = model->calibration;
-        const auto heat = cal.valid ? cal.normalize(maps[j - i]) : maps[j - i] / maps.max().clamp_min(1e-12);
+        // Uncalibrated models: each picture scaled to its own maximum.
+        const auto heat = cal.valid ? cal.normalize(maps[j - i]) : maps[j - i] / maps[j - i].max().clamp_min(1e-12);
         const double shown = cal.valid ? cal.normalize(scores[j - i].item<double>()) : scores[j - i].item<double>();
         const auto name = tests[j].type + "_" + fs::path(tests[j].path).stem().string() + ".png";
         io::write_png((fs::path(maps_dir) / name).string(),
