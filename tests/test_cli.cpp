@@ -203,6 +203,29 @@ TEST_F(Cli, InterruptLeavesNoModelAndResumeFinishes) {
   EXPECT_FALSE(fs::exists(ckpt));
 }
 
+// kill -9 cannot be caught: what protects the user is that models and checkpoints are
+// only ever renamed into place complete.
+TEST_F(Cli, SigkillKeepsThePreviousModelAndResumeWorks) {
+  const auto model = out_.file("m.pt");
+  const auto ckpt = model + ".ckpt";
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const auto previous = pefm_test::slurp(model);
+  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
+    for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // somewhere in a later epoch or write
+    kill(pid, SIGKILL);
+  });
+  ASSERT_EQ(r.status, 128 + SIGKILL) << r.output;
+  EXPECT_EQ(pefm_test::slurp(model), previous) << "the previous model must survive untouched";
+  EXPECT_EQ(pefm::load_model(model).training.at("epochs"), "1");
+  const auto done = pefm::load_checkpoint(ckpt).trainer_state.at("epochs_done").item<int64_t>();
+  auto args = tiny_train(dir_->file("good"), model, static_cast<int>(done) + 1);
+  args.push_back("--resume");
+  const auto resumed = run(args);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(pefm::load_model(model).training.at("epochs"), std::to_string(done + 1));
+}
+
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
   auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 2);
   args.push_back("--resume");

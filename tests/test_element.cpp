@@ -164,6 +164,47 @@ INSTANTIATE_TEST_SUITE_P(
                       GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12),
     [](const auto& info) { return std::string(gst_video_format_to_string(info.param)); });
 
+TEST(Element, RenegotiatesSizeAndFormatMidStream) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB));
+  GstVideoInfo info;
+  GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 1), GST_VIDEO_FORMAT_RGB, &info));
+  ASSERT_NE(gst_buffer_get_pefm_meta(out), nullptr);
+  gst_buffer_unref(out);
+  // New size and new format on the same running element.
+  gst_harness_set_src_caps_str(h, caps_for(GST_VIDEO_FORMAT_NV12, 130, 50).c_str());
+  out = gst_harness_push_and_pull(h, make_buffer(texture_image(50, 130, 2), GST_VIDEO_FORMAT_NV12, &info));
+  GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+  ASSERT_NE(m, nullptr);
+  EXPECT_NEAR(m->map_scale_x * m->map_width, 130, 1e-6);
+  EXPECT_NEAR(m->map_scale_y * m->map_height, 50, 1e-6);
+  gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
+TEST(Element, OnePixelFramesAndFramesSmallerThanATile) {
+  for (const char* extra : {"", "tile-size=256 tile-overlap=32"}) {
+    GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB, 1, 1), extra);
+    GstVideoInfo info;
+    GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(1, 1, 3), GST_VIDEO_FORMAT_RGB, &info));
+    GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+    ASSERT_NE(m, nullptr) << extra;
+    ASSERT_GT(m->map_width * m->map_height, 0u);
+    for (guint i = 0; i < m->map_width * m->map_height; ++i) EXPECT_TRUE(std::isfinite(m->map[i]));
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+  }
+  // 96x64 under 256-px tiles: one tile of the whole frame, map at the tile's scale.
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "tile-size=256");
+  GstVideoInfo info;
+  GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 4), GST_VIDEO_FORMAT_RGB, &info));
+  GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->map_width, 24u);  // 96 * 64 / 256
+  EXPECT_EQ(m->map_height, 16u);
+  gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
 TEST(Element, RejectsUnsupportedCaps) {
   for (const char* caps : {"video/x-raw,format=YUY2,width=64,height=64,framerate=30/1",
                            "audio/x-raw,format=S16LE,rate=44100,channels=1,layout=interleaved"}) {

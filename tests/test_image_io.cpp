@@ -129,6 +129,31 @@ TEST_F(ImageIo, MissingFileIsNamed) {
   EXPECT_NE(msg.find("nope.png' is not a readable file"), std::string::npos) << msg;
 }
 
+// Headers that declare 30000 x 30000 pixels (900 M) are refused before decoding, so a
+// crafted file cannot make a decoder allocate gigabytes.
+TEST_F(ImageIo, HugeDeclaredSizeIsRefusedBeforeDecoding) {
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16);
+  png += std::string("\0\0\x75\x30\0\0\x75\x30\x08\x02\0\0\0", 13);  // 30000 x 30000, 8-bit RGB
+  png += std::string(4, '\0') + std::string(100, 'x');
+  pefm_test::spit(tmp_.file("huge.png"), png);
+  auto msg = error_of(tmp_.file("huge.png"));
+  EXPECT_NE(msg.find("huge.png' declares 30000x30000 pixels"), std::string::npos) << msg;
+
+  std::string jpeg("\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0", 20);
+  jpeg += std::string("\xff\xc0\0\x11\x08\x75\x30\x75\x30\x03", 10) + std::string(100, '\0');
+  pefm_test::spit(tmp_.file("huge.jpg"), jpeg);
+  msg = error_of(tmp_.file("huge.jpg"));
+  EXPECT_NE(msg.find("huge.jpg' declares 30000x30000 pixels"), std::string::npos) << msg;
+
+  std::string bmp = "BM" + std::string(16, '\0');
+  const int32_t dims[2] = {30000, -30000};  // top-down BMP: negative height
+  bmp.append(reinterpret_cast<const char*>(dims), sizeof(dims));
+  bmp += std::string(100, '\0');
+  pefm_test::spit(tmp_.file("huge.bmp"), bmp);
+  msg = error_of(tmp_.file("huge.bmp"));
+  EXPECT_NE(msg.find("huge.bmp' declares 30000x30000 pixels"), std::string::npos) << msg;
+}
+
 TEST_F(ImageIo, ListsOnlyImagesSortedByName) {
   for (const char* f : {"b.PNG", "a.jpg", "c.txt", "d.tiff", "e"}) pefm_test::spit(tmp_.file(f), "x");
   std::filesystem::create_directory(tmp_.file("sub.png"));

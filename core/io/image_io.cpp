@@ -6,9 +6,11 @@
 #include <gst/video/video.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 
@@ -67,6 +69,41 @@ GstElement* parse(const char* description, const std::string& path) {
   return p;
 }
 
+// Width and height a PNG, JPEG or BMP header declares, read before any decoder runs so a
+// crafted 30000x30000 header is refused before it can allocate gigabytes. {0, 0} when
+// the format is another one or the header is unreadable (the decoder then reports it).
+std::pair<int64_t, int64_t> declared_size(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> b(64 * 1024);
+  in.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  b.resize(static_cast<size_t>(in.gcount()));
+  const auto be16 = [&](size_t o) { return static_cast<int64_t>(b[o]) << 8 | b[o + 1]; };
+  const auto be32 = [&](size_t o) { return be16(o) << 16 | be16(o + 2); };
+  const auto le32 = [&](size_t o) {
+    return static_cast<int64_t>(static_cast<int32_t>(b[o] | b[o + 1] << 8 | b[o + 2] << 16 | static_cast<uint32_t>(b[o + 3]) << 24));
+  };
+  static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (b.size() >= 24 && std::memcmp(b.data(), png, 8) == 0 && std::memcmp(b.data() + 12, "IHDR", 4) == 0) {
+    return {be32(16), be32(20)};
+  }
+  if (b.size() >= 26 && b[0] == 'B' && b[1] == 'M') return {std::abs(le32(18)), std::abs(le32(22))};
+  if (b.size() >= 4 && b[0] == 0xFF && b[1] == 0xD8) {
+    // JPEG: walk the segments to the first start-of-frame marker.
+    for (size_t o = 2; o + 9 < b.size();) {
+      if (b[o] != 0xFF) break;
+      const unsigned char marker = b[o + 1];
+      if (marker == 0xFF) {
+        ++o;
+        continue;
+      }
+      const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+      if (sof) return {be16(o + 7), be16(o + 5)};
+      o += 2 + static_cast<size_t>(be16(o + 2));
+    }
+  }
+  return {0, 0};
+}
+
 bool has_image_extension(const std::filesystem::path& p) {
   auto ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -95,6 +132,10 @@ Image read_image(const std::string& path, PixelFormat format) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw ImageError("'" + path + "' is not a readable file");
   if (std::filesystem::file_size(path, ec) == 0) throw ImageError("'" + path + "' is empty (0 bytes)");
+  if (const auto [dw, dh] = declared_size(path); dw * dh > kMaxImagePixels) {
+    throw ImageError("'" + path + "' declares " + std::to_string(dw) + "x" + std::to_string(dh) +
+                     " pixels, more than the supported " + std::to_string(kMaxImagePixels) + "; not decoded");
+  }
   const bool gray = format == PixelFormat::kGray;
   const std::string desc = std::string(
       "filesrc name=src ! decodebin name=dec ! videoconvert ! video/x-raw,format=") +
