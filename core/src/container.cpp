@@ -204,8 +204,9 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
     for (auto& d : dims) {
       d = r.get<int64_t>("tensor shape");
       if (d < 0 || static_cast<uint64_t>(d) > bytes.size()) r.fail("tensor '" + name + "' has an invalid shape");
+      // Divide instead of multiplying first, so the product cannot wrap around.
+      if (d != 0 && numel > bytes.size() / static_cast<uint64_t>(d)) r.fail("tensor '" + name + "' is larger than the file");
       numel *= static_cast<uint64_t>(d);
-      if (numel > bytes.size()) r.fail("tensor '" + name + "' is larger than the file");
     }
     const auto nbytes = r.get<uint64_t>("tensor size");
     if (nbytes != numel * c10::elementSize(dtype)) {
@@ -213,7 +214,7 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
     }
     r.need(nbytes, "tensor data");
     auto t = torch::empty(dims, torch::TensorOptions().dtype(dtype));
-    std::memcpy(t.data_ptr(), r.here(), nbytes);
+    if (nbytes > 0) std::memcpy(t.data_ptr(), r.here(), nbytes);  // empty tensors have no storage
     r.skip(nbytes);
     if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) {
       r.fail("is corrupt: tensor '" + name + "' contains NaN or Inf");

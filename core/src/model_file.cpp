@@ -178,7 +178,13 @@ Model container_model(const Container& c, const std::string& origin, const char*
     cfg.fusion = parse_fusion(meta.str("config.fusion"), "config.fusion");
     const auto latent = meta.list("config.latent");
     if (latent.size() != 3) throw std::invalid_argument("config.latent needs three widths");
-    for (int k = 0; k < 3; ++k) cfg.latent[k] = static_cast<int64_t>(latent[k]);
+    for (int k = 0; k < 3; ++k) {
+      // Range-check before converting: a double such as 1e300 has no int64 value.
+      if (!(latent[k] >= 1 && latent[k] <= 65536)) {
+        throw std::invalid_argument("config.latent width " + std::to_string(latent[k]) + " is not in 1..65536");
+      }
+      cfg.latent[k] = static_cast<int64_t>(latent[k]);
+    }
     cfg.validate();
     for (const auto& [key, arch] : {std::pair<std::string, std::string>{"config.source_taps", cfg.source_arch},
                                     {"config.target_taps", cfg.target_arch}}) {
