@@ -154,6 +154,25 @@ TEST_F(ImageIo, HugeDeclaredSizeIsRefusedBeforeDecoding) {
   EXPECT_NE(msg.find("huge.bmp' declares 30000x30000 pixels"), std::string::npos) << msg;
 }
 
+// tests/data/images: written with PIL (a 16-colour palette PNG and a CMYK JPEG, 33x17).
+TEST_F(ImageIo, PalettePngDecodesToItsColours) {
+  const auto img = pefm::io::read_image(pefm_test::data_dir() + "/images/palette.png");
+  ASSERT_EQ(img.width, 33);
+  ASSERT_EQ(img.height, 17);
+  const auto at = [&](int x, int y, int c) { return static_cast<int>(img.pixels[(y * 33 + x) * 3 + c]); };
+  // PIL's own palette -> RGB conversion of the same file gives these values.
+  EXPECT_EQ(std::vector<int>({at(0, 0, 0), at(0, 0, 1), at(0, 0, 2)}), std::vector<int>({53, 15, 200}));
+  EXPECT_EQ(std::vector<int>({at(32, 16, 0), at(32, 16, 1), at(32, 16, 2)}), std::vector<int>({196, 225, 30}));
+}
+
+// GStreamer 1.22's jpegdec has no CMYK output: the file is refused with its name (and
+// pefm-train then skips it), never a crash or a hang.
+TEST_F(ImageIo, CmykJpegIsRefusedByName) {
+  const auto path = pefm_test::data_dir() + "/images/cmyk.jpg";
+  const auto msg = error_of(path);
+  EXPECT_NE(msg.find("cannot decode '" + path + "'"), std::string::npos) << msg;
+}
+
 TEST_F(ImageIo, ListsOnlyImagesSortedByName) {
   for (const char* f : {"b.PNG", "a.jpg", "c.txt", "d.tiff", "e"}) pefm_test::spit(tmp_.file(f), "x");
   std::filesystem::create_directory(tmp_.file("sub.png"));
