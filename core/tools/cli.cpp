@@ -194,7 +194,6 @@ void Progress::draw(int64_t done, const std::string& extra, bool final) {
     if (!tty_ && since < 10.0) return;
   }
   last_ = now;
-  last_percent_ = percent;
   const double eta = done > 0 ? elapsed * (total_ - done) / done : NAN;
   std::ostringstream line;
   line << label_ << " ";

@@ -69,7 +69,6 @@ class Progress {
   int64_t total_;
   bool tty_;
   std::chrono::steady_clock::time_point start_, last_;
-  int last_percent_ = -1;
 };
 
 // Runs a tool's `run`, turning exceptions into "PROGRAM: message" on stderr: exit 2 for
