@@ -1,7 +1,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 
 #include "common.h"
 #include "pefm/detector.h"
@@ -60,6 +66,41 @@ TEST_F(ModelFile, SaveLeavesNoTemporaryFiles) {
   EXPECT_EQ(files, 1);
 }
 
+// What a writer killed mid-write leaves behind: a partial temporary file, last touched
+// `age_s` seconds ago.
+void leave_temp_file(const std::string& name, int age_s) {
+  std::ofstream(name) << "PEFMMODL partial";
+  const timespec t[2] = {{time(nullptr) - age_s, 0}, {time(nullptr) - age_s, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, name.c_str(), t, 0), 0) << name;
+}
+
+TEST_F(ModelFile, StaleTemporaryFilesOfKilledWritersAreRemoved) {
+  namespace fs = std::filesystem;
+  const std::string stale = path_ + ".tmp-a1B2c3";      // writer gone an hour ago
+  const std::string writing = path_ + ".tmp-d4E5f6";    // a live writer holds its lock
+  const std::string recent = path_ + ".tmp-g7H8i9";     // just created, maybe not yet locked
+  const std::string other = tmp_.file("other.pt.tmp-j1K2l3");  // another target's
+  const std::string unrelated = path_ + ".tmp-notours";  // not a mkstemp name
+  for (const auto& f : {stale, writing, other, unrelated}) leave_temp_file(f, 3600);
+  leave_temp_file(recent, 0);
+  const int lock_fd = ::open(writing.c_str(), O_RDONLY);
+  ASSERT_GE(lock_fd, 0);
+  ASSERT_EQ(::flock(lock_fd, LOCK_EX), 0);
+
+  pefm::save_model(*model_, path_);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(writing));
+  EXPECT_TRUE(fs::exists(recent));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(unrelated));
+  EXPECT_NO_THROW(pefm::load_model(path_));
+
+  ::close(lock_fd);  // the writer dies: its file is stale now
+  EXPECT_EQ(pefm::remove_stale_temp_files(path_), 1);
+  EXPECT_FALSE(fs::exists(writing));
+  EXPECT_EQ(pefm::remove_stale_temp_files(path_), 0);
+}
+
 TEST_F(ModelFile, MissingFileIsNamed) {
   const auto msg = error_of([] { pefm::load_model("/nonexistent/cable.pt"); });
   EXPECT_NE(msg.find("cannot open model file '/nonexistent/cable.pt'"), std::string::npos) << msg;
@@ -81,6 +122,14 @@ TEST_F(ModelFile, NewerFormatVersionAsksForAnUpgrade) {
   const auto msg = error_of([&] { pefm::load_model_from_bytes(b, "future.pt"); });
   EXPECT_NE(msg.find("format version 2"), std::string::npos) << msg;
   EXPECT_NE(msg.find("upgrade pefm"), std::string::npos) << msg;
+}
+
+TEST_F(ModelFile, GarbageVersionIsCalledCorruptNotNewer) {
+  auto b = bytes_;
+  std::memcpy(b.data() + 8, "ut r", 4);  // text where the version belongs
+  const auto msg = error_of([&] { pefm::load_model_from_bytes(b, "damaged.pt"); });
+  EXPECT_NE(msg.find("damaged.pt' is corrupt"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("upgrade"), std::string::npos) << msg;
 }
 
 TEST_F(ModelFile, NonModelFileIsRejected) {

@@ -165,7 +165,12 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
   }
   r.skip(sizeof(kMagic));
   const auto version = r.get<uint32_t>("format version");
-  if (version > kModelFormatVersion || version == 0) {
+  // Versions far beyond this one are not from a newer pefm but from a damaged file.
+  constexpr uint32_t kPlausibleVersions = 1000;
+  if (version == 0 || version > kModelFormatVersion + kPlausibleVersions) {
+    r.fail("is corrupt (its format version field reads " + std::to_string(version) + ")");
+  }
+  if (version > kModelFormatVersion) {
     r.fail("has format version " + std::to_string(version) + "; this pefm " PEFM_VERSION
            " reads versions 1.." + std::to_string(kModelFormatVersion) +
            " (upgrade pefm to load it)");

@@ -1,6 +1,8 @@
 #include "pefm/model_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iomanip>
 #include <sstream>
 
@@ -91,17 +94,51 @@ constexpr std::pair<const char*, double Calibration::*> kCalibrationFields[] = {
     {"val_false_positive_rate", &Calibration::val_false_positive_rate},
 };
 
+// A writer holds an exclusive flock() on its temporary file from creation to rename, so a
+// temporary file that is unlocked and has not been touched for a while was left by a writer
+// that died (SIGKILL, power loss). The age check covers the microseconds between mkostemp()
+// and flock() of a live writer.
+constexpr int kStaleTempSeconds = 10;
+
 }  // namespace
+
+int remove_stale_temp_files(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  int removed = 0;
+  const time_t now = ::time(nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    // mkstemp's suffix: exactly six characters after the prefix.
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string full = dir + "/" + name;
+    const int fd = ::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= kStaleTempSeconds &&
+        ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(full.c_str()) == 0) {
+      ++removed;
+    }
+    ::close(fd);
+  }
+  ::closedir(d);
+  return removed;
+}
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  remove_stale_temp_files(path);
   std::string tmp = path + ".tmp-XXXXXX";
-  const int fd = mkstemp(tmp.data());
+  const int fd = mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) {
     throw std::runtime_error("cannot create a temporary file next to '" + path + "': " +
                              std::strerror(errno));
   }
+  ::flock(fd, LOCK_EX);  // marks the file as in use for remove_stale_temp_files()
   const auto fail = [&](const char* step) {
     const int err = errno;
     ::close(fd);

@@ -44,6 +44,12 @@ void save_checkpoint(const Model& model, const std::map<std::string, torch::Tens
 Checkpoint load_checkpoint(const std::string& path);
 
 // Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
+// The temporary file `path.tmp-XXXXXX` is flock()ed while it is written; temporary files of
+// the same target that a killed writer left behind are removed first.
 void write_file_atomically(const std::string& path, const std::string& bytes);
+
+// Removes `path.tmp-XXXXXX` files that no writer holds (unlocked and untouched for 10 s).
+// Returns how many were removed.
+int remove_stale_temp_files(const std::string& path);
 
 }  // namespace pefm
