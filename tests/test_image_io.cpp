@@ -154,6 +154,63 @@ TEST_F(ImageIo, HugeDeclaredSizeIsRefusedBeforeDecoding) {
   EXPECT_NE(msg.find("huge.bmp' declares 30000x30000 pixels"), std::string::npos) << msg;
 }
 
+TEST_F(ImageIo, HugeDeclaredSizeIsRefusedInEveryListedFormat) {
+  const auto expect_refused = [&](const std::string& name, const std::string& bytes) {
+    pefm_test::spit(tmp_.file(name), bytes);
+    const auto msg = error_of(tmp_.file(name));
+    EXPECT_NE(msg.find(name + "' declares 30000x30000 pixels"), std::string::npos) << msg;
+  };
+  // TIFF, little-endian, with the IFD after 1000 bytes of "pixel data" (as libtiff writes
+  // it): ImageWidth LONG 30000, ImageLength SHORT 30000.
+  std::string tiff("II*\0", 4);
+  const uint32_t ifd = 8 + 1000;
+  tiff.append(reinterpret_cast<const char*>(&ifd), 4);
+  tiff += std::string(1000, '\x7f');
+  tiff += std::string("\x02\x00", 2);
+  tiff += std::string("\x00\x01\x04\x00\x01\x00\x00\x00\x30\x75\x00\x00", 12);
+  tiff += std::string("\x01\x01\x03\x00\x01\x00\x00\x00\x30\x75\x00\x00", 12);
+  tiff += std::string(4, '\0');
+  expect_refused("huge.tif", tiff);
+  // Big-endian TIFF, both tags SHORT.
+  std::string mm("MM\0*\0\0\0\x08\0\x02", 10);
+  mm += std::string("\x01\x00\x00\x03\x00\x00\x00\x01\x75\x30\x00\x00", 12);
+  mm += std::string("\x01\x01\x00\x03\x00\x00\x00\x01\x75\x30\x00\x00", 12);
+  mm += std::string(4, '\0');
+  expect_refused("huge-be.tiff", mm);
+  expect_refused("huge.ppm", "P6\n# a comment\n30000 30000\n255\n" + std::string(100, '\0'));
+  // WebP extended (VP8X): canvas size minus one, 24-bit little-endian.
+  std::string vp8x = "RIFF" + std::string("\x40\0\0\0", 4) + "WEBPVP8X" + std::string("\x0a\0\0\0", 4);
+  vp8x += std::string("\0\0\0\0", 4) + std::string("\x2f\x75\x00\x2f\x75\x00", 6) + std::string(40, '\0');
+  expect_refused("huge.webp", vp8x);
+  // Lossless WebP (VP8L): 14-bit width-1 and height-1 after the 0x2f signature.
+  const uint32_t bits = (30000 - 1) | (30000 - 1) << 14;
+  std::string vp8l = "RIFF" + std::string("\x40\0\0\0", 4) + "WEBPVP8L" + std::string("\x20\0\0\0", 4) + "\x2f";
+  vp8l.append(reinterpret_cast<const char*>(&bits), 4);
+  vp8l += std::string(40, '\0');
+  // 30000 does not fit 14 bits: VP8L tops out at 16384, which is still over the limit.
+  pefm_test::spit(tmp_.file("big.webp"), vp8l);
+  const auto msg = error_of(tmp_.file("big.webp"));
+  EXPECT_NE(msg.find("big.webp' declares"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not decoded"), std::string::npos) << msg;
+}
+
+// Decoding the same image many times (as a training folder does) must not grow memory.
+TEST_F(ImageIo, RepeatedDecodingKeepsMemoryBounded) {
+  if (pefm_test::kSanitized) GTEST_SKIP() << "ASan's quarantine keeps freed memory; LeakSanitizer checks leaks in this build";
+  Image img{512, 384, 3, std::vector<uint8_t>(512 * 384 * 3)};
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 31 / 7);
+  const auto path = tmp_.file("frame.png");
+  pefm::io::write_png(path, img);
+  for (int i = 0; i < 10; ++i) pefm::io::read_image(path);  // pools and caches settle
+  const long before = pefm_test::rss_kib();
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(pefm::io::read_image(path).width, 512);
+    error_of(tmp_.file("missing.png"));
+  }
+  const long grown = pefm_test::rss_kib() - before;
+  EXPECT_LT(grown, 8 * 1024) << "RSS grew by " << grown << " KiB over 200 decodes of a 512x384 PNG";
+}
+
 // tests/data/images: written with PIL (a 16-colour palette PNG and a CMYK JPEG, 33x17).
 TEST_F(ImageIo, PalettePngDecodesToItsColours) {
   const auto img = pefm::io::read_image(pefm_test::data_dir() + "/images/palette.png");

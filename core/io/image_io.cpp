@@ -6,6 +6,7 @@
 #include <gst/video/video.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -69,16 +70,25 @@ GstElement* parse(const char* description, const std::string& path) {
   return p;
 }
 
-// Width and height a PNG, JPEG or BMP header declares, read before any decoder runs so a
-// crafted 30000x30000 header is refused before it can allocate gigabytes. {0, 0} when
-// the format is another one or the header is unreadable (the decoder then reports it).
+// Width and height the header declares, for every format list_images() accepts (PNG,
+// JPEG, BMP, TIFF, PGM/PPM, WebP), read before any decoder runs so that a crafted
+// 30000x30000 header is refused before it can allocate gigabytes. {0, 0} when the header
+// is unreadable or unknown (the decoder then reports it).
 std::pair<int64_t, int64_t> declared_size(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  std::vector<unsigned char> b(64 * 1024);
-  in.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  b.resize(static_cast<size_t>(in.gcount()));
+  const auto read_at = [&in](int64_t offset, size_t n) {
+    std::vector<unsigned char> v(n);
+    in.clear();
+    in.seekg(offset);
+    in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n));
+    v.resize(in ? n : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+    return v;
+  };
+  const auto b = read_at(0, 64 * 1024);
   const auto be16 = [&](size_t o) { return static_cast<int64_t>(b[o]) << 8 | b[o + 1]; };
   const auto be32 = [&](size_t o) { return be16(o) << 16 | be16(o + 2); };
+  const auto le16 = [&](size_t o) { return static_cast<int64_t>(b[o + 1]) << 8 | b[o]; };
+  const auto le24 = [&](size_t o) { return static_cast<int64_t>(b[o + 2]) << 16 | le16(o); };
   const auto le32 = [&](size_t o) {
     return static_cast<int64_t>(static_cast<int32_t>(b[o] | b[o + 1] << 8 | b[o + 2] << 16 | static_cast<uint32_t>(b[o + 3]) << 24));
   };
@@ -100,6 +110,55 @@ std::pair<int64_t, int64_t> declared_size(const std::string& path) {
       if (sof) return {be16(o + 7), be16(o + 5)};
       o += 2 + static_cast<size_t>(be16(o + 2));
     }
+  }
+  const bool tiff_le = b.size() >= 8 && b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0;
+  const bool tiff_be = b.size() >= 8 && b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42;
+  if (tiff_le || tiff_be) {
+    // The first IFD's ImageWidth (256) and ImageLength (257) tags; writers often put the
+    // IFD after the pixel data, so it is read from wherever it is.
+    const auto u16 = [tiff_le](const std::vector<unsigned char>& v, size_t o) -> int64_t {
+      return tiff_le ? v[o] | v[o + 1] << 8 : v[o] << 8 | v[o + 1];
+    };
+    const auto u32 = [&u16, tiff_le](const std::vector<unsigned char>& v, size_t o) -> int64_t {
+      return tiff_le ? u16(v, o) | u16(v, o + 2) << 16 : u16(v, o) << 16 | u16(v, o + 2);
+    };
+    const int64_t ifd = u32(b, 4);
+    const auto count = read_at(ifd, 2);
+    if (count.size() < 2) return {0, 0};
+    const auto n = static_cast<size_t>(std::min<int64_t>(u16(count, 0), 4096));
+    const auto entries = read_at(ifd + 2, 12 * n);
+    int64_t w = 0, h = 0;
+    for (size_t e = 0; e + 12 <= entries.size(); e += 12) {
+      const int64_t tag = u16(entries, e), type = u16(entries, e + 2);
+      const int64_t value = type == 3 ? u16(entries, e + 8) : type == 4 ? u32(entries, e + 8) : 0;
+      if (tag == 256) w = value;
+      if (tag == 257) h = value;
+    }
+    return {w, h};
+  }
+  if (b.size() >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6') {
+    // PNM: whitespace-separated width and height after the magic, '#' comments allowed.
+    int64_t dims[2] = {0, 0};
+    size_t o = 2;
+    for (int64_t& d : dims) {
+      while (o < b.size() && (std::isspace(b[o]) || b[o] == '#')) {
+        if (b[o] == '#') {
+          while (o < b.size() && b[o] != '\n') ++o;
+        } else {
+          ++o;
+        }
+      }
+      for (; o < b.size() && std::isdigit(b[o]) && d < (int64_t{1} << 40); ++o) d = d * 10 + (b[o] - '0');
+    }
+    return {dims[0], dims[1]};
+  }
+  if (b.size() >= 30 && std::memcmp(b.data(), "RIFF", 4) == 0 && std::memcmp(b.data() + 8, "WEBP", 4) == 0) {
+    if (std::memcmp(b.data() + 12, "VP8X", 4) == 0) return {le24(24) + 1, le24(27) + 1};
+    if (std::memcmp(b.data() + 12, "VP8L", 4) == 0 && b[20] == 0x2f) {
+      const int64_t bits = le32(21) & 0x0FFFFFFF;
+      return {(bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1};
+    }
+    if (std::memcmp(b.data() + 12, "VP8 ", 4) == 0) return {le16(26) & 0x3FFF, le16(28) & 0x3FFF};
   }
   return {0, 0};
 }
