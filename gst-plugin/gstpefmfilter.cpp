@@ -46,6 +46,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_OVERLAY_ALPHA 0.5
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
+#define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_EMIT_MESSAGES FALSE
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
 
@@ -60,6 +61,7 @@ enum
   PROP_OVERLAY_ALPHA,
   PROP_TILE_SIZE,
   PROP_TILE_OVERLAP,
+  PROP_THREADS,
   PROP_EMIT_MESSAGES,
   PROP_MESSAGE_MODE,
 };
@@ -92,6 +94,7 @@ struct _GstPefmFilter
   gdouble overlay_alpha;
   gint tile_size;
   gint tile_overlap;
+  gint threads;
   gboolean emit_messages;
   GstPefmMessageMode message_mode;
 
@@ -206,6 +209,9 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_TILE_OVERLAP:
       self->tile_overlap = g_value_get_int (value);
       break;
+    case PROP_THREADS:
+      self->threads = g_value_get_int (value);
+      break;
     case PROP_EMIT_MESSAGES:
       self->emit_messages = g_value_get_boolean (value);
       break;
@@ -234,6 +240,7 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_OVERLAY_ALPHA: g_value_set_double (value, self->overlay_alpha); break;
     case PROP_TILE_SIZE: g_value_set_int (value, self->tile_size); break;
     case PROP_TILE_OVERLAP: g_value_set_int (value, self->tile_overlap); break;
+    case PROP_THREADS: g_value_set_int (value, self->threads); break;
     case PROP_EMIT_MESSAGES: g_value_set_boolean (value, self->emit_messages); break;
     case PROP_MESSAGE_MODE: g_value_set_enum (value, self->message_mode); break;
     default:
@@ -358,6 +365,7 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
   const auto overlay = static_cast < pefm::OverlayMode > (self->overlay);
   const double alpha = self->overlay_alpha;
   pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
+  const int threads = self->threads;
   const bool emit = self->emit_messages;
   const bool only_anomalous = self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS;
   GST_OBJECT_UNLOCK (self);
@@ -368,6 +376,7 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
   }
   if (tiles.size < 0)
     tiles.size = st.detector->trained_tile ();
+  pefm::use_cpu_threads (threads);
   pefm::FrameView view;
   view.format = st.format;
   view.width = GST_VIDEO_FRAME_WIDTH (frame);
@@ -434,6 +443,7 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->overlay_alpha = DEFAULT_PROP_OVERLAY_ALPHA;
   self->tile_size = DEFAULT_PROP_TILE_SIZE;
   self->tile_overlap = DEFAULT_PROP_TILE_OVERLAP;
+  self->threads = DEFAULT_PROP_THREADS;
   self->emit_messages = DEFAULT_PROP_EMIT_MESSAGES;
   self->message_mode = DEFAULT_PROP_MESSAGE_MODE;
   self->state = new PefmState ();
@@ -529,6 +539,16 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap", "Pixels shared by neighbouring tiles",
           0, 65535, DEFAULT_PROP_TILE_OVERLAP, playing_flags));
+  /**
+   * GstPefmFilter:threads:
+   *
+   * CPU threads for inference on the CPU, applied in the streaming thread before each
+   * frame (0 = LibTorch's default). LibTorch's thread pool belongs to the process, so
+   * elements with different values in one process take turns setting it.
+   */
+  g_object_class_install_property (gobject_class, PROP_THREADS,
+      g_param_spec_int ("threads", "Threads", "CPU inference threads (0 = LibTorch's default)",
+          0, 1024, DEFAULT_PROP_THREADS, playing_flags));
   /**
    * GstPefmFilter:emit-messages:
    *

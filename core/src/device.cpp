@@ -43,6 +43,10 @@ torch::Device resolve_device(const std::string& text) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
+void use_cpu_threads(int threads) {
+  if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+}
+
 std::string device_name(const torch::Device& device) {
   if (device.is_cpu()) {
     return "CPU (" + std::to_string(at::get_num_threads()) + " threads)";

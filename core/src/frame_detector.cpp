@@ -129,7 +129,17 @@ size_t FrameDetector::shared_instances() {
   return n;
 }
 
+void FrameDetector::inject_failures(int count, const std::string& message) {
+  std::lock_guard<std::mutex> lock(injected_mutex_);
+  injected_message_ = message;
+  injected_failures_ = count;
+}
+
 FrameResult FrameDetector::process(const FrameView& frame, double threshold, const TileOptions& tiles) {
+  if (injected_failures_.load() > 0 && injected_failures_.fetch_sub(1) > 0) {
+    std::lock_guard<std::mutex> lock(injected_mutex_);
+    TORCH_CHECK_WITH(OutOfMemoryError, false, injected_message_);
+  }
   torch::InferenceMode guard;
   auto [pixels, channels] = frame_tensor(frame);
   const int64_t S = detector_.image_size();

@@ -14,6 +14,11 @@ torch::Device resolve_device(const std::string& text);
 
 bool cuda_available();
 
+// CPU threads LibTorch uses for the operators called from this thread on (its intra-op
+// pool; with OpenMP the setting belongs to the calling thread). `threads` <= 0 leaves the
+// default. Cheap when the count is already in force, so callers may apply it per frame.
+void use_cpu_threads(int threads);
+
 // Human-readable device name ("CPU (2 threads)", "NVIDIA H200"), for logs and benchmarks.
 std::string device_name(const torch::Device& device);
 

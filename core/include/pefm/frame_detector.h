@@ -4,8 +4,10 @@
 // shared, so several elements hold one copy of the weights.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -56,8 +58,16 @@ class FrameDetector {
   // Number of live FrameDetector objects loaded through acquire() (for tests).
   static size_t shared_instances();
 
+  // Fault injection for tests of the callers' error paths: the next `count` calls of
+  // process() throw c10::OutOfMemoryError carrying `message`, as LibTorch does when a CUDA
+  // allocation fails mid-stream.
+  void inject_failures(int count, const std::string& message);
+
  private:
   Detector detector_;
+  std::atomic<int> injected_failures_{0};
+  std::mutex injected_mutex_;
+  std::string injected_message_;
 };
 
 // Tile origins along one axis: tiles of `tile` px with `overlap`, the last one flush with
