@@ -3,9 +3,11 @@
 #include <gst/gst.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -79,56 +81,202 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
   return row;
 }
 
-double bench_pipeline(const std::string& model_path, const std::string& size, const std::string& device,
-                      const std::string& precision, const std::string& overlay, int frames) {
-  gst_init(nullptr, nullptr);
+std::string pipeline_description(const std::string& model_path, const std::string& size, const std::string& device,
+                                 const std::string& precision, const std::string& overlay, int64_t frames,
+                                 const std::string& extra) {
   const auto x = size.find('x');
-  if (x == std::string::npos) throw cli::UsageError("--pipeline needs WIDTHxHEIGHT, got '" + size + "'");
-  const std::string desc = "videotestsrc num-buffers=" + std::to_string(frames + 1) +
-                           " pattern=smpte ! video/x-raw,format=RGB,width=" + size.substr(0, x) + ",height=" +
-                           size.substr(x + 1) + " ! pefmfilter name=f model=\"" + model_path + "\" device=" + device +
-                           " precision=" + precision + " overlay=" + overlay + " ! fakesink sync=false";
-  GError* err = nullptr;
-  GstElement* p = gst_parse_launch(desc.c_str(), &err);
-  if (!p || err) {
-    const std::string why = err ? err->message : "unknown";
-    g_clear_error(&err);
-    throw std::runtime_error("cannot build the pipeline (is the pefm plugin on GST_PLUGIN_PATH?): " + why);
+  if (x == std::string::npos || x == 0 || x + 1 == size.size()) {
+    throw cli::UsageError("--pipeline needs WIDTHxHEIGHT, got '" + size + "'");
   }
-  // Preroll first: model loading and the first frame are not part of the rate.
-  gst_element_set_state(p, GST_STATE_PAUSED);
-  GstBus* bus = gst_element_get_bus(p);
-  GstMessage* m = gst_bus_timed_pop_filtered(bus, 300 * GST_SECOND,
-                                             static_cast<GstMessageType>(GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR));
-  if (!m || GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR) {
-    std::string why = "preroll timed out";
-    if (m) {
-      GError* e = nullptr;
-      gchar* dbg = nullptr;
-      gst_message_parse_error(m, &e, &dbg);
-      why = std::string(e->message) + (dbg ? std::string(": ") + dbg : "");
-      g_clear_error(&e);
-      g_free(dbg);
+  return "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=smpte ! video/x-raw,format=RGB,width=" +
+         size.substr(0, x) + ",height=" + size.substr(x + 1) + " ! pefmfilter name=f model=\"" + model_path +
+         "\" device=" + device + " precision=" + precision + " overlay=" + overlay + " " + extra +
+         " ! fakesink sync=false";
+}
+
+std::string error_text(GstMessage* m) {
+  GError* e = nullptr;
+  gchar* dbg = nullptr;
+  gst_message_parse_error(m, &e, &dbg);
+  std::string why = std::string(e->message) + (dbg ? std::string(": ") + dbg : "");
+  g_clear_error(&e);
+  g_free(dbg);
+  return why;
+}
+
+// A parsed pipeline, prerolled (model loaded, first frame through) so that timing starts
+// with frames flowing. Brought to NULL and released on destruction.
+class Pipeline {
+ public:
+  explicit Pipeline(const std::string& desc) {
+    gst_init(nullptr, nullptr);
+    GError* err = nullptr;
+    p_ = gst_parse_launch(desc.c_str(), &err);
+    if (!p_ || err) {
+      const std::string why = err ? err->message : "unknown";
+      g_clear_error(&err);
+      if (p_) gst_object_unref(p_);
+      throw std::runtime_error("cannot build the pipeline (is the pefm plugin on GST_PLUGIN_PATH?): " + why);
     }
-    if (m) gst_message_unref(m);
-    gst_object_unref(bus);
-    gst_element_set_state(p, GST_STATE_NULL);
-    gst_object_unref(p);
-    throw std::runtime_error("pipeline failed: " + why);
+    bus_ = gst_element_get_bus(p_);
+    gst_element_set_state(p_, GST_STATE_PAUSED);
+    GstMessage* m = gst_bus_timed_pop_filtered(bus_, 300 * GST_SECOND,
+                                               static_cast<GstMessageType>(GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR));
+    if (!m || GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR) {
+      const std::string why = m ? error_text(m) : "preroll timed out";
+      if (m) gst_message_unref(m);
+      release();
+      throw std::runtime_error("pipeline failed: " + why);
+    }
+    gst_message_unref(m);
   }
-  gst_message_unref(m);
+  ~Pipeline() { release(); }
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  GstElement* get() const { return p_; }
+  GstBus* bus() const { return bus_; }
+  void play() { gst_element_set_state(p_, GST_STATE_PLAYING); }
+
+ private:
+  void release() {
+    if (!p_) return;
+    gst_element_set_state(p_, GST_STATE_NULL);
+    if (bus_) gst_object_unref(bus_);
+    gst_object_unref(p_);
+    p_ = nullptr;
+    bus_ = nullptr;
+  }
+  GstElement* p_ = nullptr;
+  GstBus* bus_ = nullptr;
+};
+
+double bench_pipeline(const std::string& desc, int frames) {
+  Pipeline p(desc);
   const auto t0 = Clock::now();
-  gst_element_set_state(p, GST_STATE_PLAYING);
-  m = gst_bus_timed_pop_filtered(bus, GST_CLOCK_TIME_NONE,
-                                 static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  p.play();
+  GstMessage* m = gst_bus_timed_pop_filtered(p.bus(), GST_CLOCK_TIME_NONE,
+                                             static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
+  const std::string why = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR ? error_text(m) : "";
   if (m) gst_message_unref(m);
-  gst_object_unref(bus);
-  gst_element_set_state(p, GST_STATE_NULL);
-  gst_object_unref(p);
-  if (!ok) throw std::runtime_error("pipeline stopped with an error");
+  if (!why.empty()) throw std::runtime_error("pipeline stopped with an error: " + why);
   return frames / seconds;
+}
+
+long rss_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+struct SoakReport {
+  int64_t frames = 0, messages = 0;
+  double seconds = 0;
+  long rss_preroll_kib = 0, rss_start_kib = 0, rss_end_kib = 0, rss_max_kib = 0;
+  std::vector<std::pair<int64_t, long>> samples;  // (frames done, RSS KiB)
+};
+
+GstPadProbeReturn count_frame(GstPad*, GstPadProbeInfo*, gpointer user_data) {
+  static_cast<std::atomic<int64_t>*>(user_data)->fetch_add(1, std::memory_order_relaxed);
+  return GST_PAD_PROBE_OK;
+}
+
+// Runs the pipeline of `desc` to its end without an error, draining the per-frame
+// element messages as an application would. RSS is sampled every second; "start" is taken
+// once `warmup` frames have passed (allocator pools and caches settled).
+SoakReport soak(const std::string& desc, int64_t warmup) {
+  Pipeline p(desc);
+  SoakReport r;
+  r.rss_preroll_kib = rss_kib();
+  std::atomic<int64_t> done{0};
+  GstElement* filter = gst_bin_get_by_name(GST_BIN(p.get()), "f");
+  GstPad* src = gst_element_get_static_pad(filter, "src");
+  gst_pad_add_probe(src, GST_PAD_PROBE_TYPE_BUFFER, count_frame, &done, nullptr);
+  gst_object_unref(src);
+  gst_object_unref(filter);
+
+  const auto t0 = Clock::now();
+  auto next_sample = t0;
+  std::string error;
+  bool eos = false;
+  p.play();
+  while (!eos && error.empty()) {
+    GstMessage* m = gst_bus_timed_pop(p.bus(), 100 * GST_MSECOND);
+    if (m) {
+      switch (GST_MESSAGE_TYPE(m)) {
+        case GST_MESSAGE_EOS: eos = true; break;
+        case GST_MESSAGE_ERROR: error = error_text(m); break;
+        case GST_MESSAGE_ELEMENT: r.messages++; break;
+        default: break;
+      }
+      gst_message_unref(m);
+    }
+    const auto now = Clock::now();
+    if (now >= next_sample || eos) {
+      const long rss = rss_kib();
+      const int64_t n = done.load();
+      if (r.rss_start_kib == 0 && n >= warmup) r.rss_start_kib = rss;
+      r.rss_max_kib = std::max(r.rss_max_kib, rss);
+      r.samples.emplace_back(n, rss);
+      next_sample = now + std::chrono::seconds(1);
+    }
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  r.frames = done.load();
+  r.rss_end_kib = rss_kib();
+  if (r.rss_start_kib == 0) r.rss_start_kib = r.rss_preroll_kib;
+  if (!error.empty()) throw std::runtime_error("soak stopped after " + std::to_string(r.frames) + " frames: " + error);
+  return r;
+}
+
+int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& opts) {
+  const auto frames = args.integer("soak", 1, int64_t{1} << 40);
+  const auto warmup = args.integer("soak-warmup", 0, frames);
+  const auto max_growth_mib = args.number("soak-max-growth", 0, 1e6);
+  const std::string size = args.has("pipeline") ? args.get("pipeline") : "64x48";
+  std::string path = args.get("model");
+  std::unique_ptr<cli::TempFile> tmp;
+  if (path.empty()) {
+    tmp = std::make_unique<cli::TempFile>("pefm-bench", ".pt");
+    save_model(model, tmp->path());
+    path = tmp->path();
+  }
+  // Moving content (so regions, overlays and messages vary) and one message per frame.
+  auto desc = pipeline_description(path, size, opts.device, args.get("precision"), args.get("overlay"), frames,
+                                   "emit-messages=true");
+  desc.replace(desc.find("pattern=smpte"), 13, "pattern=ball");
+  const auto& cfg = model.config;
+  std::cout << "pefm-bench " PEFM_VERSION " soak: " << frames << " frames of " << size << " RGB through pefmfilter ("
+            << cfg.source_arch << " -> " << cfg.target_arch << ", " << cfg.image_size << " px, " << opts.device
+            << ", overlay " << args.get("overlay") << ", a message per frame)\n" << std::flush;
+  const auto r = soak(desc, warmup);
+  const double growth_mib = (r.rss_end_kib - r.rss_start_kib) / 1024.0;
+  const size_t step = std::max<size_t>(1, r.samples.size() / 10);
+  std::cout << "  frames done   RSS MiB\n";
+  for (size_t i = 0; i < r.samples.size(); i += step) {
+    std::cout << std::setw(13) << r.samples[i].first << std::setw(10) << std::fixed << std::setprecision(1)
+              << r.samples[i].second / 1024.0 << "\n";
+  }
+  const bool ok = r.frames == frames && growth_mib <= max_growth_mib;
+  std::cout << std::fixed << std::setprecision(1) << "frames " << r.frames << " in " << r.seconds << " s ("
+            << r.frames / r.seconds << " frames/s), messages " << r.messages << "\nRSS after preroll "
+            << r.rss_preroll_kib / 1024.0 << " MiB, after " << warmup << " frames " << r.rss_start_kib / 1024.0
+            << " MiB, at the end " << r.rss_end_kib / 1024.0 << " MiB (max " << r.rss_max_kib / 1024.0
+            << "): growth " << growth_mib << " MiB, bound " << max_growth_mib << " MiB: " << (ok ? "OK" : "EXCEEDED")
+            << "\n";
+  if (const auto json = args.get("json"); !json.empty()) {
+    std::ostringstream j;
+    j << "{\"soak\": {\"frames\": " << r.frames << ", \"size\": \"" << size << "\", \"seconds\": " << r.seconds
+      << ", \"messages\": " << r.messages << ", \"rss_preroll_kib\": " << r.rss_preroll_kib
+      << ", \"rss_start_kib\": " << r.rss_start_kib << ", \"rss_end_kib\": " << r.rss_end_kib
+      << ", \"rss_max_kib\": " << r.rss_max_kib << ", \"warmup_frames\": " << warmup
+      << ", \"max_growth_mib\": " << max_growth_mib << ", \"ok\": " << (ok ? "true" : "false") << "}}\n";
+    write_file_atomically(json, j.str());
+  }
+  return ok ? 0 : 1;
 }
 
 int run(int argc, char** argv) {
@@ -136,6 +284,8 @@ int run(int argc, char** argv) {
                  "Measures the detector: frames/s, latency (median, p99) and time per stage for each\n"
                  "batch size, on 8-bit RGB frames in host memory (upload and download included). With\n"
                  "--pipeline WxH, also frames/s of videotestsrc ! pefmfilter ! fakesink at that size.\n"
+                 "--soak N pushes N frames through that pipeline (default 64x48) instead and checks that\n"
+                 "the process's RSS stays within --soak-max-growth MiB after the warm-up.\n"
                  "Without --model, random-init backbones and mapping networks of the given shapes.");
   args.option("model", "M", "model file (else random weights)");
   args.option("source", "ARCH", "source backbone for random weights", "resnet34");
@@ -151,6 +301,9 @@ int run(int argc, char** argv) {
   args.option("pipeline", "WxH", "also run the element pipeline at this frame size");
   args.option("pipeline-frames", "N", "frames for the pipeline mode", "50");
   args.option("overlay", "MODE", "overlay in the pipeline mode", "heatmap+contours");
+  args.option("soak", "N", "soak mode: N frames through the element, RSS tracked (no batch timing)");
+  args.option("soak-warmup", "N", "frames before the starting RSS is taken", "1000");
+  args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON");
   if (!args.parse(argc, argv)) return 0;
@@ -179,6 +332,7 @@ int run(int argc, char** argv) {
   opts.precision = parse_precision(args.get("precision"), "--precision");
   opts.fold_batchnorm = !args.has("no-fold");
   const auto cfg = model->config;
+  if (args.has("soak")) return run_soak(args, *model, opts);
   Detector det(model, opts);
   const bool cuda = det.device().is_cuda();
   int iterations = static_cast<int>(args.integer("iterations", 0, 1000000));
@@ -214,8 +368,10 @@ int run(int argc, char** argv) {
       save_model(*model, tmp->path());
       path = tmp->path();
     }
-    pipeline_fps = bench_pipeline(path, size, opts.device, args.get("precision"), args.get("overlay"),
-                                  static_cast<int>(args.integer("pipeline-frames", 1, 1000000)));
+    const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
+    pipeline_fps = bench_pipeline(pipeline_description(path, size, opts.device, args.get("precision"),
+                                                       args.get("overlay"), frames + 1, ""),
+                                  frames);
     std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay")
               << " ! fakesink: " << std::setprecision(2) << pipeline_fps << " frames/s\n";
   }
