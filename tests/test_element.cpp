@@ -502,12 +502,15 @@ TEST(Element, TilingStitchesASeamlessMapOnAConstantStrip) {
   EXPECT_NEAR(m->map_scale_x, 4.0, 1e-9);
   auto map = torch::from_blob(m->map, {m->map_height, m->map_width}, torch::kFloat32).clone();
   ASSERT_TRUE(torch::isfinite(map).all().item<bool>());
-  // No seams: the jump between neighbouring columns is no larger at a tile border than
-  // the largest jump inside a tile's interior.
+  // No seams: at each tile border the jump between neighbouring columns is about as small
+  // as inside a tile, and the overlap carries no band brighter than the tile interior (tile
+  // edges, distorted by zero padding, are faded out rather than stitched in).
   const auto steps = (map.slice(1, 1) - map.slice(1, 0, -1)).abs().amax(0);  // [511]
-  const auto interior = steps.slice(0, 8, 40).max().item<float>();  // inside the first tile
+  const auto interior_step = steps.slice(0, 8, 40).max().item<float>();  // inside the first tile
+  const auto interior_max = map.slice(1, 8, 40).max().item<float>();
   for (int border = 48; border < 511; border += 48) {
-    EXPECT_LE(steps[border].item<float>(), interior * 1.05f + 1e-6f) << "column " << border;
+    EXPECT_LE(steps[border].item<float>(), interior_step * 1.25f + 1e-6f) << "column " << border;
+    EXPECT_LE(map.slice(1, border, border + 16).max().item<float>(), interior_max + 0.02f) << "overlap at " << border;
   }
   gst_buffer_unref(out);
   gst_harness_teardown(h);

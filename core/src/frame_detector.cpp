@@ -155,7 +155,10 @@ FrameResult FrameDetector::process(const FrameView& frame, double threshold, con
     const int64_t mw = std::max<int64_t>(1, std::llround(W * s)), mh = std::max<int64_t>(1, std::llround(H * s));
     const int64_t fw = std::min<int64_t>(mw, std::max<int64_t>(1, std::llround(tw * s)));
     const int64_t fh = std::min<int64_t>(mh, std::max<int64_t>(1, std::llround(th * s)));
-    const double ramp = tiles.overlap > 0 ? std::max(1.0, tiles.overlap * s / 2.0) : 0.0;
+    // Each tile's weight ramps over the whole overlap, so neighbours cross-fade linearly
+    // (weights sum to one there) and a tile's edge columns, where zero padding distorts
+    // the features, contribute almost nothing.
+    const double ramp = tiles.overlap > 0 ? std::max(1.0, tiles.overlap * s) : 0.0;
     const auto weight = edge_ramp(fh, ramp).unsqueeze(1) * edge_ramp(fw, ramp).unsqueeze(0);
     auto acc = torch::zeros({mh, mw}), wsum = torch::zeros({mh, mw});
     std::vector<std::pair<int, int>> origins;

@@ -14,16 +14,30 @@ nn::Conv2d conv1x1(int64_t in, int64_t out) { return nn::Conv2d(nn::Conv2dOption
 
 // 1x1 conv + BN + ReLU, as Sequential so the keys read `.0.weight`, `.1.running_mean`.
 Seq cbr(int64_t in, int64_t out) {
-  return Seq(conv1x1(in, out), nn::BatchNorm2d(out), nn::ReLU());
+  Seq seq;
+  seq->push_back(conv1x1(in, out));
+  seq->push_back(nn::BatchNorm2d(out));
+  seq->push_back(nn::ReLU());
+  return seq;
 }
 
+// Layers are created one statement at a time, never as arguments of one call: argument
+// evaluation order is unspecified (GCC and Clang differ), and each convolution draws its
+// initial weights from the global generator, so the same seed must give the same model
+// whichever compiler built pefm.
 nn::Sequential encoder(int64_t in, int64_t c, int64_t latent) {
-  return nn::Sequential(cbr(in, c / 2 + latent), cbr(c / 2 + latent, 2 * latent));
+  nn::Sequential seq;
+  seq->push_back(cbr(in, c / 2 + latent));
+  seq->push_back(cbr(c / 2 + latent, 2 * latent));
+  return seq;
 }
 
 nn::Sequential decoder(int64_t c, int64_t latent) {
-  return nn::Sequential(cbr(latent, 2 * latent), cbr(2 * latent, c / 2 + latent),
-                        conv1x1(c / 2 + latent, c));
+  nn::Sequential seq;
+  seq->push_back(cbr(latent, 2 * latent));
+  seq->push_back(cbr(2 * latent, c / 2 + latent));
+  seq->push_back(conv1x1(c / 2 + latent, c));
+  return seq;
 }
 
 }  // namespace
