@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string>
 
-#include "../../core/src/container.h"
+#include "container.h"
 #include "pefm/model_file.h"
 
 namespace {
