@@ -104,8 +104,8 @@ std::string error_text(GstMessage* m) {
   return why;
 }
 
-// A parsed pipeline, prerolled (model loaded, first frame through) so that timing starts
-// with frames flowing. Brought to NULL and released on destruction.
+// A parsed pipeline; preroll() brings it to PAUSED (model loaded, first frame through) so
+// that timing starts with frames flowing. Brought to NULL and released on destruction.
 class Pipeline {
  public:
   explicit Pipeline(const std::string& desc) {
@@ -119,6 +119,15 @@ class Pipeline {
       throw std::runtime_error("cannot build the pipeline (is the pefm plugin on GST_PLUGIN_PATH?): " + why);
     }
     bus_ = gst_element_get_bus(p_);
+  }
+  ~Pipeline() { release(); }
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  GstElement* get() const { return p_; }
+  GstBus* bus() const { return bus_; }
+  void play() { gst_element_set_state(p_, GST_STATE_PLAYING); }
+  void preroll() {
     gst_element_set_state(p_, GST_STATE_PAUSED);
     GstMessage* m = gst_bus_timed_pop_filtered(bus_, 300 * GST_SECOND,
                                                static_cast<GstMessageType>(GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR));
@@ -130,13 +139,6 @@ class Pipeline {
     }
     gst_message_unref(m);
   }
-  ~Pipeline() { release(); }
-  Pipeline(const Pipeline&) = delete;
-  Pipeline& operator=(const Pipeline&) = delete;
-
-  GstElement* get() const { return p_; }
-  GstBus* bus() const { return bus_; }
-  void play() { gst_element_set_state(p_, GST_STATE_PLAYING); }
 
  private:
   void release() {
@@ -153,6 +155,7 @@ class Pipeline {
 
 double bench_pipeline(const std::string& desc, int frames) {
   Pipeline p(desc);
+  p.preroll();
   const auto t0 = Clock::now();
   p.play();
   GstMessage* m = gst_bus_timed_pop_filtered(p.bus(), GST_CLOCK_TIME_NONE,
@@ -190,13 +193,14 @@ GstPadProbeReturn count_frame(GstPad*, GstPadProbeInfo*, gpointer user_data) {
 SoakReport soak(const std::string& desc, int64_t warmup) {
   Pipeline p(desc);
   SoakReport r;
-  r.rss_preroll_kib = rss_kib();
   std::atomic<int64_t> done{0};
   GstElement* filter = gst_bin_get_by_name(GST_BIN(p.get()), "f");
   GstPad* src = gst_element_get_static_pad(filter, "src");
   gst_pad_add_probe(src, GST_PAD_PROBE_TYPE_BUFFER, count_frame, &done, nullptr);
   gst_object_unref(src);
   gst_object_unref(filter);
+  p.preroll();
+  r.rss_preroll_kib = rss_kib();
 
   const auto t0 = Clock::now();
   auto next_sample = t0;
@@ -262,7 +266,7 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
   }
   const bool ok = r.frames == frames && growth_mib <= max_growth_mib;
   std::cout << std::fixed << std::setprecision(1) << "frames " << r.frames << " in " << r.seconds << " s ("
-            << r.frames / r.seconds << " frames/s), messages " << r.messages << "\nRSS after preroll "
+            << r.frames / r.seconds << " frames/s), messages after preroll " << r.messages << "\nRSS after preroll "
             << r.rss_preroll_kib / 1024.0 << " MiB, after " << warmup << " frames " << r.rss_start_kib / 1024.0
             << " MiB, at the end " << r.rss_end_kib / 1024.0 << " MiB (max " << r.rss_max_kib / 1024.0
             << "): growth " << growth_mib << " MiB, bound " << max_growth_mib << " MiB: " << (ok ? "OK" : "EXCEEDED")
