@@ -89,6 +89,32 @@ TEST(Detector, UnavailableCudaDeviceIsAClearError) {
   }
 }
 
+// GPU checks: skipped here, run on a machine with a CUDA LibTorch (bench/gpu-session.sh).
+TEST(DetectorCuda, Fp32OnCudaMatchesTheCpu) {
+  if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  const auto model = pefm_test::tiny_model(5);
+  const auto frames = torch::stack({texture_image(64, 64, 1), paste_patch(texture_image(64, 64, 2), 20, 20, 12)});
+  const auto cpu = pefm::Detector(model, {"cpu"}).detect(frames);
+  const auto gpu = pefm::Detector(model, {"cuda"}).detect(frames);
+  const auto maps = gpu.maps.cpu();
+  EXPECT_LT((cpu.maps - maps).abs().max().item<float>(), 1e-3f * cpu.maps.max().item<float>());
+  EXPECT_TRUE(torch::allclose(cpu.scores, gpu.scores.cpu(), 1e-3, 1e-5));
+}
+
+// The stated fp16 tolerance: every map value within 2 % of the fp32 map's maximum, and the
+// image scores within 1 %.
+TEST(DetectorCuda, Fp16MapsMatchFp32WithinTwoPercent) {
+  if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  const auto model = pefm_test::tiny_model(5);
+  const auto frames = torch::stack({texture_image(64, 64, 1), paste_patch(texture_image(64, 64, 2), 20, 20, 12)});
+  const auto fp32 = pefm::Detector(model, {"cuda"}).detect(frames);
+  const auto fp16 = pefm::Detector(model, {"cuda", pefm::Precision::kFp16}).detect(frames);
+  ASSERT_EQ(fp16.maps.scalar_type(), torch::kFloat32) << "maps are returned in fp32 whatever the precision";
+  const float peak = fp32.maps.max().item<float>();
+  EXPECT_LT((fp32.maps - fp16.maps).abs().max().item<float>(), 0.02f * peak);
+  EXPECT_TRUE(torch::allclose(fp32.scores, fp16.scores, 1e-2, 0.0));
+}
+
 TEST(Detector, WrongInputShapesAreRejected) {
   pefm::Detector det(pefm_test::tiny_model(), {"cpu"});
   EXPECT_THROW(det.detect(torch::zeros({1, 10, 10, 2}, torch::kUInt8), pefm::ChannelMap::rgb_order()), c10::Error);
