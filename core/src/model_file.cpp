@@ -100,11 +100,16 @@ constexpr std::pair<const char*, double Calibration::*> kCalibrationFields[] = {
 // and flock() of a live writer.
 constexpr int kStaleTempSeconds = 10;
 
+std::string parent_dir(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
 }  // namespace
 
 int remove_stale_temp_files(const std::string& path) {
+  const std::string dir = parent_dir(path);
   const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
@@ -129,8 +134,7 @@ int remove_stale_temp_files(const std::string& path) {
 }
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string dir = parent_dir(path);
   remove_stale_temp_files(path);
   std::string tmp = path + ".tmp-XXXXXX";
   const int fd = mkostemp(tmp.data(), O_CLOEXEC);

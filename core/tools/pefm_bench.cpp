@@ -83,12 +83,12 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
 
 std::string pipeline_description(const std::string& model_path, const std::string& size, const std::string& device,
                                  const std::string& precision, const std::string& overlay, int64_t frames,
-                                 const std::string& extra) {
+                                 const std::string& pattern, const std::string& extra) {
   const auto x = size.find('x');
   if (x == std::string::npos || x == 0 || x + 1 == size.size()) {
     throw cli::UsageError("--pipeline needs WIDTHxHEIGHT, got '" + size + "'");
   }
-  return "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=smpte ! video/x-raw,format=RGB,width=" +
+  return "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=" + pattern + " ! video/x-raw,format=RGB,width=" +
          size.substr(0, x) + ",height=" + size.substr(x + 1) + " ! pefmfilter name=f model=\"" + model_path +
          "\" device=" + device + " precision=" + precision + " overlay=" + overlay + " " + extra +
          " ! fakesink sync=false";
@@ -249,9 +249,8 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
     path = tmp->path();
   }
   // Moving content (so regions, overlays and messages vary) and one message per frame.
-  auto desc = pipeline_description(path, size, opts.device, args.get("precision"), args.get("overlay"), frames,
-                                   "emit-messages=true");
-  desc.replace(desc.find("pattern=smpte"), 13, "pattern=ball");
+  const auto desc = pipeline_description(path, size, opts.device, args.get("precision"), args.get("overlay"), frames,
+                                         "ball", "emit-messages=true threads=" + args.get("threads"));
   const auto& cfg = model.config;
   std::cout << "pefm-bench " PEFM_VERSION " soak: " << frames << " frames of " << size << " RGB through pefmfilter ("
             << cfg.source_arch << " -> " << cfg.target_arch << ", " << cfg.image_size << " px, " << opts.device
@@ -374,7 +373,8 @@ int run(int argc, char** argv) {
     }
     const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
     pipeline_fps = bench_pipeline(pipeline_description(path, size, opts.device, args.get("precision"),
-                                                       args.get("overlay"), frames + 1, ""),
+                                                       args.get("overlay"), frames + 1, "smpte",
+                                                       "threads=" + args.get("threads")),
                                   frames);
     std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay")
               << " ! fakesink: " << std::setprecision(2) << pipeline_fps << " frames/s\n";
