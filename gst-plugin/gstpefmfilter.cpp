@@ -115,6 +115,7 @@ gst_pefm_precision_get_type (void)
   static const GEnumValue values[] = {
     {GST_PEFM_PRECISION_FP32, "32-bit float", "fp32"},
     {GST_PEFM_PRECISION_FP16, "16-bit float (CUDA only; falls back to fp32 on CPU)", "fp16"},
+    {GST_PEFM_PRECISION_BF16, "bfloat16 (CPUs with AVX512-BF16 or AMX, and CUDA)", "bf16"},
     {0, NULL, NULL},
   };
   if (g_once_init_enter (&type))
@@ -279,7 +280,8 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   try {
     pefm::DetectorOptions opts;
     opts.device = device;
-    opts.precision = precision == GST_PEFM_PRECISION_FP16 ? pefm::Precision::kFp16 : pefm::Precision::kFp32;
+    opts.precision = precision == GST_PEFM_PRECISION_FP16 ? pefm::Precision::kFp16
+        : precision == GST_PEFM_PRECISION_BF16 ? pefm::Precision::kBf16 : pefm::Precision::kFp32;
     if (opts.precision == pefm::Precision::kFp16 && !on_cuda) {
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
           ("precision=fp16 needs a CUDA device; device '%s' is the CPU, using fp32", device.c_str ()), (NULL));
@@ -487,9 +489,10 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * GstPefmFilter:precision:
    *
    * Arithmetic precision; fp16 needs CUDA and falls back to fp32 on the CPU with a warning.
+   * bf16 runs on the CPU (fastest on CPUs with AVX512-BF16 or AMX) and on CUDA.
    */
   g_object_class_install_property (gobject_class, PROP_PRECISION,
-      g_param_spec_enum ("precision", "Precision", "Inference precision (fp16 on CUDA only)",
+      g_param_spec_enum ("precision", "Precision", "Inference precision (fp16 on CUDA only, bf16 on CPU or CUDA)",
           GST_TYPE_PEFM_PRECISION, DEFAULT_PROP_PRECISION, ready_flags));
   /**
    * GstPefmFilter:threshold:

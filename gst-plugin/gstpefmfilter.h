@@ -14,6 +14,7 @@ G_DECLARE_FINAL_TYPE (GstPefmFilter, gst_pefm_filter, GST, PEFM_FILTER, GstVideo
 typedef enum {
   GST_PEFM_PRECISION_FP32,
   GST_PEFM_PRECISION_FP16,
+  GST_PEFM_PRECISION_BF16,
 } GstPefmPrecision;
 
 typedef enum {

@@ -89,6 +89,23 @@ TEST(Detector, UnavailableCudaDeviceIsAClearError) {
   }
 }
 
+// bf16 keeps 8 bits of mantissa; the residuals are summed in float32. Stated tolerance:
+// every map value within 5 % of the fp32 map's maximum, image scores within 3 %, and the
+// same peak region.
+TEST(Detector, Bf16OnCpuMatchesFp32WithinFivePercent) {
+  const auto model = pefm_test::tiny_model(5);
+  const auto frames = torch::stack({texture_image(64, 64, 1), paste_patch(texture_image(64, 64, 2), 20, 20, 12)});
+  const auto fp32 = pefm::Detector(model, {"cpu"}).detect(frames);
+  const auto bf16 = pefm::Detector(model, {"cpu", pefm::Precision::kBf16}).detect(frames);
+  ASSERT_EQ(bf16.maps.scalar_type(), torch::kFloat32);
+  const float peak = fp32.maps.max().item<float>();
+  const float worst = (fp32.maps - bf16.maps).abs().max().item<float>();
+  EXPECT_LT(worst, 0.05f * peak) << "worst " << worst << " of peak " << peak;
+  EXPECT_TRUE(torch::allclose(fp32.scores, bf16.scores, 3e-2, 0.0)) << fp32.scores << bf16.scores;
+  const auto p32 = fp32.maps[1].argmax().item<int64_t>(), p16 = bf16.maps[1].argmax().item<int64_t>();
+  EXPECT_LE(std::abs(p32 / 64 - p16 / 64) + std::abs(p32 % 64 - p16 % 64), 8) << p32 << " vs " << p16;
+}
+
 // GPU checks: skipped here, run on a machine with a CUDA LibTorch (bench/gpu-session.sh).
 TEST(DetectorCuda, Fp32OnCudaMatchesTheCpu) {
   if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";

@@ -29,7 +29,12 @@ std::string to_string(Fusion fusion) {
 }
 
 std::string to_string(Precision precision) {
-  return precision == Precision::kFp32 ? "fp32" : "fp16";
+  switch (precision) {
+    case Precision::kFp32: return "fp32";
+    case Precision::kFp16: return "fp16";
+    case Precision::kBf16: return "bf16";
+  }
+  return "?";
 }
 
 PeMode parse_pe_mode(const std::string& text, const std::string& what) {
@@ -48,7 +53,8 @@ Fusion parse_fusion(const std::string& text, const std::string& what) {
 Precision parse_precision(const std::string& text, const std::string& what) {
   if (text == "fp32") return Precision::kFp32;
   if (text == "fp16") return Precision::kFp16;
-  bad_value(what, text, "fp32, fp16");
+  if (text == "bf16") return Precision::kBf16;
+  bad_value(what, text, "fp32, fp16, bf16");
 }
 
 void ModelConfig::validate() const {

@@ -16,7 +16,9 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
     : model_(std::move(model)),
       device_(resolve_device(options.device)),
       precision_(options.precision),
-      dtype_(options.precision == Precision::kFp16 ? torch::kHalf : torch::kFloat32) {
+      dtype_(options.precision == Precision::kFp16   ? torch::kHalf
+             : options.precision == Precision::kBf16 ? torch::kBFloat16
+                                                     : torch::kFloat32) {
   if (!model_ || !model_->net) throw std::invalid_argument("detector needs a model");
   if (precision_ == Precision::kFp16 && !device_.is_cuda()) {
     throw std::invalid_argument("precision fp16 needs a CUDA device, but device '" +
@@ -27,6 +29,14 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   net_->eval();
   if (options.fold_batchnorm) net_->fold_batchnorm();
   move_module(*net_, device_, dtype_);
+  // oneDNN's bf16 convolutions are fastest on NHWC data (measured: 1x1 conv 5.3 ms NHWC vs
+  // 6.6 ms NCHW; fp32 is fastest in NCHW, 8.8 vs 14.1 ms).
+  channels_last_ = dtype_ == torch::kBFloat16 && !device_.is_cuda();
+  if (channels_last_) {
+    for (auto& p : net_->parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+  }
   if (model_.use_count() == 1) model_->net = nullptr;  // nobody else needs the unfolded copy
 }
 
@@ -50,7 +60,9 @@ Detection Detector::detect_preprocessed(const torch::Tensor& x, StageTimes* time
     auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
     return {torch::empty({0, s, s}, opts), torch::empty({0}, opts)};
   }
-  auto maps = net_->anomaly_map(x.to(device_, dtype_), times).to(torch::kFloat32);
+  auto input = x.to(device_, dtype_);
+  if (channels_last_) input = input.contiguous(torch::MemoryFormat::ChannelsLast);
+  auto maps = net_->anomaly_map(input, times).to(torch::kFloat32);
   // Non-finite values (fp16 overflow, NaN in the input) never leave the detector:
   // they become the largest finite score, which flags the frame instead of hiding it.
   maps = torch::nan_to_num(maps, std::numeric_limits<float>::max(),

@@ -79,7 +79,12 @@ std::pair<torch::Tensor, torch::Tensor> PefmNetImpl::map_scale(int k, const torc
 
 torch::Tensor PefmNetImpl::residual(int k, const torch::Tensor& ns, const torch::Tensor& nt) {
   auto [s_hat, t_hat] = map_scale(k, ns, nt);
-  return 0.5 * ((s_hat - ns).pow(2).sum(1, true) + (t_hat - nt).pow(2).sum(1, true));
+  // Squared norms are summed over hundreds of channels: in float32 whatever the network's
+  // precision (fp16 would overflow on outliers, bf16 keeps only 8 bits).
+  const auto sq = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a.to(torch::kFloat32) - b.to(torch::kFloat32)).pow(2).sum(1, true);
+  };
+  return 0.5 * (sq(s_hat, ns) + sq(t_hat, nt));
 }
 
 namespace {

@@ -296,7 +296,7 @@ int run(int argc, char** argv) {
   args.option("latent", "L1,L2,L3", "latent widths for random weights", "200,400,800");
   args.option("image-size", "S", "input size for random weights", "256");
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
-  args.option("precision", "P", "fp32, or fp16 on CUDA", "fp32");
+  args.option("precision", "P", "fp32; fp16 on CUDA; bf16 on CPU or CUDA", "fp32");
   args.option("batch-sizes", "LIST", "comma-separated batch sizes", "1,16,64");
   args.option("iterations", "N", "timed batches per batch size (0: 5 on CPU, 50 on CUDA)", "0");
   args.option("warmup", "N", "untimed batches first", "2");

@@ -95,7 +95,7 @@ int run(int argc, char** argv) {
   args.option("model", "MODEL.pt", "model file from pefm-train", "", true);
   args.option("data", "CATEGORY_DIR", "category folder in MVTec AD layout", "", true);
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
-  args.option("precision", "P", "fp32, or fp16 on CUDA", "fp32");
+  args.option("precision", "P", "fp32; fp16 on CUDA; bf16 on CPU or CUDA", "fp32");
   args.option("batch-size", "N", "images per forward pass", "16");
   args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1])");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");

@@ -51,6 +51,7 @@ class Detector {
   torch::Device device_;
   Precision precision_;
   torch::ScalarType dtype_;
+  bool channels_last_ = false;
 };
 
 }  // namespace pefm
