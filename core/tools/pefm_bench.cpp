@@ -179,7 +179,12 @@ struct SoakReport {
   int64_t frames = 0, messages = 0;
   double seconds = 0;
   long rss_preroll_kib = 0, rss_start_kib = 0, rss_end_kib = 0, rss_max_kib = 0;
-  std::vector<std::pair<int64_t, long>> samples;  // (frames done, RSS KiB)
+  struct Sample {
+    double seconds;
+    int64_t frames;
+    long rss_kib;
+  };
+  std::vector<Sample> samples;  // one a second
 };
 
 GstPadProbeReturn count_frame(GstPad*, GstPadProbeInfo*, gpointer user_data) {
@@ -224,7 +229,7 @@ SoakReport soak(const std::string& desc, int64_t warmup) {
       const int64_t n = done.load();
       if (r.rss_start_kib == 0 && n >= warmup) r.rss_start_kib = rss;
       r.rss_max_kib = std::max(r.rss_max_kib, rss);
-      r.samples.emplace_back(n, rss);
+      r.samples.push_back({std::chrono::duration<double>(now - t0).count(), n, rss});
       next_sample = now + std::chrono::seconds(1);
     }
   }
@@ -257,11 +262,18 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
             << ", overlay " << args.get("overlay") << ", a message per frame)\n" << std::flush;
   const auto r = soak(desc, warmup);
   const double growth_mib = (r.rss_end_kib - r.rss_start_kib) / 1024.0;
+  // Ten rows; frames/s over each row's interval shows a slowdown as well as RSS shows growth.
   const size_t step = std::max<size_t>(1, r.samples.size() / 10);
-  std::cout << "  frames done   RSS MiB\n";
+  std::cout << "   seconds  frames done   RSS MiB  frames/s since previous row\n";
   for (size_t i = 0; i < r.samples.size(); i += step) {
-    std::cout << std::setw(13) << r.samples[i].first << std::setw(10) << std::fixed << std::setprecision(1)
-              << r.samples[i].second / 1024.0 << "\n";
+    const auto& c = r.samples[i];
+    std::cout << std::fixed << std::setprecision(1) << std::setw(10) << c.seconds << std::setw(13) << c.frames
+              << std::setw(10) << c.rss_kib / 1024.0;
+    if (i > 0) {
+      const auto& p = r.samples[i - step];
+      std::cout << std::setw(11) << (c.frames - p.frames) / std::max(1e-9, c.seconds - p.seconds);
+    }
+    std::cout << "\n";
   }
   const bool ok = r.frames == frames && growth_mib <= max_growth_mib;
   std::cout << std::fixed << std::setprecision(1) << "frames " << r.frames << " in " << r.seconds << " s ("
