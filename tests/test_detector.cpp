@@ -106,6 +106,19 @@ TEST(Detector, Bf16OnCpuMatchesFp32WithinFivePercent) {
   EXPECT_LE(std::abs(p32 / 64 - p16 / 64) + std::abs(p32 % 64 - p16 % 64), 8) << p32 << " vs " << p16;
 }
 
+TEST(Detector, ChannelsLastLayoutGivesTheSameMaps) {
+  const auto model = pefm_test::tiny_model(5);
+  const auto frames = torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2)});
+  pefm::DetectorOptions nhwc{"cpu"};
+  nhwc.layout = pefm::DetectorOptions::Layout::kNhwc;
+  pefm::Detector a(model, {"cpu"}), b(model, nhwc);
+  EXPECT_FALSE(a.channels_last());
+  EXPECT_TRUE(b.channels_last());
+  const auto ma = a.detect(frames).maps, mb = b.detect(frames).maps;
+  EXPECT_LT((ma - mb).abs().max().item<float>(), 1e-4f * ma.max().item<float>());
+  EXPECT_TRUE(pefm::Detector(model, {"cpu", pefm::Precision::kBf16}).channels_last()) << "bf16 defaults to NHWC";
+}
+
 // GPU checks: skipped here, run on a machine with a CUDA LibTorch (bench/gpu-session.sh).
 TEST(DetectorCuda, Fp32OnCudaMatchesTheCpu) {
   if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";

@@ -319,6 +319,7 @@ int run(int argc, char** argv) {
   args.option("soak", "N", "soak mode: N frames through the element, RSS tracked (no batch timing)");
   args.option("soak-warmup", "N", "frames before the starting RSS is taken", "1000");
   args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
+  args.option("layout", "L", "CPU layout: auto (NHWC for bf16), nchw or nhwc", "auto");
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON");
   if (!args.parse(argc, argv)) return 0;
@@ -346,6 +347,14 @@ int run(int argc, char** argv) {
   opts.device = args.get("device");
   opts.precision = parse_precision(args.get("precision"), "--precision");
   opts.fold_batchnorm = !args.has("no-fold");
+  const auto layout = args.get("layout");
+  if (layout == "nchw") {
+    opts.layout = DetectorOptions::Layout::kNchw;
+  } else if (layout == "nhwc") {
+    opts.layout = DetectorOptions::Layout::kNhwc;
+  } else if (layout != "auto") {
+    throw cli::UsageError("--layout must be auto, nchw or nhwc, got '" + layout + "'");
+  }
   const auto cfg = model->config;
   if (args.has("soak")) return run_soak(args, *model, opts);
   Detector det(model, opts);
@@ -356,7 +365,8 @@ int run(int argc, char** argv) {
 
   std::cout << "pefm-bench " PEFM_VERSION ": " << cfg.source_arch << " -> " << cfg.target_arch << ", "
             << cfg.image_size << " px, latent " << cfg.latent[0] << "," << cfg.latent[1] << "," << cfg.latent[2]
-            << ", " << to_string(opts.precision) << (opts.fold_batchnorm ? ", BN folded" : ", BN kept") << ", on "
+            << ", " << to_string(opts.precision) << (opts.fold_batchnorm ? ", BN folded" : ", BN kept")
+            << (det.channels_last() ? ", NHWC" : "") << ", on "
             << device_name(det.device()) << ", LibTorch " << TORCH_VERSION << "\n\n"
             << " batch   frames/s   median ms     p99 ms | per batch, ms: preprocess  backbones    mapping       fuse   download\n";
   std::vector<Row> rows;
@@ -398,6 +408,7 @@ int run(int argc, char** argv) {
       << to_string(opts.precision) << "\", \"image_size\": " << cfg.image_size << ", \"source\": \""
       << cfg.source_arch << "\", \"target\": \"" << cfg.target_arch << "\", \"latent\": [" << cfg.latent[0] << ", "
       << cfg.latent[1] << ", " << cfg.latent[2] << "], \"bn_folded\": " << (opts.fold_batchnorm ? "true" : "false")
+      << ", \"channels_last\": " << (det.channels_last() ? "true" : "false")
       << ", \"threads\": " << at::get_num_threads() << ", \"libtorch\": \"" << TORCH_VERSION << "\", \"batches\": [";
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
