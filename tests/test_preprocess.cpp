@@ -4,6 +4,7 @@
 #include "common.h"
 #include "pefm-config.h"
 #include "pefm/device.h"
+#include "pefm/model.h"
 #include "pefm/preprocess.h"
 #if PEFM_WITH_CUDA_KERNELS
 #include "../core/src/cuda/kernels.h"
@@ -78,6 +79,40 @@ TEST(PreprocessKernel, HostTwinMatchesLibTorch) {
     auto got = torch::empty({2, 3, c.size, c.size});
     pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr<float>(), static_cast<int>(c.size));
     EXPECT_LT((got - want).abs().max().item<float>(), 1e-4) << c.h << "x" << c.w << " -> " << c.size;
+  }
+}
+#endif
+
+#if PEFM_WITH_CUDA_KERNELS
+// The fused residual + upsampling + fusion kernels' arithmetic (their host twin, same
+// per-pixel code) against the model's LibTorch path, both fusions.
+TEST(AnomalyMapKernel, HostTwinMatchesTheModel) {
+  for (const auto fusion : {pefm::Fusion::kMean, pefm::Fusion::kProduct}) {
+    auto cfg = pefm_test::tiny_config();
+    cfg.fusion = fusion;
+    torch::manual_seed(3);
+    auto model = pefm::Model::create(cfg);
+    auto& net = *model.net;
+    torch::NoGradGuard no_grad;
+    const auto x = pefm::preprocess(torch::stack({pefm_test::texture_image(64, 64, 1),
+                                                  pefm_test::paste_patch(pefm_test::texture_image(64, 64, 2), 9, 30, 10)}),
+                                    ChannelMap::rgb_order(), 64);
+    const auto want = net.anomaly_map(x);
+    const auto features = net.extract(x);
+    std::vector<torch::Tensor> keep;
+    pefm::cuda::ResidualScale scales[3];
+    for (int k = 0; k < 3; ++k) {
+      auto [s_hat, t_hat] = net.map_scale(k, features.source[k], features.target[k]);
+      for (const auto& t : {s_hat, features.source[k], t_hat, features.target[k]}) keep.push_back(t.contiguous());
+      const auto& s = keep[4 * k + 1];
+      scales[k] = {keep[4 * k].data_ptr(), s.data_ptr(), keep[4 * k + 2].data_ptr(), keep[4 * k + 3].data_ptr(),
+                   static_cast<int>(s.size(1)), static_cast<int>(keep[4 * k + 3].size(1)),
+                   static_cast<int>(s.size(2)), static_cast<int>(s.size(3))};
+    }
+    auto got = torch::empty({2, 64, 64});
+    pefm::cuda::anomaly_map_host(scales, 2, fusion == pefm::Fusion::kProduct, 64, got.data_ptr<float>());
+    EXPECT_LT((got - want).abs().max().item<float>(), 1e-5f * want.abs().max().item<float>())
+        << (fusion == pefm::Fusion::kMean ? "mean" : "product");
   }
 }
 #endif

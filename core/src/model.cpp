@@ -6,9 +6,17 @@
 #include <torch/torch.h>
 
 #include "nn_util.h"
+#include "pefm-config.h"
 #include "pefm/device.h"
 #include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"
+
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda/kernels.h"
+#endif
 
 namespace pefm {
 
@@ -128,6 +136,41 @@ torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x, StageTimes* times
   const auto features = extract(x);
   clock.charge(&StageTimes::backbones);
   const auto size = std::vector<int64_t>{x.size(2), x.size(3)};
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+  if (x.is_cuda() && size[0] == size[1]) {
+    // Residuals, upsampling and fusion in the fused kernels (cuda/anomaly_map.cu).
+    c10::cuda::CUDAGuard guard(x.device());
+    std::array<torch::Tensor, 12> keep;  // s_hat, s, t_hat, t per scale, alive until launched
+    cuda::ResidualScale scales[3];
+    int64_t scratch = 0;
+    for (int k = 0; k < 3; ++k) {
+      auto [s_hat, t_hat] = map_scale(k, features.source[k], features.target[k]);
+      keep[4 * k] = s_hat.contiguous();
+      keep[4 * k + 1] = features.source[k].contiguous();
+      keep[4 * k + 2] = t_hat.contiguous();
+      keep[4 * k + 3] = features.target[k].contiguous();
+      scales[k] = {keep[4 * k].data_ptr(), keep[4 * k + 1].data_ptr(), keep[4 * k + 2].data_ptr(),
+                   keep[4 * k + 3].data_ptr(), static_cast<int>(keep[4 * k + 1].size(1)),
+                   static_cast<int>(keep[4 * k + 3].size(1)), static_cast<int>(keep[4 * k + 1].size(2)),
+                   static_cast<int>(keep[4 * k + 1].size(3))};
+      scratch += x.size(0) * scales[k].h * scales[k].w;
+    }
+    clock.charge(&StageTimes::mapping);
+    const auto type = keep[0].scalar_type();
+    const auto elem = type == torch::kHalf ? cuda::Elem::kHalf
+                      : type == torch::kBFloat16 ? cuda::Elem::kBFloat16 : cuda::Elem::kFloat;
+    const auto opts = x.options().dtype(torch::kFloat32);
+    auto work = torch::empty({scratch}, opts);
+    auto out = torch::empty({x.size(0), size[0], size[1]}, opts);
+    const auto err = cuda::launch_anomaly_map(scales, static_cast<int>(x.size(0)), elem,
+                                              config_.fusion == Fusion::kProduct, static_cast<int>(size[0]),
+                                              work.data_ptr<float>(), out.data_ptr<float>(),
+                                              at::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(err == cudaSuccess, "anomaly map kernels failed: ", cudaGetErrorString(err));
+    clock.charge(&StageTimes::fuse);
+    return out;
+  }
+#endif
   std::array<torch::Tensor, 3> residuals;
   for (int k = 0; k < 3; ++k) residuals[k] = residual(k, features.source[k], features.target[k]);
   clock.charge(&StageTimes::mapping);

@@ -26,5 +26,28 @@ cudaError_t launch_preprocess(const FrameDesc& frame, void* out, bool half_out, 
 // The same arithmetic on the host, float output, for tests.
 void preprocess_host(const FrameDesc& frame, float* out, int size);
 
+// One scale of the mapping residual: features and their mappings, contiguous NCHW,
+// [n, cs, h, w] for the source pair and [n, ct, h, w] for the target pair.
+struct ResidualScale {
+  const void* s_hat;
+  const void* s;
+  const void* t_hat;
+  const void* t;
+  int cs, ct, h, w;
+};
+
+enum class Elem { kFloat, kHalf, kBFloat16 };
+
+// Fused anomaly map: per scale the residual 0.5 * (|s_hat - s|^2 + |t_hat - t|^2) summed
+// over channels in float32 (one kernel per scale, into `scratch`: n * sum(h*w) floats), then
+// one kernel that upsamples the three residual maps bilinearly to size x size (PyTorch's
+// align_corners=false) and fuses them (mean, or product when `product`) into `out`
+// ([n, size, size] float32). Replaces about fifteen LibTorch kernels with four.
+cudaError_t launch_anomaly_map(const ResidualScale scales[3], int n, Elem elem, bool product, int size,
+                               float* scratch, float* out, cudaStream_t stream);
+
+// The same arithmetic on the host for float inputs, for tests.
+void anomaly_map_host(const ResidualScale scales[3], int n, bool product, int size, float* out);
+
 }  // namespace cuda
 }  // namespace pefm
