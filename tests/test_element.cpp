@@ -422,6 +422,27 @@ GstPadProbeReturn record_threads(GstPad*, GstPadProbeInfo*, gpointer user_data) 
   return GST_PAD_PROBE_OK;
 }
 
+TEST(Element, Bf16PrecisionOnTheCpuGivesTheFp32Decision) {
+  std::vector<float> maps[2];
+  bool anomalous[2];
+  for (int i = 0; i < 2; ++i) {
+    GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), i ? "precision=bf16" : "precision=fp32");
+    GstVideoInfo info;
+    GstBuffer* out = gst_harness_push_and_pull(
+        h, make_buffer(paste_patch(texture_image(kH, kW, 7), 20, 30, 16), GST_VIDEO_FORMAT_RGB, &info));
+    GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+    ASSERT_NE(m, nullptr);
+    maps[i].assign(m->map, m->map + m->map_width * m->map_height);
+    anomalous[i] = m->anomalous;
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+  }
+  EXPECT_EQ(anomalous[0], anomalous[1]);
+  float worst = 0.0f;
+  for (size_t j = 0; j < maps[0].size(); ++j) worst = std::max(worst, std::abs(maps[0][j] - maps[1][j]));
+  EXPECT_LT(worst, 0.05f) << "normalised maps differ by up to " << worst;
+}
+
 TEST(Element, ThreadsPropertySetsTheInferenceThreads) {
   for (const int threads : {1, 3}) {
     const auto launch = "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! pefmfilter name=f device=cpu "
