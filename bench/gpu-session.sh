@@ -39,7 +39,7 @@ BENCH=build-gpu/core/tools/pefm-bench
 if want tests; then
   meson test -C build-gpu --print-errorlogs > "$OUT/tests.log" 2>&1; rc=$?
   cp build-gpu/meson-logs/testlog.txt "$OUT/testlog.txt" 2>/dev/null
-  log "tests: rc=$rc; CUDA tests: $(grep -E '^\[ +(OK|FAILED|SKIPPED) +\] (PreprocessKernel.Cuda|DetectorCuda)' "$OUT/testlog.txt" | tr -s ' ' | tr '\n' ';')"
+  log "tests: rc=$rc; CUDA tests: $(grep -E '^\[ +(OK|FAILED|SKIPPED) +\] (PreprocessKernel.Cuda|DetectorCuda|ElementCuda)' "$OUT/testlog.txt" | tr -s ' ' | tr '\n' ';')"
 fi
 
 if want bench; then

@@ -77,6 +77,8 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
 struct PefmState
 {
   std::shared_ptr < pefm::FrameDetector > detector;
+  /* this instance's CUDA stream and pinned upload buffer (shared detectors, own streams) */
+  std::unique_ptr < pefm::StreamContext > stream;
   pefm::FrameFormat format = pefm::FrameFormat::kRGB;
   guint64 frames = 0;
 };
@@ -288,6 +290,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
       opts.precision = pefm::Precision::kFp32;
     }
     self->state->detector = pefm::FrameDetector::acquire (model, opts);
+    self->state->stream = std::make_unique < pefm::StreamContext > ();
     if (!self->state->detector->calibrated ())
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
           ("Model '%s' has no calibration: scores are raw, not normalised; the threshold "
@@ -307,6 +310,7 @@ static gboolean
 gst_pefm_filter_stop (GstBaseTransform * trans)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  self->state->stream.reset ();
   self->state->detector.reset ();
   return TRUE;
 }
@@ -397,7 +401,7 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
 
   pefm::FrameResult result;
   try {
-    result = st.detector->process (view, threshold, tiles);
+    result = st.detector->process (view, threshold, tiles, st.stream.get ());
     pefm::draw_overlay (view, result, overlay, alpha, threshold);
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT,

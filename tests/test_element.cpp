@@ -11,6 +11,7 @@
 #include "common.h"
 #include "gstpefmmeta.h"
 #include "pefm/detector.h"
+#include "pefm/device.h"
 #include "pefm/frame_detector.h"
 #include "pefm/model_file.h"
 #include "pefm/preprocess.h"
@@ -441,6 +442,29 @@ TEST(Element, Bf16PrecisionOnTheCpuGivesTheFp32Decision) {
   float worst = 0.0f;
   for (size_t j = 0; j < maps[0].size(); ++j) worst = std::max(worst, std::abs(maps[0][j] - maps[1][j]));
   EXPECT_LT(worst, 0.05f) << "normalised maps differ by up to " << worst;
+}
+
+// GPU check (bench/gpu-session.sh): the element on CUDA, through its own stream and pinned
+// upload, gives the CPU's map.
+TEST(ElementCuda, CudaMapMatchesTheCpu) {
+  if (!pefm::cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  std::vector<float> maps[2];
+  for (int i = 0; i < 2; ++i) {
+    GstHarness* h = gst_harness_new_parse(("pefmfilter model=\"" + g_model + "\" device=" + (i ? "cuda" : "cpu")).c_str());
+    gst_harness_set_src_caps_str(h, caps_for(GST_VIDEO_FORMAT_RGB).c_str());
+    GstVideoInfo info;
+    for (int f = 0; f < 3; ++f) {  // the pinned buffer is reused from the second frame on
+      GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 40 + f), GST_VIDEO_FORMAT_RGB, &info));
+      GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+      ASSERT_NE(m, nullptr);
+      if (f == 2) maps[i].assign(m->map, m->map + m->map_width * m->map_height);
+      gst_buffer_unref(out);
+    }
+    gst_harness_teardown(h);
+  }
+  float worst = 0.0f;
+  for (size_t j = 0; j < maps[0].size(); ++j) worst = std::max(worst, std::abs(maps[0][j] - maps[1][j]));
+  EXPECT_LT(worst, 1e-3f);
 }
 
 TEST(Element, ThreadsPropertySetsTheInferenceThreads) {

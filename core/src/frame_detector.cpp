@@ -6,12 +6,41 @@
 #include <map>
 #include <stdexcept>
 
+#include <optional>
+
 #include <torch/torch.h>
 
+#include "pefm-config.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
 
+#if PEFM_TORCH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace pefm {
+
+struct StreamContext::Impl {
+#if PEFM_TORCH_CUDA
+  std::optional<c10::cuda::CUDAStream> stream;
+#endif
+  torch::Tensor staging;  // pinned host memory, the last frame's shape
+
+  // Copies `host` into the pinned buffer and starts its upload on the current stream. The
+  // buffer is rewritten only by the next frame, after process() has synchronised on the
+  // download of this frame's map.
+  torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+    if (!staging.defined() || staging.sizes() != host.sizes() || staging.scalar_type() != host.scalar_type()) {
+      staging = torch::empty(host.sizes(), host.options().pinned_memory(true));
+    }
+    staging.copy_(host);
+    return staging.to(device, /*non_blocking=*/true);
+  }
+};
+
+StreamContext::StreamContext() : impl_(std::make_unique<Impl>()) {}
+StreamContext::~StreamContext() = default;
 
 namespace {
 
@@ -135,13 +164,24 @@ void FrameDetector::inject_failures(int count, const std::string& message) {
   injected_failures_ = count;
 }
 
-FrameResult FrameDetector::process(const FrameView& frame, double threshold, const TileOptions& tiles) {
+FrameResult FrameDetector::process(const FrameView& frame, double threshold, const TileOptions& tiles,
+                                   StreamContext* context) {
   if (injected_failures_.load() > 0 && injected_failures_.fetch_sub(1) > 0) {
     std::lock_guard<std::mutex> lock(injected_mutex_);
     TORCH_CHECK_WITH(OutOfMemoryError, false, injected_message_);
   }
   torch::InferenceMode guard;
   auto [pixels, channels] = frame_tensor(frame);
+  const auto& device = detector_.device();
+#if PEFM_TORCH_CUDA
+  std::optional<c10::cuda::CUDAStreamGuard> on_stream;
+  if (context && device.is_cuda()) {
+    auto& impl = *context->impl_;
+    if (!impl.stream) impl.stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    on_stream.emplace(*impl.stream);
+  }
+#endif
+  if (context && device.is_cuda()) pixels = context->impl_->upload(pixels, device);
   const int64_t S = detector_.image_size();
   const int W = frame.width, H = frame.height;
   torch::Tensor raw;  // [map_h, map_w] raw scores

@@ -40,6 +40,24 @@ struct FrameResult {
   std::vector<FrameRegion> regions;
 };
 
+// Per-caller CUDA state for FrameDetector::process: a dedicated CUDA stream and a pinned
+// host staging buffer reused from frame to frame (one asynchronous upload per frame, no
+// allocation once the frame size is steady). One per element instance / calling thread;
+// not shared between threads. Holds nothing and costs nothing for CPU detectors.
+class StreamContext {
+ public:
+  StreamContext();
+  ~StreamContext();
+  StreamContext(const StreamContext&) = delete;
+  StreamContext& operator=(const StreamContext&) = delete;
+
+  struct Impl;
+
+ private:
+  friend class FrameDetector;
+  std::unique_ptr<Impl> impl_;
+};
+
 class FrameDetector {
  public:
   // Loads (or reuses) the model at `model_path` for `options`. Throws ModelFileError /
@@ -49,7 +67,10 @@ class FrameDetector {
   FrameDetector(std::shared_ptr<Model> model, const DetectorOptions& options);
 
   // `threshold` is on the normalised scale. Throws std::invalid_argument for bad frames.
-  FrameResult process(const FrameView& frame, double threshold, const TileOptions& tiles = {});
+  // With a `context` on a CUDA detector, the work runs on the context's stream and the
+  // frame goes up through its pinned buffer.
+  FrameResult process(const FrameView& frame, double threshold, const TileOptions& tiles = {},
+                      StreamContext* context = nullptr);
 
   const Detector& detector() const { return detector_; }
   bool calibrated() const { return detector_.calibration().valid; }
