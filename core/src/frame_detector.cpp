@@ -4,9 +4,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <stdexcept>
-
 #include <optional>
+#include <stdexcept>
 
 #include <torch/torch.h>
 
