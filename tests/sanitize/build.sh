@@ -18,7 +18,8 @@ fi
 if [ ! -f build-asan/build.ninja ]; then
   CC=clang CXX=clang++ meson setup build-asan \
     -Db_sanitize=address,undefined -Db_lundef=false \
-    -Doptimization=1 -Ddebug=false -Dc_args=-gline-tables-only -Dcpp_args=-gline-tables-only \
+    -Doptimization=1 -Ddebug=false \
+    -Dc_args="-gline-tables-only -fsanitize=fuzzer-no-link" -Dcpp_args="-gline-tables-only -fsanitize=fuzzer-no-link" \
     -Dfuzz=enabled -Dexamples=disabled -Dcuda=disabled
 fi
 ninja -C build-asan "$@"
