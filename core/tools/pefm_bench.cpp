@@ -241,20 +241,32 @@ SoakReport soak(const std::string& desc, int64_t warmup) {
   return r;
 }
 
+// The element loads models from files: the --model file, or else the random-weight model
+// written to a temporary file that lives as long as this object.
+class PipelineModel {
+ public:
+  PipelineModel(const std::string& given, const Model& model) : path_(given) {
+    if (path_.empty()) {
+      tmp_ = std::make_unique<cli::TempFile>("pefm-bench", ".pt");
+      save_model(model, tmp_->path());
+      path_ = tmp_->path();
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::unique_ptr<cli::TempFile> tmp_;
+};
+
 int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& opts) {
   const auto frames = args.integer("soak", 1, int64_t{1} << 40);
   const auto warmup = args.integer("soak-warmup", 0, frames);
   const auto max_growth_mib = args.number("soak-max-growth", 0, 1e6);
   const std::string size = args.has("pipeline") ? args.get("pipeline") : "64x48";
-  std::string path = args.get("model");
-  std::unique_ptr<cli::TempFile> tmp;
-  if (path.empty()) {
-    tmp = std::make_unique<cli::TempFile>("pefm-bench", ".pt");
-    save_model(model, tmp->path());
-    path = tmp->path();
-  }
+  const PipelineModel file(args.get("model"), model);
   // Moving content (so regions, overlays and messages vary) and one message per frame.
-  const auto desc = pipeline_description(path, size, opts.device, args.get("precision"), args.get("overlay"), frames,
+  const auto desc = pipeline_description(file.path(), size, opts.device, args.get("precision"), args.get("overlay"), frames,
                                          "ball", "emit-messages=true threads=" + args.get("threads"));
   const auto& cfg = model.config;
   std::cout << "pefm-bench " PEFM_VERSION " soak: " << frames << " frames of " << size << " RGB through pefmfilter ("
@@ -323,7 +335,7 @@ int run(int argc, char** argv) {
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON");
   if (!args.parse(argc, argv)) return 0;
-  if (const auto t = args.integer("threads", 0, 1024); t > 0) at::set_num_threads(static_cast<int>(t));
+  use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
 
   std::shared_ptr<Model> model;
   std::string model_path = args.get("model");
@@ -386,15 +398,9 @@ int run(int argc, char** argv) {
   double pipeline_fps = NAN;
   const auto size = args.get("pipeline");
   if (!size.empty()) {
-    std::string path = model_path;
-    std::unique_ptr<cli::TempFile> tmp;
-    if (path.empty()) {
-      tmp = std::make_unique<cli::TempFile>("pefm-bench", ".pt");
-      save_model(*model, tmp->path());
-      path = tmp->path();
-    }
+    const PipelineModel file(model_path, *model);
     const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
-    pipeline_fps = bench_pipeline(pipeline_description(path, size, opts.device, args.get("precision"),
+    pipeline_fps = bench_pipeline(pipeline_description(file.path(), size, opts.device, args.get("precision"),
                                                        args.get("overlay"), frames + 1, "smpte",
                                                        "threads=" + args.get("threads")),
                                   frames);

@@ -7,7 +7,6 @@
 #include <iostream>
 #include <sstream>
 
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "cli.h"
@@ -101,7 +100,7 @@ int run(int argc, char** argv) {
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
   args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
   if (!args.parse(argc, argv)) return 0;
-  if (const auto threads = args.integer("threads", 0, 1024); threads > 0) at::set_num_threads(static_cast<int>(threads));
+  use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const auto batch = args.integer("batch-size", 1, 4096);
   const bool tty = cli::stdout_is_tty();
   const auto t0 = std::chrono::steady_clock::now();

@@ -8,7 +8,6 @@
 #include <random>
 #include <sstream>
 
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "cli.h"
@@ -126,7 +125,7 @@ int run(int argc, char** argv) {
   opts.weight_decay = args.number("weight-decay", 0.0, 1.0);
   opts.seed = static_cast<uint64_t>(args.integer("seed", 0, INT64_MAX));
   const double val_fraction = args.number("val-fraction", 0.0, 0.9);
-  if (const auto threads = args.integer("threads", 0, 1024); threads > 0) at::set_num_threads(static_cast<int>(threads));
+  use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const std::string output = args.get("output");
   const std::string ckpt_path = output + ".ckpt";
   torch::Device device = torch::kCPU;
