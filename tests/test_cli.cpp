@@ -1,4 +1,4 @@
-// End-to-end tests of pefm-train and pefm-eval, run as a user would run them.
+// End-to-end tests of pefm-train, pefm-eval and pefm-bench, run as a user would run them.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -96,6 +96,14 @@ class Cli : public ::testing::Test {
 
   static std::string train_bin() { return std::getenv("PEFM_TRAIN_BIN"); }
   static std::string eval_bin() { return std::getenv("PEFM_EVAL_BIN"); }
+  static std::string bench_bin() { return std::getenv("PEFM_BENCH_BIN"); }
+  // pefm-bench on the tiny random-weight shapes of the other tests.
+  static std::vector<std::string> tiny_bench(std::vector<std::string> extra) {
+    std::vector<std::string> argv = {bench_bin(), "--source", "mobilenet_v2", "--target", "resnet18",
+                                     "--image-size", "64", "--latent", "8,8,8", "--device", "cpu"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
   static std::vector<std::string> tiny_train(const std::string& data, const std::string& out, int epochs) {
     return {train_bin(), "--data", data, "--output", out,
             "--source", "mobilenet_v2=" + dir_->file("mobilenet_v2.pth"),
@@ -278,6 +286,46 @@ TEST_F(Cli, EvalNamesAMissingMaskAndABadModel) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("no ground-truth mask '" + cat + "/ground_truth/patch/001_mask.png'"), std::string::npos)
       << r.output;
+}
+
+TEST_F(Cli, BenchReportsEveryBatchSizeAndTheLayoutInJson) {
+  for (const std::string precision : {"fp32", "bf16"}) {
+    const auto json = out_.file("bench-" + precision + ".json");
+    const auto r = run(tiny_bench({"--batch-sizes", "1,3", "--iterations", "2", "--warmup", "0", "--precision",
+                                   precision, "--json", json}));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("per batch, ms: preprocess"), std::string::npos) << r.output;
+    const auto j = pefm_test::slurp(json);
+    EXPECT_NE(j.find("\"batch\": 1,"), std::string::npos) << j;
+    EXPECT_NE(j.find("\"batch\": 3,"), std::string::npos) << j;
+    EXPECT_NE(j.find("\"precision\": \"" + precision + "\""), std::string::npos) << j;
+    // bf16 on the CPU runs NHWC by default, fp32 NCHW.
+    EXPECT_NE(j.find(std::string("\"channels_last\": ") + (precision == "bf16" ? "true" : "false")), std::string::npos) << j;
+  }
+  const auto nhwc = run(tiny_bench({"--batch-sizes", "1", "--iterations", "1", "--layout", "nhwc"}));
+  ASSERT_EQ(nhwc.status, 0) << nhwc.output;
+  EXPECT_NE(nhwc.output.find("fp32, BN folded, NHWC"), std::string::npos) << nhwc.output;
+  const auto bad = run(tiny_bench({"--layout", "nchwc"}));
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.output.find("--layout must be auto, nchw or nhwc, got 'nchwc'"), std::string::npos) << bad.output;
+}
+
+TEST_F(Cli, BenchSoakRunsEveryFrameThroughTheElementAndChecksRss) {
+  if (!std::getenv("GST_PLUGIN_PATH_1_0")) GTEST_SKIP() << "the pefm plugin was not built";
+  const auto json = out_.file("soak.json");
+  // ASan's quarantine grows RSS by design: the bound is only meaningful without it.
+  const std::string bound = pefm_test::kSanitized ? "100000" : "16";
+  const auto r = run(tiny_bench({"--soak", "60", "--soak-warmup", "10", "--soak-max-growth", bound, "--json", json}));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("frames 60 in"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("messages after preroll 59"), std::string::npos) << r.output;
+  const auto j = pefm_test::slurp(json);
+  EXPECT_NE(j.find("\"frames\": 60,"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"max_growth_mib\": " + bound + ","), std::string::npos) << j;
+  EXPECT_NE(j.find("\"ok\": true"), std::string::npos) << j;
+  const auto bad = run(tiny_bench({"--soak", "0"}));
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.output.find("--soak must be an integer in 1.."), std::string::npos) << bad.output;
 }
 
 }  // namespace
