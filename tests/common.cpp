@@ -10,7 +10,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <ATen/Context.h>
 #include <torch/torch.h>
+
+#include "pefm/device.h"
 
 namespace pefm_test {
 
@@ -28,6 +31,18 @@ double formula_u(uint32_t h, uint64_t i) {
 }
 
 }  // namespace
+
+bool cuda_required() {
+  const char* env = std::getenv("PEFM_REQUIRE_CUDA");
+  return env && std::string(env) == "1";
+}
+
+bool prepare_cuda_test() {
+  if (!pefm::cuda_available()) return false;
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  return true;
+}
 
 std::string data_dir() { return std::string(PEFM_SOURCE_DIR) + "/tests/data"; }
 

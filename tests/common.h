@@ -19,6 +19,22 @@ std::string shared_dir();
 // A path under shared_dir(), or "" when the file is absent (callers GTEST_SKIP).
 std::string shared_file(const std::string& relative);
 
+// GPU tests begin with PEFM_CUDA_OR_SKIP(): without CUDA they skip, unless
+// PEFM_REQUIRE_CUDA=1 (set by bench/gpu-check.sh) makes that a failure, so a build whose
+// CUDA silently stayed off (libtorch_cuda not linked) cannot pass as "skipped". With CUDA it
+// turns TF32 off: cuDNN would otherwise round fp32 convolution inputs to a 10-bit mantissa
+// on Ampere and later GPUs, and fp32 CUDA results are compared at fp32 tolerances.
+bool cuda_required();
+bool prepare_cuda_test();
+#define PEFM_CUDA_OR_SKIP()                                                                   \
+  do {                                                                                        \
+    if (!pefm_test::prepare_cuda_test()) {                                                    \
+      if (pefm_test::cuda_required())                                                         \
+        FAIL() << "PEFM_REQUIRE_CUDA=1, but CUDA is not available (libtorch_cuda not linked?)"; \
+      GTEST_SKIP() << "no CUDA device in this build/machine";                                 \
+    }                                                                                         \
+  } while (0)
+
 // Fills every parameter and buffer with the integer formula of tests/data/make_golden.py.
 void fill_formula(torch::nn::Module& module);
 torch::Tensor formula_tensor(const std::string& key, c10::IntArrayRef shape, double scale);

@@ -16,6 +16,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/kernels.h"
+#include "cuda/torch_elem.h"
 #endif
 
 namespace pefm {
@@ -157,8 +158,8 @@ torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x, StageTimes* times
     }
     clock.charge(&StageTimes::mapping);
     const auto type = keep[0].scalar_type();
-    const auto elem = type == torch::kHalf ? cuda::Elem::kHalf
-                      : type == torch::kBFloat16 ? cuda::Elem::kBFloat16 : cuda::Elem::kFloat;
+    for (const auto& t : keep) TORCH_CHECK(t.scalar_type() == type, "mixed dtypes in the anomaly map inputs");
+    const auto elem = cuda::kernel_elem(type);
     const auto opts = x.options().dtype(torch::kFloat32);
     auto work = torch::empty({scratch}, opts);
     auto out = torch::empty({x.size(0), size[0], size[1]}, opts);

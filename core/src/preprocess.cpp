@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/kernels.h"
+#include "cuda/torch_elem.h"
 #endif
 
 namespace pefm {
@@ -40,6 +41,7 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
   }
 #if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
   if (frames.is_cuda() && frames.stride(3) == 1) {
+    const auto elem = cuda::kernel_elem(dtype);  // before anything is allocated or launched
     c10::cuda::CUDAGuard guard(frames.device());
     auto out = at::empty({frames.size(0), 3, size, size}, frames.options().dtype(dtype));
     cuda::FrameDesc f{frames.data_ptr(), frames.is_floating_point(),
@@ -47,7 +49,7 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
                       static_cast<int>(frames.size(2)), static_cast<int>(frames.size(3)),
                       frames.stride(0), frames.stride(1), frames.stride(2),
                       {map.rgb[0], map.rgb[1], map.rgb[2]}};
-    const auto err = cuda::launch_preprocess(f, out.data_ptr(), dtype == torch::kHalf,
+    const auto err = cuda::launch_preprocess(f, out.data_ptr(), elem,
                                              static_cast<int>(size),
                                              at::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "preprocess kernel failed: ", cudaGetErrorString(err));

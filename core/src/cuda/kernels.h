@@ -10,6 +10,9 @@
 namespace pefm {
 namespace cuda {
 
+// Element type of a tensor the kernels read or write.
+enum class Elem { kFloat, kHalf, kBFloat16 };
+
 struct FrameDesc {
   const void* data;
   bool is_float;        // float in 0..1, else uint8 in 0..255
@@ -19,8 +22,8 @@ struct FrameDesc {
 };
 
 // Fused channel selection + antialiased bilinear resize (PyTorch/PIL weights) +
-// ImageNet normalisation: frame -> [n, 3, size, size] float or half.
-cudaError_t launch_preprocess(const FrameDesc& frame, void* out, bool half_out, int size,
+// ImageNet normalisation: frame -> [n, 3, size, size] of `out_elem` (float, half or bf16).
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
                               cudaStream_t stream);
 
 // The same arithmetic on the host, float output, for tests.
@@ -35,8 +38,6 @@ struct ResidualScale {
   const void* t;
   int cs, ct, h, w;
 };
-
-enum class Elem { kFloat, kHalf, kBFloat16 };
 
 // Fused anomaly map: per scale the residual 0.5 * (|s_hat - s|^2 + |t_hat - t|^2) summed
 // over channels in float32 (one kernel per scale, into `scratch`: n * sum(h*w) floats), then

@@ -1,4 +1,5 @@
 // Fused preprocessing kernel; see kernels.h.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels.h"
@@ -67,6 +68,10 @@ __host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int o
   for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
 }
 
+__device__ inline void store(float* p, float v) { *p = v; }
+__device__ inline void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
 template <typename Out>
 __global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
   const int64_t plane = static_cast<int64_t>(size) * size;
@@ -79,22 +84,29 @@ __global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
     float rgb[3];
     pixel(f, size, n, oy, ox, rgb);
     Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
-    for (int c = 0; c < 3; ++c) o[c * plane] = static_cast<Out>(rgb[c]);
+    for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
   }
+}
+
+template <typename Out>
+void launch(const FrameDesc& frame, void* out, int size, int blocks, int threads, cudaStream_t stream) {
+  preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, static_cast<Out*>(out), size);
 }
 
 }  // namespace
 
-cudaError_t launch_preprocess(const FrameDesc& frame, void* out, bool half_out, int size,
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
                               cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
   if (total == 0) return cudaSuccess;
   const int threads = 256;
-  const int blocks = static_cast<int>((total + threads - 1) / threads < 65535 ? (total + threads - 1) / threads : 65535);
-  if (half_out) {
-    preprocess_kernel<__half><<<blocks, threads, 0, stream>>>(frame, static_cast<__half*>(out), size);
-  } else {
-    preprocess_kernel<float><<<blocks, threads, 0, stream>>>(frame, static_cast<float*>(out), size);
+  const int64_t wanted = (total + threads - 1) / threads;
+  const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
+  switch (out_elem) {
+    case Elem::kFloat: launch<float>(frame, out, size, blocks, threads, stream); break;
+    case Elem::kHalf: launch<__half>(frame, out, size, blocks, threads, stream); break;
+    case Elem::kBFloat16: launch<__nv_bfloat16>(frame, out, size, blocks, threads, stream); break;
+    default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
