@@ -183,6 +183,7 @@ static void
 gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * value, GParamSpec * pspec)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (object);
+  gint refused_tile = 0;
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -206,9 +207,15 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_OVERLAY_ALPHA:
       self->overlay_alpha = g_value_get_double (value);
       break;
-    case PROP_TILE_SIZE:
-      self->tile_size = g_value_get_int (value);
+    case PROP_TILE_SIZE:{
+      const gint size = g_value_get_int (value);
+      /* 1..kMinTileSize-1 would cut a frame into thousands of network inputs */
+      if (size > 0 && size < pefm::kMinTileSize)
+        refused_tile = size;
+      else
+        self->tile_size = size;
       break;
+    }
     case PROP_TILE_OVERLAP:
       self->tile_overlap = g_value_get_int (value);
       break;
@@ -225,7 +232,13 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
+  const gint kept = self->tile_size;
   GST_OBJECT_UNLOCK (self);
+  /* posted outside the object lock, which posting a message takes */
+  if (refused_tile != 0)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("tile-size %d refused: below the minimum of %d pixels; keeping %d", refused_tile,
+            pefm::kMinTileSize, kept), (NULL));
 }
 
 static void
@@ -313,6 +326,22 @@ gst_pefm_filter_stop (GstBaseTransform * trans)
   self->state->stream.reset ();
   self->state->detector.reset ();
   return TRUE;
+}
+
+static GstStateChangeReturn
+gst_pefm_filter_change_state (GstElement * element, GstStateChange transition)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (element);
+
+  /* A frame in progress is abandoned between tile batches, so deactivating the pads
+   * (which waits for the streaming thread) does not wait for the whole frame. */
+  const bool stopping = transition == GST_STATE_CHANGE_PAUSED_TO_READY && self->state->stream;
+  if (stopping)
+    self->state->stream->cancel (true);
+  const GstStateChangeReturn ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+  if (stopping && ret == GST_STATE_CHANGE_FAILURE && self->state->stream)
+    self->state->stream->cancel (false);  /* still PAUSED: keep inspecting */
+  return ret;
 }
 
 static gboolean
@@ -403,6 +432,13 @@ gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * fra
   try {
     result = st.detector->process (view, threshold, tiles, st.stream.get ());
     pefm::draw_overlay (view, result, overlay, alpha, threshold);
+  } catch (const pefm::Cancelled &) {
+    GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", st.frames);
+    return GST_FLOW_FLUSHING;
+  } catch (const std::invalid_argument & e) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d) as configured "
+            "(properties 'tile-size', 'tile-overlap')", st.frames, view.width, view.height), ("%s", e.what ()));
+    return GST_FLOW_ERROR;
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT,
             st.frames), ("%s", e.what ()));
@@ -533,6 +569,9 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * the frame is cut into N x N tiles of native pixels, the tiles are batched through the
    * detector and the heat map is stitched at frame scale: for line-scan strips and high
    * resolution, where resizing would erase small defects. Train with pefm-train --tile N.
+   * Tiles are at least 32 pixels (smaller values are refused and the previous one kept),
+   * and a frame may be cut into at most 1024 tiles (else the frame is an error naming
+   * this property).
    */
   g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
       g_param_spec_int ("tile-size", "Tile size",
@@ -541,7 +580,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:tile-overlap:
    *
-   * Pixels shared by neighbouring tiles; their maps are blended there.
+   * Pixels shared by neighbouring tiles; their maps are blended there. At most half the
+   * tile size.
    */
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap", "Pixels shared by neighbouring tiles",
@@ -582,6 +622,7 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
 
+  element_class->change_state = GST_DEBUG_FUNCPTR (gst_pefm_filter_change_state);
   trans_class->start = GST_DEBUG_FUNCPTR (gst_pefm_filter_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_pefm_filter_stop);
   trans_class->transform_ip_on_passthrough = FALSE;

@@ -83,6 +83,20 @@ INSTANTIATE_TEST_SUITE_P(AllArchitectures, BackboneTaps,
                                            TapCase{"mobilenet_v2", {24, 32, 96}}),
                          [](const auto& info) { return info.param.arch; });
 
+// The table model files are checked against before anything is built.
+TEST(Backbone, StateSizeTableMatchesTheNetworks) {
+  for (const auto& arch : pefm::supported_backbones()) {
+    auto b = pefm::make_backbone(arch);
+    pefm::BackboneStateSize have;
+    for (const auto& [key, t] : pefm::module_state(*b)) {
+      ++have.tensors;
+      have.elements += t.numel();
+    }
+    EXPECT_EQ(have.tensors, pefm::backbone_state_size(arch).tensors) << arch;
+    EXPECT_EQ(have.elements, pefm::backbone_state_size(arch).elements) << arch;
+  }
+}
+
 TEST(Backbone, UnknownArchitectureNamesTheSupportedOnes) {
   try {
     pefm::make_backbone("resnet1000");

@@ -288,6 +288,77 @@ TEST_F(Cli, EvalNamesAMissingMaskAndABadModel) {
       << r.output;
 }
 
+// Typos in output paths: refused before any work, the named file left byte-identical.
+TEST_F(Cli, OutputTyposDestroyNothingAndAreFoundBeforeAnyWork) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const auto model_bytes = pefm_test::slurp(model);
+  // Was: --json naming the model overwrote it with JSON (rc 0).
+  auto r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--json", model});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--json '" + model + "' is the input"), std::string::npos) << r.output;
+  EXPECT_EQ(pefm_test::slurp(model), model_bytes);
+  // --save-maps inside the data set would write among the test images.
+  r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--save-maps", dir_->file("cat/test/good")});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("lies inside the input folder"), std::string::npos) << r.output;
+
+  // Was: --output naming a training image overwrote the image after training.
+  const auto data = out_.file("data");
+  fs::copy(dir_->file("good"), data, fs::copy_options::recursive);
+  const auto image = data + "/103.png";
+  const auto image_bytes = pefm_test::slurp(image);
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run(tiny_train(data, image, 50));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--output '" + image + "'"), std::string::npos) << r.output;
+  EXPECT_EQ(pefm_test::slurp(image), image_bytes);
+  EXPECT_EQ(r.output.find("decoding"), std::string::npos) << "refused before reading images:\n" << r.output;
+  // A folder, a missing folder, another kind of existing file: all before any work.
+  for (const auto& [out, expect] : std::vector<std::pair<std::string, std::string>>{
+           {out_.path(), "is a folder"},
+           {out_.file("missing/m.pt"), "does not exist"},
+           {dir_->file("resnet18.pth"), "is the input"}}) {
+    r = run(tiny_train(dir_->file("good"), out, 50));
+    EXPECT_EQ(r.status, 2) << out << "\n" << r.output;
+    EXPECT_NE(r.output.find(expect), std::string::npos) << out << "\n" << r.output;
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0)
+      << "50 epochs were not run before the refusals";
+  pefm_test::spit(out_.file("notes.txt"), "precious notes");
+  r = run(tiny_train(dir_->file("good"), out_.file("notes.txt"), 1));
+  EXPECT_NE(r.output.find("exists and is not a pefm model file"), std::string::npos) << r.output;
+  EXPECT_EQ(pefm_test::slurp(out_.file("notes.txt")), "precious notes");
+}
+
+// One bad entry in a folder is reported by name and skipped; it never fails the folder.
+TEST_F(Cli, DanglingLinksAndLinkLoopsInDataAreSkippedByName) {
+  const auto data = out_.file("links");
+  fs::copy(dir_->file("good"), data, fs::copy_options::recursive);
+  fs::create_symlink(data + "/nowhere.png", data + "/000-dangling.png");
+  fs::create_symlink(data + "/zz-loop.png", data + "/zz-loop.png");
+  const auto r = run(tiny_train(data, out_.file("m.pt"), 1));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("000-dangling.png"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("zz-loop.png"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2 skipped"), std::string::npos) << r.output;
+}
+
+// Masks of another size than their image: an error naming both files (was: resized).
+TEST_F(Cli, EvalRefusesAMaskOfAnotherSize) {
+  const auto cat = out_.file("cat");
+  fs::copy(dir_->file("cat"), cat, fs::copy_options::recursive);
+  write_image(cat + "/ground_truth/patch/002_mask.png", torch::zeros({30, 38, 1}, torch::kUInt8));
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const auto r = run({eval_bin(), "--model", model, "--data", cat, "--device", "cpu"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("'" + cat + "/ground_truth/patch/002_mask.png' is 38x30 but its image '" + cat +
+                          "/test/patch/002.png' is 76x60"),
+            std::string::npos)
+      << r.output;
+}
+
 TEST_F(Cli, BenchReportsEveryBatchSizeAndTheLayoutInJson) {
   for (const std::string precision : {"fp32", "bf16"}) {
     const auto json = out_.file("bench-" + precision + ".json");

@@ -6,12 +6,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
+#include "../core/src/container.h"
 #include "common.h"
+#include "pefm/backbone.h"
 #include "pefm/detector.h"
+#include "pefm/mapping_net.h"
 #include "pefm/model_file.h"
+#include "pefm/position_encoding.h"
+#include "pefm/state_dict.h"
+#include "pefm/trainer.h"
 
 namespace {
 
@@ -167,6 +175,167 @@ TEST_F(ModelFile, UnwritableFolderIsNamed) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/x.pt"), std::string::npos) << e.what();
   }
+}
+
+// Files from strangers: each crafted file below passes the checksum (it is recomputed, as
+// an attacker would) and is refused by the loader, fast and without allocating what its
+// sizes declare.
+class CraftedModel : public ModelFile {
+ protected:
+  // The model file with `edit` applied to its decoded container, re-encoded (new CRC).
+  std::string crafted(const std::function<void(pefm::Container&)>& edit) {
+    auto c = pefm::decode_container(bytes_, "tiny.pt");
+    edit(c);
+    return pefm::encode_container(c);
+  }
+  // Loads `bytes`; returns the error, checking it came within a second and with less than
+  // 100 MB of extra resident memory.
+  std::string refused(const std::string& bytes) {
+    const long rss0 = pefm_test::rss_kib();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto msg = error_of([&] { pefm::load_model_from_bytes(bytes, "crafted.pt"); });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(s, 1.0) << msg;
+    if (!pefm_test::kSanitized) {
+      EXPECT_LT(pefm_test::rss_kib() - rss0, 100 * 1024) << msg;
+    }
+    return msg;
+  }
+};
+
+// Was: 3 GB and 8 s before the shape error (latent 20000 would have needed ~67 GB).
+TEST_F(CraftedModel, HugeLatentWidthsAreRefusedBeforeAnythingIsBuilt) {
+  const auto msg = refused(crafted([](pefm::Container& c) { c.meta["config.latent"] = "2048,2048,2048"; }));
+  EXPECT_NE(msg.find("crafted.pt"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("config.latent 2048 needs"), std::string::npos) << msg;
+  const auto over = refused(crafted([](pefm::Container& c) { c.meta["config.latent"] = "20000,8,8"; }));
+  EXPECT_NE(over.find("not in 1..2048"), std::string::npos) << over;
+}
+
+// A small file declaring the largest backbones must not make pefm build them (~200 MB).
+TEST_F(CraftedModel, BackbonesAreNotBuiltForAFileThatDoesNotHoldThem) {
+  const auto msg = refused(crafted([](pefm::Container& c) {
+    c.meta["config.source_arch"] = c.meta["config.target_arch"] = "wide_resnet50_2";
+    c.meta["config.source_taps"] = c.meta["config.target_taps"] = pefm::backbone_tap_names("wide_resnet50_2");
+  }));
+  EXPECT_NE(msg.find("source backbone tensors of"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("wide_resnet50_2 has 258 of 24902123"), std::string::npos) << msg;
+}
+
+TEST_F(CraftedModel, MissingMappingTensorIsNamed) {
+  const auto msg = refused(crafted([](pefm::Container& c) { c.tensors.erase("net.mapping.2.shared.weight"); }));
+  EXPECT_NE(msg.find("lacks tensor 'net.mapping.2.shared.weight'"), std::string::npos) << msg;
+}
+
+// Was: every frame took 65 s and 4 GB.
+TEST_F(CraftedModel, HugeImageSizeIsRefused) {
+  const auto msg = refused(crafted([](pefm::Container& c) { c.meta["config.image_size"] = "4096"; }));
+  EXPECT_NE(msg.find("between 32 and 1024"), std::string::npos) << msg;
+}
+
+TEST_F(CraftedModel, NonFiniteOrEndlessCalibrationListsAreRefused) {
+  for (const char* list : {"0.1,nan,0.3", "0.1,inf", "1,2,x"}) {
+    const auto msg = refused(crafted([&](pefm::Container& c) { c.meta["calibration.image_quantiles"] = list; }));
+    EXPECT_NE(msg.find("'calibration.image_quantiles' is not a list"), std::string::npos) << list << ": " << msg;
+  }
+  const auto msg = refused(crafted([](pefm::Container& c) { c.meta["calibration.images"] = "-5"; }));
+  EXPECT_NE(msg.find("calibration.images -5"), std::string::npos) << msg;
+}
+
+TEST_F(ModelFile, DevicesAndFifosAreNotReadForever) {
+  const auto msg = error_of([] { pefm::load_model("/dev/zero"); });
+  EXPECT_NE(msg.find("'/dev/zero' is not a regular file"), std::string::npos) << msg;
+  // A FIFO with no writer: opening it must not block.
+  const auto fifo = tmp_.file("fifo.pt");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto fmsg = error_of([&] { pefm::load_model(fifo); });
+  EXPECT_NE(fmsg.find("is not a regular file"), std::string::npos) << fmsg;
+}
+
+// The analytic shapes the loader checks against are the network's own.
+TEST(MappingShapes, AreExactlyTheParametersOfTheNetwork) {
+  for (const auto pe : {pefm::PeMode::kAdd, pefm::PeMode::kConcat}) {
+    const int64_t cs = 32, ct = 96, latent = 5;
+    pefm::DualMapping net(cs, ct, pefm::encoded_channels(cs, pe), pefm::encoded_channels(ct, pe), latent);
+    const auto want = pefm::dual_mapping_shapes(cs, ct, pefm::encoded_channels(cs, pe), pefm::encoded_channels(ct, pe), latent);
+    const auto state = pefm::module_state(*net);
+    ASSERT_EQ(state.size(), want.size());
+    for (const auto& [name, t] : state) {
+      ASSERT_TRUE(want.count(name)) << name;
+      EXPECT_EQ(t.sizes(), c10::IntArrayRef(want.at(name))) << name;
+    }
+  }
+}
+
+// Training checkpoints hold the optimiser as plain tensors with checked shapes and ranges.
+class CraftedCheckpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = pefm::Model::create(pefm_test::tiny_config());
+    trainer_ = std::make_unique<pefm::Trainer>(model_, pefm::TrainOptions{}, torch::kCPU);
+    trainer_->add_images(torch::randn({4, 3, 64, 64}));
+    trainer_->train_epoch();
+    state_ = trainer_->state();
+  }
+  std::string restore_error(const std::map<std::string, torch::Tensor>& state) {
+    pefm::Model fresh = pefm::Model::create(pefm_test::tiny_config());
+    pefm::Trainer t(fresh, pefm::TrainOptions{}, torch::kCPU);
+    try {
+      t.restore(state);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+  pefm::Model model_;
+  std::unique_ptr<pefm::Trainer> trainer_;
+  std::map<std::string, torch::Tensor> state_;
+};
+
+TEST_F(CraftedCheckpoint, RoundTripRestoresEveryMoment) {
+  ASSERT_EQ(restore_error(state_), "(no error)");
+  EXPECT_TRUE(state_.count("adam.0.0.exp_avg_sq"));
+  EXPECT_EQ(state_.at("adam.2.0.step").item<int64_t>(), 1);
+}
+
+// Was: a shorter optimiser storage corrupted the heap in Adam::step.
+TEST_F(CraftedCheckpoint, MomentOfTheWrongShapeIsRefused) {
+  auto s = state_;
+  s["adam.1.3.exp_avg"] = s["adam.1.3.exp_avg"].flatten().slice(0, 0, 2).clone();
+  const auto msg = restore_error(s);
+  EXPECT_NE(msg.find("'adam.1.3.exp_avg' has"), std::string::npos) << msg;
+}
+
+// Was: epochs_done = -1e15 trained forever.
+TEST_F(CraftedCheckpoint, CountersOutOfRangeAreRefused) {
+  for (const int64_t bad : {int64_t{-1000000000000000}, int64_t{-1}, int64_t{1} << 50}) {
+    auto s = state_;
+    s["epochs_done"] = torch::tensor({bad}, torch::kInt64);
+    EXPECT_NE(restore_error(s).find("'epochs_done' = " + std::to_string(bad) + " is outside"), std::string::npos) << bad;
+    s = state_;
+    s["adam.0.0.step"] = torch::tensor({bad}, torch::kInt64);
+    EXPECT_NE(restore_error(s).find("'adam.0.0.step' = "), std::string::npos) << bad;
+  }
+  auto s = state_;
+  s["adam.0.0.exp_avg_sq"] = -s["adam.0.0.exp_avg_sq"] - 1;
+  EXPECT_NE(restore_error(s).find("negative"), std::string::npos);
+}
+
+TEST_F(CraftedCheckpoint, TorchScriptOptimiserStateOfOlderVersionsIsNotLoaded) {
+  const auto msg = restore_error({{"optimizer.0", torch::zeros({16}, torch::kUInt8)},
+                                  {"epochs_done", torch::tensor({int64_t{1}})}});
+  EXPECT_NE(msg.find("older pefm"), std::string::npos) << msg;
+}
+
+TEST_F(CraftedCheckpoint, UnknownEntriesAreRefused) {
+  auto s = state_;
+  s["adam.0.999.exp_avg"] = torch::zeros({1});
+  s["adam.0.999.exp_avg_sq"] = torch::zeros({1});
+  s["adam.0.999.step"] = torch::tensor({int64_t{1}});
+  EXPECT_NE(restore_error(s).find("parameters this model does not have"), std::string::npos);
+  s = state_;
+  s["surprise"] = torch::zeros({1});
+  EXPECT_NE(restore_error(s).find("unknown entry 'surprise'"), std::string::npos);
 }
 
 }  // namespace

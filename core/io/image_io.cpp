@@ -294,8 +294,14 @@ std::vector<std::string> list_images(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) throw ImageError("'" + dir + "' is not a folder");
   std::vector<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec) && has_image_extension(e.path())) out.push_back(e.path().string());
+  std::filesystem::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    if (!has_image_extension(it->path())) continue;
+    // Only the entry's own trouble: a dangling link or a link loop is listed like any file
+    // and reported by name when it fails to decode, never the whole folder.
+    std::error_code entry;
+    if (it->is_directory(entry)) continue;
+    out.push_back(it->path().string());
   }
   if (ec) throw ImageError("cannot list '" + dir + "': " + ec.message());
   std::sort(out.begin(), out.end());

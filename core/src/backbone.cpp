@@ -51,4 +51,16 @@ std::array<int64_t, 3> backbone_tap_channels(const std::string& arch) {
   return make_backbone(arch)->tap_channels();  // throws for unknown names
 }
 
+BackboneStateSize backbone_state_size(const std::string& arch) {
+  // Parameters and buffers of the kTapsOnly network (test_backbones checks these against
+  // the built modules).
+  if (arch == "resnet18") return {90, 2787279};
+  if (arch == "resnet34") return {174, 8180189};
+  if (arch == "resnet50") return {258, 8573931};
+  if (arch == "wide_resnet50_2") return {258, 24902123};
+  if (arch == "mobilenet_v2") return {234, 558695};
+  make_backbone(arch);  // throws for unknown names
+  throw std::logic_error("backbone_state_size: no entry for " + arch);
+}
+
 }  // namespace pefm

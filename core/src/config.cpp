@@ -66,14 +66,14 @@ void ModelConfig::validate() const {
     }
   }
   // The deepest tap is 1/16 of the input: below 32 px it degenerates to one pixel.
-  if (image_size < 32 || image_size > 4096 || image_size % 16 != 0) {
-    throw std::invalid_argument("image size " + std::to_string(image_size) +
-                                " must be a multiple of 16 between 32 and 4096");
+  if (image_size < 32 || image_size > kMaxImageSize || image_size % 16 != 0) {
+    throw std::invalid_argument("image size " + std::to_string(image_size) + " must be a multiple of 16 between 32 and " +
+                                std::to_string(kMaxImageSize));
   }
   for (int k = 0; k < 3; ++k) {
-    if (latent[k] < 1 || latent[k] > 65536) {
-      throw std::invalid_argument("latent width " + std::to_string(latent[k]) +
-                                  " of scale " + std::to_string(k) + " must be in 1..65536");
+    if (latent[k] < 1 || latent[k] > kMaxLatent) {
+      throw std::invalid_argument("latent width " + std::to_string(latent[k]) + " of scale " + std::to_string(k) +
+                                  " must be in 1.." + std::to_string(kMaxLatent));
     }
   }
 }

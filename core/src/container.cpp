@@ -1,5 +1,9 @@
 #include "container.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -231,14 +235,35 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw ModelFileError("cannot open model file '" + path + "': " + std::strerror(errno));
+  // Non-blocking, so that opening a FIFO without a writer does not wait forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw ModelFileError("cannot open model file '" + path + "': " + std::strerror(errno));
+  struct stat st {};
+  std::string bytes;
+  const auto fail = [&](const std::string& why) {
+    ::close(fd);
+    throw ModelFileError("model file '" + path + "' " + why);
+  };
+  if (::fstat(fd, &st) != 0) fail(std::string("cannot be examined: ") + std::strerror(errno));
+  // A device or FIFO (model=/dev/zero) would be read forever.
+  if (!S_ISREG(st.st_mode)) fail("is not a regular file");
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if (static_cast<uint64_t>(st.st_size) > kMaxModelFileBytes) {
+    fail("is " + std::to_string(st.st_size) + " bytes; model files are at most " +
+         std::to_string(kMaxModelFileBytes) + " bytes");
   }
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (in.bad()) throw ModelFileError("cannot read model file '" + path + "'");
-  return s.str();
+  bytes.resize(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const auto n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail(std::string("cannot be read: ") + std::strerror(errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  bytes.resize(done);  // shrank while being read: the checks below see what is there
+  return bytes;
 }
 
 }  // namespace pefm

@@ -18,7 +18,11 @@ std::string encode_container(const Container& c);
 // than the input's size for tensor data.
 Container decode_container(const std::string& bytes, const std::string& origin);
 
-// Whole file into memory; ModelFileError naming the file when missing or unreadable.
+// Largest model or checkpoint file read (kMaxLatent widths give about 0.6 GB).
+constexpr uint64_t kMaxModelFileBytes = uint64_t{1} << 30;
+
+// Whole file into memory; ModelFileError naming the file when missing, unreadable, not a
+// regular file or larger than kMaxModelFileBytes.
 std::string read_file(const std::string& path);
 
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include <ATen/Context.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -23,6 +24,14 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   if (precision_ == Precision::kFp16 && !device_.is_cuda()) {
     throw std::invalid_argument("precision fp16 needs a CUDA device, but device '" +
                                 options.device + "' resolves to " + device_.str());
+  }
+  if (device_.is_cuda() && precision_ == Precision::kFp32) {
+    // fp32 means fp32: cuDNN would otherwise round convolution inputs to TF32 (10-bit
+    // mantissa) on Ampere and later, and the maps would differ from the CPU's by more than
+    // the stated 1e-3. The switch is process-wide but only affects fp32 work; fp16 and
+    // bf16 are the fast settings.
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
   }
   net_ = PefmNet(model_->config);
   load_state_dict(*net_, module_state(*model_->net), "model");

@@ -30,6 +30,10 @@ struct StreamContext::Impl {
   // buffer is rewritten only by the next frame, after process() has synchronised on the
   // download of this frame's map.
   torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+#if PEFM_TORCH_CUDA
+    // After an error or a cancelled frame the last upload may still be in flight.
+    if (staging.defined() && stream) stream->synchronize();
+#endif
     if (!staging.defined() || staging.sizes() != host.sizes() || staging.scalar_type() != host.scalar_type()) {
       staging = torch::empty(host.sizes(), host.options().pinned_memory(true));
     }
@@ -114,8 +118,35 @@ std::vector<int> tile_origins(int length, int tile, int overlap) {
   return out;
 }
 
+void check_tiles(const TileOptions& tiles, int width, int height, int64_t input_size) {
+  if (tiles.size <= 0) return;  // whole frames
+  if (tiles.size < kMinTileSize) {
+    throw std::invalid_argument("tile-size " + std::to_string(tiles.size) + " is below the minimum of " +
+                                std::to_string(kMinTileSize) + " pixels (0: whole frames)");
+  }
+  if (tiles.overlap < 0 || tiles.overlap > tiles.size / 2) {
+    throw std::invalid_argument("tile-overlap " + std::to_string(tiles.overlap) + " must be between 0 and half the tile-size " +
+                                std::to_string(tiles.size));
+  }
+  const auto count = tile_origins(width, tiles.size, tiles.overlap).size() *
+                     tile_origins(height, tiles.size, tiles.overlap).size();
+  // Each tile is one network input of input_size^2 pixels: the bound is on their sum.
+  const auto allowed = static_cast<size_t>(std::clamp<int64_t>(
+      kMaxTilesPerFrame * kTileBudgetSize * kTileBudgetSize / std::max<int64_t>(1, input_size * input_size), 1,
+      kMaxTilesPerFrame));
+  if (count > allowed) {
+    throw std::invalid_argument("tile-size " + std::to_string(tiles.size) + " with tile-overlap " +
+                                std::to_string(tiles.overlap) + " cuts a " + std::to_string(width) + "x" +
+                                std::to_string(height) + " frame into " + std::to_string(count) + " tiles; at most " +
+                                std::to_string(allowed) + " of this model's " + std::to_string(input_size) +
+                                " px inputs are allowed per frame (use larger tiles)");
+  }
+}
+
 FrameDetector::FrameDetector(std::shared_ptr<Model> model, const DetectorOptions& options)
-    : detector_(std::move(model), options) {}
+    : detector_(std::move(model), options) {
+  trained_tile();  // a model whose stored tile size is unusable fails here, not at the first frame
+}
 
 std::shared_ptr<FrameDetector> FrameDetector::acquire(const std::string& model_path, const DetectorOptions& options) {
   namespace fs = std::filesystem;
@@ -136,11 +167,18 @@ int FrameDetector::trained_tile() const {
   const auto& t = detector_.model().training;
   const auto it = t.find("tile");
   if (it == t.end()) return 0;
+  int tile = -1;
   try {
-    return std::max(0, std::stoi(it->second));
+    size_t used = 0;
+    tile = std::stoi(it->second, &used);
+    if (used != it->second.size()) tile = -1;
   } catch (const std::exception&) {
-    return 0;
   }
+  if (tile != 0 && (tile < kMinTileSize || tile > 65536)) {
+    throw std::invalid_argument("the model's training.tile '" + it->second + "' is not 0 or " +
+                                std::to_string(kMinTileSize) + "..65536");
+  }
+  return tile;
 }
 
 size_t FrameDetector::shared_instances() {
@@ -169,6 +207,11 @@ FrameResult FrameDetector::process(const FrameView& frame, double threshold, con
     std::lock_guard<std::mutex> lock(injected_mutex_);
     TORCH_CHECK_WITH(OutOfMemoryError, false, injected_message_);
   }
+  check_tiles(tiles, frame.width, frame.height, detector_.image_size());
+  const auto stop_if_cancelled = [context] {
+    if (context && context->cancelled()) throw Cancelled("frame abandoned: the element is stopping");
+  };
+  stop_if_cancelled();
   torch::InferenceMode guard;
   auto [pixels, channels] = frame_tensor(frame);
   const auto& device = detector_.device();
@@ -204,8 +247,11 @@ FrameResult FrameDetector::process(const FrameView& frame, double threshold, con
     for (int y0 : ys) {
       for (int x0 : xs) origins.emplace_back(y0, x0);
     }
-    const size_t batch = 16;
+    // Batches of about 16 inputs of 256 px: the cancellation check between batches comes
+    // about as often whatever the model's input size.
+    const size_t batch = static_cast<size_t>(std::clamp<int64_t>(16 * 256 * 256 / (S * S), 1, 16));
     for (size_t i = 0; i < origins.size(); i += batch) {
+      stop_if_cancelled();
       std::vector<torch::Tensor> inputs;
       const size_t end = std::min(origins.size(), i + batch);
       for (size_t j = i; j < end; ++j) {

@@ -1,5 +1,7 @@
 #include "pefm/mapping_net.h"
 
+#include <tuple>
+
 #include <torch/torch.h>
 
 #include "nn_util.h"
@@ -56,6 +58,30 @@ std::pair<torch::Tensor, torch::Tensor> DualMappingImpl::forward(const torch::Te
   auto s_hat = decoder_s->forward(shared->forward(encoder_t->forward(enc_t)));
   auto t_hat = decoder_t->forward(shared->forward(encoder_s->forward(enc_s)));
   return {s_hat, t_hat};
+}
+
+std::map<std::string, std::vector<int64_t>> dual_mapping_shapes(int64_t cs, int64_t ct, int64_t in_s,
+                                                                int64_t in_t, int64_t latent) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  const auto conv = [&](const std::string& name, int64_t in, int64_t out) {
+    shapes[name + ".weight"] = {out, in, 1, 1};
+    shapes[name + ".bias"] = {out};
+  };
+  const auto cbr_shapes = [&](const std::string& name, int64_t in, int64_t out) {
+    conv(name + ".0", in, out);
+    for (const char* p : {".1.weight", ".1.bias", ".1.running_mean", ".1.running_var"}) shapes[name + p] = {out};
+    shapes[name + ".1.num_batches_tracked"] = {};
+  };
+  for (const auto& [side, c, in] : {std::tuple<const char*, int64_t, int64_t>{"s", cs, in_s}, {"t", ct, in_t}}) {
+    const std::string enc = std::string("encoder_") + side, dec = std::string("decoder_") + side;
+    cbr_shapes(enc + ".0", in, c / 2 + latent);
+    cbr_shapes(enc + ".1", c / 2 + latent, 2 * latent);
+    cbr_shapes(dec + ".0", latent, 2 * latent);
+    cbr_shapes(dec + ".1", 2 * latent, c / 2 + latent);
+    conv(dec + ".2", c / 2 + latent, c);
+  }
+  conv("shared", 2 * latent, latent);
+  return shapes;
 }
 
 }  // namespace pefm

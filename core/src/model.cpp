@@ -12,8 +12,8 @@
 #include "pefm/state_dict.h"
 
 #if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "cuda/kernels.h"
 #include "cuda/torch_elem.h"
@@ -166,7 +166,7 @@ torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x, StageTimes* times
     const auto err = cuda::launch_anomaly_map(scales, static_cast<int>(x.size(0)), elem,
                                               config_.fusion == Fusion::kProduct, static_cast<int>(size[0]),
                                               work.data_ptr<float>(), out.data_ptr<float>(),
-                                              at::cuda::getCurrentCUDAStream());
+                                              c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "anomaly map kernels failed: ", cudaGetErrorString(err));
     clock.charge(&StageTimes::fuse);
     return out;

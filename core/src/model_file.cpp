@@ -18,6 +18,8 @@
 
 #include "container.h"
 #include "pefm-config.h"
+#include "pefm/mapping_net.h"
+#include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"
 
 namespace pefm {
@@ -64,14 +66,21 @@ class MetaReader {
     return static_cast<int64_t>(v);
   }
   std::vector<double> list(const std::string& key) const {
+    constexpr size_t kMaxItems = 100000;
     std::vector<double> out;
     std::stringstream s(str(key));
     for (std::string item; std::getline(s, item, ',');) {
+      size_t used = 0;
+      double v = NAN;
       try {
-        out.push_back(std::stod(item));
+        v = std::stod(item, &used);
       } catch (const std::exception&) {
-        throw ModelFileError("model file '" + origin_ + "': '" + key + "' is not a number list");
       }
+      if (used != item.size() || !std::isfinite(v) || out.size() >= kMaxItems) {
+        throw ModelFileError("model file '" + origin_ + "': '" + key + "' is not a list of at most " +
+                             std::to_string(kMaxItems) + " finite numbers");
+      }
+      out.push_back(v);
     }
     return out;
   }
@@ -204,6 +213,55 @@ Container model_container(const Model& model, const char* format) {
   return c;
 }
 
+std::string shape_text(c10::IntArrayRef shape) {
+  std::ostringstream s;
+  s << shape;
+  return s.str();
+}
+
+// Every mapping tensor that the configuration implies must be stored, with exactly that
+// shape, before the network is built: the widths in the metadata can then never make pefm
+// allocate more than the file itself holds (the backbones' sizes are fixed by their arch).
+void check_backbone_sizes(const Container& c, const ModelConfig& cfg, const std::string& origin) {
+  for (const auto& [side, arch] : {std::pair<std::string, std::string>{"source", cfg.source_arch},
+                                   {"target", cfg.target_arch}}) {
+    const auto want = backbone_state_size(arch);
+    const auto prefix = "net." + side + ".";
+    BackboneStateSize have;
+    for (auto it = c.tensors.lower_bound(prefix); it != c.tensors.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+      ++have.tensors;
+      have.elements += it->second.numel();
+    }
+    if (have.tensors != want.tensors || have.elements != want.elements) {
+      throw ModelFileError("model file '" + origin + "' stores " + std::to_string(have.tensors) + " " + side +
+                           " backbone tensors of " + std::to_string(have.elements) + " elements; " + arch + " has " +
+                           std::to_string(want.tensors) + " of " + std::to_string(want.elements));
+    }
+  }
+}
+
+void check_mapping_shapes(const Container& c, const ModelConfig& cfg, const std::string& origin) {
+  const auto cs = backbone_tap_channels(cfg.source_arch), ct = backbone_tap_channels(cfg.target_arch);
+  for (int k = 0; k < 3; ++k) {
+    const auto prefix = "net.mapping." + std::to_string(k) + ".";
+    const auto shapes = dual_mapping_shapes(cs[k], ct[k], encoded_channels(cs[k], cfg.pe),
+                                            encoded_channels(ct[k], cfg.pe), cfg.latent[k]);
+    for (const auto& [name, shape] : shapes) {
+      const auto it = c.tensors.find(prefix + name);
+      const auto needed = shape_text(shape);
+      if (it == c.tensors.end()) {
+        throw ModelFileError("model file '" + origin + "' lacks tensor '" + prefix + name + "' (" + needed +
+                             " for config.latent " + std::to_string(cfg.latent[k]) + ")");
+      }
+      if (it->second.sizes() != c10::IntArrayRef(shape)) {
+        throw ModelFileError("model file '" + origin + "': tensor '" + prefix + name + "' is " +
+                             shape_text(it->second.sizes()) + ", but config.latent " + std::to_string(cfg.latent[k]) +
+                             " needs " + needed);
+      }
+    }
+  }
+}
+
 Model container_model(const Container& c, const std::string& origin, const char* format) {
   const MetaReader meta(c.meta, origin);
   if (meta.str("format") != format) {
@@ -221,8 +279,9 @@ Model container_model(const Container& c, const std::string& origin, const char*
     if (latent.size() != 3) throw std::invalid_argument("config.latent needs three widths");
     for (int k = 0; k < 3; ++k) {
       // Range-check before converting: a double such as 1e300 has no int64 value.
-      if (!(latent[k] >= 1 && latent[k] <= 65536)) {
-        throw std::invalid_argument("config.latent width " + std::to_string(latent[k]) + " is not in 1..65536");
+      if (!(latent[k] >= 1 && latent[k] <= kMaxLatent)) {
+        throw std::invalid_argument("config.latent width " + std::to_string(latent[k]) + " is not in 1.." +
+                                    std::to_string(kMaxLatent));
       }
       cfg.latent[k] = static_cast<int64_t>(latent[k]);
     }
@@ -240,6 +299,8 @@ Model container_model(const Container& c, const std::string& origin, const char*
     throw ModelFileError("model file '" + origin + "' has an invalid configuration: " + e.what());
   }
 
+  check_backbone_sizes(c, cfg, origin);
+  check_mapping_shapes(c, cfg, origin);
   Model model;
   model.config = cfg;
   model.net = PefmNet(cfg);
@@ -258,6 +319,10 @@ Model container_model(const Container& c, const std::string& origin, const char*
   cal.valid = meta.str("calibration.valid") == "1";
   if (cal.valid) {
     cal.images = meta.integer("calibration.images");
+    if (cal.images < 1 || cal.images > 1000000000) {
+      throw ModelFileError("model file '" + origin + "': calibration.images " + std::to_string(cal.images) +
+                           " is not in 1..1e9");
+    }
     for (const auto& [name, field] : kCalibrationFields) cal.*field = meta.num(std::string("calibration.") + name);
     cal.image_quantiles = meta.list("calibration.image_quantiles");
     cal.pixel_quantiles = meta.list("calibration.pixel_quantiles");

@@ -4,8 +4,8 @@
 
 #include "pefm-config.h"
 #if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "cuda/kernels.h"
 #include "cuda/torch_elem.h"
@@ -51,7 +51,7 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
                       {map.rgb[0], map.rgb[1], map.rgb[2]}};
     const auto err = cuda::launch_preprocess(f, out.data_ptr(), elem,
                                              static_cast<int>(size),
-                                             at::cuda::getCurrentCUDAStream());
+                                             c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "preprocess kernel failed: ", cudaGetErrorString(err));
     return out;
   }

@@ -1,15 +1,16 @@
 #include "pefm/state_dict.h"
 
+#include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
-#include <torch/script.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include "pefm/model_file.h"
+#include "pth_reader.h"
 
 namespace pefm {
 
@@ -23,36 +24,81 @@ std::string shape_str(c10::IntArrayRef sizes) {
 
 }  // namespace
 
-TensorDict read_state_dict(const std::string& path) {
+namespace {
+
+torch::ScalarType scalar_type(pth::DType t) {
+  switch (t) {
+    case pth::DType::kFloat32: return torch::kFloat32;
+    case pth::DType::kFloat64: return torch::kFloat64;
+    case pth::DType::kFloat16: return torch::kFloat16;
+    case pth::DType::kBFloat16: return torch::kBFloat16;
+    case pth::DType::kInt64: return torch::kInt64;
+    case pth::DType::kInt32: return torch::kInt32;
+    case pth::DType::kInt16: return torch::kInt16;
+    case pth::DType::kInt8: return torch::kInt8;
+    case pth::DType::kUInt8: return torch::kUInt8;
+    case pth::DType::kBool: return torch::kBool;
+  }
+  throw std::logic_error("unhandled pth dtype");
+}
+
+// Largest weights file read (WideResNet50-2 in full is about 270 MB).
+constexpr uint64_t kMaxWeightsFileBytes = uint64_t{2} << 30;
+
+std::string read_weights_file(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) throw std::runtime_error("cannot open weights file '" + path + "'");
+  if (!std::filesystem::is_regular_file(status)) throw std::runtime_error("weights file '" + path + "' is not a regular file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxWeightsFileBytes) {
+    throw std::runtime_error("weights file '" + path + "' is larger than " + std::to_string(kMaxWeightsFileBytes) +
+                             " bytes");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open weights file '" + path + "'");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes(size, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(size));
+  bytes.resize(static_cast<size_t>(in.gcount()));
   if (bytes.empty()) throw std::runtime_error("weights file '" + path + "' is empty");
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
-    throw std::runtime_error("weights file '" + path +
-                             "' is not a PyTorch state dict saved with torch.save (" + what + ")");
-  }
-  if (!value.isGenericDict()) {
-    throw std::runtime_error("weights file '" + path + "' holds a " + value.tagKind() +
-                             ", not a dict of tensors; save it with "
-                             "torch.save(dict(model.state_dict()), path)");
-  }
+  return bytes;
+}
+
+}  // namespace
+
+// pefm's own bounded reader (pth_reader.cpp), not torch::pickle_load: LibTorch 1.13 does not
+// check a tensor's storage against its shape, so a crafted file could make the copy below
+// read heap memory into the weights.
+TensorDict read_state_dict(const std::string& path) { return state_dict_from_bytes(read_weights_file(path), path); }
+
+TensorDict state_dict_from_bytes(const std::string& bytes, const std::string& origin) {
+  const auto& path = origin;
   TensorDict dict;
-  for (const auto& item : value.toGenericDict()) {
-    if (!item.key().isString()) {
-      throw std::runtime_error("weights file '" + path + "' has a non-string key");
+  for (const auto& r : pth::read_pth(bytes, path)) {
+    // The reader has checked that every element the view reaches lies inside the storage and
+    // that the view has no more elements than the storage. Only the reachable range is copied.
+    const auto type = scalar_type(r.dtype);
+    const auto elem = static_cast<int64_t>(pth::element_size(r.dtype));
+    int64_t numel = 1, reach = 0;  // reach: elements from the offset to one past the last read
+    for (size_t d = 0; d < r.sizes.size(); ++d) {
+      numel *= r.sizes[d];
+      reach += (r.sizes[d] - 1) * r.strides[d];
     }
-    const auto key = item.key().toStringRef();
-    if (!item.value().isTensor()) {
-      throw std::runtime_error("weights file '" + path + "': entry '" + key + "' is a " +
-                               item.value().tagKind() + ", not a tensor");
+    reach = numel == 0 ? 0 : reach + 1;
+    auto range = torch::empty({reach}, torch::TensorOptions().dtype(type));
+    const auto* from = r.storage + r.storage_offset * elem;
+    if (type == torch::kBool) {
+      // Any byte but 0 or 1 in a bool is undefined behaviour for the code that reads it.
+      auto* to = range.data_ptr<bool>();
+      for (int64_t i = 0; i < reach; ++i) to[i] = from[i] != 0;
+    } else if (reach > 0) {
+      std::memcpy(range.data_ptr(), from, static_cast<size_t>(reach * elem));
     }
-    dict[key] = item.value().toTensor();
+    auto t = range.as_strided(r.sizes, r.strides, 0).clone(torch::MemoryFormat::Contiguous);
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) {
+      throw std::runtime_error("weights file '" + path + "': tensor '" + r.name + "' contains NaN or Inf");
+    }
+    dict[r.name] = std::move(t);
   }
   return dict;
 }

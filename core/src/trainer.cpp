@@ -1,6 +1,8 @@
 #include "pefm/trainer.h"
 
 #include <sstream>
+#include <stdexcept>
+#include <type_traits>
 
 #include <torch/torch.h>
 
@@ -86,34 +88,111 @@ EpochResult Trainer::train_epoch(const BatchCallback& on_batch) {
   return result;
 }
 
+// The optimiser state is plain tensors in pefm's own container ("adam.<scale>.<param>.*"),
+// never a TorchScript archive: a checkpoint is a file like any other, and reading it runs
+// no loader that compiles code or trusts a stored size.
+namespace {
+
+// LibTorch keys an optimiser's per-parameter state by the address of the parameter's
+// TensorImpl (a string in 1.13); written for either key type.
+template <typename StateMap>
+typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    std::ostringstream s;
+    s << p.unsafeGetTensorImpl();
+    return s.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
+std::string adam_name(size_t scale, size_t param, const char* what) {
+  return "adam." + std::to_string(scale) + "." + std::to_string(param) + "." + what;
+}
+
+// Bounds of the counters a checkpoint carries.
+constexpr int64_t kMaxSteps = int64_t{1} << 40;
+constexpr int64_t kMaxEpochs = 1000000;
+
+}  // namespace
+
 std::map<std::string, torch::Tensor> Trainer::state() const {
   std::map<std::string, torch::Tensor> out;
   for (size_t k = 0; k < optimizers_.size(); ++k) {
-    torch::serialize::OutputArchive archive;
-    optimizers_[k]->save(archive);
-    std::ostringstream bytes;
-    archive.save_to(bytes);
-    const auto s = bytes.str();
-    out["optimizer." + std::to_string(k)] =
-        torch::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, torch::kUInt8).clone();
+    auto& opt = *optimizers_[k];
+    const auto& params = opt.param_groups().at(0).params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto it = opt.state().find(state_key(opt.state(), params[i]));
+      if (it == opt.state().end()) continue;  // no step taken yet
+      const auto& st = static_cast<const torch::optim::AdamParamState&>(*it->second);
+      out[adam_name(k, i, "step")] = torch::tensor({static_cast<int64_t>(st.step())}, torch::kInt64);
+      out[adam_name(k, i, "exp_avg")] = st.exp_avg().detach().cpu().clone();
+      out[adam_name(k, i, "exp_avg_sq")] = st.exp_avg_sq().detach().cpu().clone();
+    }
   }
   out["epochs_done"] = torch::tensor({epochs_done_}, torch::kInt64);
   return out;
 }
 
 void Trainer::restore(const std::map<std::string, torch::Tensor>& state) {
-  for (size_t k = 0; k < optimizers_.size(); ++k) {
-    const auto it = state.find("optimizer." + std::to_string(k));
-    TORCH_CHECK(it != state.end(), "training state lacks optimizer ", k);
-    const auto t = it->second.contiguous();
-    std::istringstream bytes(std::string(static_cast<const char*>(t.data_ptr()), t.numel()));
-    torch::serialize::InputArchive archive;
-    archive.load_from(bytes, device_);
-    optimizers_[k]->load(archive);
+  if (state.count("optimizer.0")) {
+    throw std::runtime_error(
+        "the checkpoint was written by an older pefm (optimiser state as a TorchScript archive, which "
+        "pefm no longer reads); start the training again without --resume");
   }
-  const auto it = state.find("epochs_done");
-  TORCH_CHECK(it != state.end() && it->second.numel() == 1, "training state lacks epochs_done");
-  epochs_done_ = it->second.item<int64_t>();
+  const auto counter = [&](const std::string& name, int64_t max) {
+    const auto it = state.find(name);
+    TORCH_CHECK(it != state.end(), "training state lacks '", name, "'");
+    const auto& t = it->second;
+    TORCH_CHECK(t.scalar_type() == torch::kInt64 && t.numel() == 1, "training state '", name,
+                "' is not one integer");
+    const auto v = t.item<int64_t>();
+    TORCH_CHECK(v >= 0 && v <= max, "training state '", name, "' = ", v, " is outside 0..", max);
+    return v;
+  };
+  const int64_t epochs = counter("epochs_done", kMaxEpochs);
+  // Check everything before changing anything.
+  std::vector<std::pair<torch::Tensor, std::unique_ptr<torch::optim::AdamParamState>>> restored[3];
+  size_t used = 1;  // epochs_done
+  for (size_t k = 0; k < optimizers_.size(); ++k) {
+    const auto& params = optimizers_[k]->param_groups().at(0).params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!state.count(adam_name(k, i, "step"))) continue;
+      auto st = std::make_unique<torch::optim::AdamParamState>();
+      st->step(counter(adam_name(k, i, "step"), kMaxSteps));
+      for (const char* what : {"exp_avg", "exp_avg_sq"}) {
+        const auto it = state.find(adam_name(k, i, what));
+        TORCH_CHECK(it != state.end(), "training state lacks '", adam_name(k, i, what), "'");
+        const auto& t = it->second;
+        TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.sizes() == params[i].sizes(), "training state '",
+                    adam_name(k, i, what), "' has ", t.scalar_type(), " ", t.sizes(), ", the parameter is ",
+                    params[i].sizes());
+        TORCH_CHECK(std::string(what) == "exp_avg" || (t >= 0).all().item<bool>(), "training state '",
+                    adam_name(k, i, what), "' holds negative values");
+        const auto value = t.to(device_).clone();
+        if (std::string(what) == "exp_avg") {
+          st->exp_avg(value);
+        } else {
+          st->exp_avg_sq(value);
+        }
+      }
+      used += 3;
+      restored[k].emplace_back(params[i], std::move(st));
+    }
+  }
+  if (used != state.size()) {
+    for (const auto& [name, t] : state) {
+      TORCH_CHECK(name == "epochs_done" || name.rfind("adam.", 0) == 0, "training state has an unknown entry '",
+                  name, "'");
+    }
+    TORCH_CHECK(false, "training state has entries for parameters this model does not have");
+  }
+  for (size_t k = 0; k < optimizers_.size(); ++k) {
+    auto& opt = *optimizers_[k];
+    opt.state().clear();
+    for (auto& [param, st] : restored[k]) opt.state()[state_key(opt.state(), param)] = std::move(st);
+  }
+  epochs_done_ = epochs;
 }
 
 }  // namespace pefm

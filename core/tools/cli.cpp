@@ -1,11 +1,15 @@
 #include "cli.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -249,6 +253,87 @@ std::pair<std::string, std::string> split_arch(const std::string& spec) {
   const auto eq = spec.find('=');
   if (eq == std::string::npos) return {spec, ""};
   return {spec.substr(0, eq), spec.substr(eq + 1)};
+}
+
+namespace {
+
+std::string parent_of(const std::string& path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+std::string first_bytes(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  std::string out(n, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(n));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
+bool holds_kind(const std::string& path, OutputKind kind) {
+  const auto head = first_bytes(path, 64);
+  if (kind == OutputKind::kModel) return head.compare(0, 8, "PEFMMODL") == 0;
+  const auto start = head.find_first_not_of(" \t\r\n");
+  return start == std::string::npos || head[start] == '{' || head[start] == '[';
+}
+
+void check_writable_dir(const std::string& option, const std::string& what, const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw UsageError(option + " '" + what + "': the folder '" + dir + "' does not exist");
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(option + " '" + what + "': the folder '" + dir + "' is not writable (" + std::strerror(errno) + ")");
+  }
+}
+
+}  // namespace
+
+void check_output_file(const std::string& option, const std::string& path, OutputKind kind,
+                       const std::vector<std::string>& inputs) {
+  if (path.empty()) return;
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (std::filesystem::is_directory(status)) throw UsageError(option + " '" + path + "' is a folder, not a file name");
+  check_writable_dir(option, path, parent_of(path));
+  if (!std::filesystem::exists(status)) return;
+  for (const auto& in : inputs) {
+    if (!in.empty() && same_file(path, in)) {
+      throw UsageError(option + " '" + path + "' is the input '" + in + "'; refusing to overwrite it");
+    }
+  }
+  if (!std::filesystem::is_regular_file(status) || !holds_kind(path, kind)) {
+    throw UsageError(option + " '" + path + "' exists and is not " +
+                     (kind == OutputKind::kModel ? "a pefm model file" : "a JSON file") +
+                     "; refusing to replace it (remove it first if that is what you want)");
+  }
+}
+
+void check_output_dir(const std::string& option, const std::string& path, const std::vector<std::string>& input_dirs) {
+  if (path.empty()) return;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    if (!std::filesystem::is_directory(path, ec)) throw UsageError(option + " '" + path + "' exists and is not a folder");
+    check_writable_dir(option, path, path);
+  } else {
+    // The nearest existing ancestor must be writable, so create_directories can succeed.
+    auto dir = std::filesystem::absolute(path, ec).parent_path();
+    while (!dir.empty() && !std::filesystem::exists(dir, ec) && dir != dir.root_path()) dir = dir.parent_path();
+    check_writable_dir(option, path, dir.string());
+  }
+  const auto out = std::filesystem::weakly_canonical(path, ec).string() + "/";
+  for (const auto& in_dir : input_dirs) {
+    const auto in = std::filesystem::weakly_canonical(in_dir, ec).string() + "/";
+    if (out.compare(0, in.size(), in) == 0) {
+      throw UsageError(option + " '" + path + "' lies inside the input folder '" + in_dir +
+                       "'; choose a folder outside it");
+    }
+  }
 }
 
 std::string json_escape(const std::string& s) {

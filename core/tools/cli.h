@@ -91,6 +91,21 @@ torch::Tensor to_tensor(const io::Image& img);
 // [H, W, C] uint8 tensor (C = 1 or 3) back to an image.
 io::Image to_image(const torch::Tensor& hwc);
 
+// What an output file will hold: an existing file at that path is replaced only when it
+// already holds the same kind, so a typo cannot overwrite an image, a weights file or the
+// model being read.
+enum class OutputKind { kModel, kJson };
+
+// Checks an output file before any work: not a folder, its folder exists and is writable,
+// not the same file (device and inode) as any of `inputs`, and an existing file there of
+// the same kind. Throws UsageError naming `option` and the path. Empty paths pass.
+void check_output_file(const std::string& option, const std::string& path, OutputKind kind,
+                       const std::vector<std::string>& inputs = {});
+// Checks an output folder (created later if missing): a folder or creatable in a writable
+// one, and not inside any of `input_dirs`.
+void check_output_dir(const std::string& option, const std::string& path,
+                      const std::vector<std::string>& input_dirs);
+
 // "arch" or "arch=path": the arch and an explicit weights path ("" if none).
 std::pair<std::string, std::string> split_arch(const std::string& spec);
 

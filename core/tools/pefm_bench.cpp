@@ -335,6 +335,7 @@ int run(int argc, char** argv) {
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON");
   if (!args.parse(argc, argv)) return 0;
+  cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
 
   std::shared_ptr<Model> model;
@@ -345,7 +346,7 @@ int run(int argc, char** argv) {
     ModelConfig cfg;
     cfg.source_arch = args.get("source");
     cfg.target_arch = args.get("target");
-    cfg.image_size = args.integer("image-size", 32, 4096);
+    cfg.image_size = args.integer("image-size", 32, kMaxImageSize);
     cfg.latent = cli::parse_widths(args.get("latent"), "--latent");
     try {
       cfg.validate();

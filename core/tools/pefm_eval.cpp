@@ -112,6 +112,9 @@ int run(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw cli::UsageError(e.what());
   }
+  // Outputs are checked before any work, so a typo (--json naming the model) loses nothing.
+  cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
+  cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
   // The detector owns the model, so only its folded inference copy stays in memory.
   Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
   const auto& cal = detector.calibration();
@@ -126,44 +129,67 @@ int run(int argc, char** argv) {
   std::vector<int64_t> labels;
   std::vector<std::string> types;
   cli::Progress progress("evaluating", static_cast<int64_t>(tests.size()), tty);
+  int64_t skipped = 0;  // unreadable test images, reported by name
   for (size_t i = 0; i < tests.size(); i += static_cast<size_t>(batch)) {
     const size_t end = std::min(tests.size(), i + static_cast<size_t>(batch));
     std::vector<torch::Tensor> xs, imgs;
+    std::vector<size_t> kept;  // indices into tests of the images decoded in this batch
     for (size_t j = i; j < end; ++j) {
-      auto img = cli::to_tensor(io::read_image(tests[j].path));
-      xs.push_back(preprocess(img.unsqueeze(0), {}, S));
-      imgs.push_back(img);
+      torch::Tensor img, m;
+      try {
+        img = cli::to_tensor(io::read_image(tests[j].path));
+        if (tests[j].defective) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
+      } catch (const io::ImageError& e) {
+        std::cout << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
+        ++skipped;
+        continue;
+      }
       torch::Tensor mask = torch::zeros({S, S}, torch::kBool);
-      if (tests[j].defective) {
-        const auto m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
+      if (m.defined()) {
+        if (m.size(0) != img.size(0) || m.size(1) != img.size(1)) {
+          throw std::runtime_error("ground-truth mask '" + tests[j].mask_path + "' is " + std::to_string(m.size(1)) +
+                                   "x" + std::to_string(m.size(0)) + " but its image '" + tests[j].path + "' is " +
+                                   std::to_string(img.size(1)) + "x" + std::to_string(img.size(0)));
+        }
         // PIL's NEAREST (pixel centres), as the reference evaluation resizes masks.
         mask = torch::_upsample_nearest_exact2d(m.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
                    .squeeze(0)
                    .squeeze(0)
                    .gt(127);
       }
+      xs.push_back(preprocess(img.unsqueeze(0), {}, S));
+      imgs.push_back(img);
+      kept.push_back(j);
       all_masks.push_back(mask);
       labels.push_back(tests[j].defective ? 1 : 0);
       types.push_back(tests[j].type);
     }
+    if (kept.empty()) {
+      progress.update(static_cast<int64_t>(end));
+      continue;
+    }
     const auto r = detector.detect_preprocessed(torch::cat(xs));
     const auto maps = r.maps.cpu(), scores = r.scores.cpu();
-    for (size_t j = i; j < end; ++j) {
-      all_maps.push_back(maps[j - i]);
-      all_scores.push_back(scores[j - i]);
+    for (size_t b = 0; b < kept.size(); ++b) {
+      const auto& t = tests[kept[b]];
+      const auto k = static_cast<int64_t>(b);
+      all_maps.push_back(maps[k]);
+      all_scores.push_back(scores[k]);
       if (!maps_dir.empty()) {
         // Uncalibrated models: each picture scaled to its own maximum.
-        const auto heat = cal.valid ? cal.normalize(maps[j - i]) : maps[j - i] / maps[j - i].max().clamp_min(1e-12);
-        const double shown = cal.valid ? cal.normalize(scores[j - i].item<double>()) : scores[j - i].item<double>();
-        const auto name = tests[j].type + "_" + fs::path(tests[j].path).stem().string() + ".png";
+        const auto heat = cal.valid ? cal.normalize(maps[k]) : maps[k] / maps[k].max().clamp_min(1e-12);
+        const double shown = cal.valid ? cal.normalize(scores[k].item<double>()) : scores[k].item<double>();
+        const auto name = t.type + "_" + fs::path(t.path).stem().string() + ".png";
         io::write_png((fs::path(maps_dir) / name).string(),
-                      cli::side_by_side(imgs[j - i], all_masks[j], heat, shown));
+                      cli::side_by_side(imgs[b], all_masks[all_maps.size() - 1], heat, shown));
       }
     }
     progress.update(static_cast<int64_t>(end));
   }
   progress.finish();
 
+  if (all_maps.empty()) throw std::runtime_error("no readable test images under '" + args.get("data") + "/test'");
+  if (skipped > 0) std::cout << skipped << " unreadable test image(s) skipped (named above)\n";
   const auto maps = torch::stack(all_maps), scores = torch::stack(all_scores), masks = torch::stack(all_masks);
   const auto label_t = torch::tensor(labels, torch::kLong);
   const Scores overall = score(maps, scores, masks, label_t);
@@ -204,7 +230,7 @@ int run(int argc, char** argv) {
         << "}";
       first = false;
     }
-    j << "\n  },\n  \"images\": " << overall.images << ",\n  \"seconds\": " << num(seconds) << "\n}\n";
+    j << "\n  },\n  \"images\": " << overall.images << ",\n  \"skipped_images\": " << skipped << ",\n  \"seconds\": " << num(seconds) << "\n}\n";
     write_file_atomically(json, j.str());
     std::cout << "wrote " << json << "\n";
   }

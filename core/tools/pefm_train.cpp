@@ -109,7 +109,7 @@ int run(int argc, char** argv) {
   auto [tgt_arch, tgt_weights] = cli::split_arch(args.get("target"));
   config.source_arch = src_arch;
   config.target_arch = tgt_arch;
-  config.image_size = args.integer("image-size", 32, 4096);
+  config.image_size = args.integer("image-size", 32, kMaxImageSize);
   config.latent = cli::parse_widths(args.get("latent"), "--latent");
   try {
     config.pe = parse_pe_mode(args.get("pe"), "--pe");
@@ -128,6 +128,20 @@ int run(int argc, char** argv) {
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const std::string output = args.get("output");
   const std::string ckpt_path = output + ".ckpt";
+  // Before any work: a typo in --output (a folder, a training image, a weights file, a
+  // missing folder) is found now, not after the last epoch.
+  {
+    std::vector<std::string> inputs;
+    for (const auto& spec : {args.get("source"), args.get("target")}) inputs.push_back(cli::split_arch(spec).second);
+    for (const auto& dir : args.all("data")) {
+      std::error_code ec;
+      if (std::filesystem::is_directory(dir, ec)) {
+        for (const auto& e : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(e.path().string());
+      }
+    }
+    cli::check_output_file("--output", output, cli::OutputKind::kModel, inputs);
+    cli::check_output_file("--output", ckpt_path, cli::OutputKind::kModel, inputs);
+  }
   torch::Device device = torch::kCPU;
   try {
     device = resolve_device(args.get("device"));
@@ -150,6 +164,10 @@ int run(int argc, char** argv) {
   const bool tty = cli::stdout_is_tty();
   const auto t_start = Clock::now();
   const int tile = static_cast<int>(args.integer("tile", 0, 65536));
+  if (tile > 0 && tile < kMinTileSize) {
+    throw cli::UsageError("--tile " + std::to_string(tile) + " is below the minimum of " + std::to_string(kMinTileSize) +
+                          " pixels (pefmfilter refuses smaller tiles)");
+  }
   std::cout << "pefm-train " PEFM_VERSION ": " << src_arch << " -> " << tgt_arch << ", " << config.image_size
             << " px, latent " << config.latent[0] << "," << config.latent[1] << "," << config.latent[2] << ", pe "
             << to_string(config.pe) << ", on " << device_name(device) << "\n";
@@ -240,7 +258,14 @@ int run(int argc, char** argv) {
   EpochResult last;
   {
     Trainer trainer(model, opts, device);
-    if (!resume_state.empty()) trainer.restore(resume_state);
+    if (!resume_state.empty()) {
+      try {
+        trainer.restore(resume_state);
+      } catch (const std::exception& e) {
+        const std::string why = e.what();
+        throw std::runtime_error("--resume: checkpoint '" + ckpt_path + "' is unusable: " + why.substr(0, why.find('\n')));
+      }
+    }
     const int64_t first_epoch = trainer.epochs_done();
     if (first_epoch >= epochs) {
       std::cout << "checkpoint already holds " << first_epoch << " epochs\n";

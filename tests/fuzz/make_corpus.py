@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the model-loader fuzzer (tests/fuzz/corpus/): small model
-containers in pefm's format (core/include/pefm/model_file.h) that reach each part of the
-loader: header, metadata, tensor table, configuration checks, key matching, NaN checks."""
+"""Writes the seed corpora of the fuzzers:
+- tests/fuzz/corpus/: small model containers in pefm's format (core/include/pefm/model_file.h)
+  that reach each part of the loader: header, metadata, tensor table, configuration checks,
+  key matching, NaN checks;
+- tests/fuzz/corpus-checkpoint/: trainer states for fuzz_checkpoint.cpp's model
+  (MobileNetV2 pair, 32 px, latent 1,1,1): a valid one, and ones with shortened moments,
+  huge and negative counters, an old TorchScript optimiser blob.
+The .pth reader's corpus (tests/fuzz/corpus-pth/) is written by make_pth_corpus.py."""
 import os
 import struct
 import zlib
@@ -35,7 +40,53 @@ def floats(values):
     return b"".join(struct.pack("<f", v) for v in values)
 
 
+def adam_shapes():
+    """Parameter shapes of each scale's DualMapping in registration order (mapping_net.cpp)."""
+    shapes = []
+    for c in (24, 32, 96):  # MobileNetV2 taps features.3, .6, .13
+        L, h = 1, c // 2 + 1
+        cbr = lambda i, o: [[o, i, 1, 1], [o], [o], [o]]
+        conv = lambda i, o: [[o, i, 1, 1], [o]]
+        enc = cbr(c, h) + cbr(h, 2 * L)
+        dec = cbr(L, 2 * L) + cbr(2 * L, h) + conv(h, c)
+        shapes.append(enc + enc + conv(2 * L, L) + dec + dec)
+    return shapes
+
+
+def checkpoint_seeds():
+    meta = dict(CONFIG, format="pefm-checkpoint")
+    def state(step=3, epochs=2, shorten=None):
+        tensors = [("trainer.epochs_done", "i64", [1], struct.pack("<q", epochs))]
+        for k, params in enumerate(adam_shapes()):
+            for i, shape in enumerate(params):
+                n = 1
+                for d in shape:
+                    n *= d
+                name = f"trainer.adam.{k}.{i}."
+                dims = [max(1, shape[0] // 2)] if shorten == (k, i) else shape
+                m = 1
+                for d in dims:
+                    m *= d
+                tensors.append((name + "step", "i64", [1], struct.pack("<q", step)))
+                tensors.append((name + "exp_avg", "f32", dims, floats([0.01] * m)))
+                tensors.append((name + "exp_avg_sq", "f32", dims, floats([0.001] * m)))
+        return tensors
+    return {
+        "valid": container(meta, state()),
+        "short-moment": container(meta, state(shorten=(1, 4))),
+        "negative-epochs": container(meta, state(epochs=-10**15)),
+        "huge-step": container(meta, state(step=2**62)),
+        "torchscript-blob": container(meta, [("trainer.optimizer.0", "u8", [8], b"PK\x03\x04\0\0\0\0"),
+                                             ("trainer.epochs_done", "i64", [1], struct.pack("<q", 1))]),
+    }
+
+
 def main():
+    out = os.path.join(HERE, "corpus-checkpoint")
+    os.makedirs(out, exist_ok=True)
+    for name, data in checkpoint_seeds().items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
     out = os.path.join(HERE, "corpus")
     os.makedirs(out, exist_ok=True)
     seeds = {

@@ -57,5 +57,11 @@ std::shared_ptr<Backbone> make_backbone(const std::string& arch,
 std::string backbone_tap_names(const std::string& arch);
 // Tap channels without building the network.
 std::array<int64_t, 3> backbone_tap_channels(const std::string& arch);
+// Number of parameter and buffer tensors, and their elements, of the kTapsOnly network,
+// without building it: a model file must store exactly this much before pefm builds one.
+struct BackboneStateSize {
+  int64_t tensors = 0, elements = 0;
+};
+BackboneStateSize backbone_state_size(const std::string& arch);
 
 }  // namespace pefm

@@ -24,6 +24,14 @@ PeMode parse_pe_mode(const std::string& text, const std::string& what = "pe");
 Fusion parse_fusion(const std::string& text, const std::string& what = "fusion");
 Precision parse_precision(const std::string& text, const std::string& what = "precision");
 
+// Limits of a model's sizes, for models trained here and models read from files alike (the
+// paper uses 256 px and latent widths 200/400/800). They bound what a model file can make
+// pefm allocate or compute per frame: at 1024 px ResNet34 -> ResNet50 takes about 1 GB and
+// 16x the 256 px time; larger pictures are inspected by tiling. Widths of 2048 make a
+// model file of about 0.6 GB.
+constexpr int64_t kMaxImageSize = 1024;
+constexpr int64_t kMaxLatent = 2048;
+
 struct ModelConfig {
   std::string source_arch = "resnet34";
   std::string target_arch = "resnet50";

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -51,12 +52,35 @@ class StreamContext {
   StreamContext(const StreamContext&) = delete;
   StreamContext& operator=(const StreamContext&) = delete;
 
+  // From any thread: while set, process() stops between tile batches by throwing
+  // Cancelled, so a state change does not wait for a large frame to finish.
+  void cancel(bool on) { cancelled_ = on; }
+  bool cancelled() const { return cancelled_; }
+
   struct Impl;
 
  private:
   friend class FrameDetector;
   std::unique_ptr<Impl> impl_;
+  std::atomic<bool> cancelled_{false};
 };
+
+// Thrown by FrameDetector::process when its StreamContext was cancelled mid-frame.
+class Cancelled : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Bounds on tiling, so that no setting makes one frame's work explode: tiles of at least
+// kMinTileSize pixels, an overlap of at most half a tile, and at most kMaxTilesPerFrame
+// tiles a frame, fewer for models larger than kTileBudgetSize px (64 at 1024 px), so that
+// the network-input pixels of one frame stay bounded.
+constexpr int kMinTileSize = 32;
+constexpr int64_t kMaxTilesPerFrame = 1024;
+constexpr int64_t kTileBudgetSize = 256;
+// Throws std::invalid_argument naming tile-size or tile-overlap when `tiles` cannot be
+// used on a width x height frame by a model of `input_size` px.
+void check_tiles(const TileOptions& tiles, int width, int height, int64_t input_size);
 
 class FrameDetector {
  public:
@@ -66,7 +90,8 @@ class FrameDetector {
   // Uses an in-memory model (tests, applications that build models themselves).
   FrameDetector(std::shared_ptr<Model> model, const DetectorOptions& options);
 
-  // `threshold` is on the normalised scale. Throws std::invalid_argument for bad frames.
+  // `threshold` is on the normalised scale. Throws std::invalid_argument for bad frames
+  // and tilings (check_tiles), Cancelled when `context` is cancelled.
   // With a `context` on a CUDA detector, the work runs on the context's stream and the
   // frame goes up through its pinned buffer.
   FrameResult process(const FrameView& frame, double threshold, const TileOptions& tiles = {},
@@ -74,7 +99,8 @@ class FrameDetector {
 
   const Detector& detector() const { return detector_; }
   bool calibrated() const { return detector_.calibration().valid; }
-  // Tile size the model was trained on (pefm-train --tile), 0 for whole images.
+  // Tile size the model was trained on (pefm-train --tile), 0 for whole images; throws
+  // std::invalid_argument for a stored value outside 0 and kMinTileSize..65536.
   int trained_tile() const;
   // Number of live FrameDetector objects loaded through acquire() (for tests).
   static size_t shared_instances();

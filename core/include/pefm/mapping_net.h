@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -27,5 +30,11 @@ class DualMappingImpl : public torch::nn::Module {
   torch::nn::Sequential decoder_s{nullptr}, decoder_t{nullptr};
 };
 TORCH_MODULE(DualMapping);
+
+// Names and shapes of every parameter and buffer DualMapping(cs, ct, in_s, in_t, latent)
+// has, computed without building it: a model file's stored tensors are checked against
+// them before its widths are allowed to allocate anything.
+std::map<std::string, std::vector<int64_t>> dual_mapping_shapes(int64_t cs, int64_t ct, int64_t in_s,
+                                                                int64_t in_t, int64_t latent);
 
 }  // namespace pefm

@@ -13,9 +13,14 @@ namespace pefm {
 
 using TensorDict = std::map<std::string, torch::Tensor>;
 
-// Reads a .pth file holding a plain dict of tensors. Throws std::runtime_error naming
-// the file when it is missing, unreadable, not a pickle archive or not a dict of tensors.
+// Reads a .pth file holding a plain dict of tensors (torch.save's zip format) with pefm's
+// own bounded reader: no code in the file runs, every tensor's storage is checked against
+// its shape before a byte is copied, non-finite weights are refused. Throws
+// std::runtime_error naming the file (and the tensor) when it is missing, unreadable, not a
+// torch.save archive, not a dict of tensors, or inconsistent.
 TensorDict read_state_dict(const std::string& path);
+// The same from bytes in memory (`origin` names them in errors); used by the fuzzer.
+TensorDict state_dict_from_bytes(const std::string& bytes, const std::string& origin);
 
 // Writes a dict of tensors in the same format (readable by torch.load).
 void write_state_dict(const TensorDict& dict, const std::string& path);
