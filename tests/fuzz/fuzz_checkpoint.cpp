@@ -4,13 +4,13 @@
 // takes a training step, which is where a mis-shaped Adam moment used to write out of
 // bounds. Inputs are tried as they are and with their checksum repaired.
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 
 #include <torch/torch.h>
 
 #include "container.h"
+#include "repaired.h"
 #include "pefm/model_file.h"
 #include "pefm/trainer.h"
 
@@ -60,13 +60,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Fixture fixture;
   std::string bytes(reinterpret_cast<const char*>(data), size);
   restore(fixture, bytes);
-  constexpr size_t kTrailer = 4 + 8;  // CRC-32 + "PEFM_END"
-  if (bytes.size() > 16 + kTrailer) {
-    const size_t body = bytes.size() - kTrailer;
-    const uint32_t crc = pefm::crc32(bytes.data(), body);
-    std::memcpy(bytes.data() + body, &crc, 4);
-    std::memcpy(bytes.data() + body + 4, "PEFM_END", 8);
-    restore(fixture, bytes);
-  }
+  if (const auto repaired = pefm_fuzz::with_repaired_trailer(bytes); !repaired.empty()) restore(fixture, repaired);
   return 0;
 }

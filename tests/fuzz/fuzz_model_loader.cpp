@@ -5,10 +5,10 @@
 // Each input is tried twice: as it is, and with its checksum and trailer repaired, so
 // that mutations reach the parser behind the CRC-32 instead of all failing at it.
 #include <cstdint>
-#include <cstring>
 #include <string>
 
 #include "container.h"
+#include "repaired.h"
 #include "pefm/model_file.h"
 
 namespace {
@@ -26,13 +26,6 @@ void load(const std::string& bytes) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string bytes(reinterpret_cast<const char*>(data), size);
   load(bytes);
-  constexpr size_t kTrailer = 4 + 8;  // CRC-32 + "PEFM_END"
-  if (bytes.size() > 16 + kTrailer) {
-    const size_t body = bytes.size() - kTrailer;
-    const uint32_t crc = pefm::crc32(bytes.data(), body);
-    std::memcpy(bytes.data() + body, &crc, 4);
-    std::memcpy(bytes.data() + body + 4, "PEFM_END", 8);
-    load(bytes);
-  }
+  if (const auto repaired = pefm_fuzz::with_repaired_trailer(bytes); !repaired.empty()) load(repaired);
   return 0;
 }

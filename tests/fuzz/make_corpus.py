@@ -82,11 +82,7 @@ def checkpoint_seeds():
 
 
 def main():
-    out = os.path.join(HERE, "corpus-checkpoint")
-    os.makedirs(out, exist_ok=True)
-    for name, data in checkpoint_seeds().items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
+    write_seeds(os.path.join(HERE, "corpus-checkpoint"), checkpoint_seeds())
     out = os.path.join(HERE, "corpus")
     os.makedirs(out, exist_ok=True)
     seeds = {
@@ -99,6 +95,11 @@ def main():
         "newer-version": container(CONFIG, [], version=2),
         "not-a-model": b"\x89PNG\r\n\x1a\n" + bytes(32),
     }
+    write_seeds(out, seeds)
+
+
+def write_seeds(out, seeds):
+    os.makedirs(out, exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

@@ -15,6 +15,8 @@ import sys
 import types
 import zipfile
 
+from make_corpus import write_seeds
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Stand-in modules: the pickler records module and name, exactly as torch.save does.
@@ -72,12 +74,15 @@ def save(obj, storages, numel_override=None):
 
     P(buf, protocol=2).dump(obj)
     out = io.BytesIO()
+    def entry(name):  # a fixed date: the same seeds on every run
+        return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", buf.getvalue())
-        z.writestr("archive/byteorder", "little")
+        z.writestr(entry("archive/data.pkl"), buf.getvalue())
+        z.writestr(entry("archive/byteorder"), "little")
         for s in storages:
-            z.writestr("archive/data/" + s.key, s.raw())
-        z.writestr("archive/version", "3\n")
+            z.writestr(entry("archive/data/" + s.key), s.raw())
+        z.writestr(entry("archive/version"), "3\n")
     return out.getvalue()
 
 
@@ -111,10 +116,7 @@ def main():
         "zero-stride-expansion": save({"w": Tensor(b, 0, [65536, 65536], [0, 0])}, [b]),
         "many-views": save({f"v{i}": Tensor(big, 0, [4096], [1]) for i in range(500)}, [big]),
     }
-    for name, data in seeds.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
-    print(f"wrote {len(seeds)} seeds to {out}")
+    write_seeds(out, seeds)
 
 
 if __name__ == "__main__":
