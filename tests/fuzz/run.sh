@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 fuzzers=${FUZZERS:-"model-loader checkpoint pth-reader"}
 declare -A corpus=([model-loader]=corpus [checkpoint]=corpus-checkpoint [pth-reader]=corpus-pth)
-declare -A runs=([model-loader]=400000 [checkpoint]=20000 [pth-reader]=400000)
+declare -A runs=([model-loader]=400000 [checkpoint]=4000 [pth-reader]=100000)
 declare -A max_len=([model-loader]=65536 [checkpoint]=262144 [pth-reader]=65536)
 targets=()
 for f in $fuzzers; do targets+=("tests/fuzz/fuzz-$f"); done
