@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include "pefm/model.h"
+#include "sanitized.h"
 
 namespace pefm_test {
 
@@ -39,24 +40,13 @@ bool prepare_cuda_test();
 void fill_formula(torch::nn::Module& module);
 torch::Tensor formula_tensor(const std::string& key, c10::IntArrayRef shape, double scale);
 
-// A fresh temporary folder, removed by the destructor.
-// Whether this build runs under AddressSanitizer (tests/sanitize/run.sh); RSS bounds do not
-// hold there, and uninstrumented programs cannot load the instrumented plugin.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+// kSanitized (sanitized.h): RSS bounds do not hold under ASan, and uninstrumented
+// programs cannot load the instrumented plugin.
 
 // Resident set size of this process, KiB.
 long rss_kib();
 
+// A fresh temporary folder, removed by the destructor.
 class TempDir {
  public:
   TempDir();

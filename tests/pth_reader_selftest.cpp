@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "pth_reader.h"
+#include "sanitized.h"
 
 using pefm::pth::DType;
 using pefm::pth::PthError;
@@ -30,17 +31,7 @@ using pefm::pth::read_pth;
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using pefm_test::kSanitized;
 
 int g_cases = 0, g_failed = 0;
 

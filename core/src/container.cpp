@@ -234,23 +234,23 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
   return c;
 }
 
-std::string read_file(const std::string& path) {
+std::string read_bounded_file(const std::string& path, const std::string& kind, uint64_t max_bytes) {
   // Non-blocking, so that opening a FIFO without a writer does not wait forever.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw ModelFileError("cannot open model file '" + path + "': " + std::strerror(errno));
+  if (fd < 0) throw std::runtime_error("cannot open " + kind + " '" + path + "': " + std::strerror(errno));
   struct stat st {};
   std::string bytes;
   const auto fail = [&](const std::string& why) {
     ::close(fd);
-    throw ModelFileError("model file '" + path + "' " + why);
+    throw std::runtime_error(kind + " '" + path + "' " + why);
   };
   if (::fstat(fd, &st) != 0) fail(std::string("cannot be examined: ") + std::strerror(errno));
   // A device or FIFO (model=/dev/zero) would be read forever.
   if (!S_ISREG(st.st_mode)) fail("is not a regular file");
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  if (static_cast<uint64_t>(st.st_size) > kMaxModelFileBytes) {
-    fail("is " + std::to_string(st.st_size) + " bytes; model files are at most " +
-         std::to_string(kMaxModelFileBytes) + " bytes");
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    fail("is " + std::to_string(st.st_size) + " bytes; " + kind + "s are at most " + std::to_string(max_bytes) +
+         " bytes");
   }
   bytes.resize(static_cast<size_t>(st.st_size));
   size_t done = 0;
@@ -262,8 +262,16 @@ std::string read_file(const std::string& path) {
     done += static_cast<size_t>(n);
   }
   ::close(fd);
-  bytes.resize(done);  // shrank while being read: the checks below see what is there
+  bytes.resize(done);  // shrank while being read: the checks that follow see what is there
   return bytes;
+}
+
+std::string read_file(const std::string& path) {
+  try {
+    return read_bounded_file(path, "model file", kMaxModelFileBytes);
+  } catch (const std::runtime_error& e) {
+    throw ModelFileError(e.what());
+  }
 }
 
 }  // namespace pefm

@@ -219,9 +219,10 @@ std::string shape_text(c10::IntArrayRef shape) {
   return s.str();
 }
 
-// Every mapping tensor that the configuration implies must be stored, with exactly that
-// shape, before the network is built: the widths in the metadata can then never make pefm
-// allocate more than the file itself holds (the backbones' sizes are fixed by their arch).
+// Before the network is built, the file must hold each backbone's tensors (count and
+// elements of its architecture) and every mapping tensor its latent widths imply, with
+// exactly that shape: the metadata can then never make pefm allocate more than the file
+// itself holds.
 void check_backbone_sizes(const Container& c, const ModelConfig& cfg, const std::string& origin) {
   for (const auto& [side, arch] : {std::pair<std::string, std::string>{"source", cfg.source_arch},
                                    {"target", cfg.target_arch}}) {

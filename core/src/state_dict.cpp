@@ -1,14 +1,13 @@
 #include "pefm/state_dict.h"
 
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include "container.h"
 #include "pefm/model_file.h"
 #include "pth_reader.h"
 
@@ -45,36 +44,20 @@ torch::ScalarType scalar_type(pth::DType t) {
 // Largest weights file read (WideResNet50-2 in full is about 270 MB).
 constexpr uint64_t kMaxWeightsFileBytes = uint64_t{2} << 30;
 
-std::string read_weights_file(const std::string& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) throw std::runtime_error("cannot open weights file '" + path + "'");
-  if (!std::filesystem::is_regular_file(status)) throw std::runtime_error("weights file '" + path + "' is not a regular file");
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec || size > kMaxWeightsFileBytes) {
-    throw std::runtime_error("weights file '" + path + "' is larger than " + std::to_string(kMaxWeightsFileBytes) +
-                             " bytes");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open weights file '" + path + "'");
-  std::string bytes(size, '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(size));
-  bytes.resize(static_cast<size_t>(in.gcount()));
-  if (bytes.empty()) throw std::runtime_error("weights file '" + path + "' is empty");
-  return bytes;
-}
-
 }  // namespace
 
 // pefm's own bounded reader (pth_reader.cpp), not torch::pickle_load: LibTorch 1.13 does not
 // check a tensor's storage against its shape, so a crafted file could make the copy below
 // read heap memory into the weights.
-TensorDict read_state_dict(const std::string& path) { return state_dict_from_bytes(read_weights_file(path), path); }
+TensorDict read_state_dict(const std::string& path) {
+  const auto bytes = read_bounded_file(path, "weights file", kMaxWeightsFileBytes);
+  if (bytes.empty()) throw std::runtime_error("weights file '" + path + "' is empty");
+  return state_dict_from_bytes(bytes, path);
+}
 
 TensorDict state_dict_from_bytes(const std::string& bytes, const std::string& origin) {
-  const auto& path = origin;
   TensorDict dict;
-  for (const auto& r : pth::read_pth(bytes, path)) {
+  for (const auto& r : pth::read_pth(bytes, origin)) {
     // The reader has checked that every element the view reaches lies inside the storage and
     // that the view has no more elements than the storage. Only the reachable range is copied.
     const auto type = scalar_type(r.dtype);
@@ -96,7 +79,7 @@ TensorDict state_dict_from_bytes(const std::string& bytes, const std::string& or
     }
     auto t = range.as_strided(r.sizes, r.strides, 0).clone(torch::MemoryFormat::Contiguous);
     if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) {
-      throw std::runtime_error("weights file '" + path + "': tensor '" + r.name + "' contains NaN or Inf");
+      throw std::runtime_error("weights file '" + origin + "': tensor '" + r.name + "' contains NaN or Inf");
     }
     dict[r.name] = std::move(t);
   }
