@@ -180,7 +180,7 @@ tests() {
     export PEFM_REQUIRE_CUDA=1
     export CUDA_LAUNCH_BLOCKING=1  # a kernel fault is reported at its launch, not later
   fi
-  for t in preprocess detector element; do
+  for t in core element; do
     local exe=$BUILD/tests/test-$t
     [ -x "$exe" ] || { step_failed "tests: $exe not built"; continue; }
     if step 45 "cuda-$t.log" env GST_PLUGIN_PATH_1_0="$GST_PLUGIN_PATH_1_0" "$exe" --gtest_filter="$filter"; then
@@ -197,7 +197,7 @@ tests() {
       local cs
       cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
       if step 90 memcheck.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 \
-          --print-limit 20 "$BUILD/tests/test-preprocess" --gtest_filter='PreprocessKernel.*:AnomalyMapKernel.*'; then
+          --print-limit 20 "$BUILD/tests/test-core" --gtest_filter='PreprocessKernel.*:AnomalyMapKernel.*'; then
         log "memcheck: $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
       else
         step_failed "memcheck (see memcheck.log): $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
@@ -211,7 +211,7 @@ tests() {
 suite() {
   local which=()
   # The dry run checks the step, not the suite again (CI has just run it): one small suite.
-  if [ $dry = 1 ]; then which=(position-encoding); else export PEFM_REQUIRE_CUDA=1; fi
+  if [ $dry = 1 ]; then which=(image-io); else export PEFM_REQUIRE_CUDA=1; fi
   if step 150 tests.log meson test -C "$BUILD" --print-errorlogs --num-processes 8 "${which[@]}"; then
     log "suite: $(grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/tests.log" | tr -s ' ' | tr '\n' ' ')"
   else

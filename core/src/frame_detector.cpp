@@ -104,6 +104,13 @@ torch::Tensor edge_ramp(int64_t n, double ramp) {
 
 }  // namespace
 
+torch::Tensor frame_to_rgb(const FrameView& frame) {
+  const auto [pixels, channels] = frame_tensor(frame);
+  if (pixels.scalar_type() == torch::kFloat32) return pixels;  // YUV, converted already
+  const auto order = torch::tensor({channels.rgb[0], channels.rgb[1], channels.rgb[2]}, torch::kLong);
+  return pixels.index_select(2, order).to(torch::kFloat32) / 255.0;
+}
+
 std::vector<int> tile_origins(int length, int tile, int overlap) {
   if (tile <= 0 || length <= tile) return {0};
   const int step = std::max(1, tile - std::max(0, std::min(overlap, tile - 1)));

@@ -117,6 +117,11 @@ class FrameDetector {
   std::string injected_message_;
 };
 
+// The frame as float RGB in 0..1, [H, W, 3]: packed formats reordered, gray replicated,
+// YUV converted with the frame's matrix (kr, kb) and range, chroma repeated (nearest). This
+// is what the detector sees of a frame.
+torch::Tensor frame_to_rgb(const FrameView& frame);
+
 // Tile origins along one axis: tiles of `tile` px with `overlap`, the last one flush with
 // the end; a frame shorter than a tile gets one tile of the frame's length.
 std::vector<int> tile_origins(int length, int tile, int overlap);

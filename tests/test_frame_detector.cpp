@@ -1,0 +1,164 @@
+// FrameDetector on its own: tiling (placement, blending, 2-D grids), frames of every layout.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "common.h"
+#include "pefm/frame_detector.h"
+
+namespace {
+
+using pefm_test::paste_patch;
+using pefm_test::texture_image;
+
+// An uncalibrated tiny model (64 px input): maps are raw and unclamped.
+pefm::FrameDetector& detector() {
+  static pefm::FrameDetector det(pefm_test::tiny_model(21), {"cpu"});
+  return det;
+}
+
+pefm::FrameView rgb_view(torch::Tensor& img) {
+  pefm::FrameView v;
+  v.format = pefm::FrameFormat::kRGB;
+  v.height = static_cast<int>(img.size(0));
+  v.width = static_cast<int>(img.size(1));
+  v.planes[0] = img.data_ptr<uint8_t>();
+  v.strides[0] = v.width * 3;
+  return v;
+}
+
+torch::Tensor map_of(const pefm::FrameResult& r) {
+  return torch::tensor(r.map).view({r.map_height, r.map_width});
+}
+
+torch::Tensor process(torch::Tensor img, const pefm::TileOptions& tiles) {
+  img = img.contiguous();
+  return map_of(detector().process(rgb_view(img), 0.5, tiles));
+}
+
+// Tiles that do not overlap: the tiled map is, tile by tile, the map of that crop inspected
+// whole (64 px tiles into a 64 px model: one map pixel per frame pixel). A tile placed at
+// the wrong origin, or a transposed grid, fails.
+TEST(FrameTiling, WithoutOverlapEachTileIsTheMapOfItsCrop) {
+  const auto img = texture_image(128, 192, 4);  // 2 x 3 tiles
+  const auto tiled = process(img, {64, 0});
+  ASSERT_EQ(tiled.sizes(), (std::vector<int64_t>{128, 192}));
+  for (int y0 : {0, 64}) {
+    for (int x0 : {0, 64, 128}) {
+      const auto crop = process(img.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64), {0, 0});
+      const auto part = tiled.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64);
+      EXPECT_TRUE(torch::allclose(part, crop, 1e-5, 1e-6)) << "tile at " << x0 << "," << y0 << " differs by "
+                                                           << (part - crop).abs().max().item<float>();
+    }
+  }
+}
+
+// With overlap, on a 2-D grid (3 x 2 tiles of 64 px, 16 px overlap on a 160x112 frame):
+// where one tile covers a pixel the map is that crop's map; where tiles overlap it is a
+// blend, between the smallest and the largest of the covering crops' values.
+TEST(FrameTiling, OverlapsBlendTheCoveringCropsAndSingleCoverageIsExact) {
+  const auto img = texture_image(112, 160, 5);
+  const auto tiled = process(img, {64, 16});
+  ASSERT_EQ(tiled.sizes(), (std::vector<int64_t>{112, 160}));
+  EXPECT_EQ(pefm::tile_origins(160, 64, 16), (std::vector<int>{0, 48, 96}));
+  EXPECT_EQ(pefm::tile_origins(112, 64, 16), (std::vector<int>{0, 48}));
+  const auto inf = std::numeric_limits<float>::infinity();
+  auto lo = torch::full({112, 160}, inf), hi = torch::full({112, 160}, -inf), cover = torch::zeros({112, 160});
+  auto single = torch::zeros({112, 160});
+  for (int y0 : {0, 48}) {
+    for (int x0 : {0, 48, 96}) {
+      const auto crop = process(img.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64), {0, 0});
+      auto l = lo.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64);
+      auto h = hi.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64);
+      l.copy_(torch::minimum(l, crop));
+      h.copy_(torch::maximum(h, crop));
+      cover.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64) += 1;
+      single.slice(0, y0, y0 + 64).slice(1, x0, x0 + 64).copy_(crop);  // right wherever cover is 1
+    }
+  }
+  const auto once = cover.eq(1);
+  ASSERT_GT(once.sum().item<int64_t>(), 112 * 160 / 3);
+  EXPECT_LT((tiled - single).abs().masked_select(once).max().item<float>(), 1e-4 * tiled.abs().max().item<float>());
+  const auto slack = 1e-4f * tiled.abs().max().item<float>();
+  EXPECT_TRUE((tiled >= lo - slack).all().item<bool>() && (tiled <= hi + slack).all().item<bool>())
+      << "a blended pixel lies outside the values of the tiles covering it";
+}
+
+// A defect in a known tile of a 2-D grid changes the map there and nowhere far: the largest
+// change lies on the patch (x 100..116, y 64..80: the lower row, third column).
+TEST(FrameTiling, ADefectInAKnownTileChangesTheMapThere) {
+  const auto clean = texture_image(112, 160, 6);
+  const auto defect = paste_patch(clean, 64, 100, 16);
+  const auto change = (process(defect, {64, 16}) - process(clean, {64, 16})).abs();
+  const auto at = change.argmax().item<int64_t>();
+  const int64_t y = at / 160, x = at % 160;
+  EXPECT_TRUE(x >= 100 - 8 && x < 116 + 8 && y >= 64 - 8 && y < 80 + 8) << "largest change at " << x << "," << y;
+  // Far from the patch (beyond the networks' reach) nothing moves.
+  EXPECT_LT(change.slice(0, 0, 24).slice(1, 0, 40).max().item<float>(), 1e-5f * change.max().item<float>() + 1e-6f);
+}
+
+// 75 % colour bars (white, yellow, cyan, green, magenta, red, blue, black) as 8-bit
+// Y/Cb/Cr: the published values of ITU-R BT.601 and BT.709 (limited range) and of the
+// JPEG/JFIF convention (full range). Each decodes to 191 (75 %) or 0 per channel.
+struct BarSet {
+  const char* name;
+  double kr, kb;
+  bool full_range;
+  uint8_t yuv[8][3];
+};
+constexpr BarSet kBars[] = {
+    {"BT.601 limited", 0.299, 0.114, false,
+     {{180, 128, 128}, {162, 44, 142}, {131, 156, 44}, {112, 72, 58}, {84, 184, 198}, {65, 100, 212}, {35, 212, 114}, {16, 128, 128}}},
+    {"BT.709 limited", 0.2126, 0.0722, false,
+     {{180, 128, 128}, {168, 44, 136}, {145, 147, 44}, {133, 63, 52}, {63, 193, 204}, {51, 109, 212}, {28, 212, 120}, {16, 128, 128}}},
+    {"BT.601 full", 0.299, 0.114, true,
+     {{191, 128, 128}, {169, 32, 144}, {134, 160, 32}, {112, 65, 48}, {79, 191, 208}, {57, 96, 224}, {22, 224, 112}, {0, 128, 128}}},
+    {"BT.709 full", 0.2126, 0.0722, true,
+     {{191, 128, 128}, {177, 32, 137}, {151, 150, 32}, {137, 54, 41}, {54, 202, 215}, {41, 106, 224}, {14, 224, 119}, {0, 128, 128}}},
+};
+constexpr int kBarRgb[8][3] = {{1, 1, 1}, {1, 1, 0}, {0, 1, 1}, {0, 1, 0}, {1, 0, 1}, {1, 0, 0}, {0, 0, 1}, {0, 0, 0}};
+
+// The bars as one 16x2 frame (2x2 pixels per bar) in I420 and NV12 decode to their RGB
+// within 2 levels (the bars' own 8-bit rounding): catches a swapped Cb/Cr, the other
+// matrix, the other range, a wrong chroma plane layout.
+TEST(YuvDecoding, StandardColourBarsDecodeToTheirRgb) {
+  for (const auto& set : kBars) {
+    for (const auto format : {pefm::FrameFormat::kI420, pefm::FrameFormat::kNV12}) {
+      std::vector<uint8_t> y(16 * 2), u(8), v(8), uv(16);
+      for (int b = 0; b < 8; ++b) {
+        for (int i = 0; i < 4; ++i) y[(i / 2) * 16 + 2 * b + i % 2] = set.yuv[b][0];
+        u[b] = uv[2 * b] = set.yuv[b][1];
+        v[b] = uv[2 * b + 1] = set.yuv[b][2];
+      }
+      pefm::FrameView view;
+      view.format = format;
+      view.width = 16;
+      view.height = 2;
+      view.planes[0] = y.data();
+      view.strides[0] = 16;
+      if (format == pefm::FrameFormat::kI420) {
+        view.planes[1] = u.data();
+        view.planes[2] = v.data();
+        view.strides[1] = view.strides[2] = 8;
+      } else {
+        view.planes[1] = uv.data();
+        view.strides[1] = 16;
+      }
+      view.kr = set.kr;
+      view.kb = set.kb;
+      view.full_range = set.full_range;
+      const auto rgb = pefm::frame_to_rgb(view) * 255.0;
+      for (int b = 0; b < 8; ++b) {
+        for (int px = 0; px < 4; ++px) {
+          for (int c = 0; c < 3; ++c) {
+            EXPECT_NEAR(rgb[px / 2][2 * b + px % 2][c].item<double>(), kBarRgb[b][c] * 191.25, 2.0)
+                << set.name << (format == pefm::FrameFormat::kI420 ? " I420" : " NV12") << " bar " << b << " channel " << c;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
