@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -253,6 +255,60 @@ TEST_F(ModelFile, DevicesAndFifosAreNotReadForever) {
 }
 
 // The analytic shapes the loader checks against are the network's own.
+// Model files as users have them: every layout pefm has written, produced from the layout
+// itself by tests/data/make_model_files.py (not by pefm's writer), so a change to writer and
+// reader together that breaks existing files fails here. Each must keep its config, its
+// calibration, its provenance and the anomaly map of an independent reference.
+class OldModelFiles : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
+  const auto path = pefm_test::data_dir() + "/models/" + GetParam();
+  auto model = std::make_shared<pefm::Model>(pefm::load_model(path));
+  const auto& cfg = model->config;
+  EXPECT_EQ(cfg.source_arch, "mobilenet_v2");
+  EXPECT_EQ(cfg.target_arch, "mobilenet_v2");
+  EXPECT_EQ(cfg.image_size, 64);
+  EXPECT_EQ(cfg.pe, pefm::PeMode::kAdd);
+  EXPECT_EQ(cfg.latent, (std::array<int64_t, 3>{4, 8, 12}));
+  EXPECT_EQ(cfg.fusion, pefm::Fusion::kMean);
+  const auto& cal = model->calibration;
+  ASSERT_TRUE(cal.valid);
+  EXPECT_EQ(cal.images, 7);
+  EXPECT_EQ(cal.threshold, 0.875);
+  EXPECT_EQ(cal.base, 0.25);
+  EXPECT_EQ(cal.image_std, 0.125);
+  EXPECT_EQ(cal.pixel_mean, 0.3125);
+  ASSERT_EQ(cal.image_quantiles.size(), 101u);
+  EXPECT_DOUBLE_EQ(cal.image_quantiles[100], 0.75);
+  ASSERT_EQ(cal.pixel_quantiles.size(), 101u);
+  EXPECT_DOUBLE_EQ(cal.pixel_quantiles[100], 0.625);
+  EXPECT_EQ(model->training["epochs"], "3");
+  EXPECT_EQ(model->training["note"], "line one\nline two");
+  EXPECT_DOUBLE_EQ(cal.normalize(0.875), 0.5);
+
+  const auto expected = pefm::read_state_dict(pefm_test::data_dir() + "/models/expected_maps.pt");
+  const auto& want = expected.at("map");
+  const double scale = want.abs().max().item<double>();
+  torch::Tensor map;
+  {
+    torch::NoGradGuard no_grad;
+    map = model->net->anomaly_map(expected.at("input"));
+  }
+  ASSERT_EQ(map.sizes(), want.sizes());
+  EXPECT_LT((map - want).abs().max().item<double>(), 1e-5 * scale);
+  pefm::Detector det(model, {"cpu"});
+  EXPECT_LT((det.detect_preprocessed(expected.at("input")).maps - want).abs().max().item<double>(), 1e-4 * scale);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryLayout, OldModelFiles,
+                         ::testing::Values("v1-2026-11-28-first.pefm", "v1-2026-11-28-taps.pefm"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           name = name.substr(0, name.find('.'));
+                           for (auto& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return name;
+                         });
+
 TEST(MappingShapes, AreExactlyTheParametersOfTheNetwork) {
   for (const auto pe : {pefm::PeMode::kAdd, pefm::PeMode::kConcat}) {
     const int64_t cs = 32, ct = 96, latent = 5;

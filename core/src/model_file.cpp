@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -263,6 +264,27 @@ void check_mapping_shapes(const Container& c, const ModelConfig& cfg, const std:
   }
 }
 
+// Model files of pefm's first writer (commit eb2a775, 2026-11-28, format version 1) name
+// their tensors after the network's modules ("source.features.0.0.weight"), where later
+// writers put them under "net.", and record no tap names: those are the taps that version
+// always used. Users' files of that layout load as they did then
+// (tests/data/models/v1-2026-11-28-first.pefm).
+Container upgrade_first_layout(Container c) {
+  if (c.meta.count("format") && c.meta.at("format") == "pefm-model" &&
+      std::none_of(c.tensors.begin(), c.tensors.end(), [](const auto& t) { return t.first.rfind("net.", 0) == 0; })) {
+    TensorDict renamed;
+    for (auto& [name, t] : c.tensors) renamed.emplace("net." + name, std::move(t));
+    c.tensors = std::move(renamed);
+    for (const char* side : {"source", "target"}) {
+      const auto arch = c.meta.find(std::string("config.") + side + "_arch");
+      if (arch == c.meta.end()) continue;
+      c.meta.emplace(std::string("config.") + side + "_taps",
+                     arch->second == "mobilenet_v2" ? "features.3,features.6,features.13" : "layer1,layer2,layer3");
+    }
+  }
+  return c;
+}
+
 Model container_model(const Container& c, const std::string& origin, const char* format) {
   const MetaReader meta(c.meta, origin);
   if (meta.str("format") != format) {
@@ -344,7 +366,7 @@ void save_model(const Model& model, const std::string& path) {
 }
 
 Model load_model_from_bytes(const std::string& bytes, const std::string& origin) {
-  return container_model(decode_container(bytes, origin), origin, "pefm-model");
+  return container_model(upgrade_first_layout(decode_container(bytes, origin)), origin, "pefm-model");
 }
 
 Model load_model(const std::string& path) { return load_model_from_bytes(read_file(path), path); }
