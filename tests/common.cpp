@@ -37,6 +37,18 @@ bool cuda_required() {
   return env && std::string(env) == "1";
 }
 
+bool gpu_device_present() { return std::filesystem::exists("/dev/nvidia0"); }
+
+bool shared_required() {
+  const char* env = std::getenv("PEFM_REQUIRE_SHARED");
+  return env && std::string(env) == "1";
+}
+
+std::string shared_dir_searched() {
+  if (const char* env = std::getenv("PEFM_SHARED_DIR"); env && *env) return env;
+  return std::string(PEFM_SOURCE_DIR) + "/../shared";
+}
+
 bool prepare_cuda_test() {
   if (!pefm::cuda_available()) return false;
   at::globalContext().setAllowTF32CuDNN(false);
@@ -47,8 +59,7 @@ bool prepare_cuda_test() {
 std::string data_dir() { return std::string(PEFM_SOURCE_DIR) + "/tests/data"; }
 
 std::string shared_dir() {
-  if (const char* env = std::getenv("PEFM_SHARED_DIR"); env && *env) return env;
-  const auto dir = std::string(PEFM_SOURCE_DIR) + "/../shared";
+  const auto dir = shared_dir_searched();
   return std::filesystem::is_directory(dir) ? dir : "";
 }
 

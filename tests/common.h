@@ -17,24 +17,50 @@ namespace pefm_test {
 std::string data_dir();
 // ../shared beside the checkout, or $PEFM_SHARED_DIR; empty when absent.
 std::string shared_dir();
-// A path under shared_dir(), or "" when the file is absent (callers GTEST_SKIP).
+// A path under shared_dir(), or "" when the file is absent (see PEFM_SHARED_OR_SKIP).
 std::string shared_file(const std::string& relative);
+// Where shared data is looked for ($PEFM_SHARED_DIR or ../shared beside the checkout),
+// whether or not it exists.
+std::string shared_dir_searched();
 
-// GPU tests begin with PEFM_CUDA_OR_SKIP(): without CUDA they skip, unless
-// PEFM_REQUIRE_CUDA=1 (set by bench/gpu-check.sh) makes that a failure, so a build whose
-// CUDA silently stayed off (libtorch_cuda not linked) cannot pass as "skipped". With CUDA it
+// Test waits (bus messages, pulls) are scaled by this: 4 under the sanitizers, which run
+// the same work several times slower.
+constexpr int kTimeoutScale = kSanitized ? 4 : 1;
+
+// GPU tests begin with PEFM_CUDA_OR_SKIP(): without CUDA they skip, unless CUDA is
+// expected, which makes that a failure: PEFM_REQUIRE_CUDA=1 (set by bench/gpu-check.sh), or
+// an NVIDIA device node on this machine (/dev/nvidia0) -- a build whose CUDA silently stayed
+// off (libtorch_cuda not linked) cannot pass as "skipped" where there is a GPU. With CUDA it
 // turns TF32 off: cuDNN would otherwise round fp32 convolution inputs to a 10-bit mantissa
 // on Ampere and later GPUs, and fp32 CUDA results are compared at fp32 tolerances.
 bool cuda_required();
+bool gpu_device_present();
 bool prepare_cuda_test();
-#define PEFM_CUDA_OR_SKIP()                                                                   \
-  do {                                                                                        \
-    if (!pefm_test::prepare_cuda_test()) {                                                    \
-      if (pefm_test::cuda_required())                                                         \
-        FAIL() << "PEFM_REQUIRE_CUDA=1, but CUDA is not available (libtorch_cuda not linked?)"; \
-      GTEST_SKIP() << "no CUDA device in this build/machine";                                 \
-    }                                                                                         \
+#define PEFM_CUDA_OR_SKIP()                                                                     \
+  do {                                                                                          \
+    if (!pefm_test::prepare_cuda_test()) {                                                      \
+      if (pefm_test::cuda_required())                                                           \
+        FAIL() << "PEFM_REQUIRE_CUDA=1, but CUDA is not available (libtorch_cuda not linked?)";   \
+      if (pefm_test::gpu_device_present())                                                      \
+        FAIL() << "this machine has an NVIDIA GPU (/dev/nvidia0), but CUDA is not available";     \
+      GTEST_SKIP() << "no CUDA device in this build/machine";                                   \
+    }                                                                                           \
   } while (0)
+
+// Real-data tests declare what they need from ../shared (shared_dir()) with
+// PEFM_SHARED_OR_SKIP(var, "models/x.pth"): `var` is its path. When it is absent the test
+// skips naming where it looked; with PEFM_REQUIRE_SHARED=1 (CI) that is a failure, so a
+// wrong ../shared path cannot turn the real-data tests into silent skips.
+bool shared_required();
+#define PEFM_SHARED_OR_SKIP(var, relative)                                                       \
+  const std::string var = pefm_test::shared_file(relative);                                     \
+  if (var.empty()) {                                                                            \
+    if (pefm_test::shared_required())                                                           \
+      FAIL() << "PEFM_REQUIRE_SHARED=1, but " << (relative) << " is not in '"                   \
+             << pefm_test::shared_dir_searched() << "'";                                        \
+    GTEST_SKIP() << (relative) << " is not in '" << pefm_test::shared_dir_searched()            \
+                 << "' (set PEFM_SHARED_DIR)";                                                  \
+  }
 
 // Fills every parameter and buffer with the integer formula of tests/data/make_golden.py.
 void fill_formula(torch::nn::Module& module);

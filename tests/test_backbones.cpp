@@ -125,8 +125,7 @@ TEST(Backbone, TailKeysAreOnlyThoseAfterTheLastTap) {
 // Real ImageNet weights: a torchvision dict written by Python loads by name and gives
 // torchvision's features.
 TEST(BackboneRealWeights, MobileNetV2MatchesTorchvision) {
-  const auto path = pefm_test::shared_file("models/mobilenet_v2_torchvision_imagenet.pth");
-  if (path.empty()) GTEST_SKIP() << "../shared/models/mobilenet_v2_torchvision_imagenet.pth absent";
+  PEFM_SHARED_OR_SKIP(path, "models/mobilenet_v2_torchvision_imagenet.pth");
   auto b = pefm::make_backbone("mobilenet_v2");
   pefm::load_state_dict(*b, pefm::read_state_dict(path), path,
                         [&](const std::string& k) { return b->is_tail_key(k); });
@@ -142,9 +141,8 @@ TEST(BackboneRealWeights, MobileNetV2MatchesTorchvision) {
 }
 
 TEST(BackboneRealWeights, MobileNetV2ClassifiesTheCat) {
-  const auto weights = pefm_test::shared_file("models/mobilenet_v2_torchvision_imagenet.pth");
-  const auto image = pefm_test::shared_file("models/cat.bmp");
-  if (weights.empty() || image.empty()) GTEST_SKIP() << "../shared/models (weights, cat.bmp) absent";
+  PEFM_SHARED_OR_SKIP(weights, "models/mobilenet_v2_torchvision_imagenet.pth");
+  PEFM_SHARED_OR_SKIP(image, "models/cat.bmp");
   auto b = pefm::make_backbone("mobilenet_v2", pefm::BackboneHead::kClassifier);
   pefm::load_state_dict(*b, pefm::read_state_dict(weights), weights);  // strict: whole net
   b->eval();

@@ -28,7 +28,7 @@ bool gst_write(const std::string& caps, const std::string& encoder, const std::s
   }
   gst_element_set_state(p, GST_STATE_PLAYING);
   GstBus* bus = gst_element_get_bus(p);
-  GstMessage* m = gst_bus_timed_pop_filtered(bus, 10 * GST_SECOND,
+  GstMessage* m = gst_bus_timed_pop_filtered(bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
                                              static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
   const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
   if (m) gst_message_unref(m);
