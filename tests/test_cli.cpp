@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <tuple>
 #include <filesystem>
 #include <thread>
 
 #include "common.h"
 #include "pefm-io/image_io.h"
 #include "pefm/backbone.h"
+#include "pefm/detector.h"
+#include "pefm/frame_detector.h"
 #include "pefm/model_file.h"
 #include "pefm/state_dict.h"
 
@@ -219,8 +224,9 @@ TEST_F(Cli, SigkillKeepsThePreviousModelAndResumeWorks) {
   ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
   const auto previous = pefm_test::slurp(model);
   const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
-    for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // somewhere in a later epoch or write
+    // Killed as soon as the first checkpoint is in place: a point the program defines (a
+    // complete checkpoint, a previous model), not one a sleep picks.
+    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     kill(pid, SIGKILL);
   });
   ASSERT_EQ(r.status, 128 + SIGKILL) << r.output;
@@ -232,6 +238,141 @@ TEST_F(Cli, SigkillKeepsThePreviousModelAndResumeWorks) {
   const auto resumed = run(args);
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_EQ(pefm::load_model(model).training.at("epochs"), std::to_string(done + 1));
+}
+
+// Every tensor and the calibration of two model files, compared.
+void expect_same_model(const std::string& a_path, const std::string& b_path) {
+  const auto a = pefm::load_model(a_path), b = pefm::load_model(b_path);
+  const auto sa = pefm::module_state(*a.net), sb = pefm::module_state(*b.net);
+  ASSERT_EQ(sa.size(), sb.size());
+  for (const auto& [k, t] : sa) {
+    ASSERT_TRUE(sb.count(k)) << k;
+    EXPECT_TRUE(torch::allclose(t, sb.at(k), 1e-5, 1e-7)) << k << " differs by " << (t - sb.at(k)).abs().max().item<double>();
+  }
+  EXPECT_NEAR(a.calibration.threshold, b.calibration.threshold, 1e-5 * std::abs(a.calibration.threshold));
+  EXPECT_NEAR(a.calibration.base, b.calibration.base, 1e-5 * std::abs(a.calibration.base));
+}
+
+// An interrupted and resumed run gives the model an uninterrupted run gives (same seed,
+// same data): same weights, same calibration, wherever the interruption fell.
+TEST_F(Cli, ResumedRunEqualsAnUninterruptedRun) {
+  const int epochs = 6;
+  const auto straight = out_.file("straight.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), straight, epochs)).status, 0);
+  const auto model = out_.file("resumed.pt");
+  const auto ckpt = model + ".ckpt";
+  const auto r = run(tiny_train(dir_->file("good"), model, epochs), {}, [&](pid_t pid) {
+    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kill(pid, SIGINT);
+  });
+  ASSERT_EQ(r.status, 130) << "the run finished before it could be interrupted:\n" << r.output;
+  const auto stopped_at = pefm::load_checkpoint(ckpt).trainer_state.at("epochs_done").item<int64_t>();
+  auto args = tiny_train(dir_->file("good"), model, epochs);
+  args.push_back("--resume");
+  const auto resumed = run(args);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  SCOPED_TRACE("interrupted after epoch " + std::to_string(stopped_at));
+  expect_same_model(straight, model);
+}
+
+// --resume with a setting that changes what is trained is refused, naming the setting, and
+// the checkpoint is kept for the right command.
+TEST_F(Cli, ResumeWithChangedSettingsIsRefusedNamingTheSetting) {
+  const auto model = out_.file("m.pt");
+  const auto ckpt = model + ".ckpt";
+  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
+    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kill(pid, SIGINT);
+  });
+  ASSERT_EQ(r.status, 130) << r.output;
+  const auto before = pefm_test::slurp(ckpt);
+  const auto with = [&](const std::string& option, const std::string& value) {
+    auto args = tiny_train(dir_->file("good"), model, 400);
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == option) args[i + 1] = value;
+    }
+    if (std::find(args.begin(), args.end(), option) == args.end()) {
+      args.push_back(option);
+      args.push_back(value);
+    }
+    args.push_back("--resume");
+    return run(args);
+  };
+  for (const auto& [option, value, says] :
+       {std::tuple<std::string, std::string, std::string>{"--lr", "0.01", "lr="},
+        {"--batch-size", "2", "batch_size="},
+        {"--val-fraction", "0.5", "val_fraction="},
+        {"--latent", "8,8,16", "another model configuration: latent 8,8,8 (this run: 8,8,16)"},
+        {"--image-size", "96", "image-size 64 (this run: 96)"}}) {
+    const auto refused = with(option, value);
+    EXPECT_EQ(refused.status, 2) << option << "\n" << refused.output;
+    EXPECT_NE(refused.output.find(says), std::string::npos) << option << "\n" << refused.output;
+    EXPECT_EQ(pefm_test::slurp(ckpt), before) << option << " touched the checkpoint";
+  }
+}
+
+// Mean and sample standard deviation, computed here rather than by the code under test.
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  const double mean = sum / static_cast<double>(v.size());
+  double sq = 0;
+  for (double x : v) sq += (x - mean) * (x - mean);
+  return {mean, std::sqrt(sq / static_cast<double>(v.size() - 1))};
+}
+
+// The calibration pefm-train stores, recomputed from its definition (threshold = mean + 3
+// sample std of the calibration images' scores, base = median pixel score): with
+// --val-fraction 0 the calibration images are all the training images, read and scored here.
+TEST_F(Cli, CalibrationIsRecomputedFromTheImagesScores) {
+  const auto model = out_.file("m.pt");
+  auto args = tiny_train(dir_->file("good"), model, 1);
+  *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0";
+  const auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = std::make_shared<pefm::Model>(pefm::load_model(model));
+  const auto cal = m->calibration;
+  ASSERT_TRUE(cal.valid);
+  ASSERT_EQ(cal.images, 10);
+  pefm::Detector det(m, {"cpu"});
+  std::vector<double> scores, pixels;
+  for (const auto& e : fs::directory_iterator(dir_->file("good"))) {
+    const auto img = pefm::io::read_image(e.path().string());
+    const auto t = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {1, img.height, img.width, img.channels},
+                                    torch::kUInt8);
+    const auto d = det.detect(t);
+    scores.push_back(d.scores[0].item<double>());
+    const auto flat = d.maps.flatten().to(torch::kFloat64).contiguous();
+    pixels.insert(pixels.end(), flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+  }
+  const auto [mean, sd] = mean_std(scores);
+  EXPECT_NEAR(cal.threshold, mean + 3 * sd, 1e-4 * std::abs(cal.threshold));
+  std::sort(pixels.begin(), pixels.end());
+  const double mid = 0.5 * static_cast<double>(pixels.size() - 1);
+  const auto lo = static_cast<size_t>(mid);
+  const double median = pixels[lo] + (pixels[std::min(lo + 1, pixels.size() - 1)] - pixels[lo]) * (mid - lo);
+  EXPECT_NEAR(cal.base, median, 1e-4 * std::abs(median));
+}
+
+// --tile N trains on native N x N tiles cut as pefmfilter cuts frames, and records N so
+// that pefmfilter tile-size=-1 uses it; tiles below pefmfilter's minimum are refused.
+TEST_F(Cli, TileTrainsOnTilesCutAsTheElementCutsFramesAndRecordsTheSize) {
+  const auto model = out_.file("tiles.pt");
+  auto args = tiny_train(dir_->file("good"), model, 1);
+  args.insert(args.end(), {"--tile", "32"});
+  const auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  // 60x76 images: rows at 0 and 28, columns at 0, 32 and 44 (the last flush with the edge).
+  EXPECT_NE(r.output.find("tiles: 10 images -> 60 tiles of 32 px"), std::string::npos) << r.output;
+  EXPECT_EQ(pefm::tile_origins(60, 32, 0), (std::vector<int>{0, 28}));
+  EXPECT_EQ(pefm::tile_origins(76, 32, 0), (std::vector<int>{0, 32, 44}));
+  const pefm::FrameDetector det(std::make_shared<pefm::Model>(pefm::load_model(model)), {"cpu"});
+  EXPECT_EQ(det.trained_tile(), 32);
+  args = tiny_train(dir_->file("good"), out_.file("small.pt"), 1);
+  args.insert(args.end(), {"--tile", "16"});
+  const auto refused = run(args);
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--tile 16 is below the minimum of 32 pixels"), std::string::npos) << refused.output;
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
@@ -263,6 +404,58 @@ TEST_F(Cli, EvalReportsMetricsJsonAndPictures) {
     EXPECT_GE(value(key), 0.0) << key;
     EXPECT_LE(value(key), 1.0) << key;
   }
+  // Image and pixel AUROC recomputed here from the model's maps: the Mann-Whitney statistic
+  // (ties counted half), masks resized to the map by nearest pixel centres (PIL's NEAREST),
+  // as the authors' evaluation does.
+  auto m = std::make_shared<pefm::Model>(pefm::load_model(model));
+  pefm::Detector det(m, {"cpu"});
+  const int64_t S = m->config.image_size;
+  std::vector<double> normal_scores, defect_scores, normal_pixels, defect_pixels;
+  for (const char* type : {"good", "patch"}) {
+    for (const auto& e : fs::directory_iterator(dir_->file("cat") + "/test/" + type)) {
+      const auto img = pefm::io::read_image(e.path().string());
+      const auto t = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {1, img.height, img.width, img.channels},
+                                      torch::kUInt8);
+      const auto d = det.detect(t);
+      const bool defective = std::string(type) == "patch";
+      (defective ? defect_scores : normal_scores).push_back(d.scores[0].item<double>());
+      const auto map = d.maps[0].to(torch::kFloat64).contiguous();
+      pefm::io::Image mask;
+      if (defective) {
+        mask = pefm::io::read_image(dir_->file("cat") + "/ground_truth/patch/" + e.path().stem().string() + "_mask.png",
+                                    pefm::io::PixelFormat::kGray);
+      }
+      for (int64_t y = 0; y < S; ++y) {
+        for (int64_t x = 0; x < S; ++x) {
+          bool positive = false;
+          if (defective) {
+            const auto my = static_cast<int>((y + 0.5) * mask.height / S), mx = static_cast<int>((x + 0.5) * mask.width / S);
+            positive = mask.pixels[static_cast<size_t>(my) * mask.width + mx] > 0.45 * 255;
+          }
+          (positive ? defect_pixels : normal_pixels).push_back(map[y][x].item<double>());
+        }
+      }
+    }
+  }
+  const auto auroc = [](std::vector<double> neg, std::vector<double> pos) {
+    // Rank-sum with average ranks for ties.
+    std::vector<std::pair<double, bool>> all;
+    for (double v : neg) all.emplace_back(v, false);
+    for (double v : pos) all.emplace_back(v, true);
+    std::sort(all.begin(), all.end());
+    double rank_sum = 0;
+    for (size_t i = 0; i < all.size();) {
+      size_t j = i;
+      while (j < all.size() && all[j].first == all[i].first) ++j;
+      const double avg = 0.5 * static_cast<double>(i + 1 + j);
+      for (size_t k = i; k < j; ++k) rank_sum += all[k].second ? avg : 0.0;
+      i = j;
+    }
+    const double np = static_cast<double>(pos.size()), nn = static_cast<double>(neg.size());
+    return (rank_sum - np * (np + 1) / 2) / (np * nn);
+  };
+  EXPECT_NEAR(value("image_auroc"), auroc(normal_scores, defect_scores), 1e-4);
+  EXPECT_NEAR(value("pixel_auroc"), auroc(normal_pixels, defect_pixels), 1e-4);
   int pictures = 0;
   for (const auto& e : fs::directory_iterator(out_.file("maps"))) {
     const auto img = pefm::io::read_image(e.path().string());

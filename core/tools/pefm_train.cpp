@@ -222,9 +222,21 @@ int run(int argc, char** argv) {
     }
     auto ck = load_checkpoint(ckpt_path);
     const auto& c = ck.model.config;
-    if (c.source_arch != config.source_arch || c.target_arch != config.target_arch || c.image_size != config.image_size ||
-        c.latent != config.latent || c.pe != config.pe || c.fusion != config.fusion) {
-      throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration");
+    const auto latent = [](const ModelConfig& m) {
+      return std::to_string(m.latent[0]) + "," + std::to_string(m.latent[1]) + "," + std::to_string(m.latent[2]);
+    };
+    std::string differs;
+    const auto compare = [&](const char* name, const std::string& was, const std::string& now) {
+      if (was != now) differs += std::string(differs.empty() ? "" : ", ") + name + " " + was + " (this run: " + now + ")";
+    };
+    compare("source", c.source_arch, config.source_arch);
+    compare("target", c.target_arch, config.target_arch);
+    compare("image-size", std::to_string(c.image_size), std::to_string(config.image_size));
+    compare("latent", latent(c), latent(config));
+    compare("pe", to_string(c.pe), to_string(config.pe));
+    compare("fusion", to_string(c.fusion), to_string(config.fusion));
+    if (!differs.empty()) {
+      throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration: " + differs);
     }
     for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile"}) {
       if (ck.model.training[key] != settings[key]) {
