@@ -31,16 +31,22 @@ struct Result {
   std::string output;
 };
 
-// Runs argv with stdout+stderr captured; `env` entries are added to the environment.
-// `on_start(pid)` runs in the parent while the child works (to send signals).
+// Runs argv with stdout+stderr captured (stdout only, stderr discarded, with
+// `stdout_only`); `env` entries are added to the environment. `on_start(pid)` runs in the
+// parent while the child works (to send signals).
 Result run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
-           const std::function<void(pid_t)>& on_start = nullptr) {
+           const std::function<void(pid_t)>& on_start = nullptr, bool stdout_only = false) {
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe");
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], 1);
-    dup2(fds[1], 2);
+    if (stdout_only) {
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+    } else {
+      dup2(fds[1], 2);
+    }
     close(fds[0]);
     close(fds[1]);
     for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
@@ -373,6 +379,35 @@ TEST_F(Cli, TileTrainsOnTilesCutAsTheElementCutsFramesAndRecordsTheSize) {
   const auto refused = run(args);
   EXPECT_EQ(refused.status, 2) << refused.output;
   EXPECT_NE(refused.output.find("--tile 16 is below the minimum of 32 pixels"), std::string::npos) << refused.output;
+}
+
+// stdout carries results only: progress (bars, epoch lines) goes to stderr; with --json -
+// the JSON is all of stdout; --version answers.
+TEST_F(Cli, StdoutCarriesResultsProgressGoesToStderrAndJsonDashIsAllOfStdout) {
+  for (const auto& bin : {train_bin(), eval_bin(), bench_bin()}) {
+    const auto v = run({bin, "--version"});
+    EXPECT_EQ(v.status, 0) << v.output;
+    EXPECT_NE(v.output.find(" 0.1.0 (LibTorch "), std::string::npos) << v.output;
+  }
+  const auto model = out_.file("m.pt");
+  const auto train = run(tiny_train(dir_->file("good"), model, 2), {}, nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(train.status, 0) << train.output;
+  EXPECT_EQ(train.output.find("epoch 1/2"), std::string::npos) << "progress on stdout:\n" << train.output;
+  EXPECT_NE(train.output.find("calibration"), std::string::npos) << "the summary belongs on stdout:\n" << train.output;
+  const auto json = run(tiny_bench({"--batch-sizes", "1", "--iterations", "1", "--warmup", "0", "--json", "-"}), {},
+                        nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(json.status, 0) << json.output;
+  ASSERT_FALSE(json.output.empty());
+  EXPECT_EQ(json.output.front(), '{') << json.output;
+  EXPECT_EQ(json.output.substr(json.output.size() - 2), "}\n") << json.output;
+  EXPECT_EQ(std::count(json.output.begin(), json.output.end(), '\n'), 1) << "more than the JSON on stdout:\n" << json.output;
+  EXPECT_NE(json.output.find("\"batches\": [{\"batch\": 1"), std::string::npos) << json.output;
+  const auto report = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--json", "-"},
+                          {}, nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(report.status, 0) << report.output;
+  EXPECT_EQ(report.output.front(), '{') << report.output;
+  EXPECT_NE(report.output.find("\"image_auroc\": "), std::string::npos) << report.output;
+  EXPECT_EQ(report.output.find("image AUROC"), std::string::npos) << "the human report belongs on stderr:\n" << report.output;
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {

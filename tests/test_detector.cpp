@@ -1,3 +1,6 @@
+#include <sched.h>
+
+#include <cstdlib>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -203,6 +206,27 @@ TEST(DetectorCuda, Fp16AndBf16OnCudaMatchTheCpuFp32) {
     EXPECT_LT((fp32.maps - maps).abs().max().item<float>(), c.map_tol * peak) << pefm::to_string(c.precision);
     EXPECT_TRUE(torch::allclose(fp32.scores, got.scores.cpu(), c.score_tol, 0.0)) << pefm::to_string(c.precision);
   }
+}
+
+// threads 0 (the tools' and the element's default): OMP_NUM_THREADS when set, else every
+// CPU of the affinity mask -- not LibTorch's default (1 on some 2-core machines).
+TEST(Device, DefaultThreadsAreOmpNumThreadsOrEveryUsableCpu) {
+  const char* saved = std::getenv("OMP_NUM_THREADS");
+  const std::string keep = saved ? saved : "";
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  unsetenv("OMP_NUM_THREADS");
+  EXPECT_EQ(pefm::usable_cpus(), CPU_COUNT(&set));
+  EXPECT_EQ(pefm::default_cpu_threads(), CPU_COUNT(&set));
+  setenv("OMP_NUM_THREADS", "3", 1);
+  EXPECT_EQ(pefm::default_cpu_threads(), 3);
+  pefm::use_cpu_threads(0);
+  EXPECT_EQ(at::get_num_threads(), 3);
+  setenv("OMP_NUM_THREADS", "many", 1);
+  EXPECT_EQ(pefm::default_cpu_threads(), CPU_COUNT(&set));
+  if (saved) setenv("OMP_NUM_THREADS", keep.c_str(), 1); else unsetenv("OMP_NUM_THREADS");
+  pefm::use_cpu_threads(0);
 }
 
 TEST(Detector, WrongInputShapesAreRejected) {

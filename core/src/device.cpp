@@ -1,5 +1,8 @@
 #include "pefm/device.h"
 
+#include <sched.h>
+
+#include <cstdlib>
 #include <stdexcept>
 
 #include <ATen/Parallel.h>
@@ -43,8 +46,25 @@ torch::Device resolve_device(const std::string& text) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return 1;
+}
+
+int default_cpu_threads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && *env) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end == '\0' && n > 0 && n <= 4096) return static_cast<int>(n);
+  }
+  return usable_cpus();
+}
+
 void use_cpu_threads(int threads) {
-  if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+  if (threads <= 0) threads = default_cpu_threads();
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
 }
 
 std::string device_name(const torch::Device& device) {

@@ -15,6 +15,10 @@
 #include <sstream>
 
 #include <torch/torch.h>
+#include <torch/version.h>
+
+#include "pefm-config.h"
+#include "pefm/model_file.h"
 
 namespace pefm {
 namespace cli {
@@ -38,6 +42,10 @@ bool Args::parse(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::cout << help();
+      return false;
+    }
+    if (arg == "--version") {
+      std::cout << program_ << " " << PEFM_VERSION << " (LibTorch " << TORCH_VERSION << ")\n";
       return false;
     }
     if (arg.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + arg + "' (see --help)");
@@ -120,6 +128,7 @@ std::string Args::help() const {
     if (spec.repeatable) s << " (repeatable)";
     s << "\n";
   }
+  s << "  --version                       the version of pefm and LibTorch\n";
   s << "  --help                          this text\n";
   return s.str();
 }
@@ -157,7 +166,25 @@ std::array<int64_t, 3> parse_widths(const std::string& text, const std::string& 
   return out;
 }
 
-bool stdout_is_tty() { return isatty(STDOUT_FILENO) == 1; }
+bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
+
+namespace {
+std::streambuf* g_real_stdout = nullptr;  // set by route_json_output("-")
+}
+
+void route_json_output(const std::string& json_path) {
+  if (json_path == "-" && !g_real_stdout) g_real_stdout = std::cout.rdbuf(std::cerr.rdbuf());
+}
+
+void write_json(const std::string& path, const std::string& text) {
+  if (path == "-") {
+    std::ostream out(g_real_stdout ? g_real_stdout : std::cout.rdbuf());
+    out << text << std::flush;
+    return;
+  }
+  pefm::write_file_atomically(path, text);
+  std::cout << "wrote " << path << "\n";
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "--:--";
@@ -209,9 +236,9 @@ void Progress::draw(int64_t done, const std::string& extra, bool final) {
   if (!final) line << " ETA " << format_duration(eta);
   if (!extra.empty()) line << "  " << extra;
   if (tty_) {
-    std::cout << "\r\033[K" << line.str() << (final ? "\n" : "") << std::flush;
+    std::cerr << "\r\033[K" << line.str() << (final ? "\n" : "") << std::flush;
   } else {
-    std::cout << line.str() << "\n" << std::flush;
+    std::cerr << line.str() << "\n" << std::flush;
   }
 }
 
@@ -296,7 +323,7 @@ void check_writable_dir(const std::string& option, const std::string& what, cons
 
 void check_output_file(const std::string& option, const std::string& path, OutputKind kind,
                        const std::vector<std::string>& inputs) {
-  if (path.empty()) return;
+  if (path.empty() || (path == "-" && kind == OutputKind::kJson)) return;  // stdout
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (std::filesystem::is_directory(status)) throw UsageError(option + " '" + path + "' is a folder, not a file name");

@@ -78,7 +78,14 @@ int run_main(const char* program, int (*run)(int, char**), int argc, char** argv
 // "L1,L2,L3" -> three integers; UsageError naming `option` otherwise.
 std::array<int64_t, 3> parse_widths(const std::string& text, const std::string& option);
 
-bool stdout_is_tty();
+// Progress (bars, per-epoch lines, skipped files) goes to stderr, results to stdout.
+bool stderr_is_tty();
+
+// --json -: the JSON is the only thing on stdout; call first thing with the --json value,
+// and everything else the tool prints to std::cout moves to stderr. write_json writes the
+// text to that stdout for "-", else atomically to the file (saying so).
+void route_json_output(const std::string& json_path);
+void write_json(const std::string& path, const std::string& text);
 std::string format_duration(double seconds);  // "1:02:03" / "2:03"
 std::string format_bytes(uint64_t bytes);
 

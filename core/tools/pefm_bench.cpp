@@ -153,7 +153,13 @@ class Pipeline {
   GstBus* bus_ = nullptr;
 };
 
-double bench_pipeline(const std::string& desc, int frames) {
+struct PipelineResult {
+  double fps = NAN;
+  double latency_ms = NAN;         // what the element adds in the LATENCY query
+  double processing_max_ms = NAN;  // its longest frame
+};
+
+PipelineResult bench_pipeline(const std::string& desc, int frames) {
   Pipeline p(desc);
   p.preroll();
   const auto t0 = Clock::now();
@@ -164,7 +170,21 @@ double bench_pipeline(const std::string& desc, int frames) {
   const std::string why = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR ? error_text(m) : "";
   if (m) gst_message_unref(m);
   if (!why.empty()) throw std::runtime_error("pipeline stopped with an error: " + why);
-  return frames / seconds;
+  PipelineResult r;
+  r.fps = frames / seconds;
+  if (GstElement* f = gst_bin_get_by_name(GST_BIN(p.get()), "f")) {
+    GstStructure* stats = nullptr;
+    g_object_get(f, "stats", &stats, nullptr);
+    guint64 latency = 0, longest = 0;
+    if (stats && gst_structure_get_uint64(stats, "latency", &latency) &&
+        gst_structure_get_uint64(stats, "processing-max", &longest)) {
+      r.latency_ms = latency / 1e6;
+      r.processing_max_ms = longest / 1e6;
+    }
+    if (stats) gst_structure_free(stats);
+    gst_object_unref(f);
+  }
+  return r;
 }
 
 long rss_kib() {
@@ -301,7 +321,7 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
       << ", \"rss_start_kib\": " << r.rss_start_kib << ", \"rss_end_kib\": " << r.rss_end_kib
       << ", \"rss_max_kib\": " << r.rss_max_kib << ", \"warmup_frames\": " << warmup
       << ", \"max_growth_mib\": " << max_growth_mib << ", \"ok\": " << (ok ? "true" : "false") << "}}\n";
-    write_file_atomically(json, j.str());
+    cli::write_json(json, j.str());
   }
   return ok ? 0 : 1;
 }
@@ -324,7 +344,7 @@ int run(int argc, char** argv) {
   args.option("batch-sizes", "LIST", "comma-separated batch sizes", "1,16,64");
   args.option("iterations", "N", "timed batches per batch size (0: 5 on CPU, 50 on CUDA)", "0");
   args.option("warmup", "N", "untimed batches first", "2");
-  args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
+  args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("pipeline", "WxH", "also run the element pipeline at this frame size");
   args.option("pipeline-frames", "N", "frames for the pipeline mode", "50");
   args.option("overlay", "MODE", "overlay in the pipeline mode", "heatmap+contours");
@@ -333,8 +353,9 @@ int run(int argc, char** argv) {
   args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
   args.option("layout", "L", "CPU layout: auto (NHWC for bf16), nchw or nhwc", "auto");
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
-  args.option("json", "OUT", "write the results as JSON");
+  args.option("json", "OUT", "write the results as JSON; - for stdout");
   if (!args.parse(argc, argv)) return 0;
+  cli::route_json_output(args.get("json"));
   cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
 
@@ -396,17 +417,19 @@ int run(int argc, char** argv) {
               << std::flush;
   }
 
-  double pipeline_fps = NAN;
+  PipelineResult pipeline;
   const auto size = args.get("pipeline");
   if (!size.empty()) {
     const PipelineModel file(model_path, *model);
     const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
-    pipeline_fps = bench_pipeline(pipeline_description(file.path(), size, opts.device, args.get("precision"),
-                                                       args.get("overlay"), frames + 1, "smpte",
-                                                       "threads=" + args.get("threads")),
-                                  frames);
+    pipeline = bench_pipeline(pipeline_description(file.path(), size, opts.device, args.get("precision"),
+                                                   args.get("overlay"), frames + 1, "smpte",
+                                                   "threads=" + args.get("threads")),
+                              frames);
     std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay")
-              << " ! fakesink: " << std::setprecision(2) << pipeline_fps << " frames/s\n";
+              << " ! fakesink: " << std::setprecision(3) << pipeline.fps << " frames/s (" << 1000.0 / pipeline.fps
+              << " ms a frame); the element reports " << pipeline.latency_ms
+              << " ms latency, its longest frame took " << pipeline.processing_max_ms << " ms\n";
   }
 
   if (const auto json = args.get("json"); !json.empty()) {
@@ -425,9 +448,13 @@ int run(int argc, char** argv) {
         << ", \"fuse\": " << r.stages.fuse << ", \"download\": " << r.stages.download << "}}";
     }
     j << "]";
-    if (!std::isnan(pipeline_fps)) j << ", \"pipeline\": {\"size\": \"" << size << "\", \"fps\": " << pipeline_fps << "}";
+    if (!std::isnan(pipeline.fps)) {
+      j << ", \"pipeline\": {\"size\": \"" << size << "\", \"overlay\": \"" << args.get("overlay")
+        << "\", \"fps\": " << pipeline.fps << ", \"latency_ms\": " << pipeline.latency_ms
+        << ", \"processing_max_ms\": " << pipeline.processing_max_ms << "}";
+    }
     j << "}\n";
-    write_file_atomically(json, j.str());
+    cli::write_json(json, j.str());
   }
   return 0;
 }

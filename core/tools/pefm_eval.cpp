@@ -96,13 +96,14 @@ int run(int argc, char** argv) {
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("precision", "P", "fp32; fp16 on CUDA; bf16 on CPU or CUDA", "fp32");
   args.option("batch-size", "N", "images per forward pass", "16");
-  args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1])");
+  args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1]); - for stdout");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
-  args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
+  args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   if (!args.parse(argc, argv)) return 0;
+  cli::route_json_output(args.get("json"));
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const auto batch = args.integer("batch-size", 1, 4096);
-  const bool tty = cli::stdout_is_tty();
+  const bool tty = cli::stderr_is_tty();
   const auto t0 = std::chrono::steady_clock::now();
 
   DetectorOptions dopts;
@@ -231,8 +232,7 @@ int run(int argc, char** argv) {
       first = false;
     }
     j << "\n  },\n  \"images\": " << overall.images << ",\n  \"skipped_images\": " << skipped << ",\n  \"seconds\": " << num(seconds) << "\n}\n";
-    write_file_atomically(json, j.str());
-    std::cout << "wrote " << json << "\n";
+    cli::write_json(json, j.str());
   }
   if (!maps_dir.empty()) std::cout << "wrote " << tests.size() << " pictures to " << maps_dir << "/\n";
   return 0;

@@ -47,13 +47,13 @@ std::vector<Sample> load_images(const std::vector<std::string>& dirs, int64_t* s
     files.insert(files.end(), found.begin(), found.end());
   }
   std::vector<Sample> samples;
-  const bool tty = cli::stdout_is_tty();
+  const bool tty = cli::stderr_is_tty();
   cli::Progress progress("decoding", static_cast<int64_t>(files.size()), tty);
   for (size_t i = 0; i < files.size() && !cli::stop_requested(); ++i) {
     try {
       samples.push_back({files[i], cli::to_tensor(io::read_image(files[i]))});
     } catch (const io::ImageError& e) {
-      std::cout << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
+      std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
       ++*skipped;
     }
     progress.update(static_cast<int64_t>(i + 1));
@@ -99,7 +99,7 @@ int run(int argc, char** argv) {
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
   args.option("val-fraction", "F", "share of images held out for calibration", "0.1");
-  args.option("threads", "N", "CPU threads (0: LibTorch's default)", "0");
+  args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("tile", "N", "train on N x N tiles of native pixels (line-scan / high resolution; use the same tile-size in pefmfilter)", "0");
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
   if (!args.parse(argc, argv)) return 0;
@@ -161,7 +161,7 @@ int run(int argc, char** argv) {
   }
 
   cli::install_stop_handler();
-  const bool tty = cli::stdout_is_tty();
+  const bool tty = cli::stderr_is_tty();
   const auto t_start = Clock::now();
   const int tile = static_cast<int>(args.integer("tile", 0, 65536));
   if (tile > 0 && tile < kMinTileSize) {
@@ -306,7 +306,7 @@ int run(int argc, char** argv) {
       last = result;
       save_checkpoint(model, trainer.state(), ckpt_path);
       const double done_s = seconds_since(t_train);
-      std::cout << (tty ? "\r\033[K" : "") << "epoch " << epoch << "/" << epochs << "  " << losses(result) << "  "
+      std::cerr << (tty ? "\r\033[K" : "") << "epoch " << epoch << "/" << epochs << "  " << losses(result) << "  "
                 << cli::format_duration(seconds_since(t_epoch)) << "  elapsed " << cli::format_duration(done_s)
                 << "  ETA " << cli::format_duration(done_s / (epoch - first_epoch) * (epochs - epoch)) << std::endl;
     }
