@@ -8,6 +8,16 @@
  * and/or region contours can be drawn into the frame. Frames are processed in the
  * format they arrive in (RGB/BGR with or without alpha, GRAY8, I420, NV12).
  *
+ * Every frame is inspected: QoS never drops a frame here (the base class's `qos`
+ * property turns into skip-late). A frame is let through uninspected only when asked
+ * (skip-late, inference-interval), and then it still carries a #GstPefmMeta with
+ * `inspected` FALSE and the reason, a "pefm" message says so (emit-messages), and the
+ * `stats` property counts it. The element answers the LATENCY query with the longest
+ * processing time it has measured (a warm-up frame at negotiation, then every frame), so
+ * live sinks schedule correctly; put a leaky queue before it when the source must never
+ * block (pipelines/camera.sh). With overlay=none the frame is only read: after a tee
+ * nothing is copied. Controllable properties follow their control sources.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
@@ -26,6 +36,8 @@
 
 #include <gst/video/gstvideometa.h>
 
+#include <algorithm>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <string>
@@ -49,6 +61,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_EMIT_MESSAGES FALSE
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
+#define DEFAULT_PROP_SKIP_LATE FALSE
+#define DEFAULT_PROP_INFERENCE_INTERVAL 1
 
 enum
 {
@@ -64,6 +78,9 @@ enum
   PROP_THREADS,
   PROP_EMIT_MESSAGES,
   PROP_MESSAGE_MODE,
+  PROP_SKIP_LATE,
+  PROP_INFERENCE_INTERVAL,
+  PROP_STATS,
 };
 
 #define PEFM_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, I420, NV12 }"
@@ -80,7 +97,14 @@ struct PefmState
   /* this instance's CUDA stream and pinned upload buffer (shared detectors, own streams) */
   std::unique_ptr < pefm::StreamContext > stream;
   pefm::FrameFormat format = pefm::FrameFormat::kRGB;
-  guint64 frames = 0;
+  guint64 frames = 0;         /* frames inspected or let through, the frame number */
+  /* counters of the `stats` property, under the object lock */
+  guint64 inspected = 0, skipped_late = 0, skipped_interval = 0;
+  /* QoS: running time before which a frame is already late downstream */
+  GstClockTime earliest = GST_CLOCK_TIME_NONE;
+  /* latency: longest processing time measured, and what the LATENCY query last answered */
+  GstClockTime processing_max = 0;
+  GstClockTime latency_reported = 0;
 };
 
 struct _GstPefmFilter
@@ -99,6 +123,8 @@ struct _GstPefmFilter
   gint threads;
   gboolean emit_messages;
   GstPefmMessageMode message_mode;
+  gboolean skip_late;
+  guint inference_interval;
 
   PefmState *state;
 };
@@ -228,6 +254,12 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_MESSAGE_MODE:
       self->message_mode = (GstPefmMessageMode) g_value_get_enum (value);
       break;
+    case PROP_SKIP_LATE:
+      self->skip_late = g_value_get_boolean (value);
+      break;
+    case PROP_INFERENCE_INTERVAL:
+      self->inference_interval = g_value_get_uint (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -259,6 +291,17 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_THREADS: g_value_set_int (value, self->threads); break;
     case PROP_EMIT_MESSAGES: g_value_set_boolean (value, self->emit_messages); break;
     case PROP_MESSAGE_MODE: g_value_set_enum (value, self->message_mode); break;
+    case PROP_SKIP_LATE: g_value_set_boolean (value, self->skip_late); break;
+    case PROP_INFERENCE_INTERVAL: g_value_set_uint (value, self->inference_interval); break;
+    case PROP_STATS:
+      g_value_take_boxed (value, gst_structure_new ("pefm-stats",
+              "frames", G_TYPE_UINT64, self->state->frames,
+              "inspected", G_TYPE_UINT64, self->state->inspected,
+              "skipped-late", G_TYPE_UINT64, self->state->skipped_late,
+              "skipped-interval", G_TYPE_UINT64, self->state->skipped_interval,
+              "latency", G_TYPE_UINT64, self->state->latency_reported,
+              "processing-max", G_TYPE_UINT64, self->state->processing_max, NULL));
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -315,7 +358,12 @@ gst_pefm_filter_start (GstBaseTransform * trans)
         ("Could not load model '%s' (property 'model')", model.c_str ()), ("%s", e.what ()));
     return FALSE;
   }
-  self->state->frames = 0;
+  GST_OBJECT_LOCK (self);
+  self->state->frames = self->state->inspected = 0;
+  self->state->skipped_late = self->state->skipped_interval = 0;
+  self->state->earliest = GST_CLOCK_TIME_NONE;
+  self->state->processing_max = self->state->latency_reported = 0;
+  GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
 
@@ -344,6 +392,54 @@ gst_pefm_filter_change_state (GstElement * element, GstStateChange transition)
   return ret;
 }
 
+/* The frame as the core sees it: planes, strides and, for YUV, the caps' colorimetry. */
+static pefm::FrameView
+frame_view (GstPefmFilter * self, GstVideoFrame * frame)
+{
+  pefm::FrameView view;
+  view.format = self->state->format;
+  view.width = GST_VIDEO_FRAME_WIDTH (frame);
+  view.height = GST_VIDEO_FRAME_HEIGHT (frame);
+  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame) && p < 3; ++p) {
+    view.planes[p] = static_cast < uint8_t * >(GST_VIDEO_FRAME_PLANE_DATA (frame, p));
+    view.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
+  }
+  if (pefm::is_yuv (view.format)) {
+    gdouble kr = 0.2126, kb = 0.0722;
+    gst_video_color_matrix_get_Kr_Kb (frame->info.colorimetry.matrix, &kr, &kb);
+    view.kr = kr;
+    view.kb = kb;
+    view.full_range = frame->info.colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
+  }
+  return view;
+}
+
+/* Records one frame's processing time; when it exceeds what the LATENCY query answered,
+ * asks the pipeline to query again (called outside the object lock). */
+static void
+note_processing_time (GstPefmFilter * self, GstClockTime spent)
+{
+  bool renegotiate = false;
+  GST_OBJECT_LOCK (self);
+  auto & st = *self->state;
+  st.processing_max = std::max (st.processing_max, spent);
+  /* 10 % headroom, so that small variations do not redistribute latency on every frame */
+  if (st.processing_max > st.latency_reported) {
+    st.latency_reported = st.processing_max + st.processing_max / 10;
+    renegotiate = true;
+  }
+  GST_OBJECT_UNLOCK (self);
+  if (renegotiate)
+    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
+}
+
+static GstClockTime
+elapsed_since (std::chrono::steady_clock::time_point t0)
+{
+  return static_cast < GstClockTime > (std::chrono::duration_cast < std::chrono::nanoseconds >
+      (std::chrono::steady_clock::now () - t0).count ());
+}
+
 static gboolean
 gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInfo * in_info,
     GstCaps * outcaps, GstVideoInfo * out_info)
@@ -364,6 +460,33 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
     return FALSE;
   }
   GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, incaps);
+
+  /* Warm-up: one blank frame of the negotiated size, so that the first LATENCY answer is a
+   * measured time (the first inference is also the slowest: allocations, kernel choice). */
+  if (self->state->detector) {
+    GST_OBJECT_LOCK (self);
+    pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
+    const int threads = self->threads;
+    GST_OBJECT_UNLOCK (self);
+    GstBuffer *blank = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (in_info), NULL);
+    gst_buffer_memset (blank, 0, 0x80, GST_VIDEO_INFO_SIZE (in_info));
+    GstVideoFrame frame;
+    if (gst_video_frame_map (&frame, in_info, blank, GST_MAP_READ)) {
+      try {
+        if (tiles.size < 0)
+          tiles.size = self->state->detector->trained_tile ();
+        pefm::use_cpu_threads (threads);
+        const auto t0 = std::chrono::steady_clock::now ();
+        self->state->detector->process (frame_view (self, &frame), 0.5, tiles, self->state->stream.get ());
+        note_processing_time (self, elapsed_since (t0));
+      } catch (const std::exception & e) {
+        /* the same settings fail the first real frame, with the error named there */
+        GST_DEBUG_OBJECT (self, "warm-up frame failed: %s", e.what ());
+      }
+      gst_video_frame_unmap (&frame);
+    }
+    gst_buffer_unref (blank);
+  }
   return TRUE;
 }
 
@@ -389,79 +512,213 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold,
   gst_pefm_meta_set_regions (meta, static_cast < guint > (regions.size ()), regions.data ());
 }
 
-static GstFlowReturn
-gst_pefm_filter_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * frame)
+/* The settings one frame is processed with, read under the object lock. */
+struct FrameSettings
 {
-  GstPefmFilter *self = GST_PEFM_FILTER (filter);
+  double threshold;
+  pefm::OverlayMode overlay;
+  double alpha;
+  pefm::TileOptions tiles;
+  int threads;
+  bool emit, only_anomalous, skip_late;
+  guint interval;
+};
+
+static void
+post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number, double threshold,
+    const pefm::FrameResult * result, const char *skip_reason)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  const GstClockTime pts = GST_BUFFER_PTS (buf);
+  GstStructure *s = gst_structure_new ("pefm",
+      "timestamp", G_TYPE_UINT64, pts,
+      "running-time", G_TYPE_UINT64, gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts),
+      "frame", G_TYPE_UINT64, frame_number,
+      "inspected", G_TYPE_BOOLEAN, result != nullptr,
+      "threshold", G_TYPE_DOUBLE, threshold, NULL);
+  if (result) {
+    gst_structure_set (s,
+        "score", G_TYPE_DOUBLE, static_cast < double >(result->score),
+        "raw-score", G_TYPE_DOUBLE, static_cast < double >(result->raw_score),
+        "anomalous", G_TYPE_BOOLEAN, result->anomalous,
+        "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
+  } else {
+    gst_structure_set (s, "reason", G_TYPE_STRING, skip_reason, NULL);
+  }
+  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* Why this frame is let through uninspected, or NULL to inspect it. */
+static const char *
+skip_reason (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number)
+{
+  if (fs.interval > 1 && frame_number % fs.interval != 0)
+    return "interval";
+  if (fs.skip_late) {
+    GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+    const GstClockTime rt = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, GST_BUFFER_PTS (buf));
+    GST_OBJECT_LOCK (self);
+    const GstClockTime earliest = self->state->earliest;
+    GST_OBJECT_UNLOCK (self);
+    const GstClockTime end = GST_CLOCK_TIME_IS_VALID (rt) && GST_BUFFER_DURATION_IS_VALID (buf)
+        ? rt + GST_BUFFER_DURATION (buf) : rt;
+    if (GST_CLOCK_TIME_IS_VALID (end) && GST_CLOCK_TIME_IS_VALID (earliest) && end <= earliest)
+      return "late";
+  }
+  return nullptr;
+}
+
+static GstFlowReturn
+gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  GstVideoFilter *filter = GST_VIDEO_FILTER (trans);
   auto & st = *self->state;
 
-  GST_OBJECT_LOCK (self);
-  const double threshold = self->threshold;
-  const auto overlay = static_cast < pefm::OverlayMode > (self->overlay);
-  const double alpha = self->overlay_alpha;
-  pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
-  const int threads = self->threads;
-  const bool emit = self->emit_messages;
-  const bool only_anomalous = self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS;
-  GST_OBJECT_UNLOCK (self);
-
+  if (!filter->negotiated) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
   if (!st.detector) {
     GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
     return GST_FLOW_ERROR;
   }
-  if (tiles.size < 0)
-    tiles.size = st.detector->trained_tile ();
-  pefm::use_cpu_threads (threads);
-  pefm::FrameView view;
-  view.format = st.format;
-  view.width = GST_VIDEO_FRAME_WIDTH (frame);
-  view.height = GST_VIDEO_FRAME_HEIGHT (frame);
-  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame) && p < 3; ++p) {
-    view.planes[p] = static_cast < uint8_t * >(GST_VIDEO_FRAME_PLANE_DATA (frame, p));
-    view.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
-  }
-  if (pefm::is_yuv (view.format)) {
-    gdouble kr = 0.2126, kb = 0.0722;
-    gst_video_color_matrix_get_Kr_Kb (frame->info.colorimetry.matrix, &kr, &kb);
-    view.kr = kr;
-    view.kb = kb;
-    view.full_range = frame->info.colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
+  GST_OBJECT_LOCK (self);
+  const FrameSettings fs { self->threshold, static_cast < pefm::OverlayMode > (self->overlay),
+    self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
+    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
+  const guint64 frame_number = st.frames;
+  GST_OBJECT_UNLOCK (self);
+  const bool calibrated = st.detector->calibrated ();
+
+  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
+    GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
+    meta->inspected = FALSE;
+    meta->skip_reason = why;
+    meta->threshold = static_cast < gfloat > (fs.threshold);
+    meta->calibrated = calibrated;
+    GST_OBJECT_LOCK (self);
+    st.frames++;
+    (why[0] == 'l' ? st.skipped_late : st.skipped_interval)++;
+    GST_OBJECT_UNLOCK (self);
+    GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
+    if (fs.emit)
+      post_frame_message (self, buf, frame_number, fs.threshold, nullptr, why);
+    return GST_FLOW_OK;
   }
 
+  /* Read-only unless drawing: after a tee the frame's memory is then shared, not copied. */
+  const bool draw = fs.overlay != pefm::OverlayMode::kNone;
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, &filter->in_info, buf, draw ? GST_MAP_READWRITE : GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map frame %" G_GUINT64_FORMAT " for %s", frame_number,
+            draw ? "drawing" : "reading"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  pefm::TileOptions tiles = fs.tiles;
+  const pefm::FrameView view = frame_view (self, &frame);
+  const auto t0 = std::chrono::steady_clock::now ();
   pefm::FrameResult result;
+  GstFlowReturn ret = GST_FLOW_OK;
   try {
-    result = st.detector->process (view, threshold, tiles, st.stream.get ());
-    pefm::draw_overlay (view, result, overlay, alpha, threshold);
+    if (tiles.size < 0)
+      tiles.size = st.detector->trained_tile ();
+    pefm::use_cpu_threads (fs.threads);
+    result = st.detector->process (view, fs.threshold, tiles, st.stream.get ());
+    pefm::draw_overlay (view, result, fs.overlay, fs.alpha, fs.threshold);
   } catch (const pefm::Cancelled &) {
-    GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", st.frames);
-    return GST_FLOW_FLUSHING;
+    GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);
+    ret = GST_FLOW_FLUSHING;
   } catch (const std::invalid_argument & e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d) as configured "
-            "(properties 'tile-size', 'tile-overlap')", st.frames, view.width, view.height), ("%s", e.what ()));
-    return GST_FLOW_ERROR;
+            "(properties 'tile-size', 'tile-overlap')", frame_number, view.width, view.height), ("%s", e.what ()));
+    ret = GST_FLOW_ERROR;
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT,
-            st.frames), ("%s", e.what ()));
-    return GST_FLOW_ERROR;
+            frame_number), ("%s", e.what ()));
+    ret = GST_FLOW_ERROR;
   }
-  attach_metadata (frame->buffer, result, threshold, st.detector->calibrated ());
-
-  if (emit && (!only_anomalous || result.anomalous)) {
-    GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
-    const GstClockTime pts = GST_BUFFER_PTS (frame->buffer);
-    GstStructure *s = gst_structure_new ("pefm",
-        "timestamp", G_TYPE_UINT64, pts,
-        "running-time", G_TYPE_UINT64, gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts),
-        "frame", G_TYPE_UINT64, st.frames,
-        "score", G_TYPE_DOUBLE, static_cast < double >(result.score),
-        "raw-score", G_TYPE_DOUBLE, static_cast < double >(result.raw_score),
-        "threshold", G_TYPE_DOUBLE, threshold,
-        "anomalous", G_TYPE_BOOLEAN, result.anomalous,
-        "regions", G_TYPE_UINT, static_cast < guint > (result.regions.size ()), NULL);
-    gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
-  }
+  gst_video_frame_unmap (&frame);
+  if (ret != GST_FLOW_OK)
+    return ret;
+  note_processing_time (self, elapsed_since (t0));
+  attach_metadata (buf, result, fs.threshold, calibrated);
+  GST_OBJECT_LOCK (self);
   st.frames++;
+  st.inspected++;
+  GST_OBJECT_UNLOCK (self);
+  if (fs.emit && (!fs.only_anomalous || result.anomalous))
+    post_frame_message (self, buf, frame_number, fs.threshold, &result, nullptr);
   return GST_FLOW_OK;
+}
+
+/* Controllable properties follow their control sources at each frame's stream time. */
+static void
+gst_pefm_filter_before_transform (GstBaseTransform * trans, GstBuffer * buf)
+{
+  const GstClockTime stream_time = gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME,
+      GST_BUFFER_PTS (buf));
+  if (GST_CLOCK_TIME_IS_VALID (stream_time))
+    gst_object_sync_values (GST_OBJECT (trans), stream_time);
+}
+
+/* QoS from downstream: remembered for skip-late (the base class's own dropping stays off). */
+static gboolean
+gst_pefm_filter_src_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
+    GstQOSType type;
+    gdouble proportion;
+    GstClockTimeDiff diff;
+    GstClockTime timestamp;
+    gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
+    GST_OBJECT_LOCK (self);
+    if (GST_CLOCK_TIME_IS_VALID (timestamp))
+      self->state->earliest = diff > 0 ? timestamp + 2 * diff : timestamp + diff;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+/* LATENCY: upstream's plus the longest processing time measured here. */
+static gboolean
+gst_pefm_filter_query (GstBaseTransform * trans, GstPadDirection direction, GstQuery * query)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  if (direction != GST_PAD_SRC || GST_QUERY_TYPE (query) != GST_QUERY_LATENCY)
+    return GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction, query);
+  if (!gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (trans), query))
+    return FALSE;
+  gboolean live;
+  GstClockTime min, max;
+  gst_query_parse_latency (query, &live, &min, &max);
+  GST_OBJECT_LOCK (self);
+  const GstClockTime ours = self->state->latency_reported;
+  GST_OBJECT_UNLOCK (self);
+  GST_DEBUG_OBJECT (self, "latency: upstream %" GST_TIME_FORMAT ", ours %" GST_TIME_FORMAT,
+      GST_TIME_ARGS (min), GST_TIME_ARGS (ours));
+  gst_query_set_latency (query, live, min + ours, GST_CLOCK_TIME_IS_VALID (max) ? max + ours : max);
+  return TRUE;
+}
+
+/* The base class's `qos` would drop late frames before they reach this element, unseen and
+ * unreported: it stays off, and asking for it turns skip-late on instead. */
+static void
+on_qos_changed (GObject * object, GParamSpec * pspec, gpointer user_data)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (object);
+  (void) pspec;
+  (void) user_data;
+  if (!gst_base_transform_is_qos_enabled (trans))
+    return;
+  gst_base_transform_set_qos_enabled (trans, FALSE);
+  GstPefmFilter *self = GST_PEFM_FILTER (object);
+  GST_OBJECT_LOCK (self);
+  self->skip_late = TRUE;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify (object, "skip-late");
+  GST_INFO_OBJECT (self, "qos=true: late frames are let through uninspected and reported (skip-late=true)");
 }
 
 static void
@@ -488,7 +745,12 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->threads = DEFAULT_PROP_THREADS;
   self->emit_messages = DEFAULT_PROP_EMIT_MESSAGES;
   self->message_mode = DEFAULT_PROP_MESSAGE_MODE;
+  self->skip_late = DEFAULT_PROP_SKIP_LATE;
+  self->inference_interval = DEFAULT_PROP_INFERENCE_INTERVAL;
   self->state = new PefmState ();
+  /* GstVideoFilter turns QoS on: here late frames are inspected, or reported (skip-late) */
+  gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), FALSE);
+  g_signal_connect (self, "notify::qos", G_CALLBACK (on_qos_changed), NULL);
 }
 
 static void
@@ -590,11 +852,12 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * GstPefmFilter:threads:
    *
    * CPU threads for inference on the CPU, applied in the streaming thread before each
-   * frame (0 = LibTorch's default). LibTorch's thread pool belongs to the process, so
+   * frame (0 = OMP_NUM_THREADS when set, else every CPU this process may run on, its
+   * affinity mask; LibTorch's own default can be 1 on a 2-core machine). LibTorch's thread pool belongs to the process, so
    * elements with different values in one process take turns setting it.
    */
   g_object_class_install_property (gobject_class, PROP_THREADS,
-      g_param_spec_int ("threads", "Threads", "CPU inference threads (0 = LibTorch's default)",
+      g_param_spec_int ("threads", "Threads", "CPU inference threads (0 = every CPU the process may use)",
           0, 1024, DEFAULT_PROP_THREADS, playing_flags));
   /**
    * GstPefmFilter:emit-messages:
@@ -614,6 +877,40 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   g_object_class_install_property (gobject_class, PROP_MESSAGE_MODE,
       g_param_spec_enum ("message-mode", "Message mode", "Which frames get a message",
           GST_TYPE_PEFM_MESSAGE_MODE, DEFAULT_PROP_MESSAGE_MODE, playing_flags));
+  /**
+   * GstPefmFilter:skip-late:
+   *
+   * Let frames through uninspected when downstream's QoS says they are already late
+   * (a live source faster than inference into a synchronised sink). Off by default: every
+   * frame is inspected, and a live pipeline falls behind instead (give it a leaky queue).
+   * Each skipped frame carries a #GstPefmMeta with inspected=FALSE and reason "late", gets
+   * a "pefm" message (inspected=false, reason) when emit-messages is on, and is counted in
+   * `stats`. Setting the base class's `qos` to true turns this on.
+   */
+  g_object_class_install_property (gobject_class, PROP_SKIP_LATE,
+      g_param_spec_boolean ("skip-late", "Skip late frames",
+          "Let frames that are late downstream through uninspected (reported in meta, messages and stats)",
+          DEFAULT_PROP_SKIP_LATE, playing_flags));
+  /**
+   * GstPefmFilter:inference-interval:
+   *
+   * Inspect every Nth frame (frames 0, N, 2N, ...); the others pass uninspected, each
+   * reported as with skip-late, reason "interval".
+   */
+  g_object_class_install_property (gobject_class, PROP_INFERENCE_INTERVAL,
+      g_param_spec_uint ("inference-interval", "Inference interval", "Inspect every Nth frame (1 = every frame)",
+          1, G_MAXUINT, DEFAULT_PROP_INFERENCE_INTERVAL, playing_flags));
+  /**
+   * GstPefmFilter:stats:
+   *
+   * Counters since the element started: "frames" (seen), "inspected", "skipped-late",
+   * "skipped-interval" (frames = inspected + skipped-late + skipped-interval), and in
+   * nanoseconds "processing-max" (longest frame) and "latency" (what the LATENCY query
+   * adds).
+   */
+  g_object_class_install_property (gobject_class, PROP_STATS,
+      g_param_spec_boxed ("stats", "Statistics", "Frames seen, inspected and skipped (and why); latency",
+          GST_TYPE_STRUCTURE, static_cast < GParamFlags > (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
   gst_element_class_set_static_metadata (element_class, "PEFM anomaly detector",
       "Filter/Analyzer/Video",
@@ -626,8 +923,13 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   trans_class->start = GST_DEBUG_FUNCPTR (gst_pefm_filter_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_pefm_filter_stop);
   trans_class->transform_ip_on_passthrough = FALSE;
+  /* transform_ip itself, not GstVideoFilter's transform_frame_ip, which always maps the
+   * frame for writing (a full copy of a frame shared after a tee, even with overlay=none) */
+  trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_filter_transform_ip);
+  trans_class->before_transform = GST_DEBUG_FUNCPTR (gst_pefm_filter_before_transform);
+  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_pefm_filter_src_event);
+  trans_class->query = GST_DEBUG_FUNCPTR (gst_pefm_filter_query);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_pefm_filter_set_info);
-  filter_class->transform_frame_ip = GST_DEBUG_FUNCPTR (gst_pefm_filter_transform_frame_ip);
 
   gst_type_mark_as_plugin_api (GST_TYPE_PEFM_PRECISION, (GstPluginAPIFlags) 0);
   gst_type_mark_as_plugin_api (GST_TYPE_PEFM_OVERLAY, (GstPluginAPIFlags) 0);

@@ -33,6 +33,9 @@ gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   m->map_scale_x = m->map_scale_y = 1.0;
   m->n_regions = 0;
   m->regions = NULL;
+  m->inspected = TRUE;
+  m->skip_reason = NULL;
+  m->map_bytes = NULL;
   return TRUE;
 }
 
@@ -42,8 +45,10 @@ gst_pefm_meta_free (GstMeta * meta, GstBuffer * buffer)
   GstPefmMeta *m = (GstPefmMeta *) meta;
 
   (void) buffer;
-  g_free (m->map);
+  if (m->map_bytes)
+    g_bytes_unref (m->map_bytes);
   g_free (m->regions);
+  m->map_bytes = NULL;
   m->map = NULL;
   m->regions = NULL;
 }
@@ -80,7 +85,9 @@ gst_pefm_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
   dst->threshold = src->threshold;
   dst->anomalous = src->anomalous;
   dst->calibrated = src->calibrated;
-  gst_pefm_meta_set_map (dst, src->map_width, src->map_height, src->map,
+  dst->inspected = src->inspected;
+  dst->skip_reason = src->skip_reason;
+  gst_pefm_meta_share_map (dst, src->map_width, src->map_height, src->map_bytes,
       src->map_scale_x * fx, src->map_scale_y * fy);
   gst_pefm_meta_set_regions (dst, src->n_regions, src->regions);
   for (i = 0; i < dst->n_regions; i++) {
@@ -121,12 +128,31 @@ void
 gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
     const gfloat * map, gdouble scale_x, gdouble scale_y)
 {
+  GBytes *bytes = NULL;
+
   g_return_if_fail (meta != NULL);
-  g_free (meta->map);
+  if (map && width > 0 && height > 0)
+    bytes = g_bytes_new (map, (gsize) width * height * sizeof (gfloat));
+  gst_pefm_meta_share_map (meta, width, height, bytes, scale_x, scale_y);
+  if (bytes)
+    g_bytes_unref (bytes);
+}
+
+void
+gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
+    GBytes * bytes, gdouble scale_x, gdouble scale_y)
+{
+  g_return_if_fail (meta != NULL);
+  if (meta->map_bytes)
+    g_bytes_unref (meta->map_bytes);
+  meta->map_bytes = NULL;
   meta->map = NULL;
   meta->map_width = meta->map_height = 0;
-  if (map && width > 0 && height > 0) {
-    meta->map = g_memdup2 (map, (gsize) width * height * sizeof (gfloat));
+  if (bytes && width > 0 && height > 0
+      && g_bytes_get_size (bytes) == (gsize) width * height * sizeof (gfloat)) {
+    meta->map_bytes = g_bytes_ref (bytes);
+    /* read-only by contract: copies share it */
+    meta->map = (gfloat *) g_bytes_get_data (bytes, NULL);
     meta->map_width = width;
     meta->map_height = height;
   }

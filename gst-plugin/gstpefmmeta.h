@@ -54,6 +54,12 @@ struct _GstPefmRegion {
  * @map_scale_y: frame pixels per map pixel, vertically
  * @n_regions: number of anomalous regions
  * @regions: the regions, highest peak first
+ * @inspected: whether the detector ran on this frame; FALSE for a frame let through
+ *   uninspected (pefmfilter skip-late or inference-interval): then only @skip_reason,
+ *   @threshold and @calibrated are set, the scores are 0 and there is no map
+ * @skip_reason: why the frame was not inspected ("late", "interval"), else NULL; a static
+ *   string
+ * @map_bytes: owns @map, shared by reference between copies of the buffer
  *
  * Frame pixel (x, y) corresponds to map position (x / map_scale_x, y / map_scale_y).
  * Scaling the buffer (videoscale) rescales the boxes and the map scale; the map itself
@@ -74,6 +80,10 @@ struct _GstPefmMeta {
 
   guint n_regions;
   GstPefmRegion *regions;
+
+  gboolean inspected;
+  const gchar *skip_reason;
+  GBytes *map_bytes;
 };
 
 GType gst_pefm_meta_api_get_type (void);
@@ -86,6 +96,10 @@ GstPefmMeta *gst_buffer_add_pefm_meta (GstBuffer * buffer);
 /* Copies @map (width x height floats) into the meta, replacing any previous map. */
 void gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
     const gfloat * map, gdouble scale_x, gdouble scale_y);
+/* Shares @bytes (width x height floats; a reference is taken) as the meta's map. Copies
+ * of a buffer share its map this way: a tee or a writable copy does not duplicate it. */
+void gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
+    GBytes * bytes, gdouble scale_x, gdouble scale_y);
 /* Copies @n regions into the meta, replacing any previous ones. */
 void gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
     const GstPefmRegion * regions);

@@ -1,6 +1,8 @@
 // pefmfilter under GstHarness and in real pipelines.
 #include <gst/app/gstappsrc.h>
 #include <gst/check/gstharness.h>
+#include <gst/controller/gstdirectcontrolbinding.h>
+#include <gst/controller/gstinterpolationcontrolsource.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <gtest/gtest.h>
@@ -946,8 +948,10 @@ TEST(ElementCuda, CudaMapMatchesTheCpu) {
   }
 }
 
+// threads=0 (the default) uses every CPU the process may run on (OMP_NUM_THREADS when set,
+// as tests/meson.build does), not LibTorch's default.
 TEST(Element, ThreadsPropertySetsTheInferenceThreads) {
-  for (const int threads : {1, 3}) {
+  for (const int threads : {1, 3, 0}) {
     const auto launch = "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! pefmfilter name=f device=cpu "
                         "threads=" + std::to_string(threads) + " model=" + g_model + " ! fakesink";
     GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
@@ -956,7 +960,7 @@ TEST(Element, ThreadsPropertySetsTheInferenceThreads) {
     int seen = -1;
     gst_pad_add_probe(src, GST_PAD_PROBE_TYPE_BUFFER, record_threads, &seen, nullptr);
     EXPECT_TRUE(run_to_eos(pipeline));
-    EXPECT_EQ(seen, threads);
+    EXPECT_EQ(seen, threads > 0 ? threads : pefm::default_cpu_threads()) << "threads=" << threads;
     gst_object_unref(src);
     gst_object_unref(filter);
     gst_object_unref(pipeline);
@@ -1196,6 +1200,230 @@ TEST(Element, TileSizeMinusOneTakesTheModelsTrainingTile) {
     gst_buffer_unref(out);
     gst_harness_teardown(h);
   }
+}
+
+// ---------------------------------------------------------------- live pipelines
+struct LiveRun {
+  int metas = 0, inspected_metas = 0, late_metas = 0;
+  int messages = 0, inspected_messages = 0, late_messages = 0;
+  guint64 frames = 0, inspected = 0, skipped_late = 0, skipped_interval = 0;
+  GstClockTime latency_min = 0, processing_max = 0, latency = 0;
+  bool live = false;
+};
+
+GstPadProbeReturn count_metas(GstPad*, GstPadProbeInfo* info, gpointer user_data) {
+  auto* run = static_cast<LiveRun*>(user_data);
+  if (const GstPefmMeta* m = gst_buffer_get_pefm_meta(GST_PAD_PROBE_INFO_BUFFER(info))) {
+    run->metas++;
+    run->inspected_metas += m->inspected ? 1 : 0;
+    run->late_metas += !m->inspected && m->skip_reason && std::string(m->skip_reason) == "late" ? 1 : 0;
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+// A live source at 100 frames/s into a model that needs several times longer per frame
+// (32 px tiles: 8 network inputs per frame), a synchronised sink: every frame is
+// accounted for in the meta, the messages and `stats`.
+LiveRun run_live(const std::string& extra, int frames) {
+  LiveRun run;
+  const auto launch = "videotestsrc is-live=true num-buffers=" + std::to_string(frames) +
+                      " ! video/x-raw,format=RGB,width=128,height=64,framerate=100/1 ! pefmfilter name=f device=cpu "
+                      "tile-size=32 overlay=none emit-messages=true " + extra + " model=" + g_model +
+                      " ! fakesink name=sink sync=true qos=true";
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+  GstElement* filter = gst_bin_get_by_name(GST_BIN(pipeline), "f");
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstPad* sinkpad = gst_element_get_static_pad(sink, "sink");
+  gst_pad_add_probe(sinkpad, GST_PAD_PROBE_TYPE_BUFFER, count_metas, &run, nullptr);
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  bool queried = false;
+  while (GstMessage* msg = gst_bus_timed_pop_filtered(
+             bus, pefm_test::kTimeoutScale * 30 * GST_SECOND,
+             static_cast<GstMessageType>(GST_MESSAGE_ELEMENT | GST_MESSAGE_EOS | GST_MESSAGE_ERROR))) {
+    const bool done = GST_MESSAGE_TYPE(msg) != GST_MESSAGE_ELEMENT;
+    const GstStructure* s = gst_message_get_structure(msg);
+    if (!done && gst_structure_has_name(s, "pefm")) {
+      gboolean inspected = FALSE;
+      gst_structure_get_boolean(s, "inspected", &inspected);
+      run.messages++;
+      run.inspected_messages += inspected ? 1 : 0;
+      const char* reason = gst_structure_get_string(s, "reason");
+      run.late_messages += !inspected && reason && std::string(reason) == "late" ? 1 : 0;
+      if (!queried && run.messages >= 5) {  // mid-stream, after a few measured frames
+        GstQuery* q = gst_query_new_latency();
+        if (gst_element_query(pipeline, q)) {
+          gboolean live = FALSE;
+          GstClockTime min = 0, max = 0;
+          gst_query_parse_latency(q, &live, &min, &max);
+          run.live = live;
+          run.latency_min = min;
+          queried = true;
+        }
+        gst_query_unref(q);
+      }
+    }
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) ADD_FAILURE() << "pipeline error";
+    gst_message_unref(msg);
+    if (done) break;
+  }
+  GstStructure* stats = nullptr;
+  g_object_get(filter, "stats", &stats, nullptr);
+  if (stats) {
+    gst_structure_get_uint64(stats, "frames", &run.frames);
+    gst_structure_get_uint64(stats, "inspected", &run.inspected);
+    gst_structure_get_uint64(stats, "skipped-late", &run.skipped_late);
+    gst_structure_get_uint64(stats, "skipped-interval", &run.skipped_interval);
+    gst_structure_get_uint64(stats, "processing-max", &run.processing_max);
+    gst_structure_get_uint64(stats, "latency", &run.latency);
+    gst_structure_free(stats);
+  }
+  gst_object_unref(bus);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sinkpad);
+  gst_object_unref(sink);
+  gst_object_unref(filter);
+  gst_object_unref(pipeline);
+  return run;
+}
+
+// By default every frame of a live source faster than inference is inspected: QoS (which
+// GstVideoFilter turns on) never drops one before inspection (was: 2 messages for 60 frames).
+TEST(ElementLive, EveryFrameIsInspectedByDefault) {
+  const auto run = run_live("", 30);
+  EXPECT_EQ(run.frames, 30u);
+  EXPECT_EQ(run.inspected, 30u);
+  EXPECT_EQ(run.metas, 30);
+  EXPECT_EQ(run.inspected_metas, 30);
+  EXPECT_EQ(run.messages, 30);
+  EXPECT_EQ(run.skipped_late, 0u);
+}
+
+// skip-late=true (or the base class's qos=true): frames already late downstream pass
+// uninspected, and every one of them is reported: frames in = inspected + skipped, in the
+// meta, the messages and the stats alike.
+TEST(ElementLive, SkipLateReportsEverySkippedFrame) {
+  for (const char* extra : {"skip-late=true", "qos=true"}) {
+    const auto run = run_live(extra, 40);
+    EXPECT_EQ(run.frames, 40u) << extra;
+    EXPECT_EQ(run.inspected + run.skipped_late, 40u) << extra;
+    EXPECT_GT(run.skipped_late, 0u) << extra << ": a source 5x faster than inference left nothing late";
+    EXPECT_GT(run.inspected, 0u) << extra;
+    EXPECT_EQ(run.metas, 40) << extra << ": a frame left without its meta";
+    EXPECT_EQ(run.inspected_metas, static_cast<int>(run.inspected)) << extra;
+    EXPECT_EQ(run.late_metas, static_cast<int>(run.skipped_late)) << extra;
+    EXPECT_EQ(run.messages, 40) << extra;
+    EXPECT_EQ(run.late_messages, static_cast<int>(run.skipped_late)) << extra;
+  }
+}
+
+// inference-interval=N inspects frames 0, N, 2N, ... and reports the others.
+TEST(ElementLive, InferenceIntervalInspectsEveryNthFrameAndReportsTheRest) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "overlay=none inference-interval=3");
+  GstVideoInfo info;
+  for (int i = 0; i < 7; ++i) {
+    GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 60 + i), GST_VIDEO_FORMAT_RGB, &info));
+    const GstPefmMeta* m = out ? gst_buffer_get_pefm_meta(out) : nullptr;
+    ASSERT_NE(m, nullptr) << "frame " << i;
+    EXPECT_EQ(static_cast<bool>(m->inspected), i % 3 == 0) << "frame " << i;
+    if (!m->inspected) {
+      EXPECT_STREQ(m->skip_reason, "interval");
+      EXPECT_EQ(m->map, nullptr);
+    }
+    gst_buffer_unref(out);
+  }
+  GstElement* filter = gst_harness_find_element(h, "pefmfilter");
+  GstStructure* stats = nullptr;
+  g_object_get(filter, "stats", &stats, nullptr);
+  guint64 inspected = 0, skipped = 0;
+  gst_structure_get_uint64(stats, "inspected", &inspected);
+  gst_structure_get_uint64(stats, "skipped-interval", &skipped);
+  EXPECT_EQ(inspected, 3u);
+  EXPECT_EQ(skipped, 4u);
+  gst_structure_free(stats);
+  gst_object_unref(filter);
+  gst_harness_teardown(h);
+}
+
+// The LATENCY query is answered with the longest processing time measured (plus 10 %), so
+// a live pipeline's sink schedules frames at capture time + that, not late.
+TEST(ElementLive, LatencyQueryAddsTheMeasuredProcessingTime) {
+  const auto run = run_live("", 12);
+  EXPECT_TRUE(run.live);
+  EXPECT_GT(run.processing_max, 0u);
+  EXPECT_GE(run.latency, run.processing_max);
+  EXPECT_GE(run.latency_min, run.processing_max / 2)
+      << "pipeline latency " << run.latency_min << " ns, a frame takes up to " << run.processing_max << " ns";
+}
+
+// overlay=none maps frames read-only: after a tee into 8 inspectors no branch copies the
+// frame (all 8 outputs hold the source's memory); the heat map of a meta is shared, not
+// duplicated, by copies of the buffer.
+TEST(Element, OverlayNoneCopiesNothingAndCopiesShareTheHeatMap) {
+  std::string launch = "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=96,height=64 ! tee name=t";
+  for (int i = 0; i < 8; ++i) {
+    launch += " t. ! queue ! pefmfilter device=cpu overlay=none model=" + g_model + " ! appsink name=s" + std::to_string(i);
+  }
+  GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+  ASSERT_NE(pipeline, nullptr);
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  std::set<const void*> memories;
+  GstSample* keep = nullptr;
+  for (int i = 0; i < 8; ++i) {
+    GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), ("s" + std::to_string(i)).c_str());
+    GstSample* sample = nullptr;
+    g_signal_emit_by_name(sink, "try-pull-sample", pefm_test::kTimeoutScale * 20 * GST_SECOND, &sample);
+    ASSERT_NE(sample, nullptr) << "branch " << i;
+    GstBuffer* b = gst_sample_get_buffer(sample);
+    ASSERT_NE(gst_buffer_get_pefm_meta(b), nullptr);
+    GstMapInfo m;
+    gst_buffer_map(b, &m, GST_MAP_READ);
+    memories.insert(m.data);
+    gst_buffer_unmap(b, &m);
+    if (!keep) keep = gst_sample_ref(sample);
+    gst_sample_unref(sample);
+    gst_object_unref(sink);
+  }
+  EXPECT_EQ(memories.size(), 1u) << "branches copied the frame: " << memories.size() << " distinct copies";
+  GstBuffer* original = gst_sample_get_buffer(keep);
+  const GstPefmMeta* m0 = gst_buffer_get_pefm_meta(original);
+  ASSERT_NE(m0->map, nullptr);
+  for (int i = 0; i < 8; ++i) {
+    GstBuffer* copy = gst_buffer_copy(original);
+    const GstPefmMeta* mc = gst_buffer_get_pefm_meta(copy);
+    ASSERT_NE(mc, nullptr);
+    EXPECT_EQ(mc->map, m0->map) << "copy " << i << " duplicated the heat map";
+    EXPECT_EQ(mc->map_width, m0->map_width);
+    gst_buffer_unref(copy);
+  }
+  gst_sample_unref(keep);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+}
+
+// GST_PARAM_CONTROLLABLE properties follow a control source at each frame's stream time.
+TEST(Element, ControlledThresholdFollowsItsControlSource) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "overlay=none");
+  GstElement* filter = gst_harness_find_element(h, "pefmfilter");
+  GstControlSource* cs = gst_interpolation_control_source_new();
+  g_object_set(cs, "mode", GST_INTERPOLATION_MODE_NONE, nullptr);
+  gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), 0, 0.25);
+  gst_timed_value_control_source_set(GST_TIMED_VALUE_CONTROL_SOURCE(cs), 2 * GST_SECOND, 0.75);
+  gst_object_add_control_binding(GST_OBJECT(filter),
+                                 gst_direct_control_binding_new_absolute(GST_OBJECT(filter), "threshold", cs));
+  GstVideoInfo info;
+  for (const auto& [pts, want] : {std::pair<GstClockTime, float>{0, 0.25f}, {GST_SECOND, 0.25f}, {3 * GST_SECOND, 0.75f}}) {
+    GstBuffer* in = make_buffer(texture_image(kH, kW, 70), GST_VIDEO_FORMAT_RGB, &info);
+    GST_BUFFER_PTS(in) = pts;
+    GstBuffer* out = gst_harness_push_and_pull(h, in);
+    const GstPefmMeta* m = out ? gst_buffer_get_pefm_meta(out) : nullptr;
+    ASSERT_NE(m, nullptr);
+    EXPECT_FLOAT_EQ(m->threshold, want) << "at " << pts;
+    gst_buffer_unref(out);
+  }
+  gst_object_unref(cs);
+  gst_object_unref(filter);
+  gst_harness_teardown(h);
 }
 
 TEST(Element, GstLaunchOnTheSampleVideoPostsMessages) {
