@@ -102,9 +102,12 @@ struct PefmState
   guint64 inspected = 0, skipped_late = 0, skipped_interval = 0;
   /* QoS: running time before which a frame is already late downstream */
   GstClockTime earliest = GST_CLOCK_TIME_NONE;
-  /* latency: longest processing time measured, and what the LATENCY query last answered */
+  /* latency: longest processing time measured on real frames, what the LATENCY query
+   * last answered, and whether that answer still comes from the warm-up frame (the first
+   * inference, slowed by allocations: replaced, up or down, by the first real frame) */
   GstClockTime processing_max = 0;
   GstClockTime latency_reported = 0;
+  bool latency_from_warmup = false;
 };
 
 struct _GstPefmFilter
@@ -363,6 +366,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   self->state->skipped_late = self->state->skipped_interval = 0;
   self->state->earliest = GST_CLOCK_TIME_NONE;
   self->state->processing_max = self->state->latency_reported = 0;
+  self->state->latency_from_warmup = false;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
@@ -414,19 +418,30 @@ frame_view (GstPefmFilter * self, GstVideoFrame * frame)
   return view;
 }
 
-/* Records one frame's processing time; when it exceeds what the LATENCY query answered,
- * asks the pipeline to query again (called outside the object lock). */
+/* Records one frame's processing time (`warmup`: the blank frame at negotiation, a first
+ * estimate); when the answer of the LATENCY query changes, asks the pipeline to query again
+ * (called outside the object lock). */
 static void
-note_processing_time (GstPefmFilter * self, GstClockTime spent)
+note_processing_time (GstPefmFilter * self, GstClockTime spent, bool warmup)
 {
   bool renegotiate = false;
   GST_OBJECT_LOCK (self);
   auto & st = *self->state;
-  st.processing_max = std::max (st.processing_max, spent);
   /* 10 % headroom, so that small variations do not redistribute latency on every frame */
-  if (st.processing_max > st.latency_reported) {
-    st.latency_reported = st.processing_max + st.processing_max / 10;
-    renegotiate = true;
+  const GstClockTime with_headroom = spent + spent / 10;
+  if (warmup) {
+    if (st.processing_max == 0 && with_headroom != st.latency_reported) {
+      st.latency_reported = with_headroom;
+      st.latency_from_warmup = true;
+      renegotiate = true;
+    }
+  } else {
+    st.processing_max = std::max (st.processing_max, spent);
+    if (st.latency_from_warmup || st.processing_max > st.latency_reported) {
+      st.latency_reported = st.processing_max + st.processing_max / 10;
+      st.latency_from_warmup = false;
+      renegotiate = true;
+    }
   }
   GST_OBJECT_UNLOCK (self);
   if (renegotiate)
@@ -478,7 +493,7 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
         pefm::use_cpu_threads (threads);
         const auto t0 = std::chrono::steady_clock::now ();
         self->state->detector->process (frame_view (self, &frame), 0.5, tiles, self->state->stream.get ());
-        note_processing_time (self, elapsed_since (t0));
+        note_processing_time (self, elapsed_since (t0), true);
       } catch (const std::exception & e) {
         /* the same settings fail the first real frame, with the error named there */
         GST_DEBUG_OBJECT (self, "warm-up frame failed: %s", e.what ());
@@ -641,7 +656,7 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   gst_video_frame_unmap (&frame);
   if (ret != GST_FLOW_OK)
     return ret;
-  note_processing_time (self, elapsed_since (t0));
+  note_processing_time (self, elapsed_since (t0), false);
   attach_metadata (buf, result, fs.threshold, calibrated);
   GST_OBJECT_LOCK (self);
   st.frames++;
@@ -674,11 +689,28 @@ gst_pefm_filter_src_event (GstBaseTransform * trans, GstEvent * event)
     GstClockTime timestamp;
     gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
     GST_OBJECT_LOCK (self);
-    if (GST_CLOCK_TIME_IS_VALID (timestamp))
-      self->state->earliest = diff > 0 ? timestamp + 2 * diff : timestamp + diff;
+    if (GST_CLOCK_TIME_IS_VALID (timestamp)) {
+      if (diff > 0)
+        self->state->earliest = timestamp + 2 * diff;
+      else
+        self->state->earliest = static_cast < GstClockTime > (-diff) < timestamp ? timestamp + diff : 0;
+    }
     GST_OBJECT_UNLOCK (self);
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+/* After a flush or a new segment running times start again: old QoS no longer applies. */
+static gboolean
+gst_pefm_filter_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP || GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT) {
+    GST_OBJECT_LOCK (self);
+    self->state->earliest = GST_CLOCK_TIME_NONE;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
 /* LATENCY: upstream's plus the longest processing time measured here. */
@@ -862,9 +894,12 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:emit-messages:
    *
-   * Post an element message named "pefm" (timestamp, running-time, frame, score,
-   * raw-score, threshold, anomalous, regions) per frame, or per anomalous frame with
-   * message-mode=anomalous; `gst-launch-1.0 -m` prints them.
+   * Post an element message named "pefm" (timestamp, running-time, frame, inspected,
+   * threshold, and for inspected frames score, raw-score, anomalous, regions; for frames
+   * let through uninspected, reason) per frame, or per anomalous frame with
+   * message-mode=anomalous; `gst-launch-1.0 -m` prints them. A frame that was not
+   * inspected (skip-late, inference-interval) gets its message in both modes: whether it
+   * was anomalous is unknown.
    */
   g_object_class_install_property (gobject_class, PROP_EMIT_MESSAGES,
       g_param_spec_boolean ("emit-messages", "Emit messages", "Post a 'pefm' element message per frame",
@@ -928,6 +963,7 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_filter_transform_ip);
   trans_class->before_transform = GST_DEBUG_FUNCPTR (gst_pefm_filter_before_transform);
   trans_class->src_event = GST_DEBUG_FUNCPTR (gst_pefm_filter_src_event);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_pefm_filter_sink_event);
   trans_class->query = GST_DEBUG_FUNCPTR (gst_pefm_filter_query);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_pefm_filter_set_info);
 

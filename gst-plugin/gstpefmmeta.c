@@ -142,9 +142,10 @@ void
 gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
     GBytes * bytes, gdouble scale_x, gdouble scale_y)
 {
+  GBytes *old;
+
   g_return_if_fail (meta != NULL);
-  if (meta->map_bytes)
-    g_bytes_unref (meta->map_bytes);
+  old = meta->map_bytes;        /* released last: @bytes may be the meta's own */
   meta->map_bytes = NULL;
   meta->map = NULL;
   meta->map_width = meta->map_height = 0;
@@ -158,16 +159,21 @@ gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
   }
   meta->map_scale_x = scale_x;
   meta->map_scale_y = scale_y;
+  if (old)
+    g_bytes_unref (old);
 }
 
 void
 gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
     const GstPefmRegion * regions)
 {
+  GstPefmRegion *old;
+
   g_return_if_fail (meta != NULL);
-  g_free (meta->regions);
+  old = meta->regions;          /* freed last: @regions may be the meta's own */
   meta->regions = n > 0 && regions ? g_memdup2 (regions, n * sizeof (GstPefmRegion)) : NULL;
   meta->n_regions = meta->regions ? n : 0;
+  g_free (old);
 }
 
 gfloat

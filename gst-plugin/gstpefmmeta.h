@@ -49,7 +49,9 @@ struct _GstPefmRegion {
  * @calibrated: whether the model carried calibration (else @score is raw)
  * @map_width: heat map width
  * @map_height: heat map height
- * @map: normalised heat map, @map_width x @map_height floats, row-major
+ * @map: normalised heat map, @map_width x @map_height floats, row-major; read-only:
+ *   shared by every copy of the buffer (it lives in @map_bytes); replace it with
+ *   gst_pefm_meta_set_map()
  * @map_scale_x: frame pixels per map pixel, horizontally
  * @map_scale_y: frame pixels per map pixel, vertically
  * @n_regions: number of anomalous regions

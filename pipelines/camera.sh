@@ -7,8 +7,9 @@
 # - v4l2src captures into a handful of driver buffers in its own thread. If inference is
 #   slower than the camera, the camera must not stall waiting for pefmfilter: the queue
 #   after it is leaky=downstream (drops the oldest frame) with max-size-buffers=2. A frame
-#   dropped there never reached the inspector: QoS-style loss at the source, counted by the
-#   queue (its "overrun" signal) and visible as gaps in the "pefm" message frame numbers.
+#   dropped there never reached the inspector: loss at the source, counted by the queue (its
+#   "overrun" signal) and visible as gaps in the buffers' offsets (v4l2src numbers frames),
+#   not in pefm's "frame" numbers, which count the frames that reached pefmfilter.
 #   Where every part must be inspected (triggered line cameras), use a camera trigger that
 #   waits for the inspector instead, and drop leaky=downstream.
 # - pefmfilter reports its processing time in the LATENCY query, so autovideosink

@@ -180,6 +180,7 @@ void write_json(const std::string& path, const std::string& text) {
   if (path == "-") {
     std::ostream out(g_real_stdout ? g_real_stdout : std::cout.rdbuf());
     out << text << std::flush;
+    if (!out) throw std::runtime_error("cannot write the JSON report to stdout");
     return;
   }
   pefm::write_file_atomically(path, text);

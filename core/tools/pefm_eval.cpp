@@ -141,7 +141,7 @@ int run(int argc, char** argv) {
         img = cli::to_tensor(io::read_image(tests[j].path));
         if (tests[j].defective) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
       } catch (const io::ImageError& e) {
-        std::cout << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
+        std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
         ++skipped;
         continue;
       }
