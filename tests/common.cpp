@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -37,7 +38,17 @@ bool cuda_required() {
   return env && std::string(env) == "1";
 }
 
-bool gpu_device_present() { return std::filesystem::exists("/dev/nvidia0"); }
+bool gpu_device_present() {
+  // /dev/nvidiactl exists wherever the NVIDIA driver exposes a GPU, whatever its number
+  // (a container may be given only /dev/nvidia3).
+  std::error_code ec;
+  if (std::filesystem::exists("/dev/nvidiactl", ec)) return true;
+  for (const auto& e : std::filesystem::directory_iterator("/dev", ec)) {
+    const auto name = e.path().filename().string();
+    if (name.size() > 6 && name.compare(0, 6, "nvidia") == 0 && std::isdigit(static_cast<unsigned char>(name[6]))) return true;
+  }
+  return false;
+}
 
 bool shared_required() {
   const char* env = std::getenv("PEFM_REQUIRE_SHARED");

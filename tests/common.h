@@ -29,7 +29,7 @@ constexpr int kTimeoutScale = kSanitized ? 4 : 1;
 
 // GPU tests begin with PEFM_CUDA_OR_SKIP(): without CUDA they skip, unless CUDA is
 // expected, which makes that a failure: PEFM_REQUIRE_CUDA=1 (set by bench/gpu-check.sh), or
-// an NVIDIA device node on this machine (/dev/nvidia0) -- a build whose CUDA silently stayed
+// an NVIDIA device node on this machine (/dev/nvidiactl, /dev/nvidiaN) -- a build whose CUDA silently stayed
 // off (libtorch_cuda not linked) cannot pass as "skipped" where there is a GPU. With CUDA it
 // turns TF32 off: cuDNN would otherwise round fp32 convolution inputs to a 10-bit mantissa
 // on Ampere and later GPUs, and fp32 CUDA results are compared at fp32 tolerances.
@@ -42,7 +42,7 @@ bool prepare_cuda_test();
       if (pefm_test::cuda_required())                                                           \
         FAIL() << "PEFM_REQUIRE_CUDA=1, but CUDA is not available (libtorch_cuda not linked?)";   \
       if (pefm_test::gpu_device_present())                                                      \
-        FAIL() << "this machine has an NVIDIA GPU (/dev/nvidia0), but CUDA is not available";     \
+        FAIL() << "this machine has an NVIDIA GPU (/dev/nvidia*), but CUDA is not available";     \
       GTEST_SKIP() << "no CUDA device in this build/machine";                                   \
     }                                                                                           \
   } while (0)

@@ -57,7 +57,7 @@ TEST(Detector, GrayAndReplicatedRgbAgree) {
 }
 
 // The whole anomaly map against an independent PyTorch implementation of PEFM.md steps
-// 3-7 (tests/data/make_golden.py: torchvision backbones, its own position code, mapping
+// 3-7 (../shared/PEFM.md; tests/data/make_golden.py: torchvision backbones, its own position code, mapping
 // networks, residual, upsampling and fusion), formula weights everywhere, for every PE mode
 // and both fusions; through the network as trained (BatchNorm unfolded) and through the
 // Detector's folded inference copy. Catches a changed normalisation, position code, mapping
@@ -95,6 +95,19 @@ TEST_P(WholeMapGolden, MatchesTheIndependentPyTorchReference) {
   ASSERT_EQ(unfolded.sizes(), want.sizes());
   const double err = (unfolded - want).abs().max().item<double>();
   EXPECT_LT(err, 1e-5 * scale) << "unfolded network, max error " << err << " of " << scale;
+  // Add and concat also on a 64 x 96 input: rows and columns swapped anywhere (position
+  // code, upsampling size) show there.
+  const auto wide_key = pefm::to_string(c.pe) + "_" + pefm::to_string(c.fusion) + "_wide";
+  if (golden.count(wide_key)) {
+    torch::NoGradGuard no_grad;
+    const auto& want_wide = golden.at(wide_key);
+    const auto got_wide = model->net->anomaly_map(golden.at("input_wide"));
+    ASSERT_EQ(got_wide.sizes(), want_wide.sizes());
+    const double err_wide = (got_wide - want_wide).abs().max().item<double>();
+    EXPECT_LT(err_wide, 1e-5 * want_wide.abs().max().item<double>()) << "64 x 96 input, max error " << err_wide;
+  } else {
+    EXPECT_FALSE(c.pe != pefm::PeMode::kNone && c.fusion == pefm::Fusion::kMean) << "golden lacks " << wide_key;
+  }
   pefm::Detector det(model, {"cpu"});
   const auto folded = det.detect_preprocessed(x);
   const double err_folded = (folded.maps - want).abs().max().item<double>();

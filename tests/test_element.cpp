@@ -303,10 +303,17 @@ TEST_P(ElementFormats, OverlayDrawsAroundTheDefectAndNoneLeavesEveryByte) {
       for (const auto& [x, y] : changed) {
         near += x >= 60 - 24 && x < 80 + 24 && y >= 30 - 16 && y < 50 + 16;
         on_defect += x >= 60 && x < 80 && y >= 30 && y < 50;
-        // Nothing is drawn where the map is below the heat map's fade-in (0.3).
-        const auto mx = std::min<guint>(m->map_width - 1, static_cast<guint>(x / m->map_scale_x));
-        const auto my = std::min<guint>(m->map_height - 1, static_cast<guint>(y / m->map_scale_y));
-        cold += m->map[my * m->map_width + mx] < 0.25f;
+        // Nothing is drawn where the map is below the heat map's fade-in (0.3): the overlay
+        // samples the map bilinearly, so a pixel is cold when all four cells around it are.
+        const double fx = std::max(0.0, (x + 0.5) / m->map_scale_x - 0.5);
+        const double fy = std::max(0.0, (y + 0.5) / m->map_scale_y - 0.5);
+        float warmest = 0.0f;
+        for (const guint cy : {static_cast<guint>(fy), static_cast<guint>(fy) + 1}) {
+          for (const guint cx : {static_cast<guint>(fx), static_cast<guint>(fx) + 1}) {
+            warmest = std::max(warmest, m->map[std::min(cy, m->map_height - 1) * m->map_width + std::min(cx, m->map_width - 1)]);
+          }
+        }
+        cold += warmest < 0.25f;
       }
       EXPECT_EQ(cold, 0u) << cold << " of " << changed.size() << " changed pixels lie where the map is below 0.25";
       EXPECT_GT(near, changed.size() * 3 / 4) << "only " << near << " of " << changed.size() << " changed pixels near the defect";
@@ -363,9 +370,11 @@ pefm::FrameView view_of(GstVideoFrame* f) {
 class ElementColour : public ::testing::TestWithParam<ColourCase> {};
 
 // A coloured frame with a coloured defect gives, in every accepted format and colorimetry,
-// the map of its own pixels in RGB as GStreamer's converter reads them: the original bytes
-// for packed formats, replicated luma for GRAY8, the caps' matrix and range for YUV. Catches
-// a swapped channel or chroma plane, a wrong matrix, a wrong range.
+// the map of its own pixels in RGB: for packed formats and GRAY8 as GStreamer's converter
+// reads them (the original bytes, replicated luma), for YUV decoded with the caps' matrix
+// and range as the caps parse (the decoding itself is checked by the colour bars and
+// YuvConversion). Catches a swapped channel, an element that passes the wrong matrix, range
+// or planes.
 TEST_P(ElementColour, ColouredFrameGivesTheMapOfItsRgbPixels) {
   const auto [format, colorimetry] = GetParam();
   GstVideoInfo info, rgb_info;
@@ -477,12 +486,12 @@ bool on_outline(int x, int y) {
 
 // Contours are drawn in the contour colour (red, 255/32/32) exactly on the outline and
 // nowhere else; the heat map blends jet(1) = (127, 0, 0) at `alpha` inside the disc and
-// leaves the rest. In RGB and in I420, where the colour is GStreamer's own conversion of
-// the same red.
-TEST(Overlay, ContoursAndHeatMapHaveTheirColoursExactlyWhereTheMapSaysInRgbAndI420) {
+// leaves the rest. In RGB, I420 and NV12 (interleaved chroma), where the colour is
+// GStreamer's own conversion of the same red.
+TEST(Overlay, ContoursAndHeatMapHaveTheirColoursExactlyWhereTheMapSaysInRgbI420AndNv12) {
   const auto result = disc_result();
   const auto grey = torch::full({kH, kW, 3}, 100, torch::kUInt8);
-  for (const GstVideoFormat format : {GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_I420}) {
+  for (const GstVideoFormat format : {GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12}) {
     for (const auto mode : {pefm::OverlayMode::kContours, pefm::OverlayMode::kHeatmap}) {
       GstVideoInfo info;
       GstBuffer* buf = make_buffer(grey, format, &info);
@@ -1208,8 +1217,20 @@ struct LiveRun {
   int messages = 0, inspected_messages = 0, late_messages = 0;
   guint64 frames = 0, inspected = 0, skipped_late = 0, skipped_interval = 0;
   GstClockTime latency_min = 0, processing_max = 0, latency = 0;
+  GstClockTime latency_at_query = 0;  // the element's stats, read right after the query
   bool live = false;
 };
+
+guint64 stat(GstElement* filter, const char* name) {
+  GstStructure* stats = nullptr;
+  g_object_get(filter, "stats", &stats, nullptr);
+  guint64 v = 0;
+  if (stats) {
+    gst_structure_get_uint64(stats, name, &v);
+    gst_structure_free(stats);
+  }
+  return v;
+}
 
 GstPadProbeReturn count_metas(GstPad*, GstPadProbeInfo* info, gpointer user_data) {
   auto* run = static_cast<LiveRun*>(user_data);
@@ -1221,13 +1242,13 @@ GstPadProbeReturn count_metas(GstPad*, GstPadProbeInfo* info, gpointer user_data
   return GST_PAD_PROBE_OK;
 }
 
-// A live source at 100 frames/s into a model that needs several times longer per frame
-// (32 px tiles: 8 network inputs per frame), a synchronised sink: every frame is
+// A live source at 1000 frames/s into a model that needs far longer per frame (32 px tiles:
+// 8 network inputs per frame, several ms on any CPU), a synchronised sink: every frame is
 // accounted for in the meta, the messages and `stats`.
 LiveRun run_live(const std::string& extra, int frames) {
   LiveRun run;
   const auto launch = "videotestsrc is-live=true num-buffers=" + std::to_string(frames) +
-                      " ! video/x-raw,format=RGB,width=128,height=64,framerate=100/1 ! pefmfilter name=f device=cpu "
+                      " ! video/x-raw,format=RGB,width=128,height=64,framerate=1000/1 ! pefmfilter name=f device=cpu "
                       "tile-size=32 overlay=none emit-messages=true " + extra + " model=" + g_model +
                       " ! fakesink name=sink sync=true qos=true";
   GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
@@ -1258,6 +1279,7 @@ LiveRun run_live(const std::string& extra, int frames) {
           gst_query_parse_latency(q, &live, &min, &max);
           run.live = live;
           run.latency_min = min;
+          run.latency_at_query = stat(filter, "latency");
           queried = true;
         }
         gst_query_unref(q);
@@ -1307,7 +1329,8 @@ TEST(ElementLive, SkipLateReportsEverySkippedFrame) {
     const auto run = run_live(extra, 40);
     EXPECT_EQ(run.frames, 40u) << extra;
     EXPECT_EQ(run.inspected + run.skipped_late, 40u) << extra;
-    EXPECT_GT(run.skipped_late, 0u) << extra << ": a source 5x faster than inference left nothing late";
+    ASSERT_GT(run.processing_max, 3 * GST_MSECOND) << extra << ": inference faster than the 1 ms frames; nothing can be late";
+    EXPECT_GT(run.skipped_late, 0u) << extra << ": a source far faster than inference left nothing late";
     EXPECT_GT(run.inspected, 0u) << extra;
     EXPECT_EQ(run.metas, 40) << extra << ": a frame left without its meta";
     EXPECT_EQ(run.inspected_metas, static_cast<int>(run.inspected)) << extra;
@@ -1351,9 +1374,10 @@ TEST(ElementLive, LatencyQueryAddsTheMeasuredProcessingTime) {
   const auto run = run_live("", 12);
   EXPECT_TRUE(run.live);
   EXPECT_GT(run.processing_max, 0u);
-  EXPECT_GE(run.latency, run.processing_max);
-  EXPECT_GE(run.latency_min, run.processing_max / 2)
-      << "pipeline latency " << run.latency_min << " ns, a frame takes up to " << run.processing_max << " ns";
+  EXPECT_GE(run.latency, run.processing_max + run.processing_max / 10);
+  ASSERT_GT(run.latency_at_query, 0u);
+  EXPECT_GE(run.latency_min, run.latency_at_query)
+      << "pipeline latency " << run.latency_min << " ns, the element measured " << run.latency_at_query << " ns";
 }
 
 // overlay=none maps frames read-only: after a tee into 8 inspectors no branch copies the

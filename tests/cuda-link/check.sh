@@ -45,7 +45,11 @@ meson setup "$b" "${common[@]}" -Dcuda=enabled >"$work/setup-enabled.log" \
   || { tail -30 "$work/setup-enabled.log"; fail "meson setup -Dcuda=enabled"; }
 grep -q '#define PEFM_TORCH_CUDA 1' "$b/pefm-config.h" || fail "PEFM_TORCH_CUDA is not 1 with a CUDA LibTorch"
 grep -q '#define PEFM_WITH_CUDA_KERNELS 1' "$b/pefm-config.h" || fail "the CUDA kernels are off with -Dcuda=enabled"
-targets=(core/libpefm-core.so gst-plugin/libgstpefm.so core/tools/pefm-bench)
+# libpefm-core's file name carries its version (libpefm-core.so.X.Y.Z): ask ninja for it.
+core_lib() { ninja -C "$1" -t targets all | sed -n 's|^\(core/libpefm-core\.so[.0-9]*\): cpp_LINKER$|\1|p'; }
+core_target=$(core_lib "$b")
+[ -n "$core_target" ] || fail "no libpefm-core target in $b"
+targets=("$core_target" gst-plugin/libgstpefm.so core/tools/pefm-bench)
 ninja -C "$b" "${targets[@]}" >"$work/build-enabled.log" || { tail -40 "$work/build-enabled.log"; fail "build"; }
 for t in "${targets[@]}"; do
   needed=$(readelf -d "$b/$t" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
@@ -54,7 +58,7 @@ for t in "${targets[@]}"; do
   done
   echo "cuda-link: $t needs libtorch_cuda.so and libc10_cuda.so"
 done
-core=$b/core/libpefm-core.so
+core=$b/$core_target
 readelf -d "$core" | grep -E 'RUNPATH|RPATH' | grep -q cuda || fail "libpefm-core.so has no rpath to the CUDA runtime"
 cudart_dir=$(readelf -d "$core" | sed -n 's/.*R\(UN\)\{0,1\}PATH.*\[\(.*\)\]/\2/p' | tr ':' '\n' | grep cuda | head -1)
 ls "$cudart_dir"/libcudart.so.* >/dev/null 2>&1 || fail "the rpath $cudart_dir holds no libcudart"
@@ -67,7 +71,7 @@ echo "cuda-link: libpefm-core.so embeds $archs"
 if ninja -C "$b" -t commands | grep -E '(^|/)nvcc ' | grep -vE ' -c ' >/dev/null; then
   fail "something is linked by nvcc: $(ninja -C "$b" -t commands | grep -E '(^|/)nvcc ' | grep -vE ' -c ' | head -1 | cut -c1-200)"
 fi
-echo "cuda-link: nvcc only compiles; everything links with $(ninja -C "$b" -t commands core/libpefm-core.so | tail -1 | cut -d' ' -f1)"
+echo "cuda-link: nvcc only compiles; everything links with $(ninja -C "$b" -t commands "$core_target" | tail -1 | cut -d' ' -f1)"
 
 # ---- 2. -Dcuda=disabled: no kernels, but the glue still compiles
 b=$work/disabled
@@ -75,7 +79,8 @@ meson setup "$b" "${common[@]}" -Dcuda=disabled >"$work/setup-disabled.log" \
   || { tail -30 "$work/setup-disabled.log"; fail "meson setup -Dcuda=disabled"; }
 grep -q '#define PEFM_WITH_CUDA_KERNELS 0' "$b/pefm-config.h" || fail "kernels on with -Dcuda=disabled"
 grep -q '#define PEFM_TORCH_CUDA 1' "$b/pefm-config.h" || fail "-Dcuda=disabled turned the CUDA glue off"
-glue=$(grep -l PEFM_TORCH_CUDA core/src/*.cpp | sed 's|core/src/\(.*\)|core/libpefm-core.so.p/src_\1.o|')
+core_target=$(core_lib "$b")
+glue=$(grep -l PEFM_TORCH_CUDA core/src/*.cpp | sed "s|core/src/\(.*\)|$core_target.p/src_\1.o|")
 # shellcheck disable=SC2086
 ninja -C "$b" $glue >"$work/build-disabled.log" || { tail -40 "$work/build-disabled.log"; fail "the glue does not compile with -Dcuda=disabled"; }
 echo "cuda-link: -Dcuda=disabled compiles the glue ($(echo $glue | wc -w) files)"

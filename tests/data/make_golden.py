@@ -10,11 +10,13 @@ Run with Debian's python3-torch / python3-torchvision (1.13 / 0.14):
   the input and the three tap outputs. This checks the C++ networks against torchvision's
   own code (names, strides, padding, block order) without committing weights.
 * anomaly_map.pt: the whole anomaly map, written here from the method's description
-  (PEFM.md steps 3-7: L2 normalisation, the authors' 2-D position code, the dual 1x1
+  (../shared/PEFM.md, not in this repository, steps 3-7: L2 normalisation, the authors' 2-D position code, the dual 1x1
   mapping networks in eval mode, the residual, bilinear upsampling and fusion), on top of
   torchvision's backbones; every weight from the formula, under the key names of pefm's
   modules (mapping.<k>.encoder_s.0.0.weight, ...). Config: mobilenet_v2 -> resnet18, 64 px,
-  latent 8/12/16; one map per PE mode (add, concat, none) and fusion (mean, product).
+  latent 8/12/16; one map per PE mode (add, concat, none) and fusion (mean, product) on
+  2 x 64 x 64 inputs, and for add and concat with mean fusion on a 64 x 96 input ("*_wide"),
+  where swapped rows and columns (position code, upsampling) would show.
 * mobilenet_v2_real.pt: taps of ../shared/models/mobilenet_v2_torchvision_imagenet.pth
   (real ImageNet weights, a torchvision-layout dict written by Python) on a formula input,
   checked when ../shared is present.
@@ -160,17 +162,14 @@ class FormulaMapping:
         return s_hat, t_hat
 
 
-def anomaly_maps(out_dir):
-    src = torchvision.models.mobilenet_v2().eval()
-    tgt = torchvision.models.resnet18().eval()
-    fill(src)
-    fill(tgt)
-    x = formula_tensor("map-input", (2, 3, MAP_SIZE, MAP_SIZE), "shift") * 10.0
+def pefm_maps(src, tgt, x, pes, fusions):
+    """{"<pe>_<fusion>": [N, H, W]} for input x [N, 3, H, W] (formula mapping weights)."""
+    size = tuple(x.shape[2:])
+    out = {}
     with torch.no_grad():
         fs = [torch.nn.functional.normalize(t, p=2, dim=1) for t in taps(src, "mobilenet_v2", x)]
         ft = [torch.nn.functional.normalize(t, p=2, dim=1) for t in taps(tgt, "resnet18", x)]
-        out = {"input": x.clone()}
-        for pe in ("add", "concat", "none"):
+        for pe in pes:
             residuals = []
             for k in range(3):
                 cs, ct = fs[k].shape[1], ft[k].shape[1]
@@ -188,10 +187,25 @@ def anomaly_maps(out_dir):
                     in_s, in_t = fs[k], ft[k]
                 s_hat, t_hat = net.forward(in_s, in_t)
                 sm = 0.5 * (((s_hat - fs[k]) ** 2).sum(1, keepdim=True) + ((t_hat - ft[k]) ** 2).sum(1, keepdim=True))
-                residuals.append(torch.nn.functional.interpolate(sm, size=(MAP_SIZE, MAP_SIZE), mode="bilinear",
-                                                                 align_corners=False))
-            out[f"{pe}_mean"] = (sum(residuals) / 3.0).squeeze(1).contiguous()
-            out[f"{pe}_product"] = (residuals[0] * residuals[1] * residuals[2]).squeeze(1).contiguous()
+                residuals.append(torch.nn.functional.interpolate(sm, size=size, mode="bilinear", align_corners=False))
+            if "mean" in fusions:
+                out[f"{pe}_mean"] = (sum(residuals) / 3.0).squeeze(1).contiguous()
+            if "product" in fusions:
+                out[f"{pe}_product"] = (residuals[0] * residuals[1] * residuals[2]).squeeze(1).contiguous()
+    return out
+
+
+def anomaly_maps(out_dir):
+    src = torchvision.models.mobilenet_v2().eval()
+    tgt = torchvision.models.resnet18().eval()
+    fill(src)
+    fill(tgt)
+    x = formula_tensor("map-input", (2, 3, MAP_SIZE, MAP_SIZE), "shift") * 10.0
+    out = {"input": x.clone()}
+    out.update(pefm_maps(src, tgt, x, ("add", "concat", "none"), ("mean", "product")))
+    xw = formula_tensor("map-input-wide", (1, 3, MAP_SIZE, MAP_SIZE * 3 // 2), "shift") * 10.0
+    out["input_wide"] = xw.clone()
+    out.update({k + "_wide": v for k, v in pefm_maps(src, tgt, xw, ("add", "concat"), ("mean",)).items()})
     torch.save(out, os.path.join(out_dir, "anomaly_map.pt"))
     print("anomaly_map", {k: tuple(v.shape) for k, v in out.items()})
 

@@ -19,7 +19,7 @@ data), u32 CRC-32, "PEFM_END". Layouts inside version 1:
 
 Model: mobilenet_v2 -> mobilenet_v2, 64 px, PE added, latent 4/8/12, mean fusion, a valid
 calibration. Weights: make_golden.py's formula rounded to multiples of 1/64 (few distinct
-values, so git stores each 4.5 MB file in about 1 MB). expected_maps.pt holds the input
+values: git stores each 4.5 MB file in about 0.7 MB). expected_maps.pt holds the input
 and the raw anomaly map of each file, computed by make_golden.py's independent reference.
 """
 import os
