@@ -1374,7 +1374,9 @@ TEST(ElementLive, LatencyQueryAddsTheMeasuredProcessingTime) {
   const auto run = run_live("", 12);
   EXPECT_TRUE(run.live);
   EXPECT_GT(run.processing_max, 0u);
-  EXPECT_GE(run.latency, run.processing_max + run.processing_max / 10);
+  // Reported: the longest frame plus 10 % headroom when it was last raised, so never below
+  // the longest frame (frames up to the headroom do not re-report).
+  EXPECT_GE(run.latency, run.processing_max);
   ASSERT_GT(run.latency_at_query, 0u);
   EXPECT_GE(run.latency_min, run.latency_at_query)
       << "pipeline latency " << run.latency_min << " ns, the element measured " << run.latency_at_query << " ns";
