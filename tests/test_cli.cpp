@@ -72,6 +72,15 @@ Result run(const std::vector<std::string>& argv, const std::vector<std::string>&
   return r;
 }
 
+// Runs `argv` and sends `sig` to it as soon as `ckpt` exists: a point the program defines (a
+// complete checkpoint is in place), not one a sleep picks.
+Result run_until_checkpoint(const std::vector<std::string>& argv, const std::string& ckpt, int sig = SIGINT) {
+  return run(argv, {}, [&](pid_t pid) {
+    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kill(pid, sig);
+  });
+}
+
 void write_image(const std::string& path, const torch::Tensor& hwc) {
   const auto t = hwc.contiguous();
   pefm::io::Image img{static_cast<int>(t.size(1)), static_cast<int>(t.size(0)), static_cast<int>(t.size(2)),
@@ -202,10 +211,7 @@ TEST_F(Cli, InterruptLeavesNoModelAndResumeFinishes) {
   const auto model = out_.file("m.pt");
   const auto ckpt = model + ".ckpt";
   // Interrupt once the first epoch's checkpoint exists.
-  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
-    for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    kill(pid, SIGINT);
-  });
+  const auto r = run_until_checkpoint(tiny_train(dir_->file("good"), model, 400), ckpt);
   ASSERT_EQ(r.status, 130) << r.output;
   EXPECT_NE(r.output.find("interrupted: no model written"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(model));
@@ -231,12 +237,7 @@ TEST_F(Cli, SigkillKeepsThePreviousModelAndResumeWorks) {
   const auto ckpt = model + ".ckpt";
   ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
   const auto previous = pefm_test::slurp(model);
-  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
-    // Killed as soon as the first checkpoint is in place: a point the program defines (a
-    // complete checkpoint, a previous model), not one a sleep picks.
-    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    kill(pid, SIGKILL);
-  });
+  const auto r = run_until_checkpoint(tiny_train(dir_->file("good"), model, 400), ckpt, SIGKILL);
   ASSERT_EQ(r.status, 128 + SIGKILL) << r.output;
   EXPECT_EQ(pefm_test::slurp(model), previous) << "the previous model must survive untouched";
   EXPECT_EQ(pefm::load_model(model).training.at("epochs"), "1");
@@ -269,10 +270,7 @@ TEST_F(Cli, ResumedRunEqualsAnUninterruptedRun) {
   ASSERT_EQ(run(tiny_train(dir_->file("good"), straight, epochs)).status, 0);
   const auto model = out_.file("resumed.pt");
   const auto ckpt = model + ".ckpt";
-  const auto r = run(tiny_train(dir_->file("good"), model, epochs), {}, [&](pid_t pid) {
-    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    kill(pid, SIGINT);
-  });
+  const auto r = run_until_checkpoint(tiny_train(dir_->file("good"), model, epochs), ckpt);
   ASSERT_EQ(r.status, 130) << "the run finished before it could be interrupted:\n" << r.output;
   const auto stopped_at = pefm::load_checkpoint(ckpt).trainer_state.at("epochs_done").item<int64_t>();
   // Stopped during calibration, the resumed run would only calibrate: resume not tested.
@@ -290,10 +288,7 @@ TEST_F(Cli, ResumedRunEqualsAnUninterruptedRun) {
 TEST_F(Cli, ResumeWithChangedSettingsIsRefusedNamingTheSetting) {
   const auto model = out_.file("m.pt");
   const auto ckpt = model + ".ckpt";
-  const auto r = run(tiny_train(dir_->file("good"), model, 400), {}, [&](pid_t pid) {
-    for (int i = 0; i < 3000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    kill(pid, SIGINT);
-  });
+  const auto r = run_until_checkpoint(tiny_train(dir_->file("good"), model, 400), ckpt);
   ASSERT_EQ(r.status, 130) << r.output;
   const auto before = pefm_test::slurp(ckpt);
   const auto with = [&](const std::string& option, const std::string& value) {
