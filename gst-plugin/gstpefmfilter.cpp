@@ -448,6 +448,19 @@ note_processing_time (GstPefmFilter * self, GstClockTime spent, bool warmup)
     gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
 }
 
+/* Runs the detector on one frame as configured: tile-size -1 resolved to the model's
+ * training tile, the CPU thread count applied in this (the streaming) thread. Throws what
+ * FrameDetector::process throws. */
+static pefm::FrameResult
+detect (GstPefmFilter * self, const pefm::FrameView & view, double threshold, pefm::TileOptions tiles, int threads)
+{
+  auto & st = *self->state;
+  if (tiles.size < 0)
+    tiles.size = st.detector->trained_tile ();
+  pefm::use_cpu_threads (threads);
+  return st.detector->process (view, threshold, tiles, st.stream.get ());
+}
+
 static GstClockTime
 elapsed_since (std::chrono::steady_clock::time_point t0)
 {
@@ -480,7 +493,7 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
    * measured time (the first inference is also the slowest: allocations, kernel choice). */
   if (self->state->detector) {
     GST_OBJECT_LOCK (self);
-    pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
+    const pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
     const int threads = self->threads;
     GST_OBJECT_UNLOCK (self);
     GstBuffer *blank = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (in_info), NULL);
@@ -488,11 +501,8 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
     GstVideoFrame frame;
     if (gst_video_frame_map (&frame, in_info, blank, GST_MAP_READ)) {
       try {
-        if (tiles.size < 0)
-          tiles.size = self->state->detector->trained_tile ();
-        pefm::use_cpu_threads (threads);
         const auto t0 = std::chrono::steady_clock::now ();
-        self->state->detector->process (frame_view (self, &frame), 0.5, tiles, self->state->stream.get ());
+        detect (self, frame_view (self, &frame), 0.5, tiles, threads);
         note_processing_time (self, elapsed_since (t0), true);
       } catch (const std::exception & e) {
         /* the same settings fail the first real frame, with the error named there */
@@ -563,12 +573,17 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
   gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
 }
 
-/* Why this frame is let through uninspected, or NULL to inspect it. */
+/* Why a frame is let through uninspected (GstPefmMeta.skip_reason, the message's reason). */
+static const char kSkipInterval[] = "interval";
+static const char kSkipLate[] = "late";
+
+/* Why this frame is let through uninspected (kSkipInterval, kSkipLate), or NULL to inspect
+ * it. */
 static const char *
 skip_reason (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number)
 {
   if (fs.interval > 1 && frame_number % fs.interval != 0)
-    return "interval";
+    return kSkipInterval;
   if (fs.skip_late) {
     GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
     const GstClockTime rt = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, GST_BUFFER_PTS (buf));
@@ -578,7 +593,7 @@ skip_reason (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, gu
     const GstClockTime end = GST_CLOCK_TIME_IS_VALID (rt) && GST_BUFFER_DURATION_IS_VALID (buf)
         ? rt + GST_BUFFER_DURATION (buf) : rt;
     if (GST_CLOCK_TIME_IS_VALID (end) && GST_CLOCK_TIME_IS_VALID (earliest) && end <= earliest)
-      return "late";
+      return kSkipLate;
   }
   return nullptr;
 }
@@ -614,7 +629,7 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
     meta->calibrated = calibrated;
     GST_OBJECT_LOCK (self);
     st.frames++;
-    (why[0] == 'l' ? st.skipped_late : st.skipped_interval)++;
+    (why == kSkipLate ? st.skipped_late : st.skipped_interval)++;
     GST_OBJECT_UNLOCK (self);
     GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
     if (fs.emit)
@@ -630,16 +645,12 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
             draw ? "drawing" : "reading"), (NULL));
     return GST_FLOW_ERROR;
   }
-  pefm::TileOptions tiles = fs.tiles;
   const pefm::FrameView view = frame_view (self, &frame);
   const auto t0 = std::chrono::steady_clock::now ();
   pefm::FrameResult result;
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    if (tiles.size < 0)
-      tiles.size = st.detector->trained_tile ();
-    pefm::use_cpu_threads (fs.threads);
-    result = st.detector->process (view, fs.threshold, tiles, st.stream.get ());
+    result = detect (self, view, fs.threshold, fs.tiles, fs.threads);
     pefm::draw_overlay (view, result, fs.overlay, fs.alpha, fs.threshold);
   } catch (const pefm::Cancelled &) {
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);

@@ -353,9 +353,14 @@ torch::Tensor raw_map(const std::string& caps, GstBuffer* buffer) {
 }
 
 // The frame as the core sees it, for a mapped GStreamer frame (as the element builds it).
+// RGB, I420 and NV12 only.
 pefm::FrameView view_of(GstVideoFrame* f) {
   pefm::FrameView v;
-  v.format = GST_VIDEO_FRAME_FORMAT(f) == GST_VIDEO_FORMAT_I420 ? pefm::FrameFormat::kI420 : pefm::FrameFormat::kNV12;
+  switch (GST_VIDEO_FRAME_FORMAT(f)) {
+    case GST_VIDEO_FORMAT_RGB: v.format = pefm::FrameFormat::kRGB; break;
+    case GST_VIDEO_FORMAT_I420: v.format = pefm::FrameFormat::kI420; break;
+    default: v.format = pefm::FrameFormat::kNV12; break;
+  }
   v.width = GST_VIDEO_FRAME_WIDTH(f);
   v.height = GST_VIDEO_FRAME_HEIGHT(f);
   for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(f); ++p) {
@@ -497,14 +502,7 @@ TEST(Overlay, ContoursAndHeatMapHaveTheirColoursExactlyWhereTheMapSaysInRgbI420A
       GstBuffer* buf = make_buffer(grey, format, &info);
       GstVideoFrame f;
       ASSERT_TRUE(gst_video_frame_map(&f, &info, buf, GST_MAP_READWRITE));
-      pefm::FrameView view = format == GST_VIDEO_FORMAT_RGB ? pefm::FrameView{} : view_of(&f);
-      if (format == GST_VIDEO_FORMAT_RGB) {
-        view.format = pefm::FrameFormat::kRGB;
-        view.width = kW;
-        view.height = kH;
-        view.planes[0] = static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&f, 0));
-        view.strides[0] = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0);
-      }
+      const pefm::FrameView view = view_of(&f);
       pefm::draw_overlay(view, result, mode, 0.5, 0.5);
       const auto drawn = (pefm::frame_to_rgb(view) * 255.0).round();
       gst_video_frame_unmap(&f);
@@ -515,13 +513,7 @@ TEST(Overlay, ContoursAndHeatMapHaveTheirColoursExactlyWhereTheMapSaysInRgbI420A
                                        format, &i2);
         GstVideoFrame sf;
         gst_video_frame_map(&sf, &i2, solid, GST_MAP_READ);
-        pefm::FrameView sv = format == GST_VIDEO_FORMAT_RGB ? pefm::FrameView{} : view_of(&sf);
-        if (format == GST_VIDEO_FORMAT_RGB) {
-          sv.width = sv.height = 2;
-          sv.planes[0] = static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&sf, 0));
-          sv.strides[0] = GST_VIDEO_FRAME_PLANE_STRIDE(&sf, 0);
-        }
-        const auto c = (pefm::frame_to_rgb(sv) * 255.0).round()[0][0].clone();
+        const auto c = (pefm::frame_to_rgb(view_of(&sf)) * 255.0).round()[0][0].clone();
         gst_video_frame_unmap(&sf);
         gst_buffer_unref(solid);
         return c;
@@ -1356,14 +1348,8 @@ TEST(ElementLive, InferenceIntervalInspectsEveryNthFrameAndReportsTheRest) {
     gst_buffer_unref(out);
   }
   GstElement* filter = gst_harness_find_element(h, "pefmfilter");
-  GstStructure* stats = nullptr;
-  g_object_get(filter, "stats", &stats, nullptr);
-  guint64 inspected = 0, skipped = 0;
-  gst_structure_get_uint64(stats, "inspected", &inspected);
-  gst_structure_get_uint64(stats, "skipped-interval", &skipped);
-  EXPECT_EQ(inspected, 3u);
-  EXPECT_EQ(skipped, 4u);
-  gst_structure_free(stats);
+  EXPECT_EQ(stat(filter, "inspected"), 3u);
+  EXPECT_EQ(stat(filter, "skipped-interval"), 4u);
   gst_object_unref(filter);
   gst_harness_teardown(h);
 }
