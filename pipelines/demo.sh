@@ -69,7 +69,10 @@ say "Pipeline: a folder of test images through pefmfilter"
 mkdir -p "$OUT/sample"
 for dir in "$data"/test/*/; do
   type=$(basename "$dir")
-  find "$dir" -maxdepth 1 -name '*.png' | sort | head -n 4 | while read -r f; do
+  # Not `find | sort | head`: under pipefail, sort killed by SIGPIPE when head has its four
+  # lines ends the script (exit 141) whenever the folder is large enough.
+  mapfile -t files < <(find "$dir" -maxdepth 1 -name '*.png' | sort)
+  for f in "${files[@]:0:4}"; do
     cp "$f" "$OUT/sample/${type}_$(basename "$f")"
   done
 done
