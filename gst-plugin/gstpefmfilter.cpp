@@ -43,9 +43,15 @@
 #include <string>
 
 #include "gstpefmmeta.h"
-#include "pefm/device.h"
 #include "pefm/frame_detector.h"
 #include "pefm/overlay.h"
+#include "pefm/threads.h"
+
+/* The element sees only pefm's LibTorch-free headers (gst-plugin/meson.build leaves
+ * LibTorch's include folders out): no LibTorch type crosses into GStreamer code. */
+#if __has_include(<torch/torch.h>)
+#error "gstpefmfilter.cpp must compile without LibTorch's include folders"
+#endif
 
 GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define GST_CAT_DEFAULT gst_pefm_filter_debug
@@ -330,24 +336,20 @@ gst_pefm_filter_start (GstBaseTransform * trans)
         ("No model: set the 'model' property to a file written by pefm-train"), (NULL));
     return FALSE;
   }
-  bool on_cuda = false;
+  pefm::DetectorOptions opts;
+  opts.device = device;
+  opts.precision = precision == GST_PEFM_PRECISION_FP16 ? pefm::Precision::kFp16
+      : precision == GST_PEFM_PRECISION_BF16 ? pefm::Precision::kBf16 : pefm::Precision::kFp32;
   try {
-    on_cuda = pefm::resolve_device (device).is_cuda ();
+    const std::string changed = pefm::settle_precision (opts);
+    if (!changed.empty ())
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", changed.c_str ()), (NULL));
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("Invalid device '%s' (property 'device')", device.c_str ()), ("%s", e.what ()));
     return FALSE;
   }
   try {
-    pefm::DetectorOptions opts;
-    opts.device = device;
-    opts.precision = precision == GST_PEFM_PRECISION_FP16 ? pefm::Precision::kFp16
-        : precision == GST_PEFM_PRECISION_BF16 ? pefm::Precision::kBf16 : pefm::Precision::kFp32;
-    if (opts.precision == pefm::Precision::kFp16 && !on_cuda) {
-      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("precision=fp16 needs a CUDA device; device '%s' is the CPU, using fp32", device.c_str ()), (NULL));
-      opts.precision = pefm::Precision::kFp32;
-    }
     self->state->detector = pefm::FrameDetector::acquire (model, opts);
     self->state->stream = std::make_unique < pefm::StreamContext > ();
     if (!self->state->detector->calibrated ())
@@ -355,7 +357,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
           ("Model '%s' has no calibration: scores are raw, not normalised; the threshold "
               "applies to raw scores", model.c_str ()), (NULL));
     GST_INFO_OBJECT (self, "loaded %s on %s", model.c_str (),
-        self->state->detector->detector ().device ().str ().c_str ());
+        self->state->detector->device ().c_str ());
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
         ("Could not load model '%s' (property 'model')", model.c_str ()), ("%s", e.what ()));

@@ -24,9 +24,11 @@
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/frame_detector.h"
+#include "pefm/frame_input.h"
 #include "pefm/model_file.h"
 #include "pefm/overlay.h"
 #include "pefm/preprocess.h"
+#include "pefm/testing.h"
 #include "pefm/trainer.h"
 
 namespace {
@@ -791,7 +793,7 @@ TEST(Element, RepeatedNullPlayingCyclesReleaseEverything) {
   const int cycles = pefm_test::kSanitized ? 10 : 50;
   for (int i = 0; i < cycles; ++i) {
     ASSERT_TRUE(run_to_eos(pipeline)) << "cycle " << i;
-    EXPECT_EQ(pefm::FrameDetector::shared_instances(), 0u) << "model still held after NULL, cycle " << i;
+    EXPECT_EQ(pefm::shared_detector_count(), 0u) << "model still held after NULL, cycle " << i;
   }
   const long grown = pefm_test::rss_kib() - before;
   if (check_rss) {
@@ -886,7 +888,7 @@ TEST(Element, ModelChangedInReadyIsReloaded) {
   EXPECT_TRUE(seen.calibrated);
 
   gst_element_set_state(pipeline, GST_STATE_NULL);
-  EXPECT_EQ(pefm::FrameDetector::shared_instances(), 0u);
+  EXPECT_EQ(pefm::shared_detector_count(), 0u);
   gst_object_unref(src);
   gst_object_unref(filter);
   gst_object_unref(pipeline);
@@ -981,8 +983,8 @@ TEST(Element, DetectionFailureBecomesAnErrorMessage) {
   gst_buffer_unref(out);
 
   const auto shared = pefm::FrameDetector::acquire(g_model, {"cpu"});  // the element's instance
-  ASSERT_EQ(pefm::FrameDetector::shared_instances(), 1u);
-  shared->inject_failures(1, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  ASSERT_EQ(pefm::shared_detector_count(), 1u);
+  pefm::testing::inject_failures(*shared, 1, "CUDA out of memory. Tried to allocate 2.00 GiB");
   EXPECT_EQ(gst_harness_push(h, make_buffer(texture_image(kH, kW, 2), GST_VIDEO_FORMAT_RGB, &info)), GST_FLOW_ERROR);
   GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
   ASSERT_NE(msg, nullptr) << "no ERROR message posted";
@@ -1011,9 +1013,9 @@ TEST(Element, InstancesShareOneCopyOfTheWeights) {
   GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
   ASSERT_EQ(gst_element_set_state(pipeline, GST_STATE_PAUSED), GST_STATE_CHANGE_ASYNC);
   gst_element_get_state(pipeline, nullptr, nullptr, pefm_test::kTimeoutScale * 10 * GST_SECOND);
-  EXPECT_EQ(pefm::FrameDetector::shared_instances(), 1u);
+  EXPECT_EQ(pefm::shared_detector_count(), 1u);
   gst_element_set_state(pipeline, GST_STATE_NULL);
-  EXPECT_EQ(pefm::FrameDetector::shared_instances(), 0u);
+  EXPECT_EQ(pefm::shared_detector_count(), 0u);
   gst_object_unref(pipeline);
 }
 

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "pefm/frame_detector.h"
+#include "pefm/frame_input.h"
 
 namespace {
 

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "pefm/metrics.h"
+#include "pefm/postprocess.h"
 #include "pefm/state_dict.h"
 
 namespace {

@@ -35,4 +35,29 @@ void rgb_offsets(FrameFormat f, int offsets[3]) {
   for (int c = 0; c < 3; ++c) offsets[c] = i < 10 ? table[i][c] : 0;
 }
 
+YuvMatrix::YuvMatrix(const FrameView& frame)
+    : kr(frame.kr),
+      kb(frame.kb),
+      y_offset(frame.full_range ? 0.0 : 16.0),
+      y_range(frame.full_range ? 255.0 : 219.0),
+      c_range(frame.full_range ? 255.0 : 224.0),
+      cr_r(2.0 * (1.0 - kr)),
+      cb_g(-2.0 * kb * (1.0 - kb) / (1.0 - kr - kb)),
+      cr_g(-2.0 * kr * (1.0 - kr) / (1.0 - kr - kb)),
+      cb_b(2.0 * (1.0 - kb)) {}
+
+void YuvMatrix::to_rgb(double y, double u, double v, double rgb[3]) const {
+  const double Y = (y - y_offset) / y_range, cb = (u - 128.0) / c_range, cr = (v - 128.0) / c_range;
+  rgb[0] = Y + cr_r * cr;
+  rgb[1] = Y + cb_g * cb + cr_g * cr;
+  rgb[2] = Y + cb_b * cb;
+}
+
+void YuvMatrix::to_yuv(const double rgb[3], double yuv[3]) const {
+  const double y = kr * rgb[0] + (1.0 - kr - kb) * rgb[1] + kb * rgb[2];
+  yuv[0] = y_offset + y_range * y;
+  yuv[1] = 128.0 + c_range * (rgb[2] - y) / cb_b;
+  yuv[2] = 128.0 + c_range * (rgb[0] - y) / cr_r;
+}
+
 }  // namespace pefm

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "pefm/postprocess.h"
+
 namespace pefm {
 
 double auroc(const torch::Tensor& scores, const torch::Tensor& labels) {
@@ -32,39 +34,6 @@ double auroc(const torch::Tensor& scores, const torch::Tensor& labels) {
   const double neg = static_cast<double>(n) - pos;
   if (pos == 0 || neg == 0) return std::numeric_limits<double>::quiet_NaN();
   return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg);
-}
-
-std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask) {
-  TORCH_CHECK(mask.dim() == 2, "label_regions needs a [H, W] mask, got ", mask.sizes());
-  const auto m = mask.detach().cpu().ne(0).contiguous();
-  const int64_t h = m.size(0), w = m.size(1);
-  auto labels = torch::zeros({h, w}, torch::kInt32);
-  const auto* mv = m.data_ptr<bool>();
-  auto* lv = labels.data_ptr<int32_t>();
-  int32_t count = 0;
-  std::vector<int64_t> stack;
-  for (int64_t start = 0; start < h * w; ++start) {
-    if (!mv[start] || lv[start] != 0) continue;
-    lv[start] = ++count;
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      const int64_t y = p / w, x = p % w;
-      for (int64_t dy = -1; dy <= 1; ++dy) {
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          const int64_t ny = y + dy, nx = x + dx;
-          if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
-          const int64_t q = ny * w + nx;
-          if (mv[q] && lv[q] == 0) {
-            lv[q] = count;
-            stack.push_back(q);
-          }
-        }
-      }
-    }
-  }
-  return {labels, count};
 }
 
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, double max_fpr) {

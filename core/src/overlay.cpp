@@ -12,12 +12,11 @@ struct Yuv {
   double y, u, v;
 };
 
-Yuv to_yuv(const uint8_t rgb[3], const FrameView& f) {
-  const double r = rgb[0] / 255.0, g = rgb[1] / 255.0, b = rgb[2] / 255.0;
-  const double y = f.kr * r + (1.0 - f.kr - f.kb) * g + f.kb * b;
-  const double cb = (b - y) / (2.0 * (1.0 - f.kb)), cr = (r - y) / (2.0 * (1.0 - f.kr));
-  if (f.full_range) return {255.0 * y, 128.0 + 255.0 * cb, 128.0 + 255.0 * cr};
-  return {16.0 + 219.0 * y, 128.0 + 224.0 * cb, 128.0 + 224.0 * cr};
+Yuv to_yuv(const uint8_t rgb[3], const YuvMatrix& m) {
+  const double unit[3] = {rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0};
+  double yuv[3];
+  m.to_yuv(unit, yuv);
+  return {yuv[0], yuv[1], yuv[2]};
 }
 
 uint8_t mix(uint8_t dst, double src, double a) {
@@ -62,8 +61,7 @@ class MapSampler {
   std::vector<double> wx_, wy_;
 };
 
-}  // namespace
-
+// Jet colour map of v in 0..1 as 8-bit RGB.
 void jet(double v, uint8_t rgb[3]) {
   v = std::clamp(v, 0.0, 1.0);
   const auto ch = [&](double centre) {
@@ -73,6 +71,8 @@ void jet(double v, uint8_t rgb[3]) {
   rgb[1] = ch(2.0);
   rgb[2] = ch(1.0);
 }
+
+}  // namespace
 
 void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, double alpha, double threshold) {
   if (mode == OverlayMode::kNone || r.map.empty() || f.width <= 0 || f.height <= 0) return;
@@ -84,13 +84,14 @@ void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, do
   // 256-entry colour tables: blending works on the frame's own representation.
   uint8_t lut_rgb[256][3];
   Yuv lut_yuv[256];
+  const YuvMatrix matrix(f);
   for (int i = 0; i < 256; ++i) {
     jet(i / 255.0, lut_rgb[i]);
-    lut_yuv[i] = to_yuv(lut_rgb[i], f);
+    lut_yuv[i] = to_yuv(lut_rgb[i], matrix);
   }
   const auto index = [](double v) { return static_cast<int>(std::clamp(v, 0.0, 1.0) * 255.0 + 0.5); };
   const uint8_t red[3] = {255, 32, 32};
-  const Yuv red_yuv = to_yuv(red, f);
+  const Yuv red_yuv = to_yuv(red, matrix);
 
   std::vector<uint8_t> inside, edge;
   if (contours) {

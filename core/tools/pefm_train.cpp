@@ -13,10 +13,10 @@
 #include "cli.h"
 #include "pefm-config.h"
 #include "pefm/detector.h"
-#include "pefm/frame_detector.h"
 #include "pefm/device.h"
 #include "pefm/model_file.h"
 #include "pefm/preprocess.h"
+#include "pefm/tiling.h"
 #include "pefm/trainer.h"
 #include "pefm/weights.h"
 

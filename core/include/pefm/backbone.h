@@ -23,8 +23,6 @@ class Backbone : public torch::nn::Module {
   const std::string& arch() const { return arch_; }
   // Channel count of each tap (e.g. ResNet50: 256, 512, 1024).
   virtual std::array<int64_t, 3> tap_channels() const = 0;
-  // Downsampling of each tap relative to the input: 4, 8, 16.
-  std::array<int64_t, 3> tap_strides() const { return {4, 8, 16}; }
   // Spatial size of tap k for an input of `size` pixels (the conv arithmetic, exactly).
   virtual int64_t tap_size(int k, int64_t size) const;
 

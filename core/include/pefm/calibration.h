@@ -1,5 +1,5 @@
 // Calibration: turns raw, unbounded residual scores into a normalised 0..1 score with
-// the same meaning on every model (PEFM.md step 8). Computed by pefm-train on held-out
+// the same meaning on every model (README.md, step 8). Computed by pefm-train on held-out
 // normal images.
 //
 //   normalised(x) = clamp(0.5 + 0.5 * (x - threshold) / (threshold - base), 0, 1)

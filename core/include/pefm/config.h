@@ -7,9 +7,9 @@
 
 namespace pefm {
 
-// How the position code enters the mapping network (PEFM.md step 4).
+// How the position code enters the mapping network (README.md, step 4).
 enum class PeMode { kAdd, kConcat, kNone };
-// How the three per-scale residual maps are fused (PEFM.md step 7).
+// How the three per-scale residual maps are fused (README.md, step 7).
 enum class Fusion { kMean, kProduct };
 // Arithmetic of the networks. Maps and scores are float32 whatever the precision.
 //   kFp16: CUDA only. kBf16: CPU (about 1.6x faster where the CPU has AVX512-BF16 or AMX,
@@ -42,6 +42,19 @@ struct ModelConfig {
 
   // Throws std::invalid_argument when a field is out of range or an arch is unknown.
   void validate() const;
+};
+
+// Where and how a detector runs (Detector, FrameDetector).
+struct DetectorOptions {
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  Precision precision = Precision::kFp32;
+  // Fold BatchNorm into the convolutions of the detector's inference copy.
+  bool fold_batchnorm = true;
+  // Activation and weight layout on the CPU. kAuto: NHWC (channels-last) for bf16, where
+  // oneDNN is fastest with it; NCHW for fp32 (measured in bench/RESULTS.md). CUDA always
+  // uses the default layout.
+  enum class Layout { kAuto, kNchw, kNhwc };
+  Layout layout = Layout::kAuto;
 };
 
 }  // namespace pefm

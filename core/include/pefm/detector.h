@@ -12,18 +12,6 @@
 
 namespace pefm {
 
-struct DetectorOptions {
-  std::string device = "auto";  // auto | cpu | cuda | cuda:N
-  Precision precision = Precision::kFp32;
-  // Fold BatchNorm into the convolutions of the detector's inference copy.
-  bool fold_batchnorm = true;
-  // Activation and weight layout on the CPU. kAuto: NHWC (channels-last) for bf16, where
-  // oneDNN is fastest with it; NCHW for fp32, which is 4 % faster on one thread (NHWC is
-  // 12 % faster on two; bench/RESULTS.md). CUDA always uses the default layout for now.
-  enum class Layout { kAuto, kNchw, kNhwc };
-  Layout layout = Layout::kAuto;
-};
-
 struct Detection {
   torch::Tensor maps;    // [N, S, S] float32 raw anomaly maps, on the detector's device
   torch::Tensor scores;  // [N] float32 raw image scores (max of each map)

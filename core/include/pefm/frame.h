@@ -29,4 +29,19 @@ int pixel_stride(FrameFormat f);
 // Byte offsets of R, G, B inside a packed pixel (gray and YUV: all 0).
 void rgb_offsets(FrameFormat f, int offsets[3]);
 
+// The one YUV <-> RGB conversion of pefm (the detector's input and the overlay drawn into
+// YUV frames both use it): Y'CbCr with luma weights Kr, Kb (BT.601, BT.709, BT.2020) in
+// full (0..255) or limited (Y' 16..235, C 16..240) 8-bit range. RGB is 0..1, unclamped.
+struct YuvMatrix {
+  explicit YuvMatrix(const FrameView& frame);
+
+  double kr, kb;
+  double y_offset, y_range, c_range;  // 8-bit Y' = y_offset + y_range * Y, C = 128 + c_range * Cb
+  // R = Y + cr_r Cr; G = Y + cb_g Cb + cr_g Cr; B = Y + cb_b Cb (Y in 0..1, Cb/Cr in -0.5..0.5)
+  double cr_r, cb_g, cr_g, cb_b;
+
+  void to_rgb(double y, double u, double v, double rgb[3]) const;  // 8-bit Y', Cb, Cr in
+  void to_yuv(const double rgb[3], double yuv[3]) const;          // 8-bit Y', Cb, Cr out
+};
+
 }  // namespace pefm

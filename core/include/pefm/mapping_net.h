@@ -1,4 +1,4 @@
-// The dual feature-mapping network of one scale (PEFM.md step 5): two encoders, one
+// The dual feature-mapping network of one scale (README.md, step 5): two encoders, one
 // shared coder, two decoders, all 1x1 convolutions.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Evaluation metrics as the PEFM authors compute them (PEFM.md, "Evaluation protocol").
+// Evaluation metrics as the PEFM authors compute them (the authors' protocol).
 #pragma once
 
 #include <cstdint>
@@ -13,14 +13,11 @@ namespace pefm {
 // (non-zero = positive). Returns NaN when either class is absent.
 double auroc(const torch::Tensor& scores, const torch::Tensor& labels);
 
-// Labels the 8-connected regions of a binary mask [H, W] (non-zero = set): returns an
-// int32 [H, W] map with 0 for background and 1..count for the regions, and the count.
-std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask);
-
 // Per-region overlap (PRO) curve area: `steps` thresholds evenly spaced from the maximum
 // to the minimum score; at each, the false positive rate over all negative pixels and the
-// mean overlap over every connected defect region of every image; points with
-// FPR <= max_fpr kept, their FPR rescaled to [0, 1] by min-max, trapezoidal area.
+// mean overlap over every connected defect region of every image (label_regions in
+// postprocess.h); points with FPR <= max_fpr kept, their FPR rescaled to [0, 1] by
+// min-max, trapezoidal area.
 // maps: [N, H, W] float; masks: [N, H, W] (non-zero = defect). NaN without any region.
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps = 1000,
              double max_fpr = 0.3);

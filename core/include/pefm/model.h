@@ -44,7 +44,7 @@ class PefmNetImpl : public torch::nn::Module {
   // Per-pixel residual of scale k: (||F_s_hat - F_s||^2 + ||F_t_hat - F_t||^2) / 2,
   // summed over channels; [N, 1, h_k, w_k].
   torch::Tensor residual(int k, const torch::Tensor& ns, const torch::Tensor& nt);
-  // Fused anomaly map [N, S, S] of a preprocessed batch (PEFM.md step 7). With `times`,
+  // Fused anomaly map [N, S, S] of a preprocessed batch (README.md, step 7). With `times`,
   // each stage is synchronised and timed (slower; for benchmarks).
   torch::Tensor anomaly_map(const torch::Tensor& x, StageTimes* times = nullptr);
 
@@ -52,7 +52,6 @@ class PefmNetImpl : public torch::nn::Module {
   // inference: same outputs, fewer passes over memory. The net can then no longer be
   // trained or saved.
   void fold_batchnorm();
-  bool folded() const { return folded_; }
 
   // Backbones stay in eval mode (frozen BN) whatever train() says about the mapping nets.
   void train(bool on = true) override;
@@ -65,7 +64,7 @@ class PefmNetImpl : public torch::nn::Module {
 
   ModelConfig config_;
   bool folded_ = false;
-  // Regenerated, never stored (PEFM.md step 4); keyed by side, scale and size. Guarded:
+  // Regenerated, never stored (README.md, step 4); keyed by side, scale and size. Guarded:
   // detectors shared between elements run forward() from several streaming threads.
   std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
   std::mutex pe_mutex_;

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "pefm/frame.h"
-#include "pefm/frame_detector.h"
+#include "pefm/frame_result.h"
 
 namespace pefm {
 
@@ -14,8 +14,5 @@ enum class OverlayMode { kNone = 0, kHeatmap = 1, kContours = 2, kHeatmapContour
 // at or above `threshold`, 2 px, red (white in GRAY8).
 void draw_overlay(const FrameView& frame, const FrameResult& result, OverlayMode mode, double alpha,
                   double threshold);
-
-// Jet colour map of v in 0..1 as 8-bit RGB.
-void jet(double v, uint8_t rgb[3]);
 
 }  // namespace pefm

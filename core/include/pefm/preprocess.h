@@ -1,4 +1,4 @@
-// Frames to network input (PEFM.md step 1): channel selection, resize to S x S with
+// Frames to network input (README.md, step 1): channel selection, resize to S x S with
 // antialiased bilinear filtering (as PIL / torchvision do), [0, 1] scaling, ImageNet
 // normalisation, gray replicated to three channels.
 #pragma once

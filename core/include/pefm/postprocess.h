@@ -1,0 +1,33 @@
+// The last stage of a frame's path: the raw heat map turned into what callers act on --
+// the NaN policy, the calibrated 0..1 scale, the decision and the anomalous regions. The
+// element and pefm-eval use the same regions (label_regions).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "pefm/calibration.h"
+#include "pefm/frame_result.h"
+
+namespace pefm {
+
+// Labels the 8-connected regions of a binary mask [H, W] (non-zero = set): returns an
+// int32 [H, W] map with 0 for background and 1..count for the regions, and the count.
+std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask);
+
+// Bounding boxes, areas and peaks of the 8-connected areas of `map` ([h, w] float32,
+// contiguous, on the CPU) at or above `threshold`, in the pixels of a width x height frame
+// that the map covers; highest peak first.
+std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold, int width, int height);
+
+// Raw map [h, w] of a width x height frame -> FrameResult. NaN policy: a NaN pixel scores
+// 0 and an infinite one the largest float, in raw and normalised maps alike, so every
+// map a caller sees is finite (the detector already turns the network's NaN into the
+// largest score, flagging the frame; this catches what tiling arithmetic can add).
+FrameResult postprocess(const torch::Tensor& raw, const Calibration& calibration, double threshold, int width,
+                        int height);
+
+}  // namespace pefm

@@ -1,0 +1,133 @@
+#include "pefm/frame_input.h"
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "pefm-config.h"
+
+#if PEFM_TORCH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace pefm {
+
+struct StreamContext::Impl {
+#if PEFM_TORCH_CUDA
+  std::optional<c10::cuda::CUDAStream> stream;
+#endif
+  torch::Tensor staging;  // pinned host memory, the last frame's shape
+
+  // Copies `host` into the pinned buffer and starts its upload on the current stream. The
+  // buffer is rewritten only by the next frame, after the detector has synchronised on the
+  // download of this frame's map.
+  torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+#if PEFM_TORCH_CUDA
+    // After an error or a cancelled frame the last upload may still be in flight.
+    if (staging.defined() && stream) stream->synchronize();
+#endif
+    if (!staging.defined() || staging.sizes() != host.sizes() || staging.scalar_type() != host.scalar_type()) {
+      staging = torch::empty(host.sizes(), host.options().pinned_memory(true));
+    }
+    staging.copy_(host);
+    return staging.to(device, /*non_blocking=*/true);
+  }
+};
+
+StreamContext::StreamContext() : impl_(std::make_unique<Impl>()) {}
+StreamContext::~StreamContext() = default;
+
+struct FrameInput::StreamScope {
+#if PEFM_TORCH_CUDA
+  explicit StreamScope(c10::cuda::CUDAStream stream) : guard(stream) {}
+  c10::cuda::CUDAStreamGuard guard;
+#endif
+};
+
+FrameInput::FrameInput() = default;
+FrameInput::FrameInput(FrameInput&&) noexcept = default;
+FrameInput::~FrameInput() = default;
+
+namespace {
+
+void check_frame(const FrameView& f) {
+  if (f.width <= 0 || f.height <= 0) {
+    throw std::invalid_argument("frame is empty (" + std::to_string(f.width) + "x" + std::to_string(f.height) + ")");
+  }
+  if (!f.planes[0] || f.strides[0] <= 0) throw std::invalid_argument("frame has no pixel data");
+  if (is_yuv(f.format) && (!f.planes[1] || (f.format == FrameFormat::kI420 && !f.planes[2]))) {
+    throw std::invalid_argument("YUV frame lacks chroma planes");
+  }
+}
+
+// Packed formats: a view of the frame's memory.
+FrameInput packed_pixels(const FrameView& f) {
+  const int64_t c = pixel_stride(f.format);
+  FrameInput in;
+  in.pixels = torch::from_blob(f.planes[0], {f.height, f.width, c}, {f.strides[0], c, 1}, torch::kUInt8);
+  if (f.format == FrameFormat::kGray8) {
+    in.channels = ChannelMap::gray();
+  } else {
+    int off[3];
+    rgb_offsets(f.format, off);
+    in.channels = ChannelMap{static_cast<int>(c), {off[0], off[1], off[2]}};
+  }
+  return in;
+}
+
+// I420 / NV12: float RGB through YuvMatrix, chroma repeated (nearest).
+FrameInput yuv_pixels(const FrameView& f) {
+  const int64_t h = f.height, w = f.width, ch = (h + 1) / 2, cw = (w + 1) / 2;
+  const auto u8 = torch::kUInt8;
+  const auto y = torch::from_blob(f.planes[0], {h, w}, {f.strides[0], 1}, u8).to(torch::kFloat32);
+  torch::Tensor u, v;
+  if (f.format == FrameFormat::kI420) {
+    u = torch::from_blob(f.planes[1], {ch, cw}, {f.strides[1], 1}, u8);
+    v = torch::from_blob(f.planes[2], {ch, cw}, {f.strides[2], 1}, u8);
+  } else {
+    const auto uv = torch::from_blob(f.planes[1], {ch, cw, 2}, {f.strides[1], 2, 1}, u8);
+    u = uv.select(2, 0);
+    v = uv.select(2, 1);
+  }
+  const auto up = [&](const torch::Tensor& c) {
+    return c.to(torch::kFloat32).repeat_interleave(2, 0).repeat_interleave(2, 1).slice(0, 0, h).slice(1, 0, w);
+  };
+  const YuvMatrix m(f);
+  const auto Y = (y - m.y_offset) / m.y_range;
+  const auto Cb = (up(u) - 128.0) / m.c_range, Cr = (up(v) - 128.0) / m.c_range;
+  const auto R = Y + m.cr_r * Cr;
+  const auto G = Y + m.cb_g * Cb + m.cr_g * Cr;
+  const auto B = Y + m.cb_b * Cb;
+  FrameInput in;
+  in.pixels = torch::stack({R, G, B}, 2).clamp(0.0, 1.0).contiguous();
+  in.channels = ChannelMap::rgb_order();
+  return in;
+}
+
+}  // namespace
+
+FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context) {
+  check_frame(frame);
+  auto in = is_yuv(frame.format) ? yuv_pixels(frame) : packed_pixels(frame);
+  if (!context || !device.is_cuda()) return in;
+#if PEFM_TORCH_CUDA
+  auto& impl = context->impl();
+  if (!impl.stream) impl.stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+  in.scope = std::make_unique<FrameInput::StreamScope>(*impl.stream);
+#endif
+  in.pixels = context->impl().upload(in.pixels, device);
+  return in;
+}
+
+torch::Tensor frame_to_rgb(const FrameView& frame) {
+  const auto in = frame_input(frame, torch::kCPU);
+  if (in.pixels.scalar_type() == torch::kFloat32) return in.pixels;  // YUV, converted already
+  const auto& rgb = in.channels.rgb;
+  const auto order = torch::tensor({rgb[0], rgb[1], rgb[2]}, torch::kLong);
+  return in.pixels.index_select(2, order).to(torch::kFloat32) / 255.0;
+}
+
+}  // namespace pefm

@@ -1,0 +1,104 @@
+#include "pefm/postprocess.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+namespace pefm {
+
+std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask) {
+  TORCH_CHECK(mask.dim() == 2, "label_regions needs a [H, W] mask, got ", mask.sizes());
+  const auto m = mask.detach().cpu().ne(0).contiguous();
+  const int64_t h = m.size(0), w = m.size(1);
+  auto labels = torch::zeros({h, w}, torch::kInt32);
+  const auto* mv = m.data_ptr<bool>();
+  auto* lv = labels.data_ptr<int32_t>();
+  int32_t count = 0;
+  std::vector<int64_t> stack;
+  for (int64_t start = 0; start < h * w; ++start) {
+    if (!mv[start] || lv[start] != 0) continue;
+    lv[start] = ++count;
+    stack.push_back(start);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      const int64_t y = p / w, x = p % w;
+      for (int64_t dy = -1; dy <= 1; ++dy) {
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t ny = y + dy, nx = x + dx;
+          if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
+          const int64_t q = ny * w + nx;
+          if (mv[q] && lv[q] == 0) {
+            lv[q] = count;
+            stack.push_back(q);
+          }
+        }
+      }
+    }
+  }
+  return {labels, count};
+}
+
+std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold, int width, int height) {
+  TORCH_CHECK(map.dim() == 2 && map.is_contiguous() && map.scalar_type() == torch::kFloat32 && map.is_cpu(),
+              "map_regions needs a contiguous float32 [H, W] map on the CPU, got ", map.sizes());
+  std::vector<FrameRegion> out;
+  const auto [labels, count] = label_regions(map.ge(threshold));
+  if (count == 0) return out;
+  const int64_t mh = map.size(0), mw = map.size(1);
+  const double sx = static_cast<double>(width) / mw, sy = static_cast<double>(height) / mh;
+  struct Box {
+    int64_t x0, y0, x1, y1, n;
+    float peak;
+  };
+  std::vector<Box> boxes(static_cast<size_t>(count), Box{INT64_MAX, INT64_MAX, -1, -1, 0, 0.0f});
+  const auto* lv = labels.data_ptr<int32_t>();
+  const auto* mv = map.data_ptr<float>();
+  for (int64_t y = 0; y < mh; ++y) {
+    for (int64_t x = 0; x < mw; ++x) {
+      const int32_t l = lv[y * mw + x];
+      if (l == 0) continue;
+      auto& b = boxes[static_cast<size_t>(l - 1)];
+      b.x0 = std::min(b.x0, x);
+      b.y0 = std::min(b.y0, y);
+      b.x1 = std::max(b.x1, x);
+      b.y1 = std::max(b.y1, y);
+      ++b.n;
+      b.peak = std::max(b.peak, mv[y * mw + x]);
+    }
+  }
+  for (const auto& b : boxes) {
+    FrameRegion g;
+    g.x = static_cast<int>(std::floor(b.x0 * sx));
+    g.y = static_cast<int>(std::floor(b.y0 * sy));
+    g.width = std::min(width, static_cast<int>(std::ceil((b.x1 + 1) * sx))) - g.x;
+    g.height = std::min(height, static_cast<int>(std::ceil((b.y1 + 1) * sy))) - g.y;
+    g.area = std::llround(b.n * sx * sy);
+    g.peak = b.peak;
+    out.push_back(g);
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.peak > b.peak; });
+  return out;
+}
+
+FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibration, double threshold, int width,
+                        int height) {
+  const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
+                                     std::numeric_limits<float>::max(), 0.0);
+  const auto norm = torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+  FrameResult r;
+  r.raw_score = raw.max().item<float>();
+  r.score = static_cast<float>(calibration.normalize(static_cast<double>(r.raw_score)));
+  r.anomalous = r.score >= threshold;
+  r.map_height = static_cast<int>(norm.size(0));
+  r.map_width = static_cast<int>(norm.size(1));
+  r.map.assign(norm.data_ptr<float>(), norm.data_ptr<float>() + norm.numel());
+  r.map_scale_x = static_cast<double>(width) / r.map_width;
+  r.map_scale_y = static_cast<double>(height) / r.map_height;
+  r.regions = map_regions(norm, threshold, width, height);
+  return r;
+}
+
+}  // namespace pefm
