@@ -18,6 +18,7 @@
 #include "pefm/backbone.h"
 #include "pefm/detector.h"
 #include "pefm/mapping_net.h"
+#include "pefm/file_util.h"
 #include "pefm/model_file.h"
 #include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"

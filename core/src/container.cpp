@@ -1,19 +1,12 @@
 #include "container.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <array>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <torch/torch.h>
 
 #include "pefm-config.h"
-#include "pefm/model_file.h"
+#include "pefm/model_file_format.h"
 
 namespace pefm {
 
@@ -232,46 +225,6 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
   }
   if (r.pos() != body) r.fail("has " + std::to_string(body - r.pos()) + " unexplained bytes");
   return c;
-}
-
-std::string read_bounded_file(const std::string& path, const std::string& kind, uint64_t max_bytes) {
-  // Non-blocking, so that opening a FIFO without a writer does not wait forever.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw std::runtime_error("cannot open " + kind + " '" + path + "': " + std::strerror(errno));
-  struct stat st {};
-  std::string bytes;
-  const auto fail = [&](const std::string& why) {
-    ::close(fd);
-    throw std::runtime_error(kind + " '" + path + "' " + why);
-  };
-  if (::fstat(fd, &st) != 0) fail(std::string("cannot be examined: ") + std::strerror(errno));
-  // A device or FIFO (model=/dev/zero) would be read forever.
-  if (!S_ISREG(st.st_mode)) fail("is not a regular file");
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    fail("is " + std::to_string(st.st_size) + " bytes; " + kind + "s are at most " + std::to_string(max_bytes) +
-         " bytes");
-  }
-  bytes.resize(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const auto n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail(std::string("cannot be read: ") + std::strerror(errno));
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  bytes.resize(done);  // shrank while being read: the checks that follow see what is there
-  return bytes;
-}
-
-std::string read_file(const std::string& path) {
-  try {
-    return read_bounded_file(path, "model file", kMaxModelFileBytes);
-  } catch (const std::runtime_error& e) {
-    throw ModelFileError(e.what());
-  }
 }
 
 }  // namespace pefm

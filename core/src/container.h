@@ -21,13 +21,6 @@ Container decode_container(const std::string& bytes, const std::string& origin);
 // Largest model or checkpoint file read (kMaxLatent widths give about 0.6 GB).
 constexpr uint64_t kMaxModelFileBytes = uint64_t{1} << 30;
 
-// A whole untrusted file into memory: std::runtime_error naming `kind` ("model file") and
-// the path when it is missing, unreadable, not a regular file (a device or FIFO would be
-// read forever; opening one never blocks) or larger than `max_bytes`.
-std::string read_bounded_file(const std::string& path, const std::string& kind, uint64_t max_bytes);
-// read_bounded_file for model and checkpoint files, throwing ModelFileError.
-std::string read_file(const std::string& path);
-
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
 
 }  // namespace pefm

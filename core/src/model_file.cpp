@@ -1,17 +1,9 @@
 #include "pefm/model_file.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <iomanip>
 #include <sstream>
 
@@ -19,6 +11,7 @@
 
 #include "container.h"
 #include "pefm-config.h"
+#include "pefm/file_util.h"
 #include "pefm/mapping_net.h"
 #include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"
@@ -104,88 +97,14 @@ constexpr std::pair<const char*, double Calibration::*> kCalibrationFields[] = {
     {"val_false_positive_rate", &Calibration::val_false_positive_rate},
 };
 
-// A writer holds an exclusive flock() on its temporary file from creation to rename, so a
-// temporary file that is unlocked and has not been touched for a while was left by a writer
-// that died (SIGKILL, power loss). The age check covers the microseconds between mkostemp()
-// and flock() of a live writer.
-constexpr int kStaleTempSeconds = 10;
-
-std::string parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-}
-
-}  // namespace
-
-int remove_stale_temp_files(const std::string& path) {
-  const std::string dir = parent_dir(path);
-  const auto slash = path.find_last_of('/');
-  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return 0;
-  int removed = 0;
-  const time_t now = ::time(nullptr);
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    // mkstemp's suffix: exactly six characters after the prefix.
-    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string full = dir + "/" + name;
-    const int fd = ::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= kStaleTempSeconds &&
-        ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(full.c_str()) == 0) {
-      ++removed;
-    }
-    ::close(fd);
-  }
-  ::closedir(d);
-  return removed;
-}
-
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string dir = parent_dir(path);
-  remove_stale_temp_files(path);
-  std::string tmp = path + ".tmp-XXXXXX";
-  const int fd = mkostemp(tmp.data(), O_CLOEXEC);
-  if (fd < 0) {
-    throw std::runtime_error("cannot create a temporary file next to '" + path + "': " +
-                             std::strerror(errno));
-  }
-  ::flock(fd, LOCK_EX);  // marks the file as in use for remove_stale_temp_files()
-  const auto fail = [&](const char* step) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(std::string("cannot write '") + path + "' (" + step + "): " +
-                             std::strerror(err));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write");
-    done += static_cast<size_t>(n);
-  }
-  if (::fchmod(fd, 0644) != 0) fail("chmod");
-  if (::fsync(fd) != 0) fail("fsync");
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("cannot write '" + path + "' (close): " + std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("cannot rename temporary file to '" + path + "': " + std::strerror(err));
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);  // make the rename itself durable
-    ::close(dfd);
+// read_bounded_file for model and checkpoint files, throwing ModelFileError.
+std::string read_model_file(const std::string& path) {
+  try {
+    return read_bounded_file(path, "model file", kMaxModelFileBytes);
+  } catch (const std::runtime_error& e) {
+    throw ModelFileError(e.what());
   }
 }
-
-namespace {
 
 Container model_container(const Model& model, const char* format) {
   Container c;
@@ -369,7 +288,7 @@ Model load_model_from_bytes(const std::string& bytes, const std::string& origin)
   return container_model(upgrade_first_layout(decode_container(bytes, origin)), origin, "pefm-model");
 }
 
-Model load_model(const std::string& path) { return load_model_from_bytes(read_file(path), path); }
+Model load_model(const std::string& path) { return load_model_from_bytes(read_model_file(path), path); }
 
 void save_checkpoint(const Model& model, const std::map<std::string, torch::Tensor>& trainer_state,
                      const std::string& path) {
@@ -379,7 +298,7 @@ void save_checkpoint(const Model& model, const std::map<std::string, torch::Tens
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
-  const auto c = decode_container(read_file(path), path);
+  const auto c = decode_container(read_model_file(path), path);
   Checkpoint ck{container_model(c, path, "pefm-checkpoint"), {}};
   for (const auto& [name, t] : c.tensors) {
     if (name.rfind("trainer.", 0) == 0) ck.trainer_state[name.substr(8)] = t;

@@ -7,8 +7,7 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
-#include "container.h"
-#include "pefm/model_file.h"
+#include "pefm/file_util.h"
 #include "pth_reader.h"
 
 namespace pefm {

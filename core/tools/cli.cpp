@@ -18,7 +18,7 @@
 #include <torch/version.h>
 
 #include "pefm-config.h"
-#include "pefm/model_file.h"
+#include "pefm/file_util.h"
 
 namespace pefm {
 namespace cli {

@@ -14,17 +14,10 @@
 #include <map>
 #include <string>
 
+#include "pefm/model_file_format.h"
 #include "pefm/model.h"
 
 namespace pefm {
-
-constexpr uint32_t kModelFormatVersion = 1;
-
-// Thrown for anything wrong with a model file; what() names the file.
-class ModelFileError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // Writes atomically: a temporary file in the same folder, fsync, rename. A crash at any
 // point leaves either the old file or the complete new one.
@@ -42,14 +35,5 @@ struct Checkpoint {
 void save_checkpoint(const Model& model, const std::map<std::string, torch::Tensor>& trainer_state,
                      const std::string& path);
 Checkpoint load_checkpoint(const std::string& path);
-
-// Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
-// The temporary file `path.tmp-XXXXXX` is flock()ed while it is written; temporary files of
-// the same target that a killed writer left behind are removed first.
-void write_file_atomically(const std::string& path, const std::string& bytes);
-
-// Removes `path.tmp-XXXXXX` files that no writer holds (unlocked and untouched for 10 s).
-// Returns how many were removed.
-int remove_stale_temp_files(const std::string& path);
 
 }  // namespace pefm
