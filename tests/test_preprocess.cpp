@@ -8,6 +8,7 @@
 #include "pefm/preprocess.h"
 #if PEFM_WITH_CUDA_KERNELS
 #include "../core/src/cuda/kernels.h"
+#include "../core/src/cuda/torch_elem.h"
 #endif
 
 namespace {
@@ -77,8 +78,30 @@ TEST(PreprocessKernel, HostTwinMatchesLibTorch) {
     auto frames = torch::randint(0, 256, {2, c.h, c.w, c.map.channels}, torch::kUInt8);
     const auto want = pefm::preprocess(frames, c.map, c.size);
     auto got = torch::empty({2, 3, c.size, c.size});
-    pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr<float>(), static_cast<int>(c.size));
+    pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr(), pefm::cuda::Elem::kFloat,
+                                static_cast<int>(c.size));
     EXPECT_LT((got - want).abs().max().item<float>(), 1e-4) << c.h << "x" << c.w << " -> " << c.size;
+  }
+}
+
+// Every output type through the kernels' own dtype mapping and dispatch (a bf16 buffer
+// once received 4-byte floats on CUDA): the twin writes exactly the buffer LibTorch's
+// preprocessing fills for that dtype, element for element.
+TEST(PreprocessKernel, HostTwinWritesEveryDtype) {
+  const auto frames = torch::randint(0, 256, {2, 45, 70, 4}, torch::kUInt8);
+  const auto map = ChannelMap::bgra_order();
+  // One rounding step of each type at the values' magnitude (up to about 2.7): float
+  // arithmetic differences before rounding can move a value by one step.
+  for (const auto& [dtype, step] : {std::pair<torch::ScalarType, float>{torch::kFloat32, 1e-5f},
+                                    {torch::kHalf, 2e-3f}, {torch::kBFloat16, 1.6e-2f}}) {
+    const auto want = pefm::preprocess(frames, map, 32, dtype);
+    // Two images more, filled with a sentinel: a twin that wrote 4-byte values into 2-byte
+    // slots would write twice the bytes, into the sentinel images (not past the buffer).
+    auto got = torch::full({2 + 2, 3, 32, 32}, 99.0, torch::TensorOptions().dtype(dtype));
+    pefm::cuda::preprocess_host(describe(frames, map), got.data_ptr(), pefm::cuda::kernel_elem(dtype), 32);
+    EXPECT_TRUE(got.slice(0, 2).eq(99.0).all().item<bool>()) << dtype << ": written past the end";
+    const auto diff = (got.slice(0, 0, 2).to(torch::kFloat32) - want.to(torch::kFloat32)).abs().max().item<float>();
+    EXPECT_LE(diff, step) << dtype;
   }
 }
 #endif
@@ -110,9 +133,40 @@ TEST(AnomalyMapKernel, HostTwinMatchesTheModel) {
                    static_cast<int>(s.size(2)), static_cast<int>(s.size(3))};
     }
     auto got = torch::empty({2, 64, 64});
-    pefm::cuda::anomaly_map_host(scales, 2, fusion == pefm::Fusion::kProduct, 64, got.data_ptr<float>());
+    pefm::cuda::anomaly_map_host(scales, 2, pefm::cuda::Elem::kFloat, fusion == pefm::Fusion::kProduct, 64,
+                                 got.data_ptr<float>());
     EXPECT_LT((got - want).abs().max().item<float>(), 1e-5f * want.abs().max().item<float>())
         << (fusion == pefm::Fusion::kMean ? "mean" : "product");
+  }
+}
+
+// The residual kernels read half and bf16 features through the same dispatch: the map of
+// features stored in 2-byte types equals the float map of the same (rounded) values.
+TEST(AnomalyMapKernel, HostTwinReadsEveryDtype) {
+  torch::manual_seed(5);
+  const int n = 2;
+  const int64_t dims[3][3] = {{6, 16, 16}, {10, 8, 8}, {14, 4, 4}};  // channels, h, w per scale
+  for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    std::vector<torch::Tensor> typed, rounded;
+    pefm::cuda::ResidualScale typed_scales[3], float_scales[3];
+    for (int k = 0; k < 3; ++k) {
+      for (int j = 0; j < 4; ++j) {
+        const auto t = torch::randn({n, dims[k][0] + (j >= 2 ? 4 : 0), dims[k][1], dims[k][2]}).to(dtype);
+        typed.push_back(t.contiguous());
+        rounded.push_back(t.to(torch::kFloat32).contiguous());
+      }
+      const auto fill = [&](std::vector<torch::Tensor>& v, pefm::cuda::ResidualScale& s) {
+        s = {v[4 * k].data_ptr(), v[4 * k + 1].data_ptr(), v[4 * k + 2].data_ptr(), v[4 * k + 3].data_ptr(),
+             static_cast<int>(dims[k][0]), static_cast<int>(dims[k][0] + 4), static_cast<int>(dims[k][1]),
+             static_cast<int>(dims[k][2])};
+      };
+      fill(typed, typed_scales[k]);
+      fill(rounded, float_scales[k]);
+    }
+    auto got = torch::empty({n, 32, 32}), want = torch::empty({n, 32, 32});
+    pefm::cuda::anomaly_map_host(typed_scales, n, pefm::cuda::kernel_elem(dtype), false, 32, got.data_ptr<float>());
+    pefm::cuda::anomaly_map_host(float_scales, n, pefm::cuda::Elem::kFloat, false, 32, want.data_ptr<float>());
+    EXPECT_TRUE(torch::equal(got, want)) << dtype << ": max difference " << (got - want).abs().max().item<float>();
   }
 }
 #endif

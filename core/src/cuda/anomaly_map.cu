@@ -1,19 +1,12 @@
 // Fused residual + upsampling + fusion kernels; see kernels.h.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <vector>
 
-#include "kernels.h"
+#include "dispatch.cuh"
 
 namespace pefm {
 namespace cuda {
 
 namespace {
-
-__host__ __device__ inline float as_float(float v) { return v; }
-__host__ __device__ inline float as_float(__half v) { return __half2float(v); }
-__host__ __device__ inline float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Sum over channels of (a - b)^2 at pixel p of image n; planes of `hw` pixels.
 template <typename T>
@@ -121,24 +114,18 @@ cudaError_t launch_anomaly_map(const ResidualScale scales[3], int n, Elem elem, 
   for (int k = 0; k < 3; ++k) {
     const int64_t total = static_cast<int64_t>(n) * scales[k].h * scales[k].w;
     float* dst = const_cast<float*>(m.map[k]);
-    switch (elem) {
-      case Elem::kFloat:
-        residual_kernel<float><<<blocks_for(total, threads), threads, 0, stream>>>(scales[k], n, dst);
-        break;
-      case Elem::kHalf:
-        residual_kernel<__half><<<blocks_for(total, threads), threads, 0, stream>>>(scales[k], n, dst);
-        break;
-      case Elem::kBFloat16:
-        residual_kernel<__nv_bfloat16><<<blocks_for(total, threads), threads, 0, stream>>>(scales[k], n, dst);
-        break;
-    }
+    const bool known = dispatch_elem(elem, [&](auto tag) {
+      using T = decltype(tag);
+      residual_kernel<T><<<blocks_for(total, threads), threads, 0, stream>>>(scales[k], n, dst);
+    });
+    if (!known) return cudaErrorInvalidValue;
   }
   const int64_t total = static_cast<int64_t>(n) * size * size;
   fuse_kernel<<<blocks_for(total, threads), threads, 0, stream>>>(m, n, product, size, out);
   return cudaGetLastError();
 }
 
-void anomaly_map_host(const ResidualScale scales[3], int n, bool product, int size, float* out) {
+void anomaly_map_host(const ResidualScale scales[3], int n, Elem elem, bool product, int size, float* out) {
   int64_t scratch_size = 0;
   for (int k = 0; k < 3; ++k) scratch_size += static_cast<int64_t>(n) * scales[k].h * scales[k].w;
   std::vector<float> scratch(static_cast<size_t>(scratch_size));
@@ -146,9 +133,12 @@ void anomaly_map_host(const ResidualScale scales[3], int n, bool product, int si
   for (int k = 0; k < 3; ++k) {
     const int64_t hw = static_cast<int64_t>(scales[k].h) * scales[k].w;
     float* dst = const_cast<float*>(m.map[k]);
-    for (int b = 0; b < n; ++b) {
-      for (int64_t p = 0; p < hw; ++p) dst[b * hw + p] = residual_at<float>(scales[k], b, p);
-    }
+    dispatch_elem(elem, [&](auto tag) {
+      using T = decltype(tag);
+      for (int b = 0; b < n; ++b) {
+        for (int64_t p = 0; p < hw; ++p) dst[b * hw + p] = residual_at<T>(scales[k], b, p);
+      }
+    });
   }
   for (int b = 0; b < n; ++b) {
     for (int y = 0; y < size; ++y) {

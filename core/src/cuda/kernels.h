@@ -26,8 +26,9 @@ struct FrameDesc {
 cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
                               cudaStream_t stream);
 
-// The same arithmetic on the host, float output, for tests.
-void preprocess_host(const FrameDesc& frame, float* out, int size);
+// The same per-pixel code and element dispatch on the host, for tests on machines without
+// a GPU.
+void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size);
 
 // One scale of the mapping residual: features and their mappings, contiguous NCHW,
 // [n, cs, h, w] for the source pair and [n, ct, h, w] for the target pair.
@@ -47,8 +48,8 @@ struct ResidualScale {
 cudaError_t launch_anomaly_map(const ResidualScale scales[3], int n, Elem elem, bool product, int size,
                                float* scratch, float* out, cudaStream_t stream);
 
-// The same arithmetic on the host for float inputs, for tests.
-void anomaly_map_host(const ResidualScale scales[3], int n, bool product, int size, float* out);
+// The same per-pixel code and element dispatch on the host, for tests.
+void anomaly_map_host(const ResidualScale scales[3], int n, Elem elem, bool product, int size, float* out);
 
 }  // namespace cuda
 }  // namespace pefm

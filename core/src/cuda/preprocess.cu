@@ -1,8 +1,5 @@
 // Fused preprocessing kernel; see kernels.h.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include "kernels.h"
+#include "dispatch.cuh"
 
 namespace pefm {
 namespace cuda {
@@ -68,29 +65,26 @@ __host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int o
   for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
 }
 
-__device__ inline void store(float* p, float v) { *p = v; }
-__device__ inline void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
+// Output pixel i (over n, y, x) of the [n, 3, size, size] result.
 template <typename Out>
-__global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
+__host__ __device__ inline void preprocess_at(const FrameDesc& f, Out* out, int size, int64_t i) {
   const int64_t plane = static_cast<int64_t>(size) * size;
-  const int64_t total = plane * f.n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int n = static_cast<int>(i / plane);
-    const int oy = static_cast<int>((i % plane) / size);
-    const int ox = static_cast<int>(i % size);
-    float rgb[3];
-    pixel(f, size, n, oy, ox, rgb);
-    Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
-    for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
-  }
+  const int n = static_cast<int>(i / plane);
+  const int oy = static_cast<int>((i % plane) / size);
+  const int ox = static_cast<int>(i % size);
+  float rgb[3];
+  pixel(f, size, n, oy, ox, rgb);
+  Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
+  for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
 }
 
 template <typename Out>
-void launch(const FrameDesc& frame, void* out, int size, int blocks, int threads, cudaStream_t stream) {
-  preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, static_cast<Out*>(out), size);
+__global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
+  const int64_t total = static_cast<int64_t>(size) * size * f.n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    preprocess_at(f, out, size, i);
+  }
 }
 
 }  // namespace
@@ -102,26 +96,19 @@ cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, 
   const int threads = 256;
   const int64_t wanted = (total + threads - 1) / threads;
   const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
-  switch (out_elem) {
-    case Elem::kFloat: launch<float>(frame, out, size, blocks, threads, stream); break;
-    case Elem::kHalf: launch<__half>(frame, out, size, blocks, threads, stream); break;
-    case Elem::kBFloat16: launch<__nv_bfloat16>(frame, out, size, blocks, threads, stream); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  const bool known = dispatch_elem(out_elem, [&](auto tag) {
+    using Out = decltype(tag);
+    preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, static_cast<Out*>(out), size);
+  });
+  return known ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-void preprocess_host(const FrameDesc& frame, float* out, int size) {
-  const int64_t plane = static_cast<int64_t>(size) * size;
-  for (int n = 0; n < frame.n; ++n) {
-    for (int oy = 0; oy < size; ++oy) {
-      for (int ox = 0; ox < size; ++ox) {
-        float rgb[3];
-        pixel(frame, size, n, oy, ox, rgb);
-        for (int c = 0; c < 3; ++c) out[(n * 3 + c) * plane + oy * size + ox] = rgb[c];
-      }
-    }
-  }
+void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size) {
+  const int64_t total = static_cast<int64_t>(frame.n) * size * size;
+  dispatch_elem(out_elem, [&](auto tag) {
+    using Out = decltype(tag);
+    for (int64_t i = 0; i < total; ++i) preprocess_at(frame, static_cast<Out*>(out), size, i);
+  });
 }
 
 }  // namespace cuda
