@@ -47,10 +47,11 @@
 #include "pefm/overlay.h"
 #include "pefm/threads.h"
 
-/* The element sees only pefm's LibTorch-free headers (gst-plugin/meson.build leaves
- * LibTorch's include folders out): no LibTorch type crosses into GStreamer code. */
-#if __has_include(<torch/torch.h>)
-#error "gstpefmfilter.cpp must compile without LibTorch's include folders"
+/* The element includes only pefm's LibTorch-free headers (and gst-plugin/meson.build
+ * leaves LibTorch's include folders out): no LibTorch type crosses into GStreamer code,
+ * and this file compiles in seconds. Every LibTorch header includes c10/macros/Macros.h. */
+#ifdef C10_MACROS_MACROS_H_
+#error "a LibTorch header reached gstpefmfilter.cpp through a pefm header"
 #endif
 
 GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
@@ -102,7 +103,9 @@ struct PefmState
   std::shared_ptr < pefm::FrameDetector > detector;
   /* this instance's CUDA stream and pinned upload buffer (shared detectors, own streams) */
   std::unique_ptr < pefm::StreamContext > stream;
-  pefm::FrameFormat format = pefm::FrameFormat::kRGB;
+  /* format and colour matrix of the negotiated caps, chosen once in set_info; each frame
+   * adds its planes and size (frame_view) */
+  pefm::FrameView negotiated;
   guint64 frames = 0;         /* frames inspected or let through, the frame number */
   /* counters of the `stats` property, under the object lock */
   guint64 inspected = 0, skipped_late = 0, skipped_interval = 0;
@@ -398,24 +401,17 @@ gst_pefm_filter_change_state (GstElement * element, GstStateChange transition)
   return ret;
 }
 
-/* The frame as the core sees it: planes, strides and, for YUV, the caps' colorimetry. */
+/* The frame as the core sees it: the negotiated format and colour matrix, and this
+ * frame's planes, strides and size. */
 static pefm::FrameView
 frame_view (GstPefmFilter * self, GstVideoFrame * frame)
 {
-  pefm::FrameView view;
-  view.format = self->state->format;
+  pefm::FrameView view = self->state->negotiated;
   view.width = GST_VIDEO_FRAME_WIDTH (frame);
   view.height = GST_VIDEO_FRAME_HEIGHT (frame);
   for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame) && p < 3; ++p) {
     view.planes[p] = static_cast < uint8_t * >(GST_VIDEO_FRAME_PLANE_DATA (frame, p));
     view.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
-  }
-  if (pefm::is_yuv (view.format)) {
-    gdouble kr = 0.2126, kb = 0.0722;
-    gst_video_color_matrix_get_Kr_Kb (frame->info.colorimetry.matrix, &kr, &kb);
-    view.kr = kr;
-    view.kb = kb;
-    view.full_range = frame->info.colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
   }
   return view;
 }
@@ -479,11 +475,20 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
   (void) incaps;
   (void) outcaps;
   (void) out_info;
-  if (!to_frame_format (GST_VIDEO_INFO_FORMAT (in_info), &self->state->format)) {
+  pefm::FrameView negotiated;
+  if (!to_frame_format (GST_VIDEO_INFO_FORMAT (in_info), &negotiated.format)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unsupported video format %s",
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;
   }
+  if (pefm::is_yuv (negotiated.format)) {
+    gdouble kr = 0.2126, kb = 0.0722;
+    gst_video_color_matrix_get_Kr_Kb (in_info->colorimetry.matrix, &kr, &kb);
+    negotiated.kr = kr;
+    negotiated.kb = kb;
+    negotiated.full_range = in_info->colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
+  }
+  self->state->negotiated = negotiated;
   if (GST_VIDEO_INFO_WIDTH (in_info) <= 0 || GST_VIDEO_INFO_HEIGHT (in_info) <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Frames of %dx%d pixels cannot be analysed",
             GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)), (NULL));

@@ -51,18 +51,32 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   if (model_.use_count() == 1) model_->net = nullptr;  // nobody else needs the unfolded copy
 }
 
-Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map, StageTimes* times) {
+void Detector::time_stages(StageTimes* sink) {
+  stage_times_ = sink;
+  net_->time_stages(sink);
+}
+
+Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map) {
   torch::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   auto x = preprocess(frames.to(device_), map, image_size(), dtype_);
-  if (times) {
+  if (stage_times_) {
     if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
-    times->preprocess += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    stage_times_->preprocess +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   }
-  return detect_preprocessed(x, times);
+  return detect_preprocessed(x);
 }
 
-Detection Detector::detect_preprocessed(const torch::Tensor& x, StageTimes* times) {
+Detection Detector::detect(const std::vector<torch::Tensor>& frames, const ChannelMap& map) {
+  torch::InferenceMode guard;
+  std::vector<torch::Tensor> inputs;
+  inputs.reserve(frames.size());
+  for (const auto& f : frames) inputs.push_back(preprocess(f.to(device_), map, image_size(), dtype_));
+  return detect_preprocessed(torch::cat(inputs));
+}
+
+Detection Detector::detect_preprocessed(const torch::Tensor& x) {
   torch::InferenceMode guard;
   const auto s = image_size();
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 3 && x.size(2) == s && x.size(3) == s,
@@ -73,7 +87,7 @@ Detection Detector::detect_preprocessed(const torch::Tensor& x, StageTimes* time
   }
   auto input = x.to(device_, dtype_);
   if (channels_last_) input = input.contiguous(torch::MemoryFormat::ChannelsLast);
-  auto maps = net_->anomaly_map(input, times).to(torch::kFloat32);
+  auto maps = net_->anomaly_map(input).to(torch::kFloat32);
   // Non-finite values (fp16 overflow, NaN in the input) never leave the detector:
   // they become the largest finite score, which flags the frame instead of hiding it.
   maps = torch::nan_to_num(maps, std::numeric_limits<float>::max(),

@@ -42,22 +42,13 @@ YuvMatrix::YuvMatrix(const FrameView& frame)
       y_range(frame.full_range ? 255.0 : 219.0),
       c_range(frame.full_range ? 255.0 : 224.0),
       cr_r(2.0 * (1.0 - kr)),
-      cb_g(-2.0 * kb * (1.0 - kb) / (1.0 - kr - kb)),
-      cr_g(-2.0 * kr * (1.0 - kr) / (1.0 - kr - kb)),
       cb_b(2.0 * (1.0 - kb)) {}
-
-void YuvMatrix::to_rgb(double y, double u, double v, double rgb[3]) const {
-  const double Y = (y - y_offset) / y_range, cb = (u - 128.0) / c_range, cr = (v - 128.0) / c_range;
-  rgb[0] = Y + cr_r * cr;
-  rgb[1] = Y + cb_g * cb + cr_g * cr;
-  rgb[2] = Y + cb_b * cb;
-}
 
 void YuvMatrix::to_yuv(const double rgb[3], double yuv[3]) const {
   const double y = kr * rgb[0] + (1.0 - kr - kb) * rgb[1] + kb * rgb[2];
   yuv[0] = y_offset + y_range * y;
-  yuv[1] = 128.0 + c_range * (rgb[2] - y) / cb_b;
-  yuv[2] = 128.0 + c_range * (rgb[0] - y) / cr_r;
+  yuv[1] = 128.0 + c_range * ((rgb[2] - y) / cb_b);
+  yuv[2] = 128.0 + c_range * ((rgb[0] - y) / cr_r);
 }
 
 }  // namespace pefm

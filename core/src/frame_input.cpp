@@ -99,8 +99,8 @@ FrameInput yuv_pixels(const FrameView& f) {
   const auto Y = (y - m.y_offset) / m.y_range;
   const auto Cb = (up(u) - 128.0) / m.c_range, Cr = (up(v) - 128.0) / m.c_range;
   const auto R = Y + m.cr_r * Cr;
-  const auto G = Y + m.cb_g * Cb + m.cr_g * Cr;
   const auto B = Y + m.cb_b * Cb;
+  const auto G = (Y - m.kr * R - m.kb * B) / (1.0 - m.kr - m.kb);
   FrameInput in;
   in.pixels = torch::stack({R, G, B}, 2).clamp(0.0, 1.0).contiguous();
   in.channels = ChannelMap::rgb_order();

@@ -132,8 +132,8 @@ void PefmNetImpl::fold_batchnorm() {
   folded_ = true;
 }
 
-torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x, StageTimes* times) {
-  StageClock clock(times, x.device());
+torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x) {
+  StageClock clock(stage_times_, x.device());
   const auto features = extract(x);
   clock.charge(&StageTimes::backbones);
   const auto size = std::vector<int64_t>{x.size(2), x.size(3)};

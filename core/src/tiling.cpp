@@ -97,7 +97,7 @@ torch::Tensor tiled_map(Detector& detector, const FrameInput& input, const TileO
                           .slice(1, origins[j].second, origins[j].second + tw)
                           .unsqueeze(0));
     }
-    const auto maps = detector.detect(torch::cat(crops), input.channels).maps.to(torch::kCPU);
+    const auto maps = detector.detect(crops, input.channels).maps.to(torch::kCPU);
     const auto fitted = torch::nn::functional::interpolate(
                             maps.unsqueeze(1), torch::nn::functional::InterpolateFuncOptions()
                                                    .size(std::vector<int64_t>{fh, fw})

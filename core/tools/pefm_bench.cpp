@@ -51,11 +51,13 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
   auto frames = torch::randint(0, 256, {batch, S, S, 3}, torch::kUInt8);
   if (det.device().is_cuda()) frames = frames.pin_memory();
   const auto run = [&](StageTimes* t) {
-    auto r = det.detect(frames, ChannelMap::rgb_order(), t);
+    det.time_stages(t);
+    auto r = det.detect(frames, ChannelMap::rgb_order());
     const auto start = Clock::now();
     auto maps = r.maps.to(torch::kCPU);
     auto scores = r.scores.to(torch::kCPU);
     if (t) t->download += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    det.time_stages(nullptr);
   };
   for (int i = 0; i < warmup; ++i) run(nullptr);
   sync(det.device());

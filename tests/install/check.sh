@@ -2,7 +2,8 @@
 # Where `meson install` puts things, without building or installing (meson introspect on
 # throwaway configurations): with --prefix=/usr the plugin lands in GStreamer's own plugin
 # folder (pkg-config's pluginsdir), where gst-launch-1.0 finds it with no environment;
-# libpefm-core has a soversion and a pkg-config file. Exit status non-zero on a mismatch.
+# libpefm-core has a soversion and a pkg-config file; the element is compiled without
+# LibTorch's include folders. Exit status non-zero on a mismatch.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
@@ -28,5 +29,14 @@ if ! grep -q "where GStreamer does not look by default: export GST_PLUGIN_PATH="
   fail=1
 fi
 installed "$work/opt" | grep -q "^/opt/pefm/.*/gstreamer-1.0/libgstpefm.so$" || { echo "install: plugin not under /opt/pefm" >&2; fail=1; }
+# The element's object is compiled without LibTorch's include folders (README, Architecture).
+element_cmd=$(ninja -C "$work/usr" -t commands gst-plugin/libgstpefm.so | grep -- '-c ../gst-plugin/gstpefmfilter.cpp' || true)
+if [ -z "$element_cmd" ]; then
+  echo "install: no compile command for gst-plugin/gstpefmfilter.cpp" >&2; fail=1
+elif grep -q 'torch/csrc/api/include' <<< "$element_cmd"; then
+  echo "install: gstpefmfilter.cpp is compiled with LibTorch's include folders" >&2; fail=1
+else
+  echo "install: the element compiles without LibTorch's include folders"
+fi
 [ $fail = 0 ] && echo "install: ok"
 exit $fail

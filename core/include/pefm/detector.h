@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -35,10 +36,17 @@ class Detector {
   int64_t image_size() const { return model_->config.image_size; }
 
   // Frames [N, H, W, C] (uint8 or float in 0..1, any device) -> maps and scores.
-  // With `times`, stages are synchronised and timed (added to the values there).
-  Detection detect(const torch::Tensor& frames, const ChannelMap& map = {}, StageTimes* times = nullptr);
+  Detection detect(const torch::Tensor& frames, const ChannelMap& map = {});
+  // Frames of different sizes ([1, H, W, C] each: tiles, crops) as one batch; each is
+  // preprocessed on its own, so no full-resolution batch is ever held.
+  Detection detect(const std::vector<torch::Tensor>& frames, const ChannelMap& map = {});
   // Already preprocessed input [N, 3, S, S] on any device.
-  Detection detect_preprocessed(const torch::Tensor& x, StageTimes* times = nullptr);
+  Detection detect_preprocessed(const torch::Tensor& x);
+
+  // Stage timing for benchmarks: while `sink` is attached, every detection synchronises
+  // the device after each stage and adds the milliseconds to it. nullptr detaches it. Not
+  // for a detector that other threads use meanwhile (a FrameDetector's).
+  void time_stages(StageTimes* sink);
 
  private:
   std::shared_ptr<Model> model_;
@@ -47,6 +55,7 @@ class Detector {
   Precision precision_;
   torch::ScalarType dtype_;
   bool channels_last_ = false;
+  StageTimes* stage_times_ = nullptr;
 };
 
 }  // namespace pefm

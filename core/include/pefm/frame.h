@@ -36,12 +36,13 @@ struct YuvMatrix {
   explicit YuvMatrix(const FrameView& frame);
 
   double kr, kb;
-  double y_offset, y_range, c_range;  // 8-bit Y' = y_offset + y_range * Y, C = 128 + c_range * Cb
-  // R = Y + cr_r Cr; G = Y + cb_g Cb + cr_g Cr; B = Y + cb_b Cb (Y in 0..1, Cb/Cr in -0.5..0.5)
-  double cr_r, cb_g, cr_g, cb_b;
+  // 8-bit Y' = y_offset + y_range * Y and Cb = 128 + c_range * (B - Y) / cb_b (Cr alike):
+  // Y in 0..1, the colour differences in -0.5..0.5.
+  double y_offset, y_range, c_range;
+  // Inverse: R = Y + cr_r * Cr, B = Y + cb_b * Cb, G = (Y - kr R - kb B) / (1 - kr - kb).
+  double cr_r, cb_b;
 
-  void to_rgb(double y, double u, double v, double rgb[3]) const;  // 8-bit Y', Cb, Cr in
-  void to_yuv(const double rgb[3], double yuv[3]) const;          // 8-bit Y', Cb, Cr out
+  void to_yuv(const double rgb[3], double yuv[3]) const;  // RGB 0..1 -> 8-bit Y', Cb, Cr
 };
 
 }  // namespace pefm

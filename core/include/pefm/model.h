@@ -19,12 +19,13 @@
 
 namespace pefm {
 
-// L2-normalised features of both backbones at the three taps.
-// Milliseconds spent in each stage of a forward pass (device-synchronised), for pefm-bench.
+// Milliseconds spent in each stage of a forward pass, device-synchronised: an observer that
+// pefm-bench attaches (Detector::time_stages); the stages add to it while it is attached.
 struct StageTimes {
   double preprocess = 0, backbones = 0, mapping = 0, fuse = 0, download = 0;
 };
 
+// L2-normalised features of both backbones at the three taps.
 struct Features {
   std::vector<torch::Tensor> source;  // 3 x [N, cs_k, h_k, w_k]
   std::vector<torch::Tensor> target;  // 3 x [N, ct_k, h_k, w_k]
@@ -44,9 +45,11 @@ class PefmNetImpl : public torch::nn::Module {
   // Per-pixel residual of scale k: (||F_s_hat - F_s||^2 + ||F_t_hat - F_t||^2) / 2,
   // summed over channels; [N, 1, h_k, w_k].
   torch::Tensor residual(int k, const torch::Tensor& ns, const torch::Tensor& nt);
-  // Fused anomaly map [N, S, S] of a preprocessed batch (README.md, step 7). With `times`,
-  // each stage is synchronised and timed (slower; for benchmarks).
-  torch::Tensor anomaly_map(const torch::Tensor& x, StageTimes* times = nullptr);
+  // Fused anomaly map [N, S, S] of a preprocessed batch (README.md, step 7).
+  torch::Tensor anomaly_map(const torch::Tensor& x);
+  // While `sink` is set, anomaly_map() synchronises the device after each stage and adds
+  // the milliseconds to it (slower; for benchmarks). nullptr detaches it.
+  void time_stages(StageTimes* sink) { stage_times_ = sink; }
 
   // Folds every BatchNorm into its convolution (backbones and mapping networks) for
   // inference: same outputs, fewer passes over memory. The net can then no longer be
@@ -64,6 +67,7 @@ class PefmNetImpl : public torch::nn::Module {
 
   ModelConfig config_;
   bool folded_ = false;
+  StageTimes* stage_times_ = nullptr;
   // Regenerated, never stored (README.md, step 4); keyed by side, scale and size. Guarded:
   // detectors shared between elements run forward() from several streaming threads.
   std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
