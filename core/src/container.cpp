@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <sstream>
 
 #include <torch/torch.h>
 

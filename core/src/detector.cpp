@@ -51,6 +51,17 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   if (model_.use_count() == 1) model_->net = nullptr;  // nobody else needs the unfolded copy
 }
 
+namespace {
+
+// Adds the time since `start` to the attached observer's preprocess stage (device synced).
+void charge_preprocess(StageTimes* times, const torch::Device& device, std::chrono::steady_clock::time_point start) {
+  if (!times) return;
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  times->preprocess += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
 void Detector::time_stages(StageTimes* sink) {
   stage_times_ = sink;
   net_->time_stages(sink);
@@ -60,11 +71,7 @@ Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map) {
   torch::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
   auto x = preprocess(frames.to(device_), map, image_size(), dtype_);
-  if (stage_times_) {
-    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
-    stage_times_->preprocess +=
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  }
+  charge_preprocess(stage_times_, device_, start);
   return detect_preprocessed(x);
 }
 
@@ -72,7 +79,9 @@ Detection Detector::detect(const std::vector<torch::Tensor>& frames, const Chann
   torch::InferenceMode guard;
   std::vector<torch::Tensor> inputs;
   inputs.reserve(frames.size());
+  const auto start = std::chrono::steady_clock::now();
   for (const auto& f : frames) inputs.push_back(preprocess(f.to(device_), map, image_size(), dtype_));
+  charge_preprocess(stage_times_, device_, start);
   return detect_preprocessed(torch::cat(inputs));
 }
 

@@ -1,4 +1,5 @@
 // Fused residual + upsampling + fusion kernels; see kernels.h.
+#include <stdexcept>
 #include <vector>
 
 #include "dispatch.cuh"
@@ -133,12 +134,13 @@ void anomaly_map_host(const ResidualScale scales[3], int n, Elem elem, bool prod
   for (int k = 0; k < 3; ++k) {
     const int64_t hw = static_cast<int64_t>(scales[k].h) * scales[k].w;
     float* dst = const_cast<float*>(m.map[k]);
-    dispatch_elem(elem, [&](auto tag) {
+    const bool known = dispatch_elem(elem, [&](auto tag) {
       using T = decltype(tag);
       for (int b = 0; b < n; ++b) {
         for (int64_t p = 0; p < hw; ++p) dst[b * hw + p] = residual_at<T>(scales[k], b, p);
       }
     });
+    if (!known) throw std::invalid_argument("anomaly_map_host: unknown element type");
   }
   for (int b = 0; b < n; ++b) {
     for (int y = 0; y < size; ++y) {

@@ -11,6 +11,7 @@
 
 namespace pefm {
 namespace cuda {
+namespace {  // each .cu file its own copy: they call the headers' file-local intrinsics
 
 __host__ __device__ inline float as_float(float v) { return v; }
 __host__ __device__ inline float as_float(__half v) { return __half2float(v); }
@@ -31,5 +32,6 @@ bool dispatch_elem(Elem elem, Fn&& fn) {
   return false;
 }
 
+}  // namespace
 }  // namespace cuda
 }  // namespace pefm

@@ -1,4 +1,6 @@
 // Fused preprocessing kernel; see kernels.h.
+#include <stdexcept>
+
 #include "dispatch.cuh"
 
 namespace pefm {
@@ -105,10 +107,11 @@ cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, 
 
 void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
-  dispatch_elem(out_elem, [&](auto tag) {
+  const bool known = dispatch_elem(out_elem, [&](auto tag) {
     using Out = decltype(tag);
     for (int64_t i = 0; i < total; ++i) preprocess_at(frame, static_cast<Out*>(out), size, i);
   });
+  if (!known) throw std::invalid_argument("preprocess_host: unknown element type");
 }
 
 }  // namespace cuda
