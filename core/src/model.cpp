@@ -5,19 +5,12 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "anomaly_map_op.h"
 #include "nn_util.h"
-#include "pefm-config.h"
 #include "pefm/device.h"
 #include "pefm/position_encoding.h"
 #include "pefm/state_dict.h"
 
-#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
-#include "cuda/kernels.h"
-#include "cuda/torch_elem.h"
-#endif
 
 namespace pefm {
 
@@ -86,16 +79,6 @@ std::pair<torch::Tensor, torch::Tensor> PefmNetImpl::map_scale(int k, const torc
   return mapping[k]->as<DualMappingImpl>()->forward(in_s, in_t);
 }
 
-torch::Tensor PefmNetImpl::residual(int k, const torch::Tensor& ns, const torch::Tensor& nt) {
-  auto [s_hat, t_hat] = map_scale(k, ns, nt);
-  // Squared norms are summed over hundreds of channels: in float32 whatever the network's
-  // precision (fp16 would overflow on outliers, bf16 keeps only 8 bits).
-  const auto sq = [](const torch::Tensor& a, const torch::Tensor& b) {
-    return (a.to(torch::kFloat32) - b.to(torch::kFloat32)).pow(2).sum(1, true);
-  };
-  return 0.5 * (sq(s_hat, ns) + sq(t_hat, nt));
-}
-
 namespace {
 
 // Stopwatch that synchronises the device before reading the clock, so asynchronous CUDA
@@ -136,63 +119,13 @@ torch::Tensor PefmNetImpl::anomaly_map(const torch::Tensor& x) {
   StageClock clock(stage_times_, x.device());
   const auto features = extract(x);
   clock.charge(&StageTimes::backbones);
-  const auto size = std::vector<int64_t>{x.size(2), x.size(3)};
-#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
-  if (x.is_cuda() && size[0] == size[1]) {
-    // Residuals, upsampling and fusion in the fused kernels (cuda/anomaly_map.cu).
-    c10::cuda::CUDAGuard guard(x.device());
-    std::array<torch::Tensor, 12> keep;  // s_hat, s, t_hat, t per scale, alive until launched
-    cuda::ResidualScale scales[3];
-    int64_t scratch = 0;
-    for (int k = 0; k < 3; ++k) {
-      auto [s_hat, t_hat] = map_scale(k, features.source[k], features.target[k]);
-      keep[4 * k] = s_hat.contiguous();
-      keep[4 * k + 1] = features.source[k].contiguous();
-      keep[4 * k + 2] = t_hat.contiguous();
-      keep[4 * k + 3] = features.target[k].contiguous();
-      scales[k] = {keep[4 * k].data_ptr(), keep[4 * k + 1].data_ptr(), keep[4 * k + 2].data_ptr(),
-                   keep[4 * k + 3].data_ptr(), static_cast<int>(keep[4 * k + 1].size(1)),
-                   static_cast<int>(keep[4 * k + 3].size(1)), static_cast<int>(keep[4 * k + 1].size(2)),
-                   static_cast<int>(keep[4 * k + 1].size(3))};
-      scratch += x.size(0) * scales[k].h * scales[k].w;
-    }
-    clock.charge(&StageTimes::mapping);
-    const auto type = keep[0].scalar_type();
-    for (const auto& t : keep) TORCH_CHECK(t.scalar_type() == type, "mixed dtypes in the anomaly map inputs");
-    const auto elem = cuda::kernel_elem(type);
-    const auto opts = x.options().dtype(torch::kFloat32);
-    auto work = torch::empty({scratch}, opts);
-    auto out = torch::empty({x.size(0), size[0], size[1]}, opts);
-    const auto err = cuda::launch_anomaly_map(scales, static_cast<int>(x.size(0)), elem,
-                                              config_.fusion == Fusion::kProduct, static_cast<int>(size[0]),
-                                              work.data_ptr<float>(), out.data_ptr<float>(),
-                                              c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(err == cudaSuccess, "anomaly map kernels failed: ", cudaGetErrorString(err));
-    clock.charge(&StageTimes::fuse);
-    return out;
-  }
-#endif
-  std::array<torch::Tensor, 3> residuals;
-  for (int k = 0; k < 3; ++k) residuals[k] = residual(k, features.source[k], features.target[k]);
-  clock.charge(&StageTimes::mapping);
-  torch::Tensor fused;
+  std::array<ScaleMaps, 3> scales;
   for (int k = 0; k < 3; ++k) {
-    auto up = torch::nn::functional::interpolate(
-        residuals[k].to(torch::kFloat32),
-        torch::nn::functional::InterpolateFuncOptions()
-            .size(size)
-            .mode(torch::kBilinear)
-            .align_corners(false));
-    if (!fused.defined()) {
-      fused = up;
-    } else if (config_.fusion == Fusion::kMean) {
-      fused = fused + up;
-    } else {
-      fused = fused * up;
-    }
+    auto [s_hat, t_hat] = map_scale(k, features.source[k], features.target[k]);
+    scales[k] = {s_hat, features.source[k], t_hat, features.target[k]};
   }
-  if (config_.fusion == Fusion::kMean) fused = fused / 3.0;
-  fused = fused.squeeze(1);
+  clock.charge(&StageTimes::mapping);
+  auto fused = fused_anomaly_map(scales, config_.fusion, x.size(2), x.size(3));
   clock.charge(&StageTimes::fuse);
   return fused;
 }

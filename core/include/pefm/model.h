@@ -42,9 +42,6 @@ class PefmNetImpl : public torch::nn::Module {
   // F_s_hat and F_t_hat of scale k from normalised features (position code added here).
   std::pair<torch::Tensor, torch::Tensor> map_scale(int k, const torch::Tensor& ns,
                                                     const torch::Tensor& nt);
-  // Per-pixel residual of scale k: (||F_s_hat - F_s||^2 + ||F_t_hat - F_t||^2) / 2,
-  // summed over channels; [N, 1, h_k, w_k].
-  torch::Tensor residual(int k, const torch::Tensor& ns, const torch::Tensor& nt);
   // Fused anomaly map [N, S, S] of a preprocessed batch (README.md, step 7).
   torch::Tensor anomaly_map(const torch::Tensor& x);
   // While `sink` is set, anomaly_map() synchronises the device after each stage and adds
