@@ -1,0 +1,154 @@
+#include "output.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+
+#include "args.h"
+#include "pefm/file_util.h"
+
+namespace pefm {
+namespace cli {
+
+namespace {
+std::streambuf* g_real_stdout = nullptr;  // set by route_json_output("-")
+}
+
+void route_json_output(const std::string& json_path) {
+  if (json_path == "-" && !g_real_stdout) g_real_stdout = std::cout.rdbuf(std::cerr.rdbuf());
+}
+
+void write_json(const std::string& path, const std::string& text) {
+  if (path == "-") {
+    std::ostream out(g_real_stdout ? g_real_stdout : std::cout.rdbuf());
+    out << text << std::flush;
+    if (!out) throw std::runtime_error("cannot write the JSON report to stdout");
+    return;
+  }
+  pefm::write_file_atomically(path, text);
+  std::cout << "wrote " << path << "\n";
+}
+
+namespace {
+
+std::string parent_of(const std::string& path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+std::string first_bytes(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  std::string out(n, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(n));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
+bool holds_kind(const std::string& path, OutputKind kind) {
+  const auto head = first_bytes(path, 64);
+  if (kind == OutputKind::kModel) return head.compare(0, 8, "PEFMMODL") == 0;
+  const auto start = head.find_first_not_of(" \t\r\n");
+  return start == std::string::npos || head[start] == '{' || head[start] == '[';
+}
+
+void check_writable_dir(const std::string& option, const std::string& what, const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw UsageError(option + " '" + what + "': the folder '" + dir + "' does not exist");
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(option + " '" + what + "': the folder '" + dir + "' is not writable (" + std::strerror(errno) + ")");
+  }
+}
+
+}  // namespace
+
+void check_output_file(const std::string& option, const std::string& path, OutputKind kind,
+                       const std::vector<std::string>& inputs) {
+  if (path.empty() || (path == "-" && kind == OutputKind::kJson)) return;  // stdout
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (std::filesystem::is_directory(status)) throw UsageError(option + " '" + path + "' is a folder, not a file name");
+  check_writable_dir(option, path, parent_of(path));
+  if (!std::filesystem::exists(status)) return;
+  for (const auto& in : inputs) {
+    if (!in.empty() && same_file(path, in)) {
+      throw UsageError(option + " '" + path + "' is the input '" + in + "'; refusing to overwrite it");
+    }
+  }
+  if (!std::filesystem::is_regular_file(status) || !holds_kind(path, kind)) {
+    throw UsageError(option + " '" + path + "' exists and is not " +
+                     (kind == OutputKind::kModel ? "a pefm model file" : "a JSON file") +
+                     "; refusing to replace it (remove it first if that is what you want)");
+  }
+}
+
+void check_output_dir(const std::string& option, const std::string& path, const std::vector<std::string>& input_dirs) {
+  if (path.empty()) return;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    if (!std::filesystem::is_directory(path, ec)) throw UsageError(option + " '" + path + "' exists and is not a folder");
+    check_writable_dir(option, path, path);
+  } else {
+    // The nearest existing ancestor must be writable, so create_directories can succeed.
+    auto dir = std::filesystem::absolute(path, ec).parent_path();
+    while (!dir.empty() && !std::filesystem::exists(dir, ec) && dir != dir.root_path()) dir = dir.parent_path();
+    check_writable_dir(option, path, dir.string());
+  }
+  const auto out = std::filesystem::weakly_canonical(path, ec).string() + "/";
+  for (const auto& in_dir : input_dirs) {
+    const auto in = std::filesystem::weakly_canonical(in_dir, ec).string() + "/";
+    if (out.compare(0, in.size(), in) == 0) {
+      throw UsageError(option + " '" + path + "' lies inside the input folder '" + in_dir +
+                       "'; choose a folder outside it");
+    }
+  }
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+TempFile::TempFile(const std::string& prefix, const std::string& suffix) {
+  const char* dir = std::getenv("TMPDIR");
+  std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/" + prefix + "-XXXXXX" + suffix;
+  const int fd = mkstemps(tmpl.data(), static_cast<int>(suffix.size()));
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file in " + tmpl);
+  ::close(fd);
+  path_ = tmpl;
+}
+
+TempFile::~TempFile() { std::remove(path_.c_str()); }
+
+}  // namespace cli
+}  // namespace pefm

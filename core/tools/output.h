@@ -1,0 +1,46 @@
+// Where the tools' results go: JSON to a file or stdout, checked output paths,
+// temporary files. No LibTorch.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pefm {
+namespace cli {
+
+// --json -: the JSON is the only thing on stdout; call first thing with the --json value,
+// and everything else the tool prints to std::cout moves to stderr. write_json writes the
+// text to that stdout for "-", else atomically to the file (saying so).
+void route_json_output(const std::string& json_path);
+void write_json(const std::string& path, const std::string& text);
+
+// What an output file will hold: an existing file at that path is replaced only when it
+// already holds the same kind, so a typo cannot overwrite an image, a weights file or the
+// model being read.
+enum class OutputKind { kModel, kJson };
+
+// Checks an output file before any work: not a folder, its folder exists and is writable,
+// not the same file (device and inode) as any of `inputs`, and an existing file there of
+// the same kind. Throws UsageError naming `option` and the path. Empty paths pass.
+void check_output_file(const std::string& option, const std::string& path, OutputKind kind,
+                       const std::vector<std::string>& inputs = {});
+// Checks an output folder (created later if missing): a folder or creatable in a writable
+// one, and not inside any of `input_dirs`.
+void check_output_dir(const std::string& option, const std::string& path,
+                      const std::vector<std::string>& input_dirs);
+
+std::string json_escape(const std::string& s);
+
+// A temporary file path, removed by the destructor.
+class TempFile {
+ public:
+  TempFile(const std::string& prefix, const std::string& suffix);
+  ~TempFile();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace cli
+}  // namespace pefm
