@@ -605,46 +605,33 @@ skip_reason (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, gu
   return nullptr;
 }
 
-static GstFlowReturn
-gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+/* Lets a frame through uninspected, with a GstPefmMeta and a message saying why. */
+static void
+pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
+    const char *why)
 {
-  GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  GstVideoFilter *filter = GST_VIDEO_FILTER (trans);
   auto & st = *self->state;
-
-  if (!filter->negotiated) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
-    return GST_FLOW_NOT_NEGOTIATED;
-  }
-  if (!st.detector) {
-    GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
-    return GST_FLOW_ERROR;
-  }
+  GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
+  meta->inspected = FALSE;
+  meta->skip_reason = why;
+  meta->threshold = static_cast < gfloat > (fs.threshold);
+  meta->calibrated = st.detector->calibrated ();
   GST_OBJECT_LOCK (self);
-  const FrameSettings fs { self->threshold, static_cast < pefm::OverlayMode > (self->overlay),
-    self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
-    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
-  const guint64 frame_number = st.frames;
+  st.frames++;
+  (why == kSkipLate ? st.skipped_late : st.skipped_interval)++;
   GST_OBJECT_UNLOCK (self);
-  const bool calibrated = st.detector->calibrated ();
+  GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
+  if (fs.emit)
+    post_frame_message (self, buf, frame_number, fs.threshold, nullptr, why);
+}
 
-  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
-    GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
-    meta->inspected = FALSE;
-    meta->skip_reason = why;
-    meta->threshold = static_cast < gfloat > (fs.threshold);
-    meta->calibrated = calibrated;
-    GST_OBJECT_LOCK (self);
-    st.frames++;
-    (why == kSkipLate ? st.skipped_late : st.skipped_interval)++;
-    GST_OBJECT_UNLOCK (self);
-    GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
-    if (fs.emit)
-      post_frame_message (self, buf, frame_number, fs.threshold, nullptr, why);
-    return GST_FLOW_OK;
-  }
-
-  /* Read-only unless drawing: after a tee the frame's memory is then shared, not copied. */
+/* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
+ * copied), runs the detector and draws the overlay. Errors are posted here. */
+static GstFlowReturn
+inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
+    pefm::FrameResult * result)
+{
+  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
   const bool draw = fs.overlay != pefm::OverlayMode::kNone;
   GstVideoFrame frame;
   if (!gst_video_frame_map (&frame, &filter->in_info, buf, draw ? GST_MAP_READWRITE : GST_MAP_READ)) {
@@ -654,11 +641,10 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   }
   const pefm::FrameView view = frame_view (self, &frame);
   const auto t0 = std::chrono::steady_clock::now ();
-  pefm::FrameResult result;
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    result = detect (self, view, fs.threshold, fs.tiles, fs.threads);
-    pefm::draw_overlay (view, result, fs.overlay, fs.alpha, fs.threshold);
+    *result = detect (self, view, fs.threshold, fs.tiles, fs.threads);
+    pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, fs.threshold);
   } catch (const pefm::Cancelled &) {
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);
     ret = GST_FLOW_FLUSHING;
@@ -672,10 +658,41 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
     ret = GST_FLOW_ERROR;
   }
   gst_video_frame_unmap (&frame);
+  if (ret == GST_FLOW_OK)
+    note_processing_time (self, elapsed_since (t0), false);
+  return ret;
+}
+
+static GstFlowReturn
+gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  auto & st = *self->state;
+
+  if (!GST_VIDEO_FILTER (trans)->negotiated) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (!st.detector) {
+    GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  GST_OBJECT_LOCK (self);
+  const FrameSettings fs { self->threshold, static_cast < pefm::OverlayMode > (self->overlay),
+    self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
+    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
+  const guint64 frame_number = st.frames;
+  GST_OBJECT_UNLOCK (self);
+
+  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
+    pass_uninspected (self, buf, fs, frame_number, why);
+    return GST_FLOW_OK;
+  }
+  pefm::FrameResult result;
+  const GstFlowReturn ret = inspect_frame (self, buf, fs, frame_number, &result);
   if (ret != GST_FLOW_OK)
     return ret;
-  note_processing_time (self, elapsed_since (t0), false);
-  attach_metadata (buf, result, fs.threshold, calibrated);
+  attach_metadata (buf, result, fs.threshold, st.detector->calibrated ());
   GST_OBJECT_LOCK (self);
   st.frames++;
   st.inspected++;
