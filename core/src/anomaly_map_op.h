@@ -19,9 +19,10 @@ struct ScaleMaps {
   torch::Tensor s_hat, s, t_hat, t;
 };
 
-// [N, height, width] float32 on the inputs' device. On CUDA, inputs of one floating type
-// and a square output run through the fused kernels (cuda/anomaly_map.cu); everything
-// else through LibTorch operators. Both compute the same map.
+// [N, height, width] float32 on the inputs' device. On CUDA with a square output, the
+// fused kernels (cuda/anomaly_map.cu), which take float, half or bf16 inputs of one type
+// and refuse others (c10::Error); everything else runs through LibTorch operators. Both
+// compute the same map.
 torch::Tensor fused_anomaly_map(const std::array<ScaleMaps, 3>& scales, Fusion fusion, int64_t height,
                                 int64_t width);
 

@@ -21,6 +21,8 @@ namespace pefm {
 
 // Milliseconds spent in each stage of a forward pass, device-synchronised: an observer that
 // pefm-bench attaches (Detector::time_stages); the stages add to it while it is attached.
+// `mapping` is the mapping networks alone; `fuse` is step 7 whole (residual, upsampling,
+// fusion), on the CPU as on CUDA.
 struct StageTimes {
   double preprocess = 0, backbones = 0, mapping = 0, fuse = 0, download = 0;
 };
