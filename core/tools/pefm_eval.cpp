@@ -158,7 +158,7 @@ int run(int argc, char** argv) {
                    .squeeze(0)
                    .gt(127);
       }
-      xs.push_back(preprocess(img.unsqueeze(0), {}, S));
+      xs.push_back(img.unsqueeze(0));
       imgs.push_back(img);
       kept.push_back(j);
       all_masks.push_back(mask);
@@ -169,7 +169,7 @@ int run(int argc, char** argv) {
       progress.update(static_cast<int64_t>(end));
       continue;
     }
-    const auto r = detector.detect_preprocessed(torch::cat(xs));
+    const auto r = detector.detect(xs);  // each image preprocessed by the detector, as the element's are
     const auto maps = r.maps.cpu(), scores = r.scores.cpu();
     for (size_t b = 0; b < kept.size(); ++b) {
       const auto& t = tests[kept[b]];
