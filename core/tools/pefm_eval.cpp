@@ -15,7 +15,6 @@
 #include "pefm/device.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
-#include "pefm/preprocess.h"
 #include "render.h"
 
 namespace {
