@@ -80,9 +80,9 @@ TEST_P(WholeMapGolden, MatchesTheIndependentPyTorchReference) {
   cfg.pe = c.pe;
   cfg.fusion = c.fusion;
   auto model = std::make_shared<pefm::Model>(pefm::Model::create(cfg));
-  pefm_test::fill_formula(*model->net->source);
-  pefm_test::fill_formula(*model->net->target);
-  pefm_test::fill_formula(*model->net->mapping);  // keys "<k>.encoder_s.0.0.weight", ...
+  pefm_test::fill_formula(model->net->source());
+  pefm_test::fill_formula(model->net->target());
+  pefm_test::fill_formula(model->net->mappings());  // keys "<k>.encoder_s.0.0.weight", ...
   model->net->eval();
   const auto& x = golden.at("input");
   const auto& want = golden.at(pefm::to_string(c.pe) + "_" + pefm::to_string(c.fusion));
@@ -294,7 +294,7 @@ TEST(Model, SameSeedGivesTheSameWeightsWhicheverCompilerBuiltPefm) {
     GTEST_SKIP() << "values recorded with LibTorch 1.13's generator; this is " << TORCH_VERSION;
   }
   const auto model = pefm_test::tiny_model(1);
-  const auto p = model->net->mapping[0]->named_parameters();
+  const auto p = model->net->mapping(0).named_parameters();
   EXPECT_FLOAT_EQ(p["encoder_s.0.0.weight"].flatten()[0].item<float>(), -0.15205899f);
   EXPECT_FLOAT_EQ(p["encoder_s.1.0.weight"].flatten()[0].item<float>(), 0.17356268f);
   EXPECT_FLOAT_EQ(p["decoder_t.2.weight"].flatten()[0].item<float>(), -0.15396334f);
@@ -310,7 +310,7 @@ TEST(Trainer, SameSeedSameWeights) {
                                                 texture_image(64, 64, 3)}), {}, 64));
     t.train_epoch();
     t.train_epoch();
-    return model->net->mapping[2]->named_parameters()["decoder_t.2.weight"].clone();
+    return model->net->mapping(2).named_parameters()["decoder_t.2.weight"].clone();
   };
   EXPECT_TRUE(torch::equal(run(), run()));
 }
@@ -345,8 +345,8 @@ TEST(Trainer, ResumeContinuesExactlyWhereItStopped) {
   t.add_images(images);
   t.train_epoch();
   t.train_epoch();
-  const auto a = straight->net->mapping[0]->named_parameters()["shared.weight"];
-  const auto b = resumed.net->mapping[0]->named_parameters()["shared.weight"];
+  const auto a = straight->net->mapping(0).named_parameters()["shared.weight"];
+  const auto b = resumed.net->mapping(0).named_parameters()["shared.weight"];
   EXPECT_TRUE(torch::allclose(a, b, 1e-6, 1e-7)) << (a - b).abs().max().item<float>();
 }
 

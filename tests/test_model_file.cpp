@@ -158,7 +158,7 @@ TEST_F(ModelFile, FlippedBitFailsTheChecksum) {
 TEST_F(ModelFile, NanWeightsAreRejectedByName) {
   {
     torch::NoGradGuard no_grad;
-    model_->net->mapping[1]->named_parameters()["shared.weight"].view(-1)[3].fill_(NAN);
+    model_->net->mapping(1).named_parameters()["shared.weight"].view(-1)[3].fill_(NAN);
   }
   pefm::save_model(*model_, path_);
   const auto msg = error_of([&] { pefm::load_model(path_); });

@@ -16,35 +16,35 @@ namespace pefm {
 
 PefmNetImpl::PefmNetImpl(const ModelConfig& config) : config_(config) {
   config_.validate();
-  source = register_module("source", make_backbone(config_.source_arch));
-  target = register_module("target", make_backbone(config_.target_arch));
-  mapping = register_module("mapping", torch::nn::ModuleList());
-  const auto cs = source->tap_channels();
-  const auto ct = target->tap_channels();
+  source_ = register_module("source", make_backbone(config_.source_arch));
+  target_ = register_module("target", make_backbone(config_.target_arch));
+  mapping_ = register_module("mapping", torch::nn::ModuleList());
+  const auto cs = source_->tap_channels();
+  const auto ct = target_->tap_channels();
   for (int k = 0; k < 3; ++k) {
-    mapping->push_back(DualMapping(cs[k], ct[k], encoded_channels(cs[k], config_.pe),
+    mapping_->push_back(DualMapping(cs[k], ct[k], encoded_channels(cs[k], config_.pe),
                                    encoded_channels(ct[k], config_.pe), config_.latent[k]));
   }
-  for (auto& p : source->parameters()) p.set_requires_grad(false);
-  for (auto& p : target->parameters()) p.set_requires_grad(false);
-  source->eval();
-  target->eval();
+  for (auto& p : source_->parameters()) p.set_requires_grad(false);
+  for (auto& p : target_->parameters()) p.set_requires_grad(false);
+  source_->eval();
+  target_->eval();
 }
 
 void PefmNetImpl::train(bool on) {
   torch::nn::Module::train(on);
-  source->eval();
-  target->eval();
+  source_->eval();
+  target_->eval();
 }
 
 Features PefmNetImpl::extract(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   Features f;
-  for (auto& t : source->forward_taps(x)) {
+  for (auto& t : source_->forward_taps(x)) {
     f.source.push_back(torch::nn::functional::normalize(
         t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
   }
-  for (auto& t : target->forward_taps(x)) {
+  for (auto& t : target_->forward_taps(x)) {
     f.target.push_back(torch::nn::functional::normalize(
         t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
   }
@@ -61,8 +61,8 @@ torch::Tensor PefmNetImpl::position_code(bool source_side, int k, int64_t h, int
   std::lock_guard<std::mutex> lock(pe_mutex_);
   auto it = pe_cache_.find(key);
   if (it == pe_cache_.end()) {
-    const auto d = (source_side ? source : target)->tap_channels()[k];
-    const auto ref = source->parameters().front();
+    const auto d = (source_side ? source_ : target_)->tap_channels()[k];
+    const auto ref = source_->parameters().front();
     it = pe_cache_.emplace(key, position_encoding(d, h, w).to(ref.device(), ref.scalar_type())).first;
   }
   return it->second;
@@ -76,7 +76,7 @@ std::pair<torch::Tensor, torch::Tensor> PefmNetImpl::map_scale(int k, const torc
     in_s = apply_position_encoding(ns, position_code(true, k, h, w).to(ns.scalar_type()), config_.pe);
     in_t = apply_position_encoding(nt, position_code(false, k, h, w).to(nt.scalar_type()), config_.pe);
   }
-  return mapping[k]->as<DualMappingImpl>()->forward(in_s, in_t);
+  return mapping_[k]->as<DualMappingImpl>()->forward(in_s, in_t);
 }
 
 namespace {
@@ -109,9 +109,9 @@ class StageClock {
 void PefmNetImpl::fold_batchnorm() {
   if (folded_) return;
   eval();
-  source->fold_batchnorm();
-  target->fold_batchnorm();
-  fold_sequences(*mapping);
+  source_->fold_batchnorm();
+  target_->fold_batchnorm();
+  fold_sequences(*mapping_);
   folded_ = true;
 }
 
@@ -140,8 +140,8 @@ Model Model::create(const ModelConfig& config, const std::string& source_weights
     load_state_dict(b, read_state_dict(path), path,
                     [&b](const std::string& key) { return b.is_tail_key(key); });
   };
-  load(*m.net->source, source_weights);
-  load(*m.net->target, target_weights);
+  load(m.net->source(), source_weights);
+  load(m.net->target(), target_weights);
   m.net->eval();
   return m;
 }

@@ -15,9 +15,9 @@ Trainer::Trainer(Model& model, const TrainOptions& options, torch::Device device
   TORCH_CHECK(options_.batch_size > 0, "batch size must be positive, got ", options_.batch_size);
   TORCH_CHECK(options_.lr > 0, "learning rate must be positive, got ", options_.lr);
   move_module(*model_.net, device_, torch::kFloat32);
-  for (size_t k = 0; k < 3; ++k) {
+  for (int k = 0; k < 3; ++k) {
     optimizers_.push_back(std::make_unique<torch::optim::Adam>(
-        model_.net->mapping[k]->parameters(),
+        model_.net->mapping(k).parameters(),
         torch::optim::AdamOptions(options_.lr).weight_decay(options_.weight_decay)));
   }
 }

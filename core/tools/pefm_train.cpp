@@ -258,9 +258,9 @@ int run(int argc, char** argv) {
 
   // Cache in fp16 when fp32 features would take more than 4 GiB.
   int64_t per_image = 0;
-  const auto cs = model.net->source->tap_channels(), ct = model.net->target->tap_channels();
+  const auto cs = model.net->source().tap_channels(), ct = model.net->target().tap_channels();
   for (int k = 0; k < 3; ++k) {
-    const auto s = model.net->source->tap_size(k, config.image_size);
+    const auto s = model.net->source().tap_size(k, config.image_size);
     per_image += (cs[k] + ct[k]) * s * s * 4;
   }
   opts.half_cache = per_image * static_cast<int64_t>(train.size()) > (int64_t{4} << 30);

@@ -58,12 +58,22 @@ class PefmNetImpl : public torch::nn::Module {
   // Backbones stay in eval mode (frozen BN) whatever train() says about the mapping nets.
   void train(bool on = true) override;
 
-  std::shared_ptr<Backbone> source, target;
-  torch::nn::ModuleList mapping{nullptr};
+  // The parts, for the trainer (mapping parameters), the tools (tap geometry) and tests
+  // (deterministic weights). Their registered names ("source", "target", "mapping.<k>")
+  // are the model file's tensor keys.
+  Backbone& source() { return *source_; }
+  Backbone& target() { return *target_; }
+  const Backbone& source() const { return *source_; }
+  const Backbone& target() const { return *target_; }
+  // The dual mapping network of scale k (0..2), and the three as one module.
+  torch::nn::Module& mapping(int k) { return *mapping_[k]; }
+  torch::nn::Module& mappings() { return *mapping_; }
 
  private:
   torch::Tensor position_code(bool source_side, int k, int64_t h, int64_t w);
 
+  std::shared_ptr<Backbone> source_, target_;
+  torch::nn::ModuleList mapping_{nullptr};
   ModelConfig config_;
   bool folded_ = false;
   StageTimes* stage_times_ = nullptr;
