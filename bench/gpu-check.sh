@@ -93,6 +93,12 @@ prepare() {
     [ -x "$shared/device/fetch-deps.sh" ] || die "no .devdeps/ and no $shared/device/fetch-deps.sh to make it"
     "$shared/device/fetch-deps.sh" > "$OUT/fetch-deps.log" 2>&1 || die "fetch-deps.sh (see fetch-deps.log)"
   fi
+  # The recipe's list lacks one (header-only) package pefm builds with: nlohmann-json.
+  if [ $dry = 0 ] && ! compgen -G ".devdeps/nlohmann-json3-dev_*.deb" >/dev/null; then
+    (cd .devdeps && { apt-get download nlohmann-json3-dev >> "$OUT/fetch-deps.log" 2>&1 ||
+                      { apt-get update -qq && apt-get download nlohmann-json3-dev >> "$OUT/fetch-deps.log" 2>&1; }; }) \
+      || die "downloading nlohmann-json3-dev into .devdeps/ (see fetch-deps.log)"
+  fi
   if [ -f "$shared/bench/pefm_ref.py" ]; then
     cp "$shared/bench/pefm_ref.py" "$CARRY/pefm_ref.py"
   elif [ $dry = 1 ]; then

@@ -9,49 +9,48 @@
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 
-#include <cstdio>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gstpefmmeta.h"
 
 namespace {
 
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) out += c;
-  }
-  return out;
-}
+// Scores rounded to 6 decimals (what a float holds; NaN stays NaN and is written null).
+double rounded(double v) { return std::round(v * 1e6) / 1e6; }
 
+// One result line: frame index, PTS (null when unset), the file name when --names gave
+// one, then the GstPefmMeta. nlohmann-json writes it (NaN as null, file names that are
+// not UTF-8 with U+FFFD, control characters escaped).
 std::string json_line(GstSample* sample, guint64 index, const std::vector<std::string>& names) {
   GstBuffer* buf = gst_sample_get_buffer(sample);
-  GstPefmMeta* m = gst_buffer_get_pefm_meta(buf);
-  char head[256];
-  std::snprintf(head, sizeof(head), "{\"frame\": %" G_GUINT64_FORMAT ", \"pts\": %s", index,
-                GST_BUFFER_PTS_IS_VALID(buf) ? std::to_string(GST_BUFFER_PTS(buf)).c_str() : "null");
-  std::string line = head;
-  if (index < names.size()) line += ", \"file\": \"" + escape(names[index]) + "\"";
-  if (!m) return line + ", \"error\": \"no pefm metadata on this buffer\"}";
-  char body[256];
-  std::snprintf(body, sizeof(body),
-                ", \"score\": %.6f, \"raw_score\": %.6f, \"threshold\": %.6f, \"anomalous\": %s, \"calibrated\": %s, "
-                "\"map\": [%u, %u], \"regions\": [",
-                m->score, m->raw_score, m->threshold, m->anomalous ? "true" : "false",
-                m->calibrated ? "true" : "false", m->map_width, m->map_height);
-  line += body;
-  for (guint i = 0; i < m->n_regions; ++i) {
-    const GstPefmRegion& r = m->regions[i];
-    char reg[160];
-    std::snprintf(reg, sizeof(reg), "%s{\"x\": %d, \"y\": %d, \"width\": %d, \"height\": %d, \"area\": %" G_GUINT64_FORMAT
-                  ", \"peak\": %.6f}", i ? ", " : "", r.x, r.y, r.width, r.height, r.area, r.peak);
-    line += reg;
+  const GstPefmMeta* m = gst_buffer_get_pefm_meta(buf);
+  nlohmann::ordered_json line = {{"frame", index}, {"pts", nullptr}};
+  if (GST_BUFFER_PTS_IS_VALID(buf)) line["pts"] = GST_BUFFER_PTS(buf);
+  if (index < names.size()) line["file"] = names[index];
+  if (!m) {
+    line["error"] = "no pefm metadata on this buffer";
+  } else {
+    line["score"] = rounded(m->score);
+    line["raw_score"] = rounded(m->raw_score);
+    line["threshold"] = rounded(m->threshold);
+    line["anomalous"] = static_cast<bool>(m->anomalous);
+    line["calibrated"] = static_cast<bool>(m->calibrated);
+    line["map"] = {m->map_width, m->map_height};
+    auto regions = nlohmann::ordered_json::array();
+    for (guint i = 0; i < m->n_regions; ++i) {
+      const GstPefmRegion& r = m->regions[i];
+      regions.push_back({{"x", r.x}, {"y", r.y}, {"width", r.width}, {"height", r.height}, {"area", r.area},
+                         {"peak", rounded(r.peak)}});
+    }
+    line["regions"] = std::move(regions);
   }
-  return line + "]}";
+  return line.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   libgtest-dev libgmock-dev
+  nlohmann-json3-dev
 )
 
 missing=()

@@ -26,7 +26,12 @@ void route_json_output(const std::string& json_path) {
   if (json_path == "-" && !g_real_stdout) g_real_stdout = std::cout.rdbuf(std::cerr.rdbuf());
 }
 
-void write_json(const std::string& path, const std::string& text) {
+std::string json_text(const Json& value, int indent) {
+  return value.dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace) + "\n";
+}
+
+void write_json(const std::string& path, const Json& value, int indent) {
+  const auto text = json_text(value, indent);
   if (path == "-") {
     std::ostream out(g_real_stdout ? g_real_stdout : std::cout.rdbuf());
     out << text << std::flush;
@@ -116,27 +121,6 @@ void check_output_dir(const std::string& option, const std::string& path, const 
                        "'; choose a folder outside it");
     }
   }
-}
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
 }
 
 TempFile::TempFile(const std::string& prefix, const std::string& suffix) {

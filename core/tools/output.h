@@ -5,14 +5,24 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace pefm {
 namespace cli {
 
 // --json -: the JSON is the only thing on stdout; call first thing with the --json value,
-// and everything else the tool prints to std::cout moves to stderr. write_json writes the
-// text to that stdout for "-", else atomically to the file (saying so).
+// and everything else the tool prints to std::cout moves to stderr. write_json writes
+// json_text(value, indent) to that stdout for "-", else atomically to the file (saying so).
+// JSON values keep their keys in the order they were written.
+using Json = nlohmann::ordered_json;
+
 void route_json_output(const std::string& json_path);
-void write_json(const std::string& path, const std::string& text);
+void write_json(const std::string& path, const Json& value, int indent = 2);
+
+// `value` as pefm writes every JSON text (one library: nlohmann-json): NaN and infinities
+// become null, invalid UTF-8 in strings (file names are bytes) becomes U+FFFD, control
+// characters are escaped; indent < 0 gives one line. Ends with a newline.
+std::string json_text(const Json& value, int indent = 2);
 
 // What an output file will hold: an existing file at that path is replaced only when it
 // already holds the same kind, so a typo cannot overwrite an image, a weights file or the
@@ -28,8 +38,6 @@ void check_output_file(const std::string& option, const std::string& path, Outpu
 // one, and not inside any of `input_dirs`.
 void check_output_dir(const std::string& option, const std::string& path,
                       const std::vector<std::string>& input_dirs);
-
-std::string json_escape(const std::string& s);
 
 // A temporary file path, removed by the destructor.
 class TempFile {

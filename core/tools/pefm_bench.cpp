@@ -10,7 +10,6 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -317,13 +316,13 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
             << "): growth " << growth_mib << " MiB, bound " << max_growth_mib << " MiB: " << (ok ? "OK" : "EXCEEDED")
             << "\n";
   if (const auto json = args.get("json"); !json.empty()) {
-    std::ostringstream j;
-    j << "{\"soak\": {\"frames\": " << r.frames << ", \"size\": \"" << size << "\", \"seconds\": " << r.seconds
-      << ", \"messages\": " << r.messages << ", \"rss_preroll_kib\": " << r.rss_preroll_kib
-      << ", \"rss_start_kib\": " << r.rss_start_kib << ", \"rss_end_kib\": " << r.rss_end_kib
-      << ", \"rss_max_kib\": " << r.rss_max_kib << ", \"warmup_frames\": " << warmup
-      << ", \"max_growth_mib\": " << max_growth_mib << ", \"ok\": " << (ok ? "true" : "false") << "}}\n";
-    cli::write_json(json, j.str());
+    cli::write_json(json,
+                    {{"soak",
+                      {{"frames", r.frames}, {"size", size}, {"seconds", r.seconds}, {"messages", r.messages},
+                       {"rss_preroll_kib", r.rss_preroll_kib}, {"rss_start_kib", r.rss_start_kib},
+                       {"rss_end_kib", r.rss_end_kib}, {"rss_max_kib", r.rss_max_kib}, {"warmup_frames", warmup},
+                       {"max_growth_mib", max_growth_mib}, {"ok", ok}}}},
+                    -1);
   }
   return ok ? 0 : 1;
 }
@@ -435,28 +434,32 @@ int run(int argc, char** argv) {
   }
 
   if (const auto json = args.get("json"); !json.empty()) {
-    std::ostringstream j;
-    j << "{\"device\": \"" << cli::json_escape(device_name(det.device())) << "\", \"precision\": \""
-      << to_string(opts.precision) << "\", \"image_size\": " << cfg.image_size << ", \"source\": \""
-      << cfg.source_arch << "\", \"target\": \"" << cfg.target_arch << "\", \"latent\": [" << cfg.latent[0] << ", "
-      << cfg.latent[1] << ", " << cfg.latent[2] << "], \"bn_folded\": " << (opts.fold_batchnorm ? "true" : "false")
-      << ", \"channels_last\": " << (det.channels_last() ? "true" : "false")
-      << ", \"threads\": " << at::get_num_threads() << ", \"libtorch\": \"" << TORCH_VERSION << "\", \"batches\": [";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto& r = rows[i];
-      j << (i ? ", " : "") << "{\"batch\": " << r.batch << ", \"fps\": " << r.fps << ", \"median_ms\": " << r.median_ms
-        << ", \"p99_ms\": " << r.p99_ms << ", \"stages_ms\": {\"preprocess\": " << r.stages.preprocess
-        << ", \"backbones\": " << r.stages.backbones << ", \"mapping\": " << r.stages.mapping
-        << ", \"fuse\": " << r.stages.fuse << ", \"download\": " << r.stages.download << "}}";
+    cli::Json batches = cli::Json::array();
+    for (const auto& r : rows) {
+      batches.push_back({{"batch", r.batch},
+                         {"fps", r.fps},
+                         {"median_ms", r.median_ms},
+                         {"p99_ms", r.p99_ms},
+                         {"stages_ms",
+                          {{"preprocess", r.stages.preprocess}, {"backbones", r.stages.backbones},
+                           {"mapping", r.stages.mapping}, {"fuse", r.stages.fuse}, {"download", r.stages.download}}}});
     }
-    j << "]";
+    cli::Json report = {{"device", device_name(det.device())},
+                        {"precision", to_string(opts.precision)},
+                        {"image_size", cfg.image_size},
+                        {"source", cfg.source_arch},
+                        {"target", cfg.target_arch},
+                        {"latent", cfg.latent},
+                        {"bn_folded", opts.fold_batchnorm},
+                        {"channels_last", det.channels_last()},
+                        {"threads", at::get_num_threads()},
+                        {"libtorch", TORCH_VERSION},
+                        {"batches", batches}};
     if (!std::isnan(pipeline.fps)) {
-      j << ", \"pipeline\": {\"size\": \"" << size << "\", \"overlay\": \"" << args.get("overlay")
-        << "\", \"fps\": " << pipeline.fps << ", \"latency_ms\": " << pipeline.latency_ms
-        << ", \"processing_max_ms\": " << pipeline.processing_max_ms << "}";
+      report["pipeline"] = {{"size", size}, {"overlay", args.get("overlay")}, {"fps", pipeline.fps},
+                            {"latency_ms", pipeline.latency_ms}, {"processing_max_ms", pipeline.processing_max_ms}};
     }
-    j << "}\n";
-    cli::write_json(json, j.str());
+    cli::write_json(json, report, -1);
   }
   return 0;
 }

@@ -77,13 +77,6 @@ std::string pct(double v) {
   return o.str();
 }
 
-std::string num(double v) {
-  if (std::isnan(v)) return "null";
-  std::ostringstream o;
-  o << std::setprecision(6) << v;
-  return o.str();
-}
-
 int run(int argc, char** argv) {
   cli::Args args("pefm-eval", "--model MODEL.pt --data CATEGORY_DIR [options]",
                  "Evaluates a model on an MVTec-AD-layout category: test/<type>/*.png, with\n"
@@ -217,21 +210,23 @@ int run(int argc, char** argv) {
             << "(percent; per type: that defect type plus good; " << cli::format_duration(seconds) << ")\n";
 
   if (const auto json = args.get("json"); !json.empty()) {
-    std::ostringstream j;
-    j << "{\n  \"model\": \"" << cli::json_escape(args.get("model")) << "\",\n  \"data\": \""
-      << cli::json_escape(args.get("data")) << "\",\n  \"image_size\": " << S << ",\n  \"device\": \""
-      << cli::json_escape(device_name(detector.device())) << "\",\n  \"image_auroc\": " << num(overall.image_auroc)
-      << ",\n  \"pixel_auroc\": " << num(overall.pixel_auroc) << ",\n  \"aupro\": " << num(overall.aupro)
-      << ",\n  \"per_type\": {";
-    bool first = true;
+    // Metrics that are undefined for this test set (NaN) are written as null.
+    cli::Json per_type_json = cli::Json::object();
     for (const auto& [type, s] : per_type) {
-      j << (first ? "\n" : ",\n") << "    \"" << cli::json_escape(type) << "\": {\"image_auroc\": " << num(s.image_auroc)
-        << ", \"pixel_auroc\": " << num(s.pixel_auroc) << ", \"aupro\": " << num(s.aupro) << ", \"images\": " << s.images
-        << "}";
-      first = false;
+      per_type_json[type] = {{"image_auroc", s.image_auroc}, {"pixel_auroc", s.pixel_auroc}, {"aupro", s.aupro},
+                             {"images", s.images}};
     }
-    j << "\n  },\n  \"images\": " << overall.images << ",\n  \"skipped_images\": " << skipped << ",\n  \"seconds\": " << num(seconds) << "\n}\n";
-    cli::write_json(json, j.str());
+    cli::write_json(json, {{"model", args.get("model")},
+                           {"data", args.get("data")},
+                           {"image_size", S},
+                           {"device", device_name(detector.device())},
+                           {"image_auroc", overall.image_auroc},
+                           {"pixel_auroc", overall.pixel_auroc},
+                           {"aupro", overall.aupro},
+                           {"per_type", per_type_json},
+                           {"images", overall.images},
+                           {"skipped_images", skipped},
+                           {"seconds", seconds}});
   }
   if (!maps_dir.empty()) std::cout << "wrote " << tests.size() << " pictures to " << maps_dir << "/\n";
   return 0;
