@@ -5,11 +5,10 @@
 //
 // No LibTorch types: the element compiles without LibTorch's headers. One frame runs
 // through three stages, each in its own file: frame_input.cpp (frame -> tensor, upload),
-// detector.cpp or tiling.cpp (the raw map, whole or tiled) and postprocess.cpp (NaN
+// detector.cpp or tiled_map.cpp (the raw map, whole or tiled) and postprocess.cpp (NaN
 // policy, normalise, decide, regions).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -17,36 +16,13 @@
 #include "pefm/config.h"
 #include "pefm/frame.h"
 #include "pefm/frame_result.h"
+#include "pefm/stream_context.h"
 #include "pefm/tiling.h"
 
 namespace pefm {
 
 class Detector;
 struct Model;
-
-// Per-caller CUDA state for FrameDetector::process: a dedicated CUDA stream and a pinned
-// host staging buffer reused from frame to frame (one asynchronous upload per frame, no
-// allocation once the frame size is steady). One per element instance / calling thread;
-// not shared between threads. Holds nothing and costs nothing for CPU detectors.
-class StreamContext {
- public:
-  StreamContext();
-  ~StreamContext();
-  StreamContext(const StreamContext&) = delete;
-  StreamContext& operator=(const StreamContext&) = delete;
-
-  // From any thread: while set, process() stops between tile batches by throwing
-  // Cancelled, so a state change does not wait for a large frame to finish.
-  void cancel(bool on) { cancelled_ = on; }
-  bool cancelled() const { return cancelled_; }
-
-  struct Impl;  // frame_input.h
-  Impl& impl() { return *impl_; }
-
- private:
-  std::unique_ptr<Impl> impl_;
-  std::atomic<bool> cancelled_{false};
-};
 
 // Settles the precision `options` will run at before anything is loaded: fp16 needs
 // CUDA, so where the device resolves to the CPU it becomes fp32. Returns a sentence saying

@@ -7,8 +7,8 @@
 #include <torch/types.h>
 
 #include "pefm/frame.h"
-#include "pefm/frame_detector.h"
 #include "pefm/preprocess.h"
+#include "pefm/stream_context.h"
 
 namespace pefm {
 
