@@ -1,4 +1,4 @@
-// Internal: the raw heat map of a frame cut into tiles (tiling.cpp).
+// Internal: the raw heat map of a frame cut into tiles (tiled_map.cpp).
 #pragma once
 
 #include <functional>

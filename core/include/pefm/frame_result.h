@@ -8,11 +8,6 @@
 
 namespace pefm {
 
-struct TileOptions {
-  int size = 0;     // tile edge in native frame pixels; 0 = whole frame resized
-  int overlap = 0;  // pixels shared by neighbouring tiles (blended)
-};
-
 struct FrameRegion {
   int x = 0, y = 0, width = 0, height = 0;  // bounding box in frame pixels
   int64_t area = 0;                         // frame pixels covered

@@ -1,14 +1,17 @@
 // Tiling a frame larger than the model's input (line-scan webs, high-resolution cameras):
 // where the tiles lie and what a tiling may cost. No LibTorch: the element checks its
-// properties with it. The tiled heat map itself is computed in core/src/tiling.cpp.
+// properties with it. The tiled heat map itself is computed in core/src/tiled_map.cpp.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "pefm/frame_result.h"
-
 namespace pefm {
+
+struct TileOptions {
+  int size = 0;     // tile edge in native frame pixels; 0 = whole frame resized
+  int overlap = 0;  // pixels shared by neighbouring tiles (blended)
+};
 
 // Bounds on tiling, so that no setting makes one frame's work explode: tiles of at least
 // kMinTileSize pixels, an overlap of at most half a tile, and at most kMaxTilesPerFrame
