@@ -649,8 +649,10 @@ inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, 
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);
     ret = GST_FLOW_FLUSHING;
   } catch (const std::invalid_argument & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d) as configured "
-            "(properties 'tile-size', 'tile-overlap')", frame_number, view.width, view.height), ("%s", e.what ()));
+    /* a frame or setting pefm refuses; what() names the property (tile-size, tile-overlap)
+     * or what the frame lacks */
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d): %s",
+            frame_number, view.width, view.height, e.what ()), (NULL));
     ret = GST_FLOW_ERROR;
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT,

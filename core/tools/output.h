@@ -44,6 +44,8 @@ class TempFile {
  public:
   TempFile(const std::string& prefix, const std::string& suffix);
   ~TempFile();
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
   const std::string& path() const { return path_; }
 
  private:

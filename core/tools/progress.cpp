@@ -45,6 +45,7 @@ void Progress::update(int64_t done, const std::string& extra) { draw(done, extra
 void Progress::finish(const std::string& extra) { draw(total_, extra, true); }
 
 void Progress::draw(int64_t done, const std::string& extra, bool final) {
+  done = std::clamp<int64_t>(done, 0, total_);  // a miscount must not break the bar
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const int percent = static_cast<int>(100 * done / total_);
