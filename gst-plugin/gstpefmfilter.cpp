@@ -665,35 +665,41 @@ inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, 
   return ret;
 }
 
+/* GST_FLOW_OK when caps are negotiated and a model is loaded; else the error, posted. */
 static GstFlowReturn
-gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+check_ready (GstPefmFilter * self)
 {
-  GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  auto & st = *self->state;
-
-  if (!GST_VIDEO_FILTER (trans)->negotiated) {
+  if (!GST_VIDEO_FILTER (self)->negotiated) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
     return GST_FLOW_NOT_NEGOTIATED;
   }
-  if (!st.detector) {
+  if (!self->state->detector) {
     GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
     return GST_FLOW_ERROR;
   }
+  return GST_FLOW_OK;
+}
+
+/* The settings the next frame is processed with, and its number, read under the object
+ * lock (properties change from other threads). */
+static FrameSettings
+read_settings (GstPefmFilter * self, guint64 * frame_number)
+{
   GST_OBJECT_LOCK (self);
   const FrameSettings fs { self->threshold, static_cast < pefm::OverlayMode > (self->overlay),
     self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
     self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
-  const guint64 frame_number = st.frames;
+  *frame_number = self->state->frames;
   GST_OBJECT_UNLOCK (self);
+  return fs;
+}
 
-  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
-    pass_uninspected (self, buf, fs, frame_number, why);
-    return GST_FLOW_OK;
-  }
-  pefm::FrameResult result;
-  const GstFlowReturn ret = inspect_frame (self, buf, fs, frame_number, &result);
-  if (ret != GST_FLOW_OK)
-    return ret;
+/* An inspected frame's results out: its metadata, the counters, its message. */
+static void
+report_inspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
+    const pefm::FrameResult & result)
+{
+  auto & st = *self->state;
   attach_metadata (buf, result, fs.threshold, st.detector->calibrated ());
   GST_OBJECT_LOCK (self);
   st.frames++;
@@ -701,7 +707,26 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   GST_OBJECT_UNLOCK (self);
   if (fs.emit && (!fs.only_anomalous || result.anomalous))
     post_frame_message (self, buf, frame_number, fs.threshold, &result, nullptr);
-  return GST_FLOW_OK;
+}
+
+static GstFlowReturn
+gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  GstFlowReturn ret = check_ready (self);
+  if (ret != GST_FLOW_OK)
+    return ret;
+  guint64 frame_number;
+  const FrameSettings fs = read_settings (self, &frame_number);
+  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
+    pass_uninspected (self, buf, fs, frame_number, why);
+    return GST_FLOW_OK;
+  }
+  pefm::FrameResult result;
+  ret = inspect_frame (self, buf, fs, frame_number, &result);
+  if (ret == GST_FLOW_OK)
+    report_inspected (self, buf, fs, frame_number, result);
+  return ret;
 }
 
 /* Controllable properties follow their control sources at each frame's stream time. */

@@ -57,8 +57,17 @@ torch::Tensor anomaly_map_cuda(const std::array<ScaleMaps, 3>& scales, Fusion fu
   for (int k = 0; k < 3; ++k) {
     const auto& m = scales[k];
     const torch::Tensor parts[4] = {m.s_hat, m.s, m.t_hat, m.t};
+    // The kernels read raw pointers with the geometry of s and t: check it all first.
+    TORCH_CHECK(m.s_hat.sizes() == m.s.sizes() && m.t_hat.sizes() == m.t.sizes(),
+                "anomaly map scale ", k, ": mapped and original features differ in shape: ", m.s_hat.sizes(),
+                " vs ", m.s.sizes(), ", ", m.t_hat.sizes(), " vs ", m.t.sizes());
     for (int j = 0; j < 4; ++j) {
-      TORCH_CHECK(parts[j].scalar_type() == type, "mixed dtypes in the anomaly map inputs");
+      TORCH_CHECK(parts[j].scalar_type() == type, "anomaly map scale ", k, ": input ", j, " is ",
+                  parts[j].scalar_type(), ", scale 0 is ", type);
+      TORCH_CHECK(parts[j].device() == first.device() && parts[j].dim() == 4 && parts[j].size(0) == n &&
+                      parts[j].size(2) == m.s.size(2) && parts[j].size(3) == m.s.size(3),
+                  "anomaly map scale ", k, ": input ", j, " is ", parts[j].sizes(), " on ", parts[j].device(),
+                  "; expected [", n, ", C, ", m.s.size(2), ", ", m.s.size(3), "] on ", first.device());
       keep[4 * k + j] = parts[j].contiguous();
     }
     const auto& s = keep[4 * k + 1];

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <stdexcept>
 
 namespace pefm {
@@ -27,18 +28,31 @@ std::string parent_dir(const std::string& path) {
   return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
 }
 
+// Owns a file descriptor: closed on every path out, exceptions included.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 }  // namespace
 
 std::string read_bounded_file(const std::string& path, const std::string& kind, uint64_t max_bytes) {
   // Non-blocking, so that opening a FIFO without a writer does not wait forever.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  const UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  const int fd = file.get();
   if (fd < 0) throw std::runtime_error("cannot open " + kind + " '" + path + "': " + std::strerror(errno));
   struct stat st {};
   std::string bytes;
-  const auto fail = [&](const std::string& why) {
-    ::close(fd);
-    throw std::runtime_error(kind + " '" + path + "' " + why);
-  };
+  const auto fail = [&](const std::string& why) { throw std::runtime_error(kind + " '" + path + "' " + why); };
   if (::fstat(fd, &st) != 0) fail(std::string("cannot be examined: ") + std::strerror(errno));
   // A device or FIFO (model=/dev/zero) would be read forever.
   if (!S_ISREG(st.st_mode)) fail("is not a regular file");
@@ -56,7 +70,6 @@ std::string read_bounded_file(const std::string& path, const std::string& kind, 
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
-  ::close(fd);
   bytes.resize(done);  // shrank while being read: the checks that follow see what is there
   return bytes;
 }
@@ -65,25 +78,23 @@ int remove_stale_temp_files(const std::string& path) {
   const std::string dir = parent_dir(path);
   const auto slash = path.find_last_of('/');
   const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
-  DIR* d = ::opendir(dir.c_str());
+  const std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
   if (!d) return 0;
   int removed = 0;
   const time_t now = ::time(nullptr);
-  while (const dirent* e = ::readdir(d)) {
+  while (const dirent* e = ::readdir(d.get())) {
     const std::string name = e->d_name;
     // mkstemp's suffix: exactly six characters after the prefix.
     if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string full = dir + "/" + name;
-    const int fd = ::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
+    const UniqueFd file(::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (file.get() < 0) continue;
     struct stat st {};
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= kStaleTempSeconds &&
-        ::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::unlink(full.c_str()) == 0) {
+    if (::fstat(file.get(), &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= kStaleTempSeconds &&
+        ::flock(file.get(), LOCK_EX | LOCK_NB) == 0 && ::unlink(full.c_str()) == 0) {
       ++removed;
     }
-    ::close(fd);
   }
-  ::closedir(d);
   return removed;
 }
 
