@@ -4,7 +4,9 @@
  *
  * Runs a PEFM anomaly detector (trained with pefm-train) on every frame. Each buffer
  * leaves with a #GstPefmMeta (image score, decision, heat map, regions) and one
- * #GstVideoRegionOfInterestMeta of type "anomaly" per anomalous region; the heat map
+ * #GstVideoRegionOfInterestMeta of type "anomaly" per anomalous region, with two params:
+ * "pefm" (score, area) and DL Streamer's "detection" (x_min, y_min, x_max, y_max
+ * normalised, confidence, label_id, label), which gvametaconvert and gvawatermark read; the heat map
  * and/or region contours can be drawn into the frame. Frames are processed in the
  * format they arrive in (RGB/BGR with or without alpha, GRAY8, I420, NV12).
  *
@@ -522,8 +524,23 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
   return TRUE;
 }
 
+/* A region's box in DL Streamer's "detection" form (gvametaconvert, gvawatermark and
+ * gvapython read it): corners normalised to the frame, confidence in 0..1 (the region's
+ * peak score, clamped: an uncalibrated model's raw peak can exceed 1). */
+static GstStructure *
+detection_structure (const pefm::FrameRegion & g, int frame_width, int frame_height)
+{
+  const double w = std::max (1, frame_width), h = std::max (1, frame_height);
+  return gst_structure_new ("detection",
+      "x_min", G_TYPE_DOUBLE, g.x / w, "y_min", G_TYPE_DOUBLE, g.y / h,
+      "x_max", G_TYPE_DOUBLE, (g.x + g.width) / w, "y_max", G_TYPE_DOUBLE, (g.y + g.height) / h,
+      "confidence", G_TYPE_DOUBLE, std::clamp (static_cast < double >(g.peak), 0.0, 1.0),
+      "label_id", G_TYPE_INT, 0, "label", G_TYPE_STRING, "anomaly", NULL);
+}
+
 static void
-attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold, bool calibrated)
+attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold, bool calibrated,
+    int frame_width, int frame_height)
 {
   GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
   meta->raw_score = r.raw_score;
@@ -540,6 +557,7 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold,
     gst_video_region_of_interest_meta_add_param (roi, gst_structure_new ("pefm",
             "score", G_TYPE_DOUBLE, static_cast < double >(g.peak),
             "area", G_TYPE_UINT64, static_cast < guint64 > (g.area), NULL));
+    gst_video_region_of_interest_meta_add_param (roi, detection_structure (g, frame_width, frame_height));
   }
   gst_pefm_meta_set_regions (meta, static_cast < guint > (regions.size ()), regions.data ());
 }
@@ -565,6 +583,7 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
   GstStructure *s = gst_structure_new ("pefm",
       "timestamp", G_TYPE_UINT64, pts,
       "running-time", G_TYPE_UINT64, gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts),
+      "stream-time", G_TYPE_UINT64, gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, pts),
       "frame", G_TYPE_UINT64, frame_number,
       "inspected", G_TYPE_BOOLEAN, result != nullptr,
       "threshold", G_TYPE_DOUBLE, threshold, NULL);
@@ -574,6 +593,19 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
         "raw-score", G_TYPE_DOUBLE, static_cast < double >(result->raw_score),
         "anomalous", G_TYPE_BOOLEAN, result->anomalous,
         "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
+    /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
+    GValue boxes = G_VALUE_INIT;
+    g_value_init (&boxes, GST_TYPE_ARRAY);
+    for (const auto & g:result->regions) {
+      GValue box = G_VALUE_INIT;
+      g_value_init (&box, GST_TYPE_STRUCTURE);
+      g_value_take_boxed (&box, gst_structure_new ("region", "x", G_TYPE_INT, g.x, "y", G_TYPE_INT, g.y,
+              "width", G_TYPE_INT, g.width, "height", G_TYPE_INT, g.height,
+              "area", G_TYPE_UINT64, static_cast < guint64 > (g.area),
+              "peak", G_TYPE_DOUBLE, static_cast < double >(g.peak), NULL));
+      gst_value_array_append_and_take_value (&boxes, &box);
+    }
+    gst_structure_take_value (s, "boxes", &boxes);
   } else {
     gst_structure_set (s, "reason", G_TYPE_STRING, skip_reason, NULL);
   }
@@ -700,7 +732,9 @@ report_inspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
     const pefm::FrameResult & result)
 {
   auto & st = *self->state;
-  attach_metadata (buf, result, fs.threshold, st.detector->calibrated ());
+  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
+  attach_metadata (buf, result, fs.threshold, st.detector->calibrated (), GST_VIDEO_INFO_WIDTH (info),
+      GST_VIDEO_INFO_HEIGHT (info));
   GST_OBJECT_LOCK (self);
   st.frames++;
   st.inspected++;
@@ -956,9 +990,10 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:emit-messages:
    *
-   * Post an element message named "pefm" (timestamp, running-time, frame, inspected,
-   * threshold, and for inspected frames score, raw-score, anomalous, regions; for frames
-   * let through uninspected, reason) per frame, or per anomalous frame with
+   * Post an element message named "pefm" (timestamp, running-time, stream-time, frame,
+   * inspected, threshold, and for inspected frames score, raw-score, anomalous, regions
+   * (their count) and boxes (an array of "region" structures: x, y, width, height, area,
+   * peak); for frames let through uninspected, reason) per frame, or per anomalous frame with
    * message-mode=anomalous; `gst-launch-1.0 -m` prints them. A frame that was not
    * inspected (skip-late, inference-interval) gets its message in both modes: whether it
    * was anomalous is unknown.

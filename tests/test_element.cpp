@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -218,6 +219,22 @@ TEST_P(ElementFormats, AttachesMetaAndDrawsOnlyAroundTheDefect) {
     ASSERT_NE(s, nullptr);
     double score = 0;
     EXPECT_TRUE(gst_structure_get_double(s, "score", &score));
+    // DL Streamer's detection form of the same box: corners normalised to the frame.
+    const GstStructure* d = gst_video_region_of_interest_meta_get_param(roi, "detection");
+    ASSERT_NE(d, nullptr);
+    double x0 = -1, y0 = -1, x1 = -1, y1 = -1, confidence = -1;
+    gint label_id = -1;
+    ASSERT_TRUE(gst_structure_get_double(d, "x_min", &x0) && gst_structure_get_double(d, "y_min", &y0) &&
+                gst_structure_get_double(d, "x_max", &x1) && gst_structure_get_double(d, "y_max", &y1) &&
+                gst_structure_get_double(d, "confidence", &confidence) &&
+                gst_structure_get_int(d, "label_id", &label_id));
+    EXPECT_DOUBLE_EQ(x0, roi->x / double(kW));
+    EXPECT_DOUBLE_EQ(y0, roi->y / double(kH));
+    EXPECT_DOUBLE_EQ(x1, (roi->x + roi->w) / double(kW));
+    EXPECT_DOUBLE_EQ(y1, (roi->y + roi->h) / double(kH));
+    EXPECT_DOUBLE_EQ(confidence, std::clamp(score, 0.0, 1.0));
+    EXPECT_EQ(label_id, 0);
+    EXPECT_STREQ(gst_structure_get_string(d, "label"), "anomaly");
     ++rois;
   }
   EXPECT_EQ(rois, m1->n_regions);
@@ -1131,6 +1148,7 @@ TEST(Element, MessagesNameExactlyTheAnomalousFramesWithTheValuesOfTheirMeta) {
       double score, raw_score, threshold;
       bool anomalous;
       guint regions;
+      std::vector<GstPefmRegion> boxes;
     };
     std::map<GstClockTime, Seen> metas;
     GstVideoInfo info;
@@ -1143,7 +1161,8 @@ TEST(Element, MessagesNameExactlyTheAnomalousFramesWithTheValuesOfTheirMeta) {
       ASSERT_NE(out, nullptr);
       const GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
       ASSERT_NE(m, nullptr);
-      metas[pts] = {m->score, m->raw_score, m->threshold, static_cast<bool>(m->anomalous), m->n_regions};
+      metas[pts] = {m->score, m->raw_score, m->threshold, static_cast<bool>(m->anomalous), m->n_regions,
+                    std::vector<GstPefmRegion>(m->regions, m->regions + m->n_regions)};
       EXPECT_EQ(static_cast<bool>(m->anomalous), defective.count(pts) == 1) << "frame " << i << " score " << m->score;
       gst_buffer_unref(out);
     }
@@ -1167,6 +1186,25 @@ TEST(Element, MessagesNameExactlyTheAnomalousFramesWithTheValuesOfTheirMeta) {
         EXPECT_FLOAT_EQ(static_cast<float>(threshold), static_cast<float>(m.threshold));
         EXPECT_EQ(static_cast<bool>(anomalous), m.anomalous);
         EXPECT_EQ(regions, m.regions);
+        guint64 stream_time = 0;
+        EXPECT_TRUE(gst_structure_get_uint64(st, "stream-time", &stream_time));
+        EXPECT_EQ(stream_time, ts) << "a segment from 0: stream time is the PTS";
+        // The boxes themselves, as in the meta.
+        const GValue* boxes = gst_structure_get_value(st, "boxes");
+        ASSERT_NE(boxes, nullptr);
+        ASSERT_EQ(gst_value_array_get_size(boxes), m.boxes.size());
+        for (guint b = 0; b < m.boxes.size(); ++b) {
+          const GstStructure* box = gst_value_get_structure(gst_value_array_get_value(boxes, b));
+          gint x = -1, y = -1, w = -1, hh = -1;
+          guint64 area = 0;
+          double peak = -1;
+          ASSERT_TRUE(gst_structure_get_int(box, "x", &x) && gst_structure_get_int(box, "y", &y) &&
+                      gst_structure_get_int(box, "width", &w) && gst_structure_get_int(box, "height", &hh) &&
+                      gst_structure_get_uint64(box, "area", &area) && gst_structure_get_double(box, "peak", &peak));
+          const GstPefmRegion& want = m.boxes[b];
+          EXPECT_EQ(std::make_tuple(x, y, w, hh, area), std::make_tuple(want.x, want.y, want.width, want.height, want.area));
+          EXPECT_FLOAT_EQ(static_cast<float>(peak), want.peak);
+        }
         EXPECT_TRUE(posted.insert(ts).second) << "two messages for frame " << ts;
       }
       gst_message_unref(msg);
