@@ -1,4 +1,4 @@
-/* The pefm GStreamer plugin: registers pefmfilter. */
+/* The pefm GStreamer plugin: registers pefmfilter and pefmoverlay. */
 #ifdef HAVE_CONFIG_H
 #include "pefm-config.h"
 #endif
@@ -6,11 +6,14 @@
 #include <gst/gst.h>
 
 #include "gstpefmfilter.h"
+#include "gstpefmoverlay.h"
 
 static gboolean
 plugin_init (GstPlugin * plugin)
 {
-  return GST_ELEMENT_REGISTER (pefmfilter, plugin);
+  gboolean ok = GST_ELEMENT_REGISTER (pefmfilter, plugin);
+  ok &= GST_ELEMENT_REGISTER (pefmoverlay, plugin);
+  return ok;
 }
 
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, pefm,

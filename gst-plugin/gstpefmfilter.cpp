@@ -45,6 +45,7 @@
 #include <string>
 
 #include "gstpefmmeta.h"
+#include "gstpefmvideo.h"
 #include "pefm/frame_detector.h"
 #include "pefm/overlay.h"
 #include "pefm/threads.h"
@@ -92,12 +93,11 @@ enum
   PROP_STATS,
 };
 
-#define PEFM_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, I420, NV12 }"
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
-    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (PEFM_FORMATS)));
+    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (PEFM_VIDEO_FORMATS)));
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
-    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (PEFM_FORMATS)));
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (PEFM_VIDEO_FORMATS)));
 
 /* C++ state lives behind a pointer: the instance struct is plain C. */
 struct PefmState
@@ -165,23 +165,6 @@ gst_pefm_precision_get_type (void)
   return type;
 }
 
-#define GST_TYPE_PEFM_OVERLAY (gst_pefm_overlay_get_type ())
-static GType
-gst_pefm_overlay_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_PEFM_OVERLAY_NONE, "Leave frames untouched", "none"},
-    {GST_PEFM_OVERLAY_HEATMAP, "Blend the heat map where scores approach the threshold", "heatmap"},
-    {GST_PEFM_OVERLAY_CONTOURS, "Outline the anomalous regions", "contours"},
-    {GST_PEFM_OVERLAY_HEATMAP_CONTOURS, "Heat map and outlines", "heatmap+contours"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type))
-    g_once_init_leave (&type, g_enum_register_static ("GstPefmOverlay", values));
-  return type;
-}
-
 #define GST_TYPE_PEFM_MESSAGE_MODE (gst_pefm_message_mode_get_type ())
 static GType
 gst_pefm_message_mode_get_type (void)
@@ -195,28 +178,6 @@ gst_pefm_message_mode_get_type (void)
   if (g_once_init_enter (&type))
     g_once_init_leave (&type, g_enum_register_static ("GstPefmMessageMode", values));
   return type;
-}
-
-static bool
-to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
-{
-  using pefm::FrameFormat;
-  switch (f) {
-    case GST_VIDEO_FORMAT_RGB: *out = FrameFormat::kRGB; return true;
-    case GST_VIDEO_FORMAT_BGR: *out = FrameFormat::kBGR; return true;
-    case GST_VIDEO_FORMAT_RGBA: *out = FrameFormat::kRGBA; return true;
-    case GST_VIDEO_FORMAT_BGRA: *out = FrameFormat::kBGRA; return true;
-    case GST_VIDEO_FORMAT_RGBx: *out = FrameFormat::kRGBx; return true;
-    case GST_VIDEO_FORMAT_BGRx: *out = FrameFormat::kBGRx; return true;
-    case GST_VIDEO_FORMAT_ARGB: *out = FrameFormat::kARGB; return true;
-    case GST_VIDEO_FORMAT_ABGR: *out = FrameFormat::kABGR; return true;
-    case GST_VIDEO_FORMAT_xRGB: *out = FrameFormat::kxRGB; return true;
-    case GST_VIDEO_FORMAT_xBGR: *out = FrameFormat::kxBGR; return true;
-    case GST_VIDEO_FORMAT_GRAY8: *out = FrameFormat::kGray8; return true;
-    case GST_VIDEO_FORMAT_I420: *out = FrameFormat::kI420; return true;
-    case GST_VIDEO_FORMAT_NV12: *out = FrameFormat::kNV12; return true;
-    default: return false;
-  }
 }
 
 static void
@@ -403,19 +364,12 @@ gst_pefm_filter_change_state (GstElement * element, GstStateChange transition)
   return ret;
 }
 
-/* The frame as the core sees it: the negotiated format and colour matrix, and this
- * frame's planes, strides and size. */
+/* The frame as the core sees it: the negotiated format and colour matrix (set_info), and
+ * this frame's planes. */
 static pefm::FrameView
 frame_view (GstPefmFilter * self, GstVideoFrame * frame)
 {
-  pefm::FrameView view = self->state->negotiated;
-  view.width = GST_VIDEO_FRAME_WIDTH (frame);
-  view.height = GST_VIDEO_FRAME_HEIGHT (frame);
-  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame) && p < 3; ++p) {
-    view.planes[p] = static_cast < uint8_t * >(GST_VIDEO_FRAME_PLANE_DATA (frame, p));
-    view.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
-  }
-  return view;
+  return pefm_frame_view (self->state->negotiated, frame);
 }
 
 /* Records one frame's processing time (`warmup`: the blank frame at negotiation, a first
@@ -478,17 +432,10 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
   (void) outcaps;
   (void) out_info;
   pefm::FrameView negotiated;
-  if (!to_frame_format (GST_VIDEO_INFO_FORMAT (in_info), &negotiated.format)) {
+  if (!pefm_frame_format_from_info (in_info, &negotiated)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unsupported video format %s",
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;
-  }
-  if (pefm::is_yuv (negotiated.format)) {
-    gdouble kr = 0.2126, kb = 0.0722;
-    gst_video_color_matrix_get_Kr_Kb (in_info->colorimetry.matrix, &kr, &kb);
-    negotiated.kr = kr;
-    negotiated.kb = kb;
-    negotiated.full_range = in_info->colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
   }
   self->state->negotiated = negotiated;
   if (GST_VIDEO_INFO_WIDTH (in_info) <= 0 || GST_VIDEO_INFO_HEIGHT (in_info) <= 0) {

@@ -18,13 +18,6 @@ typedef enum {
 } GstPefmPrecision;
 
 typedef enum {
-  GST_PEFM_OVERLAY_NONE,
-  GST_PEFM_OVERLAY_HEATMAP,
-  GST_PEFM_OVERLAY_CONTOURS,
-  GST_PEFM_OVERLAY_HEATMAP_CONTOURS,
-} GstPefmOverlay;
-
-typedef enum {
   GST_PEFM_MESSAGES_ALL,
   GST_PEFM_MESSAGES_ANOMALOUS,
 } GstPefmMessageMode;

@@ -269,6 +269,60 @@ std::vector<std::pair<int, int>> changed_pixels(GstBuffer* before, GstBuffer* af
   return out;
 }
 
+// pefmoverlay draws from the meta what pefmfilter draws itself: at the same size, the same
+// bytes in every format; a frame without a meta passes untouched.
+TEST_P(ElementFormats, OverlayElementDrawsTheBytesTheFilterDraws) {
+  const GstVideoFormat format = GetParam();
+  GstVideoInfo info;
+  const auto defect = paste_patch(texture_image(kH, kW, 999), 30, 60, 20);
+  GstBuffer* original = make_buffer(defect, format, &info);
+  GstHarness* by_filter = harness(caps_for(format), "overlay=heatmap+contours");
+  GstHarness* by_overlay = harness(caps_for(format), "overlay=none ! pefmoverlay");
+  GstBuffer* a = gst_harness_push_and_pull(by_filter, gst_buffer_copy_deep(original));
+  GstBuffer* b = gst_harness_push_and_pull(by_overlay, gst_buffer_copy_deep(original));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_FALSE(changed_pixels(original, a, &info).empty()) << "pefmfilter drew nothing on the defect";
+  EXPECT_EQ(bytes(a), bytes(b)) << changed_pixels(a, b, &info).size() << " pixels differ";
+
+  GstHarness* bare = gst_harness_new("pefmoverlay");
+  gst_harness_set_src_caps_str(bare, caps_for(format).c_str());
+  GstBuffer* c = gst_harness_push_and_pull(bare, gst_buffer_copy_deep(original));
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(bytes(c), bytes(original)) << "drew on a frame without results";
+  for (GstBuffer* buf : {original, a, b, c}) gst_buffer_unref(buf);
+  for (GstHarness* h : {by_filter, by_overlay, bare}) gst_harness_teardown(h);
+}
+
+// After videoscale, pefmoverlay draws at the new size: the outline surrounds the defect's
+// scaled position (the meta's map mapping followed the scaling).
+TEST(Element, OverlayElementDrawsWhereTheDefectIsAfterScaling) {
+  GstVideoInfo in_info, out_info;
+  gst_video_info_set_format(&out_info, GST_VIDEO_FORMAT_RGB, 2 * kW, 2 * kH);
+  const auto defect = paste_patch(texture_image(kH, kW, 999), 30, 60, 20);  // x 60..80, y 30..50
+  GstBuffer* original = make_buffer(defect, GST_VIDEO_FORMAT_RGB, &in_info);
+  const std::string scale = "overlay=none ! videoscale ! capsfilter caps=video/x-raw,width=" + std::to_string(2 * kW) +
+                            ",height=" + std::to_string(2 * kH);
+  GstHarness* plain = harness(caps_for(GST_VIDEO_FORMAT_RGB), scale);
+  GstHarness* drawn = harness(caps_for(GST_VIDEO_FORMAT_RGB), scale + " ! pefmoverlay overlay=contours");
+  GstBuffer* a = gst_harness_push_and_pull(plain, gst_buffer_copy_deep(original));
+  GstBuffer* b = gst_harness_push_and_pull(drawn, gst_buffer_copy_deep(original));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const auto changed = changed_pixels(a, b, &out_info);
+  ASSERT_FALSE(changed.empty()) << "no outline drawn";
+  int x0 = 1 << 30, y0 = 1 << 30, x1 = -1, y1 = -1;
+  for (const auto& [x, y] : changed) {
+    x0 = std::min(x0, x), y0 = std::min(y0, y), x1 = std::max(x1, x), y1 = std::max(y1, y);
+  }
+  // The defect spans x 120..160, y 60..100 at twice the size; the outline hugs it within
+  // the heat map's resolution.
+  EXPECT_TRUE(x0 >= 120 - 32 && x1 <= 160 + 32 && y0 >= 60 - 32 && y1 <= 100 + 32 && x1 > 120 && y1 > 60)
+      << "outline spans " << x0 << ".." << x1 << " x " << y0 << ".." << y1;
+  for (GstBuffer* buf : {original, a, b}) gst_buffer_unref(buf);
+  for (GstHarness* h : {plain, drawn}) gst_harness_teardown(h);
+}
+
 // Plane-0 bytes of pixel (x, y): the packed pixel, or the luma byte.
 std::vector<uint8_t> pixel_bytes(GstBuffer* b, const GstVideoInfo* info, int x, int y) {
   GstVideoFrame f;

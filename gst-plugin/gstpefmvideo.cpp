@@ -1,0 +1,70 @@
+/* What pefm's video elements share (gstpefmvideo.h). */
+#include "gstpefmvideo.h"
+
+GType
+gst_pefm_overlay_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_PEFM_OVERLAY_NONE, "Leave frames untouched", "none"},
+    {GST_PEFM_OVERLAY_HEATMAP, "Blend the heat map where scores approach the threshold", "heatmap"},
+    {GST_PEFM_OVERLAY_CONTOURS, "Outline the anomalous regions", "contours"},
+    {GST_PEFM_OVERLAY_HEATMAP_CONTOURS, "Heat map and outlines", "heatmap+contours"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstPefmOverlay", values));
+  return type;
+}
+
+static bool
+to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
+{
+  using pefm::FrameFormat;
+  switch (f) {
+    case GST_VIDEO_FORMAT_RGB: *out = FrameFormat::kRGB; return true;
+    case GST_VIDEO_FORMAT_BGR: *out = FrameFormat::kBGR; return true;
+    case GST_VIDEO_FORMAT_RGBA: *out = FrameFormat::kRGBA; return true;
+    case GST_VIDEO_FORMAT_BGRA: *out = FrameFormat::kBGRA; return true;
+    case GST_VIDEO_FORMAT_RGBx: *out = FrameFormat::kRGBx; return true;
+    case GST_VIDEO_FORMAT_BGRx: *out = FrameFormat::kBGRx; return true;
+    case GST_VIDEO_FORMAT_ARGB: *out = FrameFormat::kARGB; return true;
+    case GST_VIDEO_FORMAT_ABGR: *out = FrameFormat::kABGR; return true;
+    case GST_VIDEO_FORMAT_xRGB: *out = FrameFormat::kxRGB; return true;
+    case GST_VIDEO_FORMAT_xBGR: *out = FrameFormat::kxBGR; return true;
+    case GST_VIDEO_FORMAT_GRAY8: *out = FrameFormat::kGray8; return true;
+    case GST_VIDEO_FORMAT_I420: *out = FrameFormat::kI420; return true;
+    case GST_VIDEO_FORMAT_NV12: *out = FrameFormat::kNV12; return true;
+    default: return false;
+  }
+}
+
+bool
+pefm_frame_format_from_info (const GstVideoInfo * info, pefm::FrameView * out)
+{
+  pefm::FrameView view;
+  if (!to_frame_format (GST_VIDEO_INFO_FORMAT (info), &view.format))
+    return false;
+  if (pefm::is_yuv (view.format)) {
+    gdouble kr = 0.2126, kb = 0.0722;
+    gst_video_color_matrix_get_Kr_Kb (info->colorimetry.matrix, &kr, &kb);
+    view.kr = kr;
+    view.kb = kb;
+    view.full_range = info->colorimetry.range == GST_VIDEO_COLOR_RANGE_0_255;
+  }
+  *out = view;
+  return true;
+}
+
+pefm::FrameView
+pefm_frame_view (const pefm::FrameView & negotiated, GstVideoFrame * frame)
+{
+  pefm::FrameView view = negotiated;
+  view.width = GST_VIDEO_FRAME_WIDTH (frame);
+  view.height = GST_VIDEO_FRAME_HEIGHT (frame);
+  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame) && p < 3; ++p) {
+    view.planes[p] = static_cast < uint8_t * >(GST_VIDEO_FRAME_PLANE_DATA (frame, p));
+    view.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE (frame, p);
+  }
+  return view;
+}

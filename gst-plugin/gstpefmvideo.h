@@ -1,0 +1,31 @@
+/* What pefm's video elements (pefmfilter, pefmoverlay) share: the formats they take, the
+ * negotiated format as the core's FrameView, a mapped frame's planes, and the overlay
+ * enum. No LibTorch. */
+#ifndef __GST_PEFM_VIDEO_H__
+#define __GST_PEFM_VIDEO_H__
+
+#include <gst/video/video.h>
+
+#include "pefm/frame.h"
+#include "pefm/overlay.h"
+
+#define PEFM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, I420, NV12 }"
+
+typedef enum {
+  GST_PEFM_OVERLAY_NONE,
+  GST_PEFM_OVERLAY_HEATMAP,
+  GST_PEFM_OVERLAY_CONTOURS,
+  GST_PEFM_OVERLAY_HEATMAP_CONTOURS,
+} GstPefmOverlay;
+
+GType gst_pefm_overlay_get_type (void);
+#define GST_TYPE_PEFM_OVERLAY (gst_pefm_overlay_get_type ())
+
+/* The format and colour matrix of @info as the core reads frames; false for a format pefm
+ * does not take. */
+bool pefm_frame_format_from_info (const GstVideoInfo * info, pefm::FrameView * out);
+
+/* @negotiated with the size and planes of the mapped @frame. */
+pefm::FrameView pefm_frame_view (const pefm::FrameView & negotiated, GstVideoFrame * frame);
+
+#endif /* __GST_PEFM_VIDEO_H__ */
