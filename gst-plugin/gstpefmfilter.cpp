@@ -64,8 +64,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_DEVICE "auto"
 #define DEFAULT_PROP_PRECISION GST_PEFM_PRECISION_FP32
 #define DEFAULT_PROP_THRESHOLD 0.5
-#define DEFAULT_PROP_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
-#define DEFAULT_PROP_OVERLAY_ALPHA 0.5
+#define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
+#define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
@@ -881,23 +881,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
       g_param_spec_double ("threshold", "Threshold",
           "Anomaly threshold on the normalised score (0.5 = the model's calibrated threshold)",
           0.0, G_MAXDOUBLE, DEFAULT_PROP_THRESHOLD, playing_flags));
-  /**
-   * GstPefmFilter:overlay:
-   *
-   * What to draw into the frames.
-   */
-  g_object_class_install_property (gobject_class, PROP_OVERLAY,
-      g_param_spec_enum ("overlay", "Overlay", "What to draw into the frames",
-          GST_TYPE_PEFM_OVERLAY, DEFAULT_PROP_OVERLAY, playing_flags));
-  /**
-   * GstPefmFilter:overlay-alpha:
-   *
-   * Opacity of the heat-map overlay where the score reaches the threshold; it fades out
-   * below, so normal frames stay untouched.
-   */
-  g_object_class_install_property (gobject_class, PROP_OVERLAY_ALPHA,
-      g_param_spec_double ("overlay-alpha", "Overlay alpha", "Opacity of the heat-map overlay",
-          0.0, 1.0, DEFAULT_PROP_OVERLAY_ALPHA, playing_flags));
+  /* overlay, overlay-alpha: shared with pefmoverlay, documented in gstpefmvideo.cpp */
+  pefm_install_overlay_properties (gobject_class, PROP_OVERLAY, PROP_OVERLAY_ALPHA, playing_flags);
   /**
    * GstPefmFilter:tile-size:
    *

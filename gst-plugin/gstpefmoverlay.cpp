@@ -35,8 +35,8 @@
 GST_DEBUG_CATEGORY_STATIC (gst_pefm_overlay_debug);
 #define GST_CAT_DEFAULT gst_pefm_overlay_debug
 
-#define DEFAULT_PROP_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
-#define DEFAULT_PROP_OVERLAY_ALPHA 0.5
+#define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
+#define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
 #define DEFAULT_PROP_THRESHOLD -1.0
 
 enum
@@ -176,17 +176,8 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
   gobject_class->set_property = gst_pefm_overlay_element_set_property;
   gobject_class->get_property = gst_pefm_overlay_element_get_property;
 
-  /**
-   * GstPefmOverlayElement:overlay:
-   *
-   * What to draw, as pefmfilter's property of the same name.
-   */
-  g_object_class_install_property (gobject_class, PROP_OVERLAY,
-      g_param_spec_enum ("overlay", "Overlay", "What to draw into the frames",
-          GST_TYPE_PEFM_OVERLAY, DEFAULT_PROP_OVERLAY, flags));
-  g_object_class_install_property (gobject_class, PROP_OVERLAY_ALPHA,
-      g_param_spec_double ("overlay-alpha", "Overlay alpha", "Opacity of the heat-map overlay",
-          0.0, 1.0, DEFAULT_PROP_OVERLAY_ALPHA, flags));
+  /* overlay, overlay-alpha: as pefmfilter's (gstpefmvideo.cpp) */
+  pefm_install_overlay_properties (gobject_class, PROP_OVERLAY, PROP_OVERLAY_ALPHA, flags);
   /**
    * GstPefmOverlayElement:threshold:
    *

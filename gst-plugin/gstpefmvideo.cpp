@@ -17,6 +17,29 @@ gst_pefm_overlay_get_type (void)
   return type;
 }
 
+void
+pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, guint prop_overlay_alpha,
+    GParamFlags flags)
+{
+  /**
+   * GstPefmFilter:overlay:
+   *
+   * What to draw into the frames (pefmoverlay has the same property).
+   */
+  g_object_class_install_property (klass, prop_overlay,
+      g_param_spec_enum ("overlay", "Overlay", "What to draw into the frames",
+          GST_TYPE_PEFM_OVERLAY, PEFM_DEFAULT_OVERLAY, flags));
+  /**
+   * GstPefmFilter:overlay-alpha:
+   *
+   * Opacity of the heat-map overlay where the score reaches the threshold; it fades out
+   * below, so normal frames stay untouched.
+   */
+  g_object_class_install_property (klass, prop_overlay_alpha,
+      g_param_spec_double ("overlay-alpha", "Overlay alpha", "Opacity of the heat-map overlay",
+          0.0, 1.0, PEFM_DEFAULT_OVERLAY_ALPHA, flags));
+}
+
 static bool
 to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
 {

@@ -9,6 +9,8 @@
 #include "pefm/frame.h"
 #include "pefm/overlay.h"
 
+#define PEFM_DEFAULT_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
+#define PEFM_DEFAULT_OVERLAY_ALPHA 0.5
 #define PEFM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, I420, NV12 }"
 
 typedef enum {
@@ -20,6 +22,11 @@ typedef enum {
 
 GType gst_pefm_overlay_get_type (void);
 #define GST_TYPE_PEFM_OVERLAY (gst_pefm_overlay_get_type ())
+
+/* Installs the "overlay" and "overlay-alpha" properties (ids @prop_overlay and
+ * @prop_overlay_alpha), the same in pefmfilter and pefmoverlay. */
+void pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, guint prop_overlay_alpha,
+    GParamFlags flags);
 
 /* The format and colour matrix of @info as the core reads frames; false for a format pefm
  * does not take. */
