@@ -144,12 +144,19 @@ result_of (const GstPefmMeta * m)
   return r;
 }
 
+/* In place, and the frame is mapped (for writing: after a tee, a copy) only when there is
+ * something to draw. */
 static GstFlowReturn
-gst_pefm_overlay_element_transform_frame_ip (GstVideoFilter * filter, GstVideoFrame * frame)
+gst_pefm_overlay_element_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {
-  GstPefmOverlayElement *self = GST_PEFM_OVERLAY_ELEMENT (filter);
+  GstPefmOverlayElement *self = GST_PEFM_OVERLAY_ELEMENT (trans);
+  GstVideoFilter *filter = GST_VIDEO_FILTER (trans);
 
-  const GstPefmMeta *m = gst_buffer_get_pefm_meta (frame->buffer);
+  if (!filter->negotiated) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  const GstPefmMeta *m = gst_buffer_get_pefm_meta (buf);
   if (!m || !m->inspected || !m->map || m->map_width == 0 || m->map_height == 0)
     return GST_FLOW_OK;
   GST_OBJECT_LOCK (self);
@@ -160,7 +167,13 @@ gst_pefm_overlay_element_transform_frame_ip (GstVideoFilter * filter, GstVideoFr
   GST_OBJECT_UNLOCK (self);
   if (mode == pefm::OverlayMode::kNone)
     return GST_FLOW_OK;
-  pefm::draw_overlay (pefm_frame_view (self->negotiated, frame), result_of (m), mode, alpha, threshold);
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, &filter->in_info, buf, GST_MAP_READWRITE)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map a frame for drawing"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  pefm::draw_overlay (pefm_frame_view (self->negotiated, &frame), result_of (m), mode, alpha, threshold);
+  gst_video_frame_unmap (&frame);
   return GST_FLOW_OK;
 }
 
@@ -169,6 +182,7 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
 {
   GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
   GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
   GstVideoFilterClass *filter_class = GST_VIDEO_FILTER_CLASS (klass);
   const auto flags = static_cast < GParamFlags > (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
       GST_PARAM_MUTABLE_PLAYING);
@@ -182,11 +196,12 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
    * GstPefmOverlayElement:threshold:
    *
    * Normalised threshold the contours are drawn at (0.5 = the model's calibrated
-   * threshold); -1, the default: the threshold each frame was decided with (GstPefmMeta).
+   * threshold); negative (the default, -1): the threshold each frame was decided with,
+   * as GstPefmMeta stores it (a float).
    */
   g_object_class_install_property (gobject_class, PROP_THRESHOLD,
       g_param_spec_double ("threshold", "Threshold",
-          "Normalised threshold for the contours (-1 = the one each frame was decided with)",
+          "Normalised threshold for the contours (negative = the one each frame was decided with)",
           -1.0, G_MAXDOUBLE, DEFAULT_PROP_THRESHOLD, flags));
 
   gst_element_class_set_static_metadata (element_class, "PEFM result overlay",
@@ -197,7 +212,7 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
   gst_element_class_add_static_pad_template (element_class, &src_template);
 
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_set_info);
-  filter_class->transform_frame_ip = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_transform_frame_ip);
+  trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_transform_ip);
 
   gst_type_mark_as_plugin_api (GST_TYPE_PEFM_OVERLAY, (GstPluginAPIFlags) 0);
 }

@@ -285,12 +285,16 @@ TEST_P(ElementFormats, OverlayElementDrawsTheBytesTheFilterDraws) {
   EXPECT_FALSE(changed_pixels(original, a, &info).empty()) << "pefmfilter drew nothing on the defect";
   EXPECT_EQ(bytes(a), bytes(b)) << changed_pixels(a, b, &info).size() << " pixels differ";
 
+  // A frame it does not draw on is not even copied (after a tee its memory is shared).
   GstHarness* bare = gst_harness_new("pefmoverlay");
   gst_harness_set_src_caps_str(bare, caps_for(format).c_str());
-  GstBuffer* c = gst_harness_push_and_pull(bare, gst_buffer_copy_deep(original));
+  GstBuffer* shared = gst_buffer_copy_deep(original);
+  GstMemory* memory = gst_buffer_peek_memory(shared, 0);
+  GstBuffer* c = gst_harness_push_and_pull(bare, gst_buffer_ref(shared));
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(bytes(c), bytes(original)) << "drew on a frame without results";
-  for (GstBuffer* buf : {original, a, b, c}) gst_buffer_unref(buf);
+  EXPECT_EQ(gst_buffer_peek_memory(c, 0), memory) << "copied a frame it did not draw on";
+  for (GstBuffer* buf : {original, a, b, c, shared}) gst_buffer_unref(buf);
   for (GstHarness* h : {by_filter, by_overlay, bare}) gst_harness_teardown(h);
 }
 
