@@ -1,4 +1,4 @@
-/* The pefm GStreamer plugin: registers pefmfilter and pefmoverlay. */
+/* The pefm GStreamer plugin: registers pefmfilter, pefmoverlay and pefmpublish. */
 #ifdef HAVE_CONFIG_H
 #include "pefm-config.h"
 #endif
@@ -7,12 +7,14 @@
 
 #include "gstpefmfilter.h"
 #include "gstpefmoverlay.h"
+#include "gstpefmpublish.h"
 
 static gboolean
 plugin_init (GstPlugin * plugin)
 {
   gboolean ok = GST_ELEMENT_REGISTER (pefmfilter, plugin);
   ok &= GST_ELEMENT_REGISTER (pefmoverlay, plugin);
+  ok &= GST_ELEMENT_REGISTER (pefmpublish, plugin);
   return ok;
 }
 

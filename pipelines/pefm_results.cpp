@@ -9,48 +9,23 @@
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 
-#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "gstpefmmeta.h"
+#include "pefmjson.h"
 
 namespace {
 
-// Scores rounded to 6 decimals (what a float holds; NaN stays NaN and is written null).
-double rounded(double v) { return std::round(v * 1e6) / 1e6; }
-
 // One result line: frame index, PTS (null when unset), the file name when --names gave
-// one, then the GstPefmMeta. nlohmann-json writes it (NaN as null, file names that are
-// not UTF-8 with U+FFFD, control characters escaped).
+// one, then the GstPefmMeta with pefmpublish's field names (gst-plugin/pefmjson.h).
 std::string json_line(GstSample* sample, guint64 index, const std::vector<std::string>& names) {
   GstBuffer* buf = gst_sample_get_buffer(sample);
-  const GstPefmMeta* m = gst_buffer_get_pefm_meta(buf);
-  nlohmann::ordered_json line = {{"frame", index}, {"pts", nullptr}};
-  if (GST_BUFFER_PTS_IS_VALID(buf)) line["pts"] = GST_BUFFER_PTS(buf);
+  pefm::Json line = {{"frame", index}, {"pts", pefm::json_time(GST_BUFFER_PTS(buf))}};
   if (index < names.size()) line["file"] = names[index];
-  if (!m) {
-    line["error"] = "no pefm metadata on this buffer";
-  } else {
-    line["score"] = rounded(m->score);
-    line["raw_score"] = rounded(m->raw_score);
-    line["threshold"] = rounded(m->threshold);
-    line["anomalous"] = static_cast<bool>(m->anomalous);
-    line["calibrated"] = static_cast<bool>(m->calibrated);
-    line["map"] = {m->map_width, m->map_height};
-    auto regions = nlohmann::ordered_json::array();
-    for (guint i = 0; i < m->n_regions; ++i) {
-      const GstPefmRegion& r = m->regions[i];
-      regions.push_back({{"x", r.x}, {"y", r.y}, {"width", r.width}, {"height", r.height}, {"area", r.area},
-                         {"peak", rounded(r.peak)}});
-    }
-    line["regions"] = std::move(regions);
-  }
-  return line.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::ordered_json::error_handler_t::replace);
+  pefm::add_meta_json(&line, gst_buffer_get_pefm_meta(buf));
+  return pefm::json_text(line);
 }
 
 }  // namespace

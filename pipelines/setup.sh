@@ -16,6 +16,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   libgtest-dev libgmock-dev
   nlohmann-json3-dev
+  libmosquitto-dev mosquitto mosquitto-clients
 )
 
 missing=()

@@ -27,7 +27,7 @@ void route_json_output(const std::string& json_path) {
 }
 
 std::string json_text(const Json& value, int indent) {
-  return value.dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace) + "\n";
+  return pefm::json_text(value, indent) + "\n";
 }
 
 void write_json(const std::string& path, const Json& value, int indent) {

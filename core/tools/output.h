@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "pefm/json_text.h"
 
 namespace pefm {
 namespace cli {
@@ -14,14 +14,13 @@ namespace cli {
 // and everything else the tool prints to std::cout moves to stderr. write_json writes
 // json_text(value, indent) to that stdout for "-", else atomically to the file (saying so).
 // JSON values keep their keys in the order they were written.
-using Json = nlohmann::ordered_json;
+using Json = pefm::Json;
 
 void route_json_output(const std::string& json_path);
 void write_json(const std::string& path, const Json& value, int indent = 2);
 
-// `value` as pefm writes every JSON text (one library: nlohmann-json): NaN and infinities
-// become null, invalid UTF-8 in strings (file names are bytes) becomes U+FFFD, control
-// characters are escaped; indent < 0 gives one line. Ends with a newline.
+// pefm::json_text(value, indent) (json_text.h: NaN as null, invalid UTF-8 as U+FFFD,
+// control characters escaped; indent < 0 gives one line) and a newline.
 std::string json_text(const Json& value, int indent = 2);
 
 // What an output file will hold: an existing file at that path is replaced only when it

@@ -1,0 +1,553 @@
+/**
+ * SECTION:element-pefmpublish
+ * @title: pefmpublish
+ *
+ * Sends the results pefmfilter attached to each frame (#GstPefmMeta) as JSON lines to
+ * stdout, a file, or an MQTT broker, and passes the frames on untouched. Besides one line
+ * per frame (`"type": "frame"`: frame, pts, running and stream time, source, decision,
+ * scores, boxes; the field names of pefm-results), it sends edge-triggered events, so that
+ * a PLC reacts once per defect rather than once per frame: `"defect-started"` on the first
+ * anomalous frame, `"defect-ended"` after #GstPefmPublish:end-frames normal frames (or at
+ * EOS, a flush or a new stream) with the defect's first and last frame, its frame count and
+ * its peak score.
+ *
+ * It never blocks the pipeline. Lines wait in a bounded queue (#GstPefmPublish:max-buffered)
+ * for a worker thread; a broker that is down, refuses or goes away is retried with
+ * exponential backoff; when the queue is full the oldest frame lines are dropped (events
+ * last) and counted. The element says so: a warning on the bus for a lost connection and for
+ * the first drop of a run, a `pefm-publish` element message for every change (status, sent,
+ * dropped, buffered, connected), and the #GstPefmPublish:stats property.
+ *
+ * ## Example launch lines
+ * |[
+ * gst-launch-1.0 filesrc location=line.mp4 ! decodebin ! videoconvert ! \
+ *   pefmfilter model=cable.pt ! pefmpublish method=mqtt address=127.0.0.1:1883 topic=line1/pefm ! fakesink
+ * ]| Publishes every frame's result and each defect's start and end to the topic line1/pefm.
+ * |[
+ * gst-launch-1.0 ... ! pefmfilter model=cable.pt ! pefmpublish method=file location=results.jsonl frames=anomalous ! ...
+ * ]| Writes the anomalous frames and the defect events to a file.
+ */
+#ifdef HAVE_CONFIG_H
+#include "pefm-config.h"
+#endif
+
+#include "gstpefmpublish.h"
+
+#include <unistd.h>
+
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "gstpefmmeta.h"
+#include "pefmjson.h"
+#include "pefmpublisher.h"
+
+GST_DEBUG_CATEGORY_STATIC (gst_pefm_publish_debug);
+#define GST_CAT_DEFAULT gst_pefm_publish_debug
+
+typedef enum {
+  GST_PEFM_PUBLISH_STDOUT,
+  GST_PEFM_PUBLISH_FILE,
+  GST_PEFM_PUBLISH_MQTT,
+} GstPefmPublishMethod;
+
+typedef enum {
+  GST_PEFM_PUBLISH_FRAMES_ALL,
+  GST_PEFM_PUBLISH_FRAMES_ANOMALOUS,
+  GST_PEFM_PUBLISH_FRAMES_NONE,
+} GstPefmPublishFrames;
+
+#define DEFAULT_METHOD GST_PEFM_PUBLISH_STDOUT
+#define DEFAULT_ADDRESS "localhost:1883"
+#define DEFAULT_TOPIC "pefm/results"
+#define DEFAULT_QOS 1
+#define DEFAULT_FRAMES GST_PEFM_PUBLISH_FRAMES_ALL
+#define DEFAULT_END_FRAMES 1
+#define DEFAULT_MAX_BUFFERED 1000
+#define DEFAULT_DRAIN_TIMEOUT 3000
+
+enum
+{
+  PROP_0,
+  PROP_METHOD,
+  PROP_LOCATION,
+  PROP_ADDRESS,
+  PROP_TOPIC,
+  PROP_QOS,
+  PROP_CLIENT_ID,
+  PROP_SOURCE_ID,
+  PROP_FRAMES,
+  PROP_END_FRAMES,
+  PROP_MAX_BUFFERED,
+  PROP_DRAIN_TIMEOUT,
+  PROP_STATS,
+};
+
+/* One defect being followed across frames (streaming thread only). */
+struct DefectTrack {
+  bool active = false;
+  guint64 first_frame = 0, last_frame = 0, frames = 0;
+  GstClockTime first_pts = GST_CLOCK_TIME_NONE, first_running_time = GST_CLOCK_TIME_NONE;
+  double peak_score = 0;
+  guint normal_run = 0;
+};
+
+/* What exists from start() to stop(). */
+struct PublishRun {
+  std::unique_ptr < pefm::Publisher > publisher;
+  std::string source;           /* source-id, or the stream-id */
+  GstPefmPublishFrames frames = DEFAULT_FRAMES;
+  guint end_frames = DEFAULT_END_FRAMES;
+  guint64 frame = 0;            /* buffers seen */
+  DefectTrack defect;
+};
+
+struct _GstPefmPublish
+{
+  GstBaseTransform parent;
+
+  /* properties, under the object lock */
+  GstPefmPublishMethod method;
+  gchar *location;
+  gchar *address;
+  gchar *topic;
+  gint qos;
+  gchar *client_id;
+  gchar *source_id;
+  GstPefmPublishFrames frames;
+  guint end_frames;
+  guint max_buffered;
+  guint drain_timeout;
+
+  /* start() .. stop(); the pointer under the object lock */
+  PublishRun *run;
+  /* the last run's counts, for the stats property after stop() */
+  pefm::PublisherStats last_stats;
+};
+
+static GType
+gst_pefm_publish_method_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_PEFM_PUBLISH_STDOUT, "Standard output", "stdout"},
+    {GST_PEFM_PUBLISH_FILE, "A file (location), one JSON line each", "file"},
+    {GST_PEFM_PUBLISH_MQTT, "An MQTT broker (address, topic, qos, client-id)", "mqtt"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstPefmPublishMethod", values));
+  return type;
+}
+
+static GType
+gst_pefm_publish_frames_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_PEFM_PUBLISH_FRAMES_ALL, "A line for every frame", "all"},
+    {GST_PEFM_PUBLISH_FRAMES_ANOMALOUS, "Lines for anomalous frames only", "anomalous"},
+    {GST_PEFM_PUBLISH_FRAMES_NONE, "No frame lines: the defect events only", "none"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstPefmPublishFrames", values));
+  return type;
+}
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+
+#define gst_pefm_publish_parent_class parent_class
+G_DEFINE_TYPE_WITH_CODE (GstPefmPublish, gst_pefm_publish, GST_TYPE_BASE_TRANSFORM,
+    GST_DEBUG_CATEGORY_INIT (gst_pefm_publish_debug, "pefmpublish", 0, "PEFM result publisher"));
+GST_ELEMENT_REGISTER_DEFINE (pefmpublish, "pefmpublish", GST_RANK_NONE, GST_TYPE_PEFM_PUBLISH);
+
+static void
+gst_pefm_publish_set_property (GObject * object, guint prop_id, const GValue * value, GParamSpec * pspec)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_METHOD: self->method = (GstPefmPublishMethod) g_value_get_enum (value); break;
+    case PROP_LOCATION: g_free (self->location); self->location = g_value_dup_string (value); break;
+    case PROP_ADDRESS: g_free (self->address); self->address = g_value_dup_string (value); break;
+    case PROP_TOPIC: g_free (self->topic); self->topic = g_value_dup_string (value); break;
+    case PROP_QOS: self->qos = g_value_get_int (value); break;
+    case PROP_CLIENT_ID: g_free (self->client_id); self->client_id = g_value_dup_string (value); break;
+    case PROP_SOURCE_ID: g_free (self->source_id); self->source_id = g_value_dup_string (value); break;
+    case PROP_FRAMES: self->frames = (GstPefmPublishFrames) g_value_get_enum (value); break;
+    case PROP_END_FRAMES: self->end_frames = g_value_get_uint (value); break;
+    case PROP_MAX_BUFFERED: self->max_buffered = g_value_get_uint (value); break;
+    case PROP_DRAIN_TIMEOUT: self->drain_timeout = g_value_get_uint (value); break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static GstStructure *
+stats_structure (const pefm::PublisherStats & s)
+{
+  return gst_structure_new ("pefm-publish-stats",
+      "posted", G_TYPE_UINT64, s.posted, "sent", G_TYPE_UINT64, s.sent,
+      "dropped", G_TYPE_UINT64, s.dropped, "buffered", G_TYPE_UINT64, s.buffered,
+      "connects", G_TYPE_UINT64, s.connects, "connected", G_TYPE_BOOLEAN, s.connected,
+      "last-error", G_TYPE_STRING, s.last_error.c_str (), NULL);
+}
+
+static void
+gst_pefm_publish_get_property (GObject * object, guint prop_id, GValue * value, GParamSpec * pspec)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_METHOD: g_value_set_enum (value, self->method); break;
+    case PROP_LOCATION: g_value_set_string (value, self->location); break;
+    case PROP_ADDRESS: g_value_set_string (value, self->address); break;
+    case PROP_TOPIC: g_value_set_string (value, self->topic); break;
+    case PROP_QOS: g_value_set_int (value, self->qos); break;
+    case PROP_CLIENT_ID: g_value_set_string (value, self->client_id); break;
+    case PROP_SOURCE_ID: g_value_set_string (value, self->source_id); break;
+    case PROP_FRAMES: g_value_set_enum (value, self->frames); break;
+    case PROP_END_FRAMES: g_value_set_uint (value, self->end_frames); break;
+    case PROP_MAX_BUFFERED: g_value_set_uint (value, self->max_buffered); break;
+    case PROP_DRAIN_TIMEOUT: g_value_set_uint (value, self->drain_timeout); break;
+    case PROP_STATS:
+      g_value_take_boxed (value, stats_structure (self->run ? self->run->publisher->stats () : self->last_stats));
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* From the publisher's worker (or the streaming thread, for a drop): says what changed. */
+static void
+report (GstPefmPublish * self, const std::string & what, const pefm::PublisherStats & stats)
+{
+  GST_INFO_OBJECT (self, "%s (sent %" G_GUINT64_FORMAT ", dropped %" G_GUINT64_FORMAT ", buffered %"
+      G_GUINT64_FORMAT ")", what.c_str (), stats.sent, stats.dropped, stats.buffered);
+  if (what.rfind ("disconnected", 0) == 0 || what.rfind ("dropping", 0) == 0 || what.rfind ("write failed", 0) == 0)
+    GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish: %s", what.c_str ()), (NULL));
+  GstStructure *s = stats_structure (stats);
+  gst_structure_set_name (s, "pefm-publish");
+  gst_structure_set (s, "status", G_TYPE_STRING, what.c_str (), NULL);
+  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
+}
+
+static std::string
+default_client_id (GstPefmPublish * self)
+{
+  char host[64] = "pefm";
+  gethostname (host, sizeof host - 1);
+  gchar *name = gst_object_get_name (GST_OBJECT (self));
+  std::string id = std::string ("pefm-") + host + "-" + std::to_string (getpid ()) + "-" + (name ? name : "");
+  g_free (name);
+  return id;
+}
+
+static gboolean
+gst_pefm_publish_start (GstBaseTransform * trans)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (trans);
+  pefm::PublisherOptions o;
+  auto run = std::make_unique < PublishRun > ();
+  std::string address;
+
+  GST_OBJECT_LOCK (self);
+  o.method = self->method == GST_PEFM_PUBLISH_FILE ? pefm::PublishMethod::kFile :
+      self->method == GST_PEFM_PUBLISH_MQTT ? pefm::PublishMethod::kMqtt : pefm::PublishMethod::kStdout;
+  o.location = self->location ? self->location : "";
+  address = self->address ? self->address : "";
+  o.topic = self->topic ? self->topic : "";
+  o.qos = self->qos;
+  o.client_id = self->client_id ? self->client_id : "";
+  o.max_buffered = self->max_buffered;
+  o.drain_timeout_ms = static_cast < int >(self->drain_timeout);
+  run->source = self->source_id ? self->source_id : "";
+  run->frames = self->frames;
+  run->end_frames = MAX (self->end_frames, 1u);
+  GST_OBJECT_UNLOCK (self);
+
+  if (o.method == pefm::PublishMethod::kMqtt) {
+    if (!pefm::parse_mqtt_address (address, &o.host, &o.port)) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("Invalid address \"%s\"", address.c_str ()),
+          ("property 'address': expected HOST:PORT, HOST, or [IPv6]:PORT"));
+      return FALSE;
+    }
+    if (o.client_id.empty ())
+      o.client_id = default_client_id (self);
+  }
+  try {
+    run->publisher = std::make_unique < pefm::Publisher > (o,
+        [self](const std::string & what, const pefm::PublisherStats & stats) { report (self, what, stats); });
+  } catch (const std::exception & e) {
+    if (o.method == pefm::PublishMethod::kFile)
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE, ("%s", e.what ()), ("property 'location'"));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("method %s", o.method ==
+              pefm::PublishMethod::kMqtt ? "mqtt" : "stdout"));
+    return FALSE;
+  }
+  GST_OBJECT_LOCK (self);
+  self->run = run.release ();
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+static gboolean
+gst_pefm_publish_stop (GstBaseTransform * trans)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (trans);
+
+  GST_OBJECT_LOCK (self);
+  std::unique_ptr < PublishRun > run (self->run);
+  self->run = NULL;
+  GST_OBJECT_UNLOCK (self);
+  if (!run)
+    return TRUE;
+  run->publisher->close ();     /* sends what it can within drain-timeout */
+  const pefm::PublisherStats stats = run->publisher->stats ();
+  GST_OBJECT_LOCK (self);
+  self->last_stats = stats;
+  GST_OBJECT_UNLOCK (self);
+  if (stats.dropped > 0)
+    GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %"
+            G_GUINT64_FORMAT " lines", stats.dropped, stats.posted), ("last error: %s", stats.last_error.c_str ()));
+  return TRUE;
+}
+
+/* The fields every line starts with. */
+static pefm::Json
+line_head (GstBaseTransform * trans, const PublishRun & run, const char *type, guint64 frame, GstClockTime pts)
+{
+  GstClockTime running = GST_CLOCK_TIME_NONE, stream = GST_CLOCK_TIME_NONE;
+  if (GST_CLOCK_TIME_IS_VALID (pts) && trans->segment.format == GST_FORMAT_TIME) {
+    running = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts);
+    stream = gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, pts);
+  }
+  return pefm::Json {
+    {"type", type}, {"source", run.source}, {"frame", frame}, {"pts", pefm::json_time (pts)},
+    {"running_time", pefm::json_time (running)}, {"stream_time", pefm::json_time (stream)}};
+}
+
+static void
+end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason)
+{
+  DefectTrack & d = run.defect;
+  if (!d.active)
+    return;
+  pefm::Json line = line_head (trans, run, "defect-ended", d.last_frame, GST_CLOCK_TIME_NONE);
+  line["reason"] = reason;
+  line["first_frame"] = d.first_frame;
+  line["last_frame"] = d.last_frame;
+  line["frames"] = d.frames;
+  line["first_pts"] = pefm::json_time (d.first_pts);
+  line["first_running_time"] = pefm::json_time (d.first_running_time);
+  line["peak_score"] = pefm::json_rounded (d.peak_score);
+  run.publisher->post (pefm::json_text (line), true);
+  d = DefectTrack ();
+}
+
+/* Edge-triggered defect events from one frame's decision. */
+static void
+follow_defect (GstBaseTransform * trans, PublishRun & run, const GstPefmMeta * m, GstClockTime pts,
+    const pefm::Json & head)
+{
+  DefectTrack & d = run.defect;
+  if (!m || !m->inspected)
+    return;                     /* an uninspected frame neither starts nor ends a defect */
+  if (m->anomalous) {
+    d.normal_run = 0;
+    if (!d.active) {
+      d.active = true;
+      d.first_frame = run.frame;
+      d.first_pts = pts;
+      d.first_running_time = head["running_time"].is_null ()? GST_CLOCK_TIME_NONE :
+          head["running_time"].get < guint64 > ();
+      d.peak_score = m->score;
+      pefm::Json line = head;
+      line["type"] = "defect-started";
+      pefm::add_meta_json (&line, m);
+      run.publisher->post (pefm::json_text (line), true);
+    }
+    d.last_frame = run.frame;
+    d.frames++;
+    d.peak_score = MAX (d.peak_score, (double) m->score);
+  } else if (d.active && ++d.normal_run >= run.end_frames) {
+    end_defect (trans, run, "normal");
+  }
+}
+
+static GstFlowReturn
+gst_pefm_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (trans);
+  PublishRun *run = self->run;  /* set before, cleared after streaming */
+
+  if (!run) {
+    GST_ELEMENT_ERROR (self, CORE, STATE_CHANGE, (NULL), ("not started"));
+    return GST_FLOW_ERROR;
+  }
+  const GstPefmMeta *m = gst_buffer_get_pefm_meta (buf);
+  const GstClockTime pts = GST_BUFFER_PTS (buf);
+  const pefm::Json head = line_head (trans, *run, "frame", run->frame, pts);
+  const bool send_frame = run->frames == GST_PEFM_PUBLISH_FRAMES_ALL ||
+      (run->frames == GST_PEFM_PUBLISH_FRAMES_ANOMALOUS && m && m->inspected && m->anomalous);
+  if (send_frame) {
+    pefm::Json line = head;
+    pefm::add_meta_json (&line, m);
+    run->publisher->post (pefm::json_text (line), false);
+  }
+  follow_defect (trans, *run, m, pts, head);
+  run->frame++;
+  return GST_FLOW_OK;
+}
+
+static gboolean
+gst_pefm_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (trans);
+  PublishRun *run = self->run;
+
+  if (run) {
+    switch (GST_EVENT_TYPE (event)) {
+      case GST_EVENT_EOS:
+        end_defect (trans, *run, "eos");
+        break;
+      case GST_EVENT_FLUSH_STOP:
+        end_defect (trans, *run, "flush");
+        break;
+      case GST_EVENT_STREAM_START:{
+        end_defect (trans, *run, "stream-start");
+        GST_OBJECT_LOCK (self);
+        const bool named = self->source_id != NULL;
+        GST_OBJECT_UNLOCK (self);
+        const gchar *stream_id = NULL;
+        gst_event_parse_stream_start (event, &stream_id);
+        if (!named && stream_id)
+          run->source = stream_id;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
+static void
+gst_pefm_publish_finalize (GObject * object)
+{
+  GstPefmPublish *self = GST_PEFM_PUBLISH (object);
+
+  delete self->run;
+  g_free (self->location);
+  g_free (self->address);
+  g_free (self->topic);
+  g_free (self->client_id);
+  g_free (self->source_id);
+  self->last_stats.~PublisherStats ();
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_pefm_publish_class_init (GstPefmPublishClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
+  const auto flags = static_cast < GParamFlags > (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+      GST_PARAM_MUTABLE_READY);
+
+  gobject_class->set_property = gst_pefm_publish_set_property;
+  gobject_class->get_property = gst_pefm_publish_get_property;
+  gobject_class->finalize = gst_pefm_publish_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_METHOD,
+      g_param_spec_enum ("method", "Method", "Where the JSON lines go",
+          gst_pefm_publish_method_get_type (), DEFAULT_METHOD, flags));
+  g_object_class_install_property (gobject_class, PROP_LOCATION,
+      g_param_spec_string ("location", "Location", "method=file: the file (replaced at start)", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_ADDRESS,
+      g_param_spec_string ("address", "Address", "method=mqtt: the broker, HOST:PORT", DEFAULT_ADDRESS, flags));
+  g_object_class_install_property (gobject_class, PROP_TOPIC,
+      g_param_spec_string ("topic", "Topic", "method=mqtt: the topic published to", DEFAULT_TOPIC, flags));
+  g_object_class_install_property (gobject_class, PROP_QOS,
+      g_param_spec_int ("qos", "QoS",
+          "method=mqtt: quality of service (0 at most once, 1 at least once, 2 exactly once)", 0, 2,
+          DEFAULT_QOS, flags));
+  g_object_class_install_property (gobject_class, PROP_CLIENT_ID,
+      g_param_spec_string ("client-id", "Client id",
+          "method=mqtt: the MQTT client id (default pefm-HOST-PID-NAME)", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_SOURCE_ID,
+      g_param_spec_string ("source-id", "Source id",
+          "The \"source\" of every line (default: the stream id)", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_FRAMES,
+      g_param_spec_enum ("frames", "Frames", "Which frames get a line (the defect events are always sent)",
+          gst_pefm_publish_frames_get_type (), DEFAULT_FRAMES, flags));
+  g_object_class_install_property (gobject_class, PROP_END_FRAMES,
+      g_param_spec_uint ("end-frames", "End frames",
+          "Consecutive normal frames that end a defect (uninspected frames do not count)", 1, G_MAXUINT,
+          DEFAULT_END_FRAMES, flags));
+  g_object_class_install_property (gobject_class, PROP_MAX_BUFFERED,
+      g_param_spec_uint ("max-buffered", "Max buffered",
+          "Lines waiting to be sent, at most; beyond, the oldest frame lines are dropped and counted", 1,
+          G_MAXUINT, DEFAULT_MAX_BUFFERED, flags));
+  g_object_class_install_property (gobject_class, PROP_DRAIN_TIMEOUT,
+      g_param_spec_uint ("drain-timeout", "Drain timeout",
+          "Milliseconds the element may still send queued lines when stopping", 0, 600000,
+          DEFAULT_DRAIN_TIMEOUT, flags));
+  /**
+   * GstPefmPublish:stats:
+   *
+   * Counts of this run (or the last one, after stopping): posted, sent (written, or
+   * acknowledged by the broker with QoS 1 and 2), dropped, buffered, connects, connected,
+   * last-error.
+   */
+  g_object_class_install_property (gobject_class, PROP_STATS,
+      g_param_spec_boxed ("stats", "Statistics", "posted, sent, dropped, buffered, connects, connected, last-error",
+          GST_TYPE_STRUCTURE, static_cast < GParamFlags > (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+
+  gst_element_class_set_static_metadata (element_class, "PEFM result publisher",
+      "Sink/Network",
+      "Sends pefmfilter's results (GstPefmMeta) and defect start/end events as JSON lines to stdout, a file or MQTT",
+      "pefm developers");
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  trans_class->passthrough_on_same_caps = TRUE;
+  trans_class->transform_ip_on_passthrough = TRUE;
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_pefm_publish_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR (gst_pefm_publish_stop);
+  trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_publish_transform_ip);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_pefm_publish_sink_event);
+
+  gst_type_mark_as_plugin_api (gst_pefm_publish_method_get_type (), (GstPluginAPIFlags) 0);
+  gst_type_mark_as_plugin_api (gst_pefm_publish_frames_get_type (), (GstPluginAPIFlags) 0);
+}
+
+static void
+gst_pefm_publish_init (GstPefmPublish * self)
+{
+  self->method = DEFAULT_METHOD;
+  self->address = g_strdup (DEFAULT_ADDRESS);
+  self->topic = g_strdup (DEFAULT_TOPIC);
+  self->qos = DEFAULT_QOS;
+  self->frames = DEFAULT_FRAMES;
+  self->end_frames = DEFAULT_END_FRAMES;
+  self->max_buffered = DEFAULT_MAX_BUFFERED;
+  self->drain_timeout = DEFAULT_DRAIN_TIMEOUT;
+  new (&self->last_stats) pefm::PublisherStats ();
+  gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
+  gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), TRUE);
+}

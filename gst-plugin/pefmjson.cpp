@@ -1,0 +1,39 @@
+#include "pefmjson.h"
+
+#include <cmath>
+
+namespace pefm {
+
+double json_rounded(double value) { return std::round(value * 1e6) / 1e6; }
+
+Json json_time(GstClockTime t) { return GST_CLOCK_TIME_IS_VALID(t) ? Json(static_cast<uint64_t>(t)) : Json(nullptr); }
+
+void add_meta_json(Json* line, const GstPefmMeta* m) {
+  Json& j = *line;
+  if (!m) {
+    j["decision"] = "no-meta";
+    j["error"] = "no pefm metadata on this buffer";
+    return;
+  }
+  if (!m->inspected) {
+    j["decision"] = "uninspected";
+    j["skip_reason"] = m->skip_reason ? m->skip_reason : "";
+  } else {
+    j["decision"] = m->anomalous ? "anomalous" : "normal";
+  }
+  j["score"] = json_rounded(m->score);
+  j["raw_score"] = json_rounded(m->raw_score);
+  j["threshold"] = json_rounded(m->threshold);
+  j["anomalous"] = static_cast<bool>(m->anomalous);
+  j["calibrated"] = static_cast<bool>(m->calibrated);
+  j["map"] = {m->map_width, m->map_height};
+  auto regions = Json::array();
+  for (guint i = 0; i < m->n_regions; ++i) {
+    const GstPefmRegion& r = m->regions[i];
+    regions.push_back({{"x", r.x}, {"y", r.y}, {"width", r.width}, {"height", r.height}, {"area", r.area},
+                       {"peak", json_rounded(r.peak)}});
+  }
+  j["regions"] = std::move(regions);
+}
+
+}  // namespace pefm

@@ -1,0 +1,325 @@
+// pefmpublish's sender: bounded queue + worker thread; file/stdout and MQTT (libmosquitto).
+#include "pefmpublisher.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#ifdef PEFM_HAVE_MOSQUITTO
+#include <mosquitto.h>
+#endif
+
+namespace pefm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Lines handed to libmosquitto and not yet acknowledged, at most: libmosquitto queues
+// without bound, so pefm keeps the rest in its own bounded queue.
+constexpr uint64_t kMaxInFlight = 20;
+constexpr int kKeepAliveS = 15;
+constexpr int kLoopTimeoutMs = 20;
+
+}  // namespace
+
+bool parse_mqtt_address(const std::string& address, std::string* host, int* port) {
+  std::string h = address;
+  std::string p;
+  if (!h.empty() && h[0] == '[') {  // [v6]:port
+    const size_t close = h.find(']');
+    if (close == std::string::npos) return false;
+    const std::string rest = h.substr(close + 1);
+    h = h.substr(1, close - 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return false;
+      p = rest.substr(1);
+    }
+  } else {
+    const size_t colon = h.rfind(':');
+    if (colon != std::string::npos) {
+      if (h.find(':') != colon) return false;  // a bare IPv6 address needs brackets
+      p = h.substr(colon + 1);
+      h = h.substr(0, colon);
+    }
+  }
+  if (h.empty()) return false;
+  int port_value = 1883;
+  if (!p.empty()) {
+    if (p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+    port_value = std::stoi(p);
+    if (port_value < 1 || port_value > 65535) return false;
+  }
+  *host = h;
+  *port = port_value;
+  return true;
+}
+
+bool publisher_has_mqtt() {
+#ifdef PEFM_HAVE_MOSQUITTO
+  return true;
+#else
+  return false;
+#endif
+}
+
+Publisher::Publisher(PublisherOptions options, PublisherReport report)
+    : options_(std::move(options)), report_(std::move(report)) {
+  if (options_.max_buffered == 0) throw std::runtime_error("max-buffered must be at least 1");
+  switch (options_.method) {
+    case PublishMethod::kStdout:
+      file_ = stdout;
+      stats_.connected = true;
+      worker_ = std::thread(&Publisher::run_stream, this);
+      break;
+    case PublishMethod::kFile:
+      if (options_.location.empty()) throw std::runtime_error("method=file needs a location");
+      file_ = std::fopen(options_.location.c_str(), "w");
+      if (!file_)
+        throw std::runtime_error("cannot open '" + options_.location + "' for writing: " + std::strerror(errno));
+      owns_file_ = true;
+      stats_.connected = true;
+      worker_ = std::thread(&Publisher::run_stream, this);
+      break;
+    case PublishMethod::kMqtt:
+      if (!publisher_has_mqtt())
+        throw std::runtime_error("method=mqtt: this pefm was built without libmosquitto (install libmosquitto-dev, "
+                                 "then reconfigure)");
+      if (options_.host.empty()) throw std::runtime_error("method=mqtt needs an address (HOST:PORT)");
+      if (options_.topic.empty() || options_.topic.find_first_of("#+") != std::string::npos)
+        throw std::runtime_error("topic '" + options_.topic + "' is not a topic one can publish to");
+      if (options_.qos < 0 || options_.qos > 2) throw std::runtime_error("qos must be 0, 1 or 2");
+      start_mqtt();
+      break;
+  }
+}
+
+Publisher::~Publisher() {
+  close();
+  if (owns_file_ && file_) std::fclose(file_);
+#ifdef PEFM_HAVE_MOSQUITTO
+  if (mosq_) mosquitto_destroy(mosq_);
+#endif
+}
+
+bool Publisher::post(std::string line, bool event) {
+  bool first_drop = false;
+  bool dropped = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.posted++;
+    if (closing_) {
+      stats_.dropped++;
+      return false;
+    }
+    queue_.push_back({std::move(line), event});
+    if (queue_.size() > options_.max_buffered) {
+      // The oldest frame line goes first; events only when there is nothing else.
+      auto victim = std::find_if(queue_.begin(), queue_.end(), [](const Line& l) { return !l.event; });
+      queue_.erase(victim != queue_.end() ? victim : queue_.begin());
+      stats_.dropped++;
+      dropped = true;
+      first_drop = !dropping_;
+      dropping_ = true;
+    }
+  }
+  wake_.notify_one();
+  if (first_drop)
+    report("dropping: more than " + std::to_string(options_.max_buffered) +
+           " lines waiting (max-buffered); the oldest frame lines go first");
+  return !dropped;
+}
+
+PublisherStats Publisher::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  PublisherStats s = stats_;
+  s.buffered = queue_.size() + in_flight_;
+  return s;
+}
+
+void Publisher::close() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closing_ = true;
+  }
+  wake_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+bool Publisher::pop(Line* out) {
+  // mutex_ held by the caller
+  if (queue_.empty()) return false;
+  *out = std::move(queue_.front());
+  queue_.pop_front();
+  if (queue_.empty()) dropping_ = false;
+  return true;
+}
+
+void Publisher::report(const std::string& what) {
+  if (report_) report_(what, stats());
+}
+
+// stdout and files: write everything queued, one flush per batch.
+void Publisher::run_stream() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return closing_ || !queue_.empty(); });
+    if (queue_.empty()) break;  // closing, and all written
+    std::deque<Line> batch;
+    batch.swap(queue_);
+    dropping_ = false;
+    in_flight_ = batch.size();
+    lock.unlock();
+    bool ok = true;
+    for (const Line& l : batch) {
+      ok = ok && std::fwrite(l.text.data(), 1, l.text.size(), file_) == l.text.size() && std::fputc('\n', file_) != EOF;
+    }
+    ok = ok && std::fflush(file_) == 0;
+    const std::string why = ok ? "" : std::string("write failed: ") + std::strerror(errno);
+    lock.lock();
+    in_flight_ = 0;
+    if (ok) {
+      stats_.sent += batch.size();
+    } else {
+      stats_.dropped += batch.size();
+      stats_.last_error = why;
+      stats_.connected = false;
+      lock.unlock();
+      report(why);
+      lock.lock();
+    }
+  }
+}
+
+#ifdef PEFM_HAVE_MOSQUITTO
+// libmosquitto's callbacks run inside mosquitto_loop(), on the worker thread.
+struct MqttCallbacks {
+  static void on_connect(struct mosquitto*, void* obj, int rc) {
+    auto* self = static_cast<Publisher*>(obj);
+    std::string what;
+    {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      if (rc == 0) {
+        self->stats_.connected = true;
+        self->stats_.connects++;
+        what = "connected to " + self->options_.host + ":" + std::to_string(self->options_.port);
+      } else {
+        self->stats_.last_error = std::string("broker refused the connection: ") + mosquitto_connack_string(rc);
+        what = "connection failed: " + self->stats_.last_error;
+      }
+    }
+    self->report(what);
+  }
+  static void on_publish(struct mosquitto*, void* obj, int) {
+    auto* self = static_cast<Publisher*>(obj);
+    std::lock_guard<std::mutex> lock(self->mutex_);
+    if (self->in_flight_ > 0) self->in_flight_--;
+    self->stats_.sent++;
+  }
+};
+
+void Publisher::start_mqtt() {
+  static std::once_flag init;
+  std::call_once(init, [] { mosquitto_lib_init(); });
+  mosq_ = mosquitto_new(options_.client_id.empty() ? nullptr : options_.client_id.c_str(), true, this);
+  if (!mosq_) throw std::runtime_error(std::string("cannot create an MQTT client: ") + std::strerror(errno));
+  mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  mosquitto_connect_callback_set(mosq_, &MqttCallbacks::on_connect);
+  mosquitto_publish_callback_set(mosq_, &MqttCallbacks::on_publish);
+  worker_ = std::thread(&Publisher::run_mqtt, this);
+}
+
+void Publisher::run_mqtt() {
+  struct mosquitto* mosq = mosq_;
+
+  bool socket_open = false;
+  bool tried = false;
+  int backoff_ms = options_.backoff_min_ms;
+  Clock::time_point next_try = Clock::now();
+  Clock::time_point drain_deadline = Clock::time_point::max();
+
+  auto lost = [&](const std::string& why) {
+    socket_open = false;
+    bool was_connected;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      was_connected = stats_.connected;
+      stats_.connected = false;
+      stats_.last_error = why;
+      if (options_.qos == 0) {  // QoS 0 is not resent: what was handed over is gone
+        stats_.dropped += in_flight_;
+        in_flight_ = 0;
+      }
+    }
+    report((was_connected ? "disconnected: " : "connection failed: ") + why + "; retrying in " +
+           std::to_string(backoff_ms) + " ms");
+    next_try = Clock::now() + std::chrono::milliseconds(backoff_ms);
+    backoff_ms = std::min(backoff_ms * 2, options_.backoff_max_ms);
+  };
+
+  for (;;) {
+    bool connected;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (closing_ && drain_deadline == Clock::time_point::max())
+        drain_deadline = Clock::now() + std::chrono::milliseconds(options_.drain_timeout_ms);
+      const bool idle = queue_.empty() && in_flight_ == 0;
+      if (closing_ && (idle || Clock::now() >= drain_deadline)) break;
+      if (!socket_open && Clock::now() < next_try) {
+        wake_.wait_until(lock, std::min(next_try, drain_deadline));
+        continue;
+      }
+      connected = stats_.connected;
+    }
+    if (!socket_open) {
+      const int rc = tried ? mosquitto_reconnect_async(mosq)
+                           : mosquitto_connect_async(mosq, options_.host.c_str(), options_.port, kKeepAliveS);
+      tried = true;
+      if (rc != MOSQ_ERR_SUCCESS) {
+        lost(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+        continue;
+      }
+      socket_open = true;
+    }
+    if (connected) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      Line line;
+      while (in_flight_ < kMaxInFlight && pop(&line)) {
+        in_flight_++;
+        lock.unlock();
+        const int rc = mosquitto_publish(mosq, nullptr, options_.topic.c_str(), static_cast<int>(line.text.size()),
+                                         line.text.data(), options_.qos, false);
+        lock.lock();
+        if (rc != MOSQ_ERR_SUCCESS) {  // not connected after all, or out of memory: keep it
+          in_flight_--;
+          queue_.push_front(std::move(line));
+          break;
+        }
+      }
+    }
+    const int rc = mosquitto_loop(mosq, kLoopTimeoutMs, 1);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      lost(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+    } else if (stats().connected) {
+      backoff_ms = options_.backoff_min_ms;
+    }
+  }
+  if (socket_open) {
+    mosquitto_disconnect(mosq);
+    mosquitto_loop(mosq, kLoopTimeoutMs, 1);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.dropped += queue_.size() + in_flight_;
+  queue_.clear();
+  in_flight_ = 0;
+  stats_.connected = false;
+}
+#else
+void Publisher::start_mqtt() {}
+void Publisher::run_mqtt() {}
+#endif
+
+}  // namespace pefm

@@ -1,0 +1,106 @@
+// The sending side of pefmpublish: a bounded queue of JSON lines and one worker thread
+// that writes them to stdout, a file or an MQTT broker (libmosquitto). post() never waits
+// on the destination: a full queue drops its oldest frame line (events are kept first)
+// and counts it; a broker that is down or refuses is retried with exponential backoff.
+// No GStreamer: the element (gstpefmpublish.cpp) owns one Publisher per run.
+#ifndef PEFM_GST_PUBLISHER_H
+#define PEFM_GST_PUBLISHER_H
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+struct mosquitto;
+
+namespace pefm {
+
+enum class PublishMethod { kStdout, kFile, kMqtt };
+
+struct PublisherOptions {
+  PublishMethod method = PublishMethod::kStdout;
+  std::string location;             // kFile: the file, truncated at start
+  std::string host = "localhost";   // kMqtt
+  int port = 1883;
+  std::string topic = "pefm/results";
+  int qos = 1;
+  std::string client_id;            // kMqtt; empty: the broker assigns one
+  size_t max_buffered = 1000;       // lines waiting to be sent, at most
+  int drain_timeout_ms = 3000;      // close(): how long queued lines may still be sent
+  int backoff_min_ms = 250;         // first retry after a failed connection, doubling ...
+  int backoff_max_ms = 8000;        // ... up to this
+};
+
+struct PublisherStats {
+  uint64_t posted = 0;       // lines given to post()
+  uint64_t sent = 0;         // written (file, stdout) or acknowledged by the broker (QoS 1, 2)
+  uint64_t dropped = 0;      // lost: queue full, write error, or still queued at close()
+  uint64_t buffered = 0;     // waiting now (including lines handed to libmosquitto, unacknowledged)
+  uint64_t connects = 0;     // successful broker connections
+  bool connected = false;    // kMqtt: connected now; else: the destination is open
+  std::string last_error;    // the latest failure, empty if none
+};
+
+// What the worker reports as it happens (from its own thread): a change of connection
+// ("connected", "disconnected: <why>", "connection failed: <why>") or the first of a run of
+// drops ("dropping: <why>").
+using PublisherReport = std::function<void(const std::string& what, const PublisherStats& stats)>;
+
+// "HOST:PORT", "HOST" (port 1883) or "[v6addr]:PORT" -> host, port; false if malformed.
+bool parse_mqtt_address(const std::string& address, std::string* host, int* port);
+
+// Whether this build can publish to MQTT (libmosquitto found at build time).
+bool publisher_has_mqtt();
+
+class Publisher {
+ public:
+  // Opens the destination (the file; for MQTT only checks the options: the broker may be
+  // down now and come up later). Throws std::runtime_error naming the file or option.
+  Publisher(PublisherOptions options, PublisherReport report);
+  ~Publisher();
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
+
+  // Queues one line (no newline). Events are dropped only when the queue holds nothing
+  // else. Returns false if something was dropped to make room.
+  bool post(std::string line, bool event);
+  // Sends what it can within drain_timeout_ms, counts the rest as dropped, stops the worker.
+  void close();
+  PublisherStats stats() const;
+
+ private:
+  struct Line {
+    std::string text;
+    bool event;
+  };
+  void run_stream();
+  void start_mqtt();
+  void run_mqtt();
+  bool pop(Line* out);
+  void report(const std::string& what);
+
+  PublisherOptions options_;
+  PublisherReport report_;
+  std::FILE* file_ = nullptr;
+  bool owns_file_ = false;
+  struct ::mosquitto* mosq_ = nullptr;  // kMqtt
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Line> queue_;
+  PublisherStats stats_;
+  bool closing_ = false;
+  bool dropping_ = false;  // in a run of drops (reported once per run)
+  uint64_t in_flight_ = 0; // handed to libmosquitto, not yet acknowledged
+  std::thread worker_;
+
+  friend struct MqttCallbacks;
+};
+
+}  // namespace pefm
+
+#endif  // PEFM_GST_PUBLISHER_H

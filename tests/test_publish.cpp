@@ -1,0 +1,517 @@
+// pefmpublish: JSON lines and defect events from GstPefmMeta, to a file and to a real
+// mosquitto broker on 127.0.0.1 that the test starts, stops mid-stream and restarts.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "gstpefmmeta.h"
+
+extern char** environ;
+
+namespace {
+
+using nlohmann::json;
+
+class Environment : public ::testing::Environment {
+ public:
+  void SetUp() override { gst_init(nullptr, nullptr); }
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new Environment);
+
+// One frame per character: '.' normal, 'A' anomalous, 'S' let through uninspected, '-'
+// no meta at all.
+GstBuffer* frame_buffer(char kind, guint64 index) {
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, 16, nullptr);
+  gst_buffer_memset(buf, 0, 0, 16);
+  GST_BUFFER_PTS(buf) = index * (GST_SECOND / 10);
+  GST_BUFFER_DURATION(buf) = GST_SECOND / 10;
+  if (kind == '-') return buf;
+  GstPefmMeta* m = gst_buffer_add_pefm_meta(buf);
+  m->threshold = 0.5f;
+  m->calibrated = TRUE;
+  if (kind == 'S') {
+    m->inspected = FALSE;
+    m->skip_reason = "late";
+    return buf;
+  }
+  m->inspected = TRUE;
+  m->anomalous = kind == 'A';
+  m->score = kind == 'A' ? 0.6f + 0.01f * static_cast<float>(index % 10) : 0.2f;
+  m->raw_score = m->score * 3;
+  const float map[4] = {0.1f, 0.2f, m->score, 0.3f};
+  gst_pefm_meta_set_map(m, 2, 2, map, 2.0, 2.0);
+  if (kind == 'A') {
+    const GstPefmRegion r = {1, 2, 3, 4, 5, m->score};
+    gst_pefm_meta_set_regions(m, 1, &r);
+  }
+  return buf;
+}
+
+// appsrc ! pefmpublish <props> ! appsink, fed frame by frame.
+class Pipeline {
+ public:
+  explicit Pipeline(const std::string& publish_props) {
+    const std::string desc =
+        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=4,height=4,framerate=10/1 ! "
+        "pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false";
+    GError* err = nullptr;
+    pipeline_ = gst_parse_launch(desc.c_str(), &err);
+    if (err) ADD_FAILURE() << err->message;
+    g_clear_error(&err);
+    src_ = gst_bin_get_by_name(GST_BIN(pipeline_), "src");
+    sink_ = gst_bin_get_by_name(GST_BIN(pipeline_), "sink");
+    pub_ = gst_bin_get_by_name(GST_BIN(pipeline_), "pub");
+    bus_ = gst_element_get_bus(pipeline_);
+  }
+  ~Pipeline() {
+    gst_element_set_state(pipeline_, GST_STATE_NULL);
+    gst_object_unref(bus_);
+    gst_object_unref(pub_);
+    gst_object_unref(sink_);
+    gst_object_unref(src_);
+    gst_object_unref(pipeline_);
+  }
+  // pefmpublish opens its destination going to PAUSED, synchronously: a bad setting fails
+  // here. (The pipeline itself prerolls only once frames are fed.)
+  GstStateChangeReturn play() { return gst_element_set_state(pipeline_, GST_STATE_PLAYING); }
+  // Pushes the frames of `pattern` and returns how many reached the sink.
+  int feed(const std::string& pattern) {
+    for (char c : pattern) {
+      if (gst_app_src_push_buffer(GST_APP_SRC(src_), frame_buffer(c, next_++)) != GST_FLOW_OK) return -1;
+    }
+    int arrived = 0;
+    for (size_t i = 0; i < pattern.size(); ++i) {
+      GstSample* s = gst_app_sink_try_pull_sample(GST_APP_SINK(sink_), 10 * pefm_test::kTimeoutScale * GST_SECOND);
+      if (!s) break;
+      gst_sample_unref(s);
+      ++arrived;
+    }
+    return arrived;
+  }
+  // EOS through, then stop (pefmpublish drains as it stops). Returns the bus messages.
+  std::vector<GstMessage*> finish() {
+    gst_app_src_end_of_stream(GST_APP_SRC(src_));
+    std::vector<GstMessage*> out;
+    bool eos = false;
+    while (!eos) {
+      GstMessage* m = gst_bus_timed_pop(bus_, 20 * pefm_test::kTimeoutScale * GST_SECOND);
+      if (!m) break;
+      eos = GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
+      out.push_back(m);
+      if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR) break;
+    }
+    EXPECT_TRUE(eos) << "no EOS";
+    // READY first: going to NULL flushes the bus, and pefmpublish reports as it stops.
+    gst_element_set_state(pipeline_, GST_STATE_READY);
+    while (GstMessage* m = gst_bus_pop(bus_)) out.push_back(m);
+    return out;
+  }
+  // The first error on the bus, or "".
+  std::string error() {
+    GstMessage* m = gst_bus_pop_filtered(bus_, GST_MESSAGE_ERROR);
+    if (!m) return "";
+    GError* e = nullptr;
+    gchar* dbg = nullptr;
+    gst_message_parse_error(m, &e, &dbg);
+    std::string text = std::string(e->message) + " | " + (dbg ? dbg : "");
+    g_clear_error(&e);
+    g_free(dbg);
+    gst_message_unref(m);
+    return text;
+  }
+  json stats() {
+    GstStructure* s = nullptr;
+    g_object_get(pub_, "stats", &s, nullptr);
+    json j;
+    for (const char* f : {"posted", "sent", "dropped", "buffered", "connects"}) {
+      guint64 v = 0;
+      gst_structure_get_uint64(s, f, &v);
+      j[f] = v;
+    }
+    gst_structure_free(s);
+    return j;
+  }
+
+ private:
+  GstElement* pipeline_ = nullptr;
+  GstElement* src_ = nullptr;
+  GstElement* sink_ = nullptr;
+  GstElement* pub_ = nullptr;
+  GstBus* bus_ = nullptr;
+  guint64 next_ = 0;
+};
+
+void release(std::vector<GstMessage*>& messages) {
+  for (auto* m : messages) gst_message_unref(m);
+  messages.clear();
+}
+
+std::string warnings_of(const std::vector<GstMessage*>& messages) {
+  std::string text;
+  for (auto* m : messages) {
+    if (GST_MESSAGE_TYPE(m) != GST_MESSAGE_WARNING) continue;
+    GError* e = nullptr;
+    gst_message_parse_warning(m, &e, nullptr);
+    text += std::string(e->message) + "\n";
+    g_clear_error(&e);
+  }
+  return text;
+}
+
+// Every line of `text` parsed strictly as JSON.
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    try {
+      out.push_back(json::parse(line));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a JSON line: " << line << " (" << e.what() << ")";
+    }
+  }
+  return out;
+}
+
+std::vector<json> of_type(const std::vector<json>& lines, const std::string& type) {
+  std::vector<json> out;
+  for (const auto& l : lines)
+    if (l.at("type") == type) out.push_back(l);
+  return out;
+}
+
+TEST(Publish, FileGetsALinePerFrameAndOneStartAndEndPerDefect) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("results.jsonl");
+  //                     0123456789012
+  const std::string pattern = "..AAA.S-..AA";
+  {
+    Pipeline p("method=file location=" + path + " source-id=line-7");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed(pattern), static_cast<int>(pattern.size()));
+    auto messages = p.finish();
+    EXPECT_EQ(warnings_of(messages), "");
+    release(messages);
+    const json stats = p.stats();
+    EXPECT_EQ(stats["sent"], stats["posted"]) << stats;
+    EXPECT_EQ(stats["dropped"], 0u) << stats;
+  }
+  const auto lines = json_lines(pefm_test::slurp(path));
+  const auto frames = of_type(lines, "frame");
+  ASSERT_EQ(frames.size(), pattern.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const json& f = frames[i];
+    EXPECT_EQ(f.at("frame"), i);
+    EXPECT_EQ(f.at("source"), "line-7");
+    EXPECT_EQ(f.at("pts"), i * 100000000ull);
+    EXPECT_EQ(f.at("running_time"), i * 100000000ull);
+    const char* decision = pattern[i] == 'A' ? "anomalous" : pattern[i] == '.' ? "normal"
+                           : pattern[i] == 'S' ? "uninspected" : "no-meta";
+    EXPECT_EQ(f.at("decision"), decision) << f;
+  }
+  EXPECT_EQ(frames[2].at("regions").size(), 1u);
+  EXPECT_EQ(frames[2].at("regions")[0].at("area"), 5);
+  EXPECT_EQ(frames[2].at("map"), json({2, 2}));
+  EXPECT_EQ(frames[6].at("skip_reason"), "late");
+
+  const auto started = of_type(lines, "defect-started");
+  const auto ended = of_type(lines, "defect-ended");
+  ASSERT_EQ(started.size(), 2u);
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(started[0].at("frame"), 2);
+  EXPECT_EQ(started[0].at("decision"), "anomalous");
+  EXPECT_EQ(ended[0].at("reason"), "normal");
+  EXPECT_EQ(ended[0].at("first_frame"), 2);
+  EXPECT_EQ(ended[0].at("last_frame"), 4);
+  EXPECT_EQ(ended[0].at("frames"), 3);
+  EXPECT_NEAR(ended[0].at("peak_score").get<double>(), 0.64, 1e-6);
+  EXPECT_EQ(started[1].at("frame"), 10);
+  EXPECT_EQ(ended[1].at("reason"), "eos");  // still open at the end of the stream
+  EXPECT_EQ(ended[1].at("last_frame"), 11);
+  // Lines are in stream order: each event right after the frame line that caused it.
+  std::vector<std::string> order;
+  for (const auto& l : lines) order.push_back(l.at("type").get<std::string>() + std::to_string(l.at("frame").get<int>()));
+  EXPECT_EQ(order[3], "defect-started2");
+}
+
+TEST(Publish, EndFramesKeepsADefectOpenAcrossShortGapsAndFramesCanBeFiltered) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("events.jsonl");
+  {
+    // An uninspected frame neither ends nor starts a defect; one normal frame does not
+    // end it with end-frames=2, two do.
+    Pipeline p("method=file location=" + path + " end-frames=2 frames=anomalous");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("A.AS.A..A"), 9);
+    auto messages = p.finish();
+    release(messages);
+  }
+  const auto lines = json_lines(pefm_test::slurp(path));
+  const auto frames = of_type(lines, "frame");
+  ASSERT_EQ(frames.size(), 4u);  // only the anomalous ones
+  for (const auto& f : frames) EXPECT_EQ(f.at("decision"), "anomalous");
+  const auto started = of_type(lines, "defect-started");
+  const auto ended = of_type(lines, "defect-ended");
+  ASSERT_EQ(started.size(), 2u);
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended[0].at("first_frame"), 0);
+  EXPECT_EQ(ended[0].at("last_frame"), 5);
+  EXPECT_EQ(ended[0].at("frames"), 3);
+  EXPECT_EQ(ended[0].at("reason"), "normal");
+  EXPECT_EQ(started[1].at("frame"), 8);
+  EXPECT_EQ(ended[1].at("reason"), "eos");
+}
+
+TEST(Publish, BadSettingsAreClearErrorsNamingTheProperty) {
+  pefm_test::TempDir dir;
+  {
+    const std::string path = dir.file("no/such/folder/r.jsonl");
+    Pipeline p("method=file location=" + path);
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    const std::string e = p.error();
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+    EXPECT_NE(e.find("location"), std::string::npos) << e;
+  }
+  {
+    Pipeline p("method=mqtt address=localhost:99999");
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    const std::string e = p.error();
+    EXPECT_NE(e.find("address"), std::string::npos) << e;
+    EXPECT_NE(e.find("99999"), std::string::npos) << e;
+  }
+  {
+    Pipeline p("method=mqtt topic=line/#");
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    const std::string e = p.error();
+    EXPECT_NE(e.find("line/#"), std::string::npos) << e;
+  }
+  {
+    Pipeline p("method=file");
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    EXPECT_NE(p.error().find("location"), std::string::npos);
+  }
+}
+
+// ---------------------------------------------------------------- a real broker
+
+std::string find_program(const std::string& name) {
+  std::string path = g_getenv("PATH") ? g_getenv("PATH") : "";
+  path += ":/usr/sbin:/usr/local/sbin:/sbin";
+  std::istringstream dirs(path);
+  for (std::string d; std::getline(dirs, d, ':');) {
+    const std::string p = d + "/" + name;
+    if (!d.empty() && access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "";
+}
+
+int free_port() {
+  const int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+// A child process with stdout and stderr appended to `log`; SIGTERM and reaped on stop().
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::string& log) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Child() { stop(); }
+  bool running() const { return pid_ > 0; }
+  void stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// The file's text so far ("" before it exists).
+std::string text_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Waits (polling) until `path` contains `needle`.
+bool wait_for_text(const std::string& path, const std::string& needle, int seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (text_of(path).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// mosquitto on 127.0.0.1:port, keeping sessions across a restart (so that the test's
+// subscriber misses nothing published while it reconnects).
+class Broker {
+ public:
+  Broker(const pefm_test::TempDir& dir, int port) : dir_(dir), port_(port) {
+    std::ofstream conf(dir.file("mosquitto.conf"));
+    conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\n"
+         << "persistence_location " << dir.path() << "/\n";
+    // As root mosquitto would switch to the user "mosquitto", who cannot write here.
+    if (geteuid() == 0) conf << "user root\n";
+  }
+  bool start() {
+    const std::string log = dir_.file("broker.log");
+    const size_t before = text_of(log).size();
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{find_program("mosquitto"), "-c", dir_.file("mosquitto.conf")}, log);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+      if (text_of(log).find("running", before) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+  void stop() { child_.reset(); }
+
+ private:
+  const pefm_test::TempDir& dir_;
+  int port_;
+  std::unique_ptr<Child> child_;
+};
+
+TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) {
+  if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
+    GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
+  pefm_test::TempDir dir;
+  const int port = free_port();
+  Broker broker(dir, port);
+  ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
+  // A persistent subscriber (clean session off, QoS 1): what is published while it is away
+  // waits for it in the broker.
+  const std::string received = dir.file("received.txt");
+  Child sub({find_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", std::to_string(port), "-t", "line1/pefm",
+             "-q", "1", "-c", "-i", "pefm-test-sub"},
+            received);
+  ASSERT_TRUE(wait_for_text(dir.file("broker.log"), "as pefm-test-sub", 10)) << text_of(dir.file("broker.log"));
+
+  const std::string part1 = "....AAA...";  // 0-9
+  const std::string part2 = "..AA......";  // 10-19: the broker is down
+  const std::string part3 = "AA..A....."; // 20-29
+  Pipeline p("method=mqtt address=127.0.0.1:" + std::to_string(port) +
+             " topic=line1/pefm qos=1 source-id=cam0 drain-timeout=20000");
+  ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+  EXPECT_EQ(p.feed(part1), 10);
+  ASSERT_TRUE(wait_for_text(received, "\"frame\":9,", 20)) << "the first frames did not arrive";
+
+  broker.stop();
+  EXPECT_EQ(p.feed(part2), 10) << "frames stopped flowing while the broker was down";
+  const json down = p.stats();
+  EXPECT_GT(down["buffered"].get<int>(), 0) << down;  // held, not lost
+
+  ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
+  EXPECT_EQ(p.feed(part3), 10);
+  auto messages = p.finish();  // drains within drain-timeout
+  const std::string warnings = warnings_of(messages);
+  EXPECT_NE(warnings.find("disconnected"), std::string::npos) << "the lost connection was not reported";
+  int reports = 0;
+  for (auto* m : messages)
+    if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ELEMENT && gst_message_has_name(m, "pefm-publish")) ++reports;
+  EXPECT_GE(reports, 3);  // connected, disconnected, connected again
+  release(messages);
+  const json stats = p.stats();
+  EXPECT_EQ(stats["dropped"], 0u) << stats;
+  EXPECT_EQ(stats["buffered"], 0u) << stats;
+  EXPECT_GE(stats["connects"].get<int>(), 2) << stats;
+  // 30 frame lines and 4 defects' start and end: 38 lines.
+  EXPECT_EQ(stats["posted"], 38u) << stats;
+
+  const auto arrived_all = [&] {
+    std::set<int> frames;
+    int events = 0;
+    for (const auto& l : json_lines(text_of(received))) {
+      if (l.at("type") == "frame") frames.insert(l.at("frame").get<int>());
+      else ++events;
+    }
+    return frames.size() == 30 && events >= 8;
+  };
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!arrived_all() && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  sub.stop();
+  broker.stop();
+
+  // QoS 1 is "at least once": a line resent after the restart may arrive twice.
+  std::set<int> frames;
+  std::set<std::string> events;
+  for (const auto& l : json_lines(text_of(received))) {
+    EXPECT_EQ(l.at("source"), "cam0");
+    if (l.at("type") == "frame")
+      frames.insert(l.at("frame").get<int>());
+    else
+      events.insert(l.at("type").get<std::string>() + "@" + std::to_string(l.at("frame").get<int>()));
+  }
+  std::set<int> all;
+  for (int i = 0; i < 30; ++i) all.insert(i);
+  EXPECT_EQ(frames, all);
+  const std::set<std::string> expected_events = {"defect-started@4",  "defect-ended@6",  "defect-started@12",
+                                                 "defect-ended@13",   "defect-started@20", "defect-ended@21",
+                                                 "defect-started@24", "defect-ended@24"};
+  EXPECT_EQ(events, expected_events);
+}
+
+TEST(Publish, ABrokerThatNeverAnswersCostsNoFramesAndDropsAreCountedAndReported) {
+  // Nothing listens on this port: the lines pile up to max-buffered, the oldest frame
+  // lines go, events stay, and the frames pass as if nothing happened.
+  Pipeline p("method=mqtt address=127.0.0.1:" + std::to_string(free_port()) +
+             " max-buffered=5 drain-timeout=0");
+  ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+  EXPECT_EQ(p.feed("..........AA........"), 20);
+  const json stats = p.stats();
+  EXPECT_EQ(stats["posted"], 22u) << stats;  // 20 frames, a defect's start and end
+  EXPECT_EQ(stats["dropped"], 17u) << stats;
+  EXPECT_EQ(stats["buffered"], 5u) << stats;
+  EXPECT_EQ(stats["sent"], 0u) << stats;
+  auto messages = p.finish();
+  const std::string warnings = warnings_of(messages);
+  EXPECT_NE(warnings.find("dropping"), std::string::npos) << warnings;
+  EXPECT_NE(warnings.find("dropped 22 of 22"), std::string::npos) << warnings;  // the last 5 at stop
+  release(messages);
+}
+
+}  // namespace
