@@ -117,6 +117,14 @@ gst_pefm_meta_get_info (void)
   return info;
 }
 
+/**
+ * gst_buffer_add_pefm_meta:
+ * @buffer: a writable #GstBuffer
+ *
+ * Attaches an empty #GstPefmMeta (not inspected, no map, no regions).
+ *
+ * Returns: (transfer none): the new meta, owned by @buffer
+ */
 GstPefmMeta *
 gst_buffer_add_pefm_meta (GstBuffer * buffer)
 {
@@ -191,3 +199,77 @@ gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y)
     return 0.0f;
   return meta->map[(gsize) my * meta->map_width + mx];
 }
+
+/**
+ * gst_pefm_buffer_get_meta:
+ * @buffer: a #GstBuffer
+ *
+ * The function form of gst_buffer_get_pefm_meta(), for bindings.
+ *
+ * Returns: (transfer none) (nullable): the buffer's #GstPefmMeta, or %NULL
+ */
+GstPefmMeta *
+gst_pefm_buffer_get_meta (GstBuffer * buffer)
+{
+  g_return_val_if_fail (GST_IS_BUFFER (buffer), NULL);
+  return gst_buffer_get_pefm_meta (buffer);
+}
+
+/**
+ * gst_pefm_meta_get_map_bytes:
+ * @meta: a #GstPefmMeta
+ *
+ * The heat map: @meta->map_width x @meta->map_height 32-bit floats in the machine's byte
+ * order, row-major (in Python: `numpy.frombuffer(b.get_data(), numpy.float32)`). The map
+ * is shared, not copied.
+ *
+ * Returns: (transfer full) (nullable): the map's bytes, or %NULL when the frame has none
+ */
+GBytes *
+gst_pefm_meta_get_map_bytes (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  if (!meta->map_bytes)
+    return NULL;
+  return g_bytes_ref (meta->map_bytes);
+}
+
+/**
+ * gst_pefm_meta_get_region:
+ * @meta: a #GstPefmMeta
+ * @index: 0 .. @meta->n_regions - 1
+ *
+ * Returns: (transfer full) (nullable): a copy of region @index, or %NULL past the last
+ */
+GstPefmRegion *
+gst_pefm_meta_get_region (const GstPefmMeta * meta, guint index)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  if (index >= meta->n_regions)
+    return NULL;
+  return gst_pefm_region_copy (&meta->regions[index]);
+}
+
+/**
+ * gst_pefm_region_copy:
+ * @region: a #GstPefmRegion
+ *
+ * Returns: (transfer full): a copy of @region
+ */
+GstPefmRegion *
+gst_pefm_region_copy (const GstPefmRegion * region)
+{
+  return (GstPefmRegion *) g_memdup2 (region, sizeof *region);
+}
+
+/**
+ * gst_pefm_region_free:
+ * @region: (transfer full): a region from gst_pefm_region_copy()
+ */
+void
+gst_pefm_region_free (GstPefmRegion * region)
+{
+  g_free (region);
+}
+
+G_DEFINE_BOXED_TYPE (GstPefmRegion, gst_pefm_region, gst_pefm_region_copy, gst_pefm_region_free)

@@ -108,6 +108,18 @@ void gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
 /* Heat-map value at frame pixel (x, y), nearest map pixel; 0 outside the map. */
 gfloat gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y);
 
+/* For bindings (GObject introspection: the GstPefm-1.0 typelib, e.g. Python's
+ * `from gi.repository import GstPefm`), which cannot expand the macro above or read the
+ * raw arrays. */
+GstPefmMeta *gst_pefm_buffer_get_meta (GstBuffer * buffer);
+GBytes *gst_pefm_meta_get_map_bytes (const GstPefmMeta * meta);
+GstPefmRegion *gst_pefm_meta_get_region (const GstPefmMeta * meta, guint index);
+
+#define GST_PEFM_TYPE_REGION (gst_pefm_region_get_type ())
+GType gst_pefm_region_get_type (void);
+GstPefmRegion *gst_pefm_region_copy (const GstPefmRegion * region);
+void gst_pefm_region_free (GstPefmRegion * region);
+
 G_END_DECLS
 
 #endif /* __GST_PEFM_META_H__ */

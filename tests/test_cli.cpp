@@ -474,6 +474,44 @@ TEST_F(Cli, ResultsLinesAreValidJsonWhateverTheFileNames) {
   }
 }
 
+// pipelines/pefm_meta.py reads GstPefmMeta from Python through the GstPefm typelib: the
+// same decisions, scores and regions as pefm-results (C) on the same frames, and the heat
+// map as bytes whose largest value is the frame's score.
+TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
+  const char* typelib_dir = std::getenv("PEFM_TYPELIB_DIR");
+  if (results_bin().empty() || !typelib_dir)
+    GTEST_SKIP() << "built without the examples or without GObject introspection (-Dintrospection)";
+  const std::string python = "/usr/bin/python3";  // Debian's, with python3-gi
+  ASSERT_EQ(access(python.c_str(), X_OK), 0) << "no " << python << " (Debian: python3-gi)";
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const std::string pipeline = "videotestsrc num-buffers=4 pattern=ball ! video/x-raw,format=RGB,width=64,height=48 ! "
+                               "pefmfilter model=" + model + " threshold=0.3 ! appsink name=results";
+  const auto c = run({results_bin(), pipeline}, {}, nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(c.status, 0) << c.output;
+  const std::string lib_path = std::string("LD_LIBRARY_PATH=") + typelib_dir;
+  const std::string gi_path = std::string("GI_TYPELIB_PATH=") + typelib_dir;
+  const auto py = run({python, std::string(PEFM_SOURCE_DIR) + "/pipelines/pefm_meta.py", pipeline},
+                      {lib_path, gi_path}, nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(py.status, 0) << py.output << run({python, std::string(PEFM_SOURCE_DIR) + "/pipelines/pefm_meta.py",
+                                                pipeline}, {lib_path, gi_path}).output;
+  std::istringstream c_lines(c.output), py_lines(py.output);
+  int frames = 0;
+  for (std::string cl, pl; std::getline(c_lines, cl) && std::getline(py_lines, pl); ++frames) {
+    const auto a = parse_json(cl), b = parse_json(pl);
+    EXPECT_EQ(b.at("frame"), a.at("frame"));
+    EXPECT_EQ(b.at("decision"), a.at("decision"));
+    EXPECT_NEAR(b.at("score").get<double>(), a.at("score").get<double>(), 1e-6);
+    EXPECT_EQ(b.at("regions"), a.at("regions")) << pl << "\n" << cl;
+    EXPECT_EQ(b.at("map"), a.at("map"));
+    const int w = a.at("map")[0], h = a.at("map")[1];
+    EXPECT_GT(w * h, 0);
+    EXPECT_EQ(b.at("map_values"), w * h);
+    EXPECT_NEAR(b.at("map_max").get<double>(), a.at("score").get<double>(), 1e-5) << pl;
+  }
+  EXPECT_EQ(frames, 4) << c.output << py.output;
+}
+
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
   auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 2);
   args.push_back("--resume");
