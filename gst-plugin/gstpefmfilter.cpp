@@ -37,6 +37,14 @@
 #include "gstpefmfilter.h"
 
 #include <gst/video/gstvideometa.h>
+#ifdef PEFM_HAVE_GST_ANALYTICS
+/* gstanalyticsmeta.h (1.26) includes "config.h" when HAVE_CONFIG_H is defined, as it is
+ * here for pefm-config.h: hide it from that header. */
+#pragma push_macro("HAVE_CONFIG_H")
+#undef HAVE_CONFIG_H
+#include <gst/analytics/analytics.h>
+#pragma pop_macro("HAVE_CONFIG_H")
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -484,6 +492,43 @@ detection_structure (const pefm::FrameRegion & g, int frame_width, int frame_hei
       "label_id", G_TYPE_INT, 0, "label", G_TYPE_STRING, "anomaly", NULL);
 }
 
+/* The frame's decision in DL Streamer's classification form (a classifier's result on a
+ * ROI: label, label_id, confidence), on each region's ROI: the frame is anomalous (1) or
+ * normal (0), with its normalised score clamped to 0..1 as confidence. */
+static GstStructure *
+classification_structure (const pefm::FrameResult & r)
+{
+  return gst_structure_new ("classification",
+      "attribute_name", G_TYPE_STRING, "frame",
+      "label", G_TYPE_STRING, r.anomalous ? "anomalous" : "normal",
+      "label_id", G_TYPE_INT, r.anomalous ? 1 : 0,
+      "confidence", G_TYPE_DOUBLE, std::clamp (static_cast < double >(r.score), 0.0, 1.0), NULL);
+}
+
+#ifdef PEFM_HAVE_GST_ANALYTICS
+/* GStreamer 1.24's analytics metadata: one classification entry for the frame (class
+ * "anomalous" or "normal", confidence the clamped score) and one object-detection entry
+ * per region (type "anomaly", confidence its clamped peak), each region related to the
+ * frame's classification as a part of it. */
+static void
+attach_analytics (GstBuffer * buf, const pefm::FrameResult & r)
+{
+  GstAnalyticsRelationMeta *rmeta = gst_buffer_add_analytics_relation_meta (buf);
+  GstAnalyticsClsMtd cls;
+  if (!rmeta || !gst_analytics_relation_meta_add_one_cls_mtd (rmeta,
+          static_cast < gfloat > (std::clamp (static_cast < double >(r.score), 0.0, 1.0)),
+          g_quark_from_static_string (r.anomalous ? "anomalous" : "normal"), &cls))
+    return;
+  const GQuark anomaly = g_quark_from_static_string ("anomaly");
+  for (const auto & g:r.regions) {
+    GstAnalyticsODMtd od;
+    if (gst_analytics_relation_meta_add_od_mtd (rmeta, anomaly, g.x, g.y, g.width, g.height,
+            static_cast < gfloat > (std::clamp (static_cast < double >(g.peak), 0.0, 1.0)), &od))
+      gst_analytics_relation_meta_set_relation (rmeta, GST_ANALYTICS_REL_TYPE_IS_PART_OF, od.id, cls.id);
+  }
+}
+#endif
+
 static void
 attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold, bool calibrated,
     int frame_width, int frame_height)
@@ -504,8 +549,12 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold,
             "score", G_TYPE_DOUBLE, static_cast < double >(g.peak),
             "area", G_TYPE_UINT64, static_cast < guint64 > (g.area), NULL));
     gst_video_region_of_interest_meta_add_param (roi, detection_structure (g, frame_width, frame_height));
+    gst_video_region_of_interest_meta_add_param (roi, classification_structure (r));
   }
   gst_pefm_meta_set_regions (meta, static_cast < guint > (regions.size ()), regions.data ());
+#ifdef PEFM_HAVE_GST_ANALYTICS
+  attach_analytics (buf, r);
+#endif
 }
 
 /* The settings one frame is processed with, read under the object lock. */

@@ -235,6 +235,17 @@ TEST_P(ElementFormats, AttachesMetaAndDrawsOnlyAroundTheDefect) {
     EXPECT_DOUBLE_EQ(confidence, std::clamp(score, 0.0, 1.0));
     EXPECT_EQ(label_id, 0);
     EXPECT_STREQ(gst_structure_get_string(d, "label"), "anomaly");
+    // The frame's decision as a classifier's result on the ROI.
+    const GstStructure* c = gst_video_region_of_interest_meta_get_param(roi, "classification");
+    ASSERT_NE(c, nullptr);
+    double frame_confidence = -1;
+    gint frame_label_id = -1;
+    ASSERT_TRUE(gst_structure_get_double(c, "confidence", &frame_confidence) &&
+                gst_structure_get_int(c, "label_id", &frame_label_id));
+    EXPECT_DOUBLE_EQ(frame_confidence, std::clamp(static_cast<double>(m1->score), 0.0, 1.0));
+    EXPECT_EQ(frame_label_id, 1);
+    EXPECT_STREQ(gst_structure_get_string(c, "label"), "anomalous");
+    EXPECT_STREQ(gst_structure_get_string(c, "attribute_name"), "frame");
     ++rois;
   }
   EXPECT_EQ(rois, m1->n_regions);

@@ -61,8 +61,9 @@ class MapSampler {
   std::vector<double> wx_, wy_;
 };
 
-// Jet colour map of v in 0..1 as 8-bit RGB.
-void jet(double v, uint8_t rgb[3]) {
+}  // namespace
+
+void heat_colour(double v, uint8_t rgb[3]) {
   v = std::clamp(v, 0.0, 1.0);
   const auto ch = [&](double centre) {
     return static_cast<uint8_t>(255.0 * std::clamp(1.5 - std::abs(4.0 * v - centre), 0.0, 1.0));
@@ -71,8 +72,6 @@ void jet(double v, uint8_t rgb[3]) {
   rgb[1] = ch(2.0);
   rgb[2] = ch(1.0);
 }
-
-}  // namespace
 
 void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, double alpha, double threshold) {
   if (mode == OverlayMode::kNone || r.map.empty() || f.width <= 0 || f.height <= 0) return;
@@ -86,7 +85,7 @@ void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, do
   Yuv lut_yuv[256];
   const YuvMatrix matrix(f);
   for (int i = 0; i < 256; ++i) {
-    jet(i / 255.0, lut_rgb[i]);
+    heat_colour(i / 255.0, lut_rgb[i]);
     lut_yuv[i] = to_yuv(lut_rgb[i], matrix);
   }
   const auto index = [](double v) { return static_cast<int>(std::clamp(v, 0.0, 1.0) * 255.0 + 0.5); };

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "cli.h"
+#include "pefm/overlay.h"
 
 namespace pefm {
 namespace cli {
@@ -46,10 +47,12 @@ io::Image side_by_side(const torch::Tensor& image, const torch::Tensor& mask, co
 
   cv::Mat h;
   cv::resize(as_mat(heat.to(torch::kFloat32).clamp(0, 1).contiguous(), CV_32FC1), h, size, 0, 0, cv::INTER_LINEAR);
-  cv::Mat h8, colour;
+  // the element's colour map (pefm/overlay.h), so a score looks the same in both
+  cv::Mat h8, colour, lut(1, 256, CV_8UC3);
   h.convertTo(h8, CV_8UC1, 255.0);
-  cv::applyColorMap(h8, colour, cv::COLORMAP_JET);
-  cv::cvtColor(colour, colour, cv::COLOR_BGR2RGB);
+  for (int i = 0; i < 256; ++i) heat_colour(i / 255.0, lut.ptr<uint8_t>(0) + 3 * i);
+  cv::cvtColor(h8, colour, cv::COLOR_GRAY2RGB);
+  cv::LUT(colour, lut, colour);
   cv::Mat overlay;
   cv::addWeighted(img, 0.5, colour, 0.5, 0.0, overlay);
   cv::Mat above = h > 0.5f;

@@ -2,6 +2,8 @@
 // are drawn in YUV).
 #pragma once
 
+#include <cstdint>
+
 #include "pefm/frame.h"
 #include "pefm/frame_result.h"
 
@@ -14,5 +16,9 @@ enum class OverlayMode { kNone = 0, kHeatmap = 1, kContours = 2, kHeatmapContour
 // at or above `threshold`, 2 px, red (white in GRAY8).
 void draw_overlay(const FrameView& frame, const FrameResult& result, OverlayMode mode, double alpha,
                   double threshold);
+
+// pefm's one heat-map colour map (jet), as 8-bit RGB, for normalised `value` clamped to
+// 0..1: the element's overlays and pefm-eval's pictures colour the same score alike.
+void heat_colour(double value, uint8_t rgb[3]);
 
 }  // namespace pefm
