@@ -132,6 +132,17 @@ gst_buffer_add_pefm_meta (GstBuffer * buffer)
   return (GstPefmMeta *) gst_buffer_add_meta (buffer, GST_PEFM_META_INFO, NULL);
 }
 
+/**
+ * gst_pefm_meta_set_map: (skip)
+ * @meta: a #GstPefmMeta
+ * @width: map width
+ * @height: map height
+ * @map: @width x @height floats, row-major; copied
+ * @scale_x: frame pixels per map pixel, horizontally
+ * @scale_y: frame pixels per map pixel, vertically
+ *
+ * Copies @map into the meta, replacing any previous map (bindings: share_map()).
+ */
 void
 gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
     const gfloat * map, gdouble scale_x, gdouble scale_y)
@@ -146,6 +157,18 @@ gst_pefm_meta_set_map (GstPefmMeta * meta, guint width, guint height,
     g_bytes_unref (bytes);
 }
 
+/**
+ * gst_pefm_meta_share_map:
+ * @meta: a #GstPefmMeta
+ * @width: map width
+ * @height: map height
+ * @bytes: (nullable): @width x @height 32-bit floats in the machine's byte order; a
+ *   reference is taken; %NULL or a wrong size clears the map
+ * @scale_x: frame pixels per map pixel, horizontally
+ * @scale_y: frame pixels per map pixel, vertically
+ *
+ * Shares @bytes as the meta's map, replacing any previous one.
+ */
 void
 gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
     GBytes * bytes, gdouble scale_x, gdouble scale_y)
@@ -171,6 +194,14 @@ gst_pefm_meta_share_map (GstPefmMeta * meta, guint width, guint height,
     g_bytes_unref (old);
 }
 
+/**
+ * gst_pefm_meta_set_regions:
+ * @meta: a #GstPefmMeta
+ * @n: number of regions
+ * @regions: (array length=n): the regions, copied
+ *
+ * Replaces the meta's regions.
+ */
 void
 gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
     const GstPefmRegion * regions)
@@ -184,6 +215,14 @@ gst_pefm_meta_set_regions (GstPefmMeta * meta, guint n,
   g_free (old);
 }
 
+/**
+ * gst_pefm_meta_score_at:
+ * @meta: a #GstPefmMeta
+ * @x: frame column
+ * @y: frame row
+ *
+ * Returns: the heat-map value at frame pixel (@x, @y), nearest map pixel; 0 outside
+ */
 gfloat
 gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y)
 {
@@ -204,7 +243,9 @@ gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y)
  * gst_pefm_buffer_get_meta:
  * @buffer: a #GstBuffer
  *
- * The function form of gst_buffer_get_pefm_meta(), for bindings.
+ * The function form of gst_buffer_get_pefm_meta(), for bindings. The meta lives as
+ * long as @buffer: a binding must not keep it (or read its fields) after dropping the
+ * buffer.
  *
  * Returns: (transfer none) (nullable): the buffer's #GstPefmMeta, or %NULL
  */

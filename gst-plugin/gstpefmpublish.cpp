@@ -255,6 +255,8 @@ default_client_id (GstPefmPublish * self)
   return id;
 }
 
+static void end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason);
+
 static gboolean
 gst_pefm_publish_start (GstBaseTransform * trans)
 {
@@ -315,6 +317,8 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   GST_OBJECT_UNLOCK (self);
   if (!run)
     return TRUE;
+  /* stopped without EOS (a state change, Ctrl-C): a PLC still learns the defect ended */
+  end_defect (trans, *run, "stop");
   run->publisher->close ();     /* sends what it can within drain-timeout */
   const pefm::PublisherStats stats = run->publisher->stats ();
   GST_OBJECT_LOCK (self);

@@ -91,6 +91,11 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
       if (options_.host.empty()) throw std::runtime_error("method=mqtt needs an address (HOST:PORT)");
       if (options_.topic.empty() || options_.topic.find_first_of("#+") != std::string::npos)
         throw std::runtime_error("topic '" + options_.topic + "' is not a topic one can publish to");
+#ifdef PEFM_HAVE_MOSQUITTO
+      if (mosquitto_validate_utf8(options_.topic.data(), static_cast<int>(options_.topic.size())) != MOSQ_ERR_SUCCESS ||
+          mosquitto_pub_topic_check2(options_.topic.data(), options_.topic.size()) != MOSQ_ERR_SUCCESS)
+        throw std::runtime_error("topic '" + options_.topic + "' is not a valid MQTT topic (UTF-8, no wildcards)");
+#endif
       if (options_.qos < 0 || options_.qos > 2) throw std::runtime_error("qos must be 0, 1 or 2");
       start_mqtt();
       break;
@@ -163,19 +168,26 @@ void Publisher::report(const std::string& what) {
 }
 
 // stdout and files: write everything queued, one flush per batch.
+// stdout and files: write everything queued, one flush per batch. Closing waits for the
+// rest up to drain_timeout_ms, checked between batches (a write in progress is waited for).
 void Publisher::run_stream() {
   std::unique_lock<std::mutex> lock(mutex_);
+  Clock::time_point drain_deadline = Clock::time_point::max();
   for (;;) {
     wake_.wait(lock, [this] { return closing_ || !queue_.empty(); });
-    if (queue_.empty()) break;  // closing, and all written
+    if (closing_ && drain_deadline == Clock::time_point::max())
+      drain_deadline = Clock::now() + std::chrono::milliseconds(options_.drain_timeout_ms);
+    if (queue_.empty() || Clock::now() > drain_deadline) break;
     std::deque<Line> batch;
     batch.swap(queue_);
     dropping_ = false;
     in_flight_ = batch.size();
     lock.unlock();
     bool ok = true;
+    std::string text;
     for (const Line& l : batch) {
-      ok = ok && std::fwrite(l.text.data(), 1, l.text.size(), file_) == l.text.size() && std::fputc('\n', file_) != EOF;
+      text.assign(l.text).push_back('\n');  // one write per line: nothing else lands inside it
+      ok = ok && std::fwrite(text.data(), 1, text.size(), file_) == text.size();
     }
     ok = ok && std::fflush(file_) == 0;
     const std::string why = ok ? "" : std::string("write failed: ") + std::strerror(errno);
@@ -183,15 +195,21 @@ void Publisher::run_stream() {
     in_flight_ = 0;
     if (ok) {
       stats_.sent += batch.size();
+      stats_.connected = true;
     } else {
       stats_.dropped += batch.size();
+      const bool first = stats_.connected;  // reported once per run of failures
       stats_.last_error = why;
       stats_.connected = false;
-      lock.unlock();
-      report(why);
-      lock.lock();
+      if (first) {
+        lock.unlock();
+        report(why);
+        lock.lock();
+      }
     }
   }
+  stats_.dropped += queue_.size();  // left at the drain deadline
+  queue_.clear();
 }
 
 #ifdef PEFM_HAVE_MOSQUITTO
@@ -207,11 +225,12 @@ struct MqttCallbacks {
         self->stats_.connects++;
         what = "connected to " + self->options_.host + ":" + std::to_string(self->options_.port);
       } else {
+        // reported by lost() when libmosquitto then drops the connection
         self->stats_.last_error = std::string("broker refused the connection: ") + mosquitto_connack_string(rc);
-        what = "connection failed: " + self->stats_.last_error;
+        self->refused_ = true;
       }
     }
-    self->report(what);
+    if (!what.empty()) self->report(what);
   }
   static void on_publish(struct mosquitto*, void* obj, int) {
     auto* self = static_cast<Publisher*>(obj);
@@ -241,13 +260,16 @@ void Publisher::run_mqtt() {
   Clock::time_point next_try = Clock::now();
   Clock::time_point drain_deadline = Clock::time_point::max();
 
-  auto lost = [&](const std::string& why) {
+  Clock::time_point connected_since = Clock::time_point::max();
+  auto lost = [&](std::string why) {
     socket_open = false;
     bool was_connected;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       was_connected = stats_.connected;
       stats_.connected = false;
+      if (refused_) why = stats_.last_error;  // the broker's own reason, from on_connect
+      refused_ = false;
       stats_.last_error = why;
       if (options_.qos == 0) {  // QoS 0 is not resent: what was handed over is gone
         stats_.dropped += in_flight_;
@@ -293,18 +315,35 @@ void Publisher::run_mqtt() {
         const int rc = mosquitto_publish(mosq, nullptr, options_.topic.c_str(), static_cast<int>(line.text.size()),
                                          line.text.data(), options_.qos, false);
         lock.lock();
-        if (rc != MOSQ_ERR_SUCCESS) {  // not connected after all, or out of memory: keep it
+        // QoS 0 goes straight to the socket, so "not connected" means libmosquitto kept
+        // nothing; QoS 1 and 2 messages are filed before sending, and resent from there.
+        if (rc == MOSQ_ERR_NO_CONN && options_.qos == 0) {
           in_flight_--;
           queue_.push_front(std::move(line));
           break;
         }
+        if (rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_PAYLOAD_SIZE ||
+            rc == MOSQ_ERR_MALFORMED_UTF8 || rc == MOSQ_ERR_QOS_NOT_SUPPORTED || rc == MOSQ_ERR_OVERSIZE_PACKET) {
+          // refused before libmosquitto took it, and it would be refused again
+          in_flight_--;
+          stats_.dropped++;
+          stats_.last_error = std::string("a line was refused: ") + mosquitto_strerror(rc);
+          break;
+        }
+        // Any other result (a write error on a dying connection): libmosquitto holds the
+        // message (QoS 1, 2: resent after reconnecting; QoS 0: lost, counted by lost()).
       }
     }
     const int rc = mosquitto_loop(mosq, kLoopTimeoutMs, 1);
     if (rc != MOSQ_ERR_SUCCESS) {
+      connected_since = Clock::time_point::max();
       lost(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
     } else if (stats().connected) {
-      backoff_ms = options_.backoff_min_ms;
+      // The backoff starts again only after a connection that lasted: a broker that
+      // accepts and then drops the client (a duplicate client id) is not retried at once.
+      const auto now = Clock::now();
+      if (connected_since == Clock::time_point::max()) connected_since = now;
+      if (now - connected_since > std::chrono::seconds(10)) backoff_ms = options_.backoff_min_ms;
     }
   }
   if (socket_open) {

@@ -69,6 +69,7 @@ class Publisher {
   // else. Returns false if something was dropped to make room.
   bool post(std::string line, bool event);
   // Sends what it can within drain_timeout_ms, counts the rest as dropped, stops the worker.
+  // (stdout and files: checked between batches; a write in progress is waited for.)
   void close();
   PublisherStats stats() const;
 
@@ -96,6 +97,7 @@ class Publisher {
   bool closing_ = false;
   bool dropping_ = false;  // in a run of drops (reported once per run)
   uint64_t in_flight_ = 0; // handed to libmosquitto, not yet acknowledged
+  bool refused_ = false;   // the broker answered the last CONNECT with a refusal
   std::thread worker_;
 
   friend struct MqttCallbacks;

@@ -11,6 +11,7 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,14 @@ class Environment : public ::testing::Environment {
   void SetUp() override { gst_init(nullptr, nullptr); }
 };
 const auto* const g_env = ::testing::AddGlobalTestEnvironment(new Environment);
+
+// Whether this build has libmosquitto (tests/meson.build sets PEFM_HAVE_MQTT).
+bool mqtt_built() {
+  const char* v = std::getenv("PEFM_HAVE_MQTT");
+  return v && std::string(v) == "1";
+}
+#define PEFM_MQTT_OR_SKIP() \
+  if (!mqtt_built()) GTEST_SKIP() << "built without libmosquitto (Debian: libmosquitto-dev)"
 
 // One frame per character: '.' normal, 'A' anomalous, 'S' let through uninspected, '-'
 // no meta at all.
@@ -127,6 +136,8 @@ class Pipeline {
     while (GstMessage* m = gst_bus_pop(bus_)) out.push_back(m);
     return out;
   }
+  // Stops without EOS, as a state change or Ctrl-C does.
+  void stop_now() { gst_element_set_state(pipeline_, GST_STATE_READY); }
   // The first error on the bus, or "".
   std::string error() {
     GstMessage* m = gst_bus_pop_filtered(bus_, GST_MESSAGE_ERROR);
@@ -283,6 +294,63 @@ TEST(Publish, EndFramesKeepsADefectOpenAcrossShortGapsAndFramesCanBeFiltered) {
   EXPECT_EQ(ended[1].at("reason"), "eos");
 }
 
+TEST(Publish, ADefectStillOpenWhenThePipelineStopsIsEndedWithReasonStop) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("stop.jsonl");
+  {
+    Pipeline p("method=file location=" + path + " frames=none");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..AA"), 4);
+    p.stop_now();  // no EOS
+  }
+  const auto lines = json_lines(pefm_test::slurp(path));
+  ASSERT_EQ(lines.size(), 2u) << pefm_test::slurp(path);
+  EXPECT_EQ(lines[0].at("type"), "defect-started");
+  EXPECT_EQ(lines[1].at("type"), "defect-ended");
+  EXPECT_EQ(lines[1].at("reason"), "stop");
+  EXPECT_EQ(lines[1].at("last_frame"), 3);
+}
+
+// A destination that stops taking lines (a pipe nobody reads): the frames flow on, frame
+// lines are dropped oldest first, and every defect event still arrives once it reads again.
+TEST(Publish, AStalledDestinationLosesFrameLinesFirstAndKeepsEveryEvent) {
+  pefm_test::TempDir dir;
+  const std::string fifo = dir.file("stalled.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);  // lets the writer open; nobody reads yet
+  ASSERT_GE(reader, 0);
+  // 400 frame lines (about 130 KB) fill the pipe (64 KiB) and block the writer; then two
+  // defects.
+  const std::string pattern = std::string(400, '.') + "....AAA.....AA......";
+  Pipeline p("method=file location=" + fifo + " max-buffered=5 drain-timeout=20000");
+  ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+  EXPECT_EQ(p.feed(pattern), static_cast<int>(pattern.size())) << "frames stopped while the file was stuck";
+  const json stalled = p.stats();
+  EXPECT_GT(stalled["dropped"].get<int>(), 0) << stalled;
+
+  std::string received;
+  std::thread drain([&] {
+    fcntl(reader, F_SETFL, fcntl(reader, F_GETFL) & ~O_NONBLOCK);
+    char buf[65536];
+    for (ssize_t n; (n = read(reader, buf, sizeof buf)) > 0;) received.append(buf, static_cast<size_t>(n));
+  });
+  auto messages = p.finish();  // the writer drains, then closes the pipe: EOF for the reader
+  drain.join();
+  close(reader);
+  EXPECT_NE(warnings_of(messages).find("dropping"), std::string::npos) << warnings_of(messages);
+  release(messages);
+
+  const auto lines = json_lines(received);
+  const json stats = p.stats();
+  EXPECT_EQ(stats["sent"].get<size_t>(), lines.size()) << stats;
+  EXPECT_EQ(stats["sent"].get<int>() + stats["dropped"].get<int>(), stats["posted"].get<int>()) << stats;
+  std::vector<std::string> events;
+  for (const auto& l : lines)
+    if (l.at("type") != "frame") events.push_back(l.at("type").get<std::string>() + "@" + std::to_string(l.at("frame").get<int>()));
+  EXPECT_EQ(events, (std::vector<std::string>{"defect-started@404", "defect-ended@406", "defect-started@412",
+                                               "defect-ended@413"}));
+}
+
 TEST(Publish, BadSettingsAreClearErrorsNamingTheProperty) {
   pefm_test::TempDir dir;
   {
@@ -292,6 +360,12 @@ TEST(Publish, BadSettingsAreClearErrorsNamingTheProperty) {
     const std::string e = p.error();
     EXPECT_NE(e.find(path), std::string::npos) << e;
     EXPECT_NE(e.find("location"), std::string::npos) << e;
+  }
+  if (!mqtt_built()) {
+    Pipeline p("method=mqtt");
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    EXPECT_NE(p.error().find("libmosquitto"), std::string::npos);
+    return;
   }
   {
     Pipeline p("method=mqtt address=localhost:99999");
@@ -390,7 +464,7 @@ class Broker {
  public:
   Broker(const pefm_test::TempDir& dir, int port) : dir_(dir), port_(port) {
     std::ofstream conf(dir.file("mosquitto.conf"));
-    conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\n"
+    conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\nlog_type all\n"
          << "persistence_location " << dir.path() << "/\n";
     // As root mosquitto would switch to the user "mosquitto", who cannot write here.
     if (geteuid() == 0) conf << "user root\n";
@@ -416,6 +490,7 @@ class Broker {
 };
 
 TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) {
+  PEFM_MQTT_OR_SKIP();
   if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
     GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
   pefm_test::TempDir dir;
@@ -428,7 +503,9 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
   Child sub({find_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", std::to_string(port), "-t", "line1/pefm",
              "-q", "1", "-c", "-i", "pefm-test-sub"},
             received);
-  ASSERT_TRUE(wait_for_text(dir.file("broker.log"), "as pefm-test-sub", 10)) << text_of(dir.file("broker.log"));
+  // subscribed, not only connected
+  ASSERT_TRUE(wait_for_text(dir.file("broker.log"), "Sending SUBACK to pefm-test-sub", 10))
+      << text_of(dir.file("broker.log"));
 
   const std::string part1 = "....AAA...";  // 0-9
   const std::string part2 = "..AA......";  // 10-19: the broker is down
@@ -457,6 +534,7 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
   const json stats = p.stats();
   EXPECT_EQ(stats["dropped"], 0u) << stats;
   EXPECT_EQ(stats["buffered"], 0u) << stats;
+  EXPECT_EQ(stats["sent"], stats["posted"]) << stats;  // each line acknowledged once
   EXPECT_GE(stats["connects"].get<int>(), 2) << stats;
   // 30 frame lines and 4 defects' start and end: 38 lines.
   EXPECT_EQ(stats["posted"], 38u) << stats;
@@ -498,6 +576,7 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
 TEST(Publish, ABrokerThatNeverAnswersCostsNoFramesAndDropsAreCountedAndReported) {
   // Nothing listens on this port: the lines pile up to max-buffered, the oldest frame
   // lines go, events stay, and the frames pass as if nothing happened.
+  PEFM_MQTT_OR_SKIP();
   Pipeline p("method=mqtt address=127.0.0.1:" + std::to_string(free_port()) +
              " max-buffered=5 drain-timeout=0");
   ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
