@@ -512,6 +512,83 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
   EXPECT_EQ(frames, 4) << c.output << py.output;
 }
 
+// Image decisions at the model's own threshold and at the best-F1 threshold: the JSON's
+// operating point agrees with the per-image decisions of --scores, and both with the
+// model's calibrated threshold.
+TEST_F(Cli, EvalReportsTheOperatingPointAndPerImageScores) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 2)).status, 0);
+  const auto json = out_.file("report.json"), csv = out_.file("scores.csv"), jsonl = out_.file("scores.jsonl");
+  auto r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--json", json,
+                "--scores", csv});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("at the model's threshold: false alarms"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("at the best-F1 threshold"), std::string::npos) << r.output;
+  const auto report = parse_json(pefm_test::slurp(json));
+  const auto& op = report.at("operating_point");
+  for (const char* key : {"threshold", "false_alarm_rate", "miss_rate", "precision", "recall", "f1",
+                          "model_false_alarm_rate"})
+    EXPECT_TRUE(op.contains(key)) << key << " missing in " << op;
+  EXPECT_DOUBLE_EQ(op.at("threshold").get<double>(), 0.5);  // the calibrated threshold, normalised
+  EXPECT_EQ(op.at("good_images"), 3);
+  EXPECT_EQ(op.at("defective_images"), 3);
+  EXPECT_TRUE(report.at("best_f1").at("f1").is_number()) << report;
+
+  // The CSV: a header and one row per image; its decisions give the same counts.
+  std::istringstream rows(pefm_test::slurp(csv));
+  std::string line;
+  ASSERT_TRUE(std::getline(rows, line));
+  EXPECT_EQ(line, "file,type,score,raw_score,decision");
+  int false_alarms = 0, misses = 0, n = 0;
+  for (; std::getline(rows, line); ++n) {
+    std::vector<std::string> f;
+    std::istringstream cells(line);
+    for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+    ASSERT_EQ(f.size(), 5u) << line;
+    EXPECT_EQ(f[4] == "anomalous", std::stod(f[2]) >= 0.5) << line;
+    false_alarms += f[1] == "good" && f[4] == "anomalous";
+    misses += f[1] != "good" && f[4] == "normal";
+  }
+  EXPECT_EQ(n, 6);
+  EXPECT_EQ(op.at("false_alarms"), false_alarms);
+  EXPECT_EQ(op.at("misses"), misses);
+  EXPECT_DOUBLE_EQ(op.at("false_alarm_rate").get<double>(), false_alarms / 3.0);
+
+  // Any other name: JSON lines with the same fields.
+  r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--scores", jsonl});
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::istringstream jl(pefm_test::slurp(jsonl));
+  int lines = 0;
+  for (; std::getline(jl, line); ++lines) {
+    const auto j = parse_json(line);
+    for (const char* key : {"file", "type", "score", "raw_score", "decision"}) EXPECT_TRUE(j.contains(key)) << line;
+  }
+  EXPECT_EQ(lines, 6);
+  // A file that is not a scores file is not overwritten.
+  r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--scores", model});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--scores"), std::string::npos) << r.output;
+}
+
+// A test set without ground_truth/: image metrics and decisions, pixel metrics absent.
+TEST_F(Cli, EvalWithoutMasksReportsImageMetricsAndPixelMetricsAsAbsent) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const auto data = out_.file("no-masks");
+  fs::create_directories(data);
+  fs::copy(dir_->file("cat") + "/test", data + "/test", fs::copy_options::recursive);
+  const auto json = out_.file("report.json");
+  const auto r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--json", json});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("image metrics only"), std::string::npos) << r.output;
+  const auto report = parse_json(pefm_test::slurp(json));
+  EXPECT_TRUE(report.at("image_auroc").is_number()) << report;
+  EXPECT_TRUE(report.at("pixel_auroc").is_null()) << report;
+  EXPECT_TRUE(report.at("aupro").is_null()) << report;
+  EXPECT_EQ(report.at("pixel_metrics").get<std::string>().rfind("absent", 0), 0u) << report;
+  EXPECT_TRUE(report.at("operating_point").is_object()) << report;
+}
+
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
   auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 2);
   args.push_back("--resume");

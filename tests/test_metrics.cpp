@@ -94,3 +94,43 @@ TEST(Aupro, MatchesTheReferenceEvaluator) {
 }
 
 }  // namespace
+
+TEST(Decisions, RatesAtAThresholdCountTiesAsDefective) {
+  //                              good good good good  bad  bad  bad
+  const std::vector<double> scores = {0.1, 0.2, 0.6, 0.5, 0.5, 0.9, 0.3};
+  const std::vector<int> labels = {0, 0, 0, 0, 1, 1, 1};
+  const auto d = pefm::decide_at(scores, labels, 0.5);
+  EXPECT_EQ(d.true_positives, 2);
+  EXPECT_EQ(d.false_negatives, 1);
+  EXPECT_EQ(d.false_positives, 2);  // 0.6 and 0.5 (a tie is called defective)
+  EXPECT_EQ(d.true_negatives, 2);
+  EXPECT_DOUBLE_EQ(d.false_alarm_rate(), 0.5);
+  EXPECT_DOUBLE_EQ(d.miss_rate(), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(d.precision(), 0.5);
+  EXPECT_DOUBLE_EQ(d.recall(), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(d.f1(), 4.0 / 7);
+  const auto none = pefm::decide_at(scores, labels, 2.0);
+  EXPECT_TRUE(std::isnan(none.precision()));  // nothing called defective
+  EXPECT_DOUBLE_EQ(none.false_alarm_rate(), 0.0);
+  EXPECT_THROW(pefm::decide_at({0.1}, {0, 1}, 0.5), std::invalid_argument);
+}
+
+TEST(Decisions, BestF1IsFoundAmongTheScoresAndPrefersTheHigherThreshold) {
+  const std::vector<double> scores = {0.1, 0.2, 0.6, 0.5, 0.5, 0.9, 0.3};
+  const std::vector<int> labels = {0, 0, 0, 0, 1, 1, 1};
+  // Brute force over every score as threshold.
+  double best = -1, at = 0;
+  for (double t : {0.9, 0.6, 0.5, 0.3, 0.2, 0.1}) {
+    const double f = pefm::decide_at(scores, labels, t).f1();
+    if (f > best) best = f, at = t;
+  }
+  const auto d = pefm::best_f1(scores, labels);
+  EXPECT_DOUBLE_EQ(d.f1(), best);
+  EXPECT_DOUBLE_EQ(d.threshold, at);
+  EXPECT_EQ(d.true_positives + d.false_negatives, 3);
+  // Separable: F1 1 at the lowest defective score.
+  const auto s = pefm::best_f1({0.1, 0.2, 0.7, 0.8}, {0, 0, 1, 1});
+  EXPECT_DOUBLE_EQ(s.f1(), 1.0);
+  EXPECT_DOUBLE_EQ(s.threshold, 0.7);
+  EXPECT_TRUE(std::isnan(pefm::best_f1({0.1, 0.2}, {0, 0}).threshold));
+}

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include <torch/torch.h>
 
@@ -84,6 +85,70 @@ double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t step
     area += ((fprs[i] - base) / span - (fprs[i - 1] - base) / span) * (pros[i] + pros[i - 1]) / 2.0;
   }
   return area;
+}
+
+namespace {
+
+double ratio(int64_t num, int64_t den) {
+  return den > 0 ? static_cast<double>(num) / static_cast<double>(den) : std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+double Decisions::false_alarm_rate() const { return ratio(false_positives, false_positives + true_negatives); }
+double Decisions::miss_rate() const { return ratio(false_negatives, false_negatives + true_positives); }
+double Decisions::precision() const { return ratio(true_positives, true_positives + false_positives); }
+double Decisions::recall() const { return ratio(true_positives, true_positives + false_negatives); }
+double Decisions::f1() const {
+  return ratio(2 * true_positives, 2 * true_positives + false_positives + false_negatives);
+}
+
+Decisions decide_at(const std::vector<double>& scores, const std::vector<int>& labels, double threshold) {
+  if (scores.size() != labels.size()) throw std::invalid_argument("decide_at: scores and labels differ in size");
+  Decisions d;
+  d.threshold = threshold;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const bool called = scores[i] >= threshold;
+    if (labels[i] != 0)
+      (called ? d.true_positives : d.false_negatives)++;
+    else
+      (called ? d.false_positives : d.true_negatives)++;
+  }
+  return d;
+}
+
+Decisions best_f1(const std::vector<double>& scores, const std::vector<int>& labels) {
+  if (scores.size() != labels.size()) throw std::invalid_argument("best_f1: scores and labels differ in size");
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  int64_t positives = 0;
+  for (int l : labels) positives += l != 0;
+  Decisions best = decide_at(scores, labels, std::numeric_limits<double>::infinity());
+  best.threshold = std::numeric_limits<double>::quiet_NaN();
+  if (positives == 0) return best;
+  Decisions at;  // decisions at the threshold of the scores seen so far
+  at.false_negatives = positives;
+  at.true_negatives = static_cast<int64_t>(scores.size()) - positives;
+  double best_f1_value = -1.0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
+    if (labels[i] != 0) {
+      at.true_positives++;
+      at.false_negatives--;
+    } else {
+      at.false_positives++;
+      at.true_negatives--;
+    }
+    // a threshold lies between distinct scores only: wait for the last of equal ones
+    if (k + 1 < order.size() && scores[order[k + 1]] == scores[i]) continue;
+    at.threshold = scores[i];
+    if (at.f1() > best_f1_value) {
+      best_f1_value = at.f1();
+      best = at;
+    }
+  }
+  return best;
 }
 
 }  // namespace pefm

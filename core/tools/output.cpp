@@ -66,6 +66,8 @@ bool holds_kind(const std::string& path, OutputKind kind) {
   const auto head = first_bytes(path, 64);
   if (kind == OutputKind::kModel) return head.compare(0, 8, "PEFMMODL") == 0;
   const auto start = head.find_first_not_of(" \t\r\n");
+  if (kind == OutputKind::kScores)  // pefm-eval --scores: its CSV header, or JSON lines
+    return start == std::string::npos || head.compare(start, 16, "file,type,score,") == 0 || head[start] == '{';
   return start == std::string::npos || head[start] == '{' || head[start] == '[';
 }
 
@@ -96,7 +98,8 @@ void check_output_file(const std::string& option, const std::string& path, Outpu
   }
   if (!std::filesystem::is_regular_file(status) || !holds_kind(path, kind)) {
     throw UsageError(option + " '" + path + "' exists and is not " +
-                     (kind == OutputKind::kModel ? "a pefm model file" : "a JSON file") +
+                     (kind == OutputKind::kModel ? "a pefm model file" : kind == OutputKind::kJson ? "a JSON file"
+                                                                                    : "a pefm-eval scores file") +
                      "; refusing to replace it (remove it first if that is what you want)");
   }
 }

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -13,6 +14,7 @@
 #include "pefm-config.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
+#include "pefm/file_util.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
 #include "render.h"
@@ -32,7 +34,9 @@ struct Scores {
   int64_t images = 0;
 };
 
-std::vector<TestImage> discover(const std::string& root) {
+// Masks are read from ground_truth/ when the folder exists (then every defective image needs
+// one); without it the test set is scored on image decisions only.
+std::vector<TestImage> discover(const std::string& root, bool with_masks) {
   const fs::path test = fs::path(root) / "test";
   if (!fs::is_directory(test)) throw cli::UsageError("--data '" + root + "' has no test/ folder (MVTec AD layout expected)");
   std::vector<std::string> types;
@@ -44,7 +48,7 @@ std::vector<TestImage> discover(const std::string& root) {
   for (const auto& type : types) {
     for (const auto& path : io::list_images((test / type).string())) {
       TestImage t{path, type, "", type != "good"};
-      if (t.defective) {
+      if (t.defective && with_masks) {
         t.mask_path = (fs::path(root) / "ground_truth" / type / (fs::path(path).stem().string() + "_mask.png")).string();
         if (!fs::exists(t.mask_path)) {
           throw cli::UsageError("no ground-truth mask '" + t.mask_path + "' for '" + path + "'");
@@ -60,16 +64,6 @@ std::vector<TestImage> discover(const std::string& root) {
   return out;
 }
 
-Scores score(const torch::Tensor& maps, const torch::Tensor& image_scores, const torch::Tensor& masks,
-             const torch::Tensor& labels) {
-  Scores s;
-  s.images = labels.numel();
-  s.image_auroc = auroc(image_scores, labels);
-  s.pixel_auroc = auroc(maps, masks);
-  s.aupro = aupro(maps, masks);
-  return s;
-}
-
 std::string pct(double v) {
   if (std::isnan(v)) return "    n/a";
   std::ostringstream o;
@@ -77,12 +71,65 @@ std::string pct(double v) {
   return o.str();
 }
 
+Scores score(const torch::Tensor& maps, const torch::Tensor& image_scores, const torch::Tensor& masks,
+             const torch::Tensor& labels, bool with_masks) {
+  Scores s;
+  s.images = labels.numel();
+  s.image_auroc = auroc(image_scores, labels);
+  if (with_masks) {
+    s.pixel_auroc = auroc(maps, masks);
+    s.aupro = aupro(maps, masks);
+  }
+  return s;
+}
+
+// A value for the JSON report: NaN (undefined for this test set) is written as null.
+cli::Json decisions_json(const Decisions& d, const Calibration& cal) {
+  return {{"threshold", cal.valid ? cal.normalize(d.threshold) : d.threshold},
+          {"raw_threshold", d.threshold},
+          {"false_alarm_rate", d.false_alarm_rate()},
+          {"miss_rate", d.miss_rate()},
+          {"precision", d.precision()},
+          {"recall", d.recall()},
+          {"f1", d.f1()},
+          {"false_alarms", d.false_positives},
+          {"misses", d.false_negatives},
+          {"good_images", d.false_positives + d.true_negatives},
+          {"defective_images", d.true_positives + d.false_negatives}};
+}
+
+std::string decisions_line(const Decisions& d) {
+  const auto pct = [](double v) {
+    if (std::isnan(v)) return std::string("n/a");
+    std::ostringstream p;
+    p << std::fixed << std::setprecision(2) << v * 100;
+    return p.str();
+  };
+  std::ostringstream o;
+  o << "false alarms " << d.false_positives << "/" << d.false_positives + d.true_negatives << " ("
+    << pct(d.false_alarm_rate()) << " %), misses " << d.false_negatives << "/" << d.true_positives + d.false_negatives
+    << " (" << pct(d.miss_rate()) << " %), precision " << pct(d.precision()) << ", recall " << pct(d.recall())
+    << ", F1 " << pct(d.f1());
+  return o.str();
+}
+
+// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
 int run(int argc, char** argv) {
   cli::Args args("pefm-eval", "--model MODEL.pt --data CATEGORY_DIR [options]",
                  "Evaluates a model on an MVTec-AD-layout category: test/<type>/*.png, with\n"
                  "ground_truth/<type>/<name>_mask.png for every defect type and test/good/ without.\n"
                  "Image AUROC, pixel AUROC and AUPRO (1000 thresholds, FPR <= 0.3, rescaled FPR,\n"
-                 "8-connected regions) overall and per defect type (that type + good).");
+                 "8-connected regions) overall and per defect type (that type + good); the image\n"
+                 "decisions at the model's own threshold (false-alarm and miss rates, precision,\n"
+                 "recall, F1) and at the best-F1 threshold. Without a ground_truth/ folder: image\n"
+                 "metrics only (pixel metrics reported as absent).");
   args.option("model", "MODEL.pt", "model file from pefm-train", "", true);
   args.option("data", "CATEGORY_DIR", "category folder in MVTec AD layout", "", true);
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
@@ -90,6 +137,7 @@ int run(int argc, char** argv) {
   args.option("batch-size", "N", "images per forward pass", "16");
   args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1]); - for stdout");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
+  args.option("scores", "FILE", "write each image's score and decision: CSV for FILE.csv, else JSON lines");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   if (!args.parse(argc, argv)) return 0;
   cli::route_json_output(args.get("json"));
@@ -108,19 +156,22 @@ int run(int argc, char** argv) {
   // Outputs are checked before any work, so a typo (--json naming the model) loses nothing.
   cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
+  cli::check_output_file("--scores", args.get("scores"), cli::OutputKind::kScores, {args.get("model")});
   // The detector owns the model, so only its folded inference copy stays in memory.
   Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
   const auto& cal = detector.calibration();
   const int64_t S = detector.image_size();
-  const auto tests = discover(args.get("data"));
+  const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
+  const auto tests = discover(args.get("data"), with_masks);
   const std::string maps_dir = args.get("save-maps");
   if (!maps_dir.empty()) fs::create_directories(maps_dir);
   std::cout << "pefm-eval " PEFM_VERSION ": " << args.get("model") << " on " << args.get("data") << " ("
             << tests.size() << " test images, " << S << " px, " << device_name(detector.device()) << ")\n";
+  if (!with_masks) std::cout << "no ground_truth/ folder: image metrics only, pixel metrics absent\n";
 
   std::vector<torch::Tensor> all_maps, all_scores, all_masks;
   std::vector<int64_t> labels;
-  std::vector<std::string> types;
+  std::vector<std::string> types, files;
   cli::Progress progress("evaluating", static_cast<int64_t>(tests.size()), tty);
   int64_t skipped = 0;  // unreadable test images, reported by name
   for (size_t i = 0; i < tests.size(); i += static_cast<size_t>(batch)) {
@@ -131,7 +182,7 @@ int run(int argc, char** argv) {
       torch::Tensor img, m;
       try {
         img = cli::to_tensor(io::read_image(tests[j].path));
-        if (tests[j].defective) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
+        if (!tests[j].mask_path.empty()) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
       } catch (const io::ImageError& e) {
         std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
         ++skipped;
@@ -156,6 +207,7 @@ int run(int argc, char** argv) {
       all_masks.push_back(mask);
       labels.push_back(tests[j].defective ? 1 : 0);
       types.push_back(tests[j].type);
+      files.push_back(tests[j].path);
     }
     if (kept.empty()) {
       progress.update(static_cast<int64_t>(end));
@@ -185,7 +237,7 @@ int run(int argc, char** argv) {
   if (skipped > 0) std::cout << skipped << " unreadable test image(s) skipped (named above)\n";
   const auto maps = torch::stack(all_maps), scores = torch::stack(all_scores), masks = torch::stack(all_masks);
   const auto label_t = torch::tensor(labels, torch::kLong);
-  const Scores overall = score(maps, scores, masks, label_t);
+  const Scores overall = score(maps, scores, masks, label_t, with_masks);
   std::map<std::string, Scores> per_type;
   for (const auto& type : types) {
     if (type == "good" || per_type.count(type)) continue;
@@ -195,8 +247,16 @@ int run(int argc, char** argv) {
     }
     const auto sel = torch::tensor(idx, torch::kLong);
     per_type[type] = score(maps.index_select(0, sel), scores.index_select(0, sel), masks.index_select(0, sel),
-                           label_t.index_select(0, sel));
+                           label_t.index_select(0, sel), with_masks);
   }
+  // Image decisions: at the model's threshold (a calibrated model's; raw scores) and at the
+  // best-F1 threshold of this test set, for comparison.
+  const auto raw = scores.to(torch::kFloat64).contiguous();
+  const std::vector<double> raw_scores(raw.data_ptr<double>(), raw.data_ptr<double>() + raw.numel());
+  const std::vector<int> label_v(labels.begin(), labels.end());
+  std::optional<Decisions> at_model;
+  if (cal.valid) at_model = decide_at(raw_scores, label_v, cal.threshold);
+  const Decisions at_best = best_f1(raw_scores, label_v);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::cout << "\n" << std::left << std::setw(14) << "type" << std::right << std::setw(8) << "images" << "  image AUROC"
@@ -208,6 +268,32 @@ int run(int argc, char** argv) {
   std::cout << std::left << std::setw(14) << "overall" << std::right << std::setw(8) << overall.images << "      "
             << pct(overall.image_auroc) << "      " << pct(overall.pixel_auroc) << "  " << pct(overall.aupro) << "\n"
             << "(percent; per type: that defect type plus good; " << cli::format_duration(seconds) << ")\n";
+  if (at_model)
+    std::cout << "at the model's threshold: " << decisions_line(*at_model) << "\n";
+  else
+    std::cout << "the model has no calibrated threshold (trained with --val-fraction 0): no decisions at it\n";
+  std::cout << "at the best-F1 threshold of this test set (" << (cal.valid ? cal.normalize(at_best.threshold) : at_best.threshold)
+            << (cal.valid ? " normalised" : " raw") << "): " << decisions_line(at_best) << "\n";
+
+  if (const auto path = args.get("scores"); !path.empty()) {
+    const bool csv = fs::path(path).extension() == ".csv";
+    std::ostringstream text;
+    if (csv) text << "file,type,score,raw_score,decision\n";
+    for (size_t i = 0; i < files.size(); ++i) {
+      const double shown = cal.valid ? cal.normalize(raw_scores[i]) : raw_scores[i];
+      const std::string decision = !cal.valid ? "undecided" : raw_scores[i] >= cal.threshold ? "anomalous" : "normal";
+      if (csv) {
+        text << csv_field(files[i]) << "," << csv_field(types[i]) << "," << pefm::json_text(shown) << ","
+             << pefm::json_text(raw_scores[i]) << "," << decision << "\n";
+      } else {
+        text << pefm::json_text(cli::Json{{"file", files[i]}, {"type", types[i]}, {"score", shown},
+                                          {"raw_score", raw_scores[i]}, {"decision", decision}})
+             << "\n";
+      }
+    }
+    write_file_atomically(path, text.str());
+    std::cout << "wrote " << path << "\n";
+  }
 
   if (const auto json = args.get("json"); !json.empty()) {
     // Metrics that are undefined for this test set (NaN) are written as null.
@@ -216,13 +302,24 @@ int run(int argc, char** argv) {
       per_type_json[type] = {{"image_auroc", s.image_auroc}, {"pixel_auroc", s.pixel_auroc}, {"aupro", s.aupro},
                              {"images", s.images}};
     }
+    cli::Json operating_point = nullptr;
+    if (at_model) {
+      operating_point = decisions_json(*at_model, cal);
+      // What the model file states about its own threshold: today the false-positive rate
+      // on the held-out images that also set it (an in-sample figure).
+      operating_point["model_false_alarm_rate"] = cal.val_false_positive_rate;
+      operating_point["model_false_alarm_images"] = cal.images;
+    }
     cli::write_json(json, {{"model", args.get("model")},
                            {"data", args.get("data")},
                            {"image_size", S},
                            {"device", device_name(detector.device())},
+                           {"pixel_metrics", with_masks ? "measured" : "absent (no ground_truth/ folder)"},
                            {"image_auroc", overall.image_auroc},
                            {"pixel_auroc", overall.pixel_auroc},
                            {"aupro", overall.aupro},
+                           {"operating_point", operating_point},
+                           {"best_f1", decisions_json(at_best, cal)},
                            {"per_type", per_type_json},
                            {"images", overall.images},
                            {"skipped_images", skipped},

@@ -22,4 +22,30 @@ double auroc(const torch::Tensor& scores, const torch::Tensor& labels);
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps = 1000,
              double max_fpr = 0.3);
 
+// Image decisions at one threshold: score >= threshold is called defective.
+struct Decisions {
+  double threshold = 0.0;
+  int64_t true_positives = 0, false_positives = 0, true_negatives = 0, false_negatives = 0;
+
+  // FP / good images; NaN without good images.
+  double false_alarm_rate() const;
+  // FN / defective images; NaN without defective images.
+  double miss_rate() const;
+  // TP / images called defective; NaN when none is.
+  double precision() const;
+  // TP / defective images (1 - miss rate).
+  double recall() const;
+  // 2 TP / (2 TP + FP + FN); NaN without defective images or calls.
+  double f1() const;
+};
+
+// The decisions at `threshold`. `labels[i]` non-zero = defective. Throws
+// std::invalid_argument when the sizes differ.
+Decisions decide_at(const std::vector<double>& scores, const std::vector<int>& labels, double threshold);
+
+// The threshold, among the scores themselves, with the highest F1 (ties: the highest
+// such threshold, fewer false alarms), and its decisions; NaN threshold without
+// defective images.
+Decisions best_f1(const std::vector<double>& scores, const std::vector<int>& labels);
+
 }  // namespace pefm
