@@ -136,7 +136,7 @@ prepare() {
     done
   done
   step 1800 prepare-train.log "$BUILD/core/tools/pefm-train" --data "$data/train/good" --output "$q/model.pt" \
-      --device cpu "${train[@]}" || die "training the quality model (see prepare-train.log)"
+      --device cpu --folds 0 "${train[@]}" || die "training the quality model (see prepare-train.log)"
   rm -rf "$q/src"
   step 900 prepare-eval.log "$EVAL" --model "$q/model.pt" --data "$q/data" --device cpu --json "$q/cpu-eval.json" \
       || die "evaluating the quality model on the CPU (see prepare-eval.log)"

@@ -99,6 +99,7 @@ enum
   PROP_SKIP_LATE,
   PROP_INFERENCE_INTERVAL,
   PROP_STATS,
+  PROP_CALIBRATION,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -126,6 +127,9 @@ struct PefmState
   GstClockTime processing_max = 0;
   GstClockTime latency_reported = 0;
   bool latency_from_warmup = false;
+  /* what the loaded model states about its threshold (the `calibration` property), set in
+   * start under the object lock */
+  pefm::DecisionInfo decision;
 };
 
 struct _GstPefmFilter
@@ -255,6 +259,25 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
             pefm::kMinTileSize, kept), (NULL));
 }
 
+/* The `calibration` property: how the loaded model decides and the false-alarm rate it
+ * states (pefm-train --false-alarm-rate), empty of rates for a model without one. */
+static GstStructure *
+calibration_structure (const pefm::DecisionInfo & d)
+{
+  GstStructure *s = gst_structure_new ("pefm-calibration",
+      "calibrated", G_TYPE_BOOLEAN, d.calibrated,
+      "method", G_TYPE_STRING, d.method.c_str (),
+      "images", G_TYPE_INT64, d.images, NULL);
+  if (d.method == "conformal")
+    gst_structure_set (s,
+        "asked-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_target,
+        "stated-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_bound,
+        "estimated-false-alarm-rate", G_TYPE_DOUBLE, d.oos_false_alarm_rate,
+        "estimated-false-alarm-upper", G_TYPE_DOUBLE, d.oos_false_alarm_upper,
+        "folds", G_TYPE_INT64, d.folds, NULL);
+  return s;
+}
+
 static void
 gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, GParamSpec * pspec)
 {
@@ -283,6 +306,9 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
               "skipped-interval", G_TYPE_UINT64, self->state->skipped_interval,
               "latency", G_TYPE_UINT64, self->state->latency_reported,
               "processing-max", G_TYPE_UINT64, self->state->processing_max, NULL));
+      break;
+    case PROP_CALIBRATION:
+      g_value_take_boxed (value, calibration_structure (self->state->decision));
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -337,6 +363,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
     return FALSE;
   }
   GST_OBJECT_LOCK (self);
+  self->state->decision = self->state->detector->decision_info ();
   self->state->frames = self->state->inspected = 0;
   self->state->skipped_late = self->state->skipped_interval = 0;
   self->state->earliest = GST_CLOCK_TIME_NONE;
@@ -588,6 +615,8 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
         "raw-score", G_TYPE_DOUBLE, static_cast < double >(result->raw_score),
         "anomalous", G_TYPE_BOOLEAN, result->anomalous,
         "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
+    if (self->state->decision.method == "conformal")
+      gst_structure_set (s, "stated-false-alarm-rate", G_TYPE_DOUBLE, self->state->decision.false_alarm_bound, NULL);
     /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
     GValue boxes = G_VALUE_INIT;
     g_value_init (&boxes, GST_TYPE_ARRAY);
@@ -1022,6 +1051,22 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_STATS,
       g_param_spec_boxed ("stats", "Statistics", "Frames seen, inspected and skipped (and why); latency",
+          GST_TYPE_STRUCTURE, static_cast < GParamFlags > (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+
+  /**
+   * GstPefmFilter:calibration:
+   *
+   * How the loaded model decides (set when the element starts): "calibrated", "method"
+   * ("conformal", "mean+3std", or empty), "images" the threshold was set on, and for a
+   * conformal threshold (pefm-train --false-alarm-rate) "asked-false-alarm-rate",
+   * "stated-false-alarm-rate" (what the threshold guarantees for a new normal frame at
+   * threshold 0.5), "estimated-false-alarm-rate" and "estimated-false-alarm-upper" (out of
+   * sample, 95 % bound) and "folds". Each `pefm` message of such a model carries
+   * "stated-false-alarm-rate" too.
+   */
+  g_object_class_install_property (gobject_class, PROP_CALIBRATION,
+      g_param_spec_boxed ("calibration", "Calibration",
+          "How the loaded model decides and the false-alarm rate it states",
           GST_TYPE_STRUCTURE, static_cast < GParamFlags > (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
   gst_element_class_set_static_metadata (element_class, "PEFM anomaly detector",

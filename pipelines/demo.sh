@@ -63,7 +63,7 @@ fi
 say "Training ($backbones; $dataset; $EPOCHS epochs at 128 px)"
 pefm-train --data "$data/train/good" --output "$OUT/model.pt" \
   --source "$source_arch" --target "$target_arch" \
-  --image-size 128 --latent 64,128,256 --epochs "$EPOCHS"
+  --image-size 128 --latent 64,128,256 --epochs "$EPOCHS" --folds 3 --false-alarm-rate 0.05
 
 say "Pipeline: a folder of test images through pefmfilter"
 mkdir -p "$OUT/sample"

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
+#include <cmath>
 #include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "pefm/calibration.h"
 
@@ -41,6 +43,89 @@ TEST(Calibration, RejectsEmptyAndNonFiniteInput) {
 TEST(Calibration, UncalibratedPassesRawValuesThrough) {
   pefm::Calibration c;
   EXPECT_EQ(c.normalize(7.5), 7.5);
+}
+
+TEST(FalseAlarmThreshold, RankIsTheConformalOrderStatistic) {
+  std::vector<double> s;
+  for (int i = 1; i <= 99; ++i) s.push_back(100 - i);  // 1..99, shuffled order
+  auto t = pefm::conformal_threshold(s, 0.05);  // ceil(100 * 0.95) = 95
+  EXPECT_TRUE(t.enough);
+  EXPECT_EQ(t.rank, 95);
+  EXPECT_DOUBLE_EQ(t.threshold, 95.0);
+  EXPECT_NEAR(t.bound, 0.05, 1e-12);
+  t = pefm::conformal_threshold({3, 1, 2}, 0.3);  // ceil(4 * 0.7) = 3: the largest
+  EXPECT_EQ(t.rank, 3);
+  EXPECT_NEAR(t.bound, 0.25, 1e-12);
+  // Too few for 1 %: the largest score, and the rate 10 images support, 1/11.
+  t = pefm::conformal_threshold(std::vector<double>(10, 1.0), 0.01);
+  EXPECT_FALSE(t.enough);
+  EXPECT_EQ(t.rank, 10);
+  EXPECT_NEAR(t.bound, 1.0 / 11, 1e-12);
+  EXPECT_THROW(pefm::conformal_threshold({}, 0.05), std::invalid_argument);
+  EXPECT_THROW(pefm::conformal_threshold({1.0, NAN}, 0.05), std::invalid_argument);
+  EXPECT_THROW(pefm::conformal_threshold({1.0}, 0.0), std::invalid_argument);
+}
+
+// The guarantee itself, by simulation: over many calibration sets of 39 skewed normal
+// scores, a new normal score exceeds the threshold for F = 0.1 with probability
+// 1 - 36/40 = 0.1. mean + 3 std on the same sets gives no such rate.
+TEST(FalseAlarmThreshold, NewNormalScoresExceedItAtTheStatedRate) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const int trials = 4000, n = 39;
+  const auto draws = torch::randn({trials, n + 1}, gen).mul(0.8).exp();  // log-normal: right-skewed
+  int conformal_alarms = 0, mean3std_alarms = 0;
+  for (int t = 0; t < trials; ++t) {
+    const auto row = draws[t];
+    std::vector<double> cal(row.data_ptr<float>(), row.data_ptr<float>() + n);
+    const double fresh = row[n].item<double>();
+    const auto th = pefm::conformal_threshold(cal, 0.1);
+    ASSERT_NEAR(th.bound, 0.1, 1e-12);
+    conformal_alarms += fresh > th.threshold;
+    const auto c = torch::tensor(cal, torch::kFloat64);
+    mean3std_alarms += fresh > (c.mean() + 3 * c.std()).item<double>();
+  }
+  const double rate = conformal_alarms / double(trials);
+  EXPECT_NEAR(rate, 0.1, 0.015);  // binomial sd 0.0047
+  EXPECT_LT(mean3std_alarms / double(trials), 0.05) << "mean + 3 std states no rate; here it is far below 0.1";
+}
+
+TEST(FalseAlarmThreshold, LeaveOneOutCountsMatchRemovingEachScore) {
+  const std::vector<double> s = {0.3, 1.2, 0.7, 0.7, 2.5, 0.1, 0.9, 1.2, 3.1, 0.4, 0.8, 0.7};
+  for (double f : {0.05, 0.1, 0.2, 0.35}) {
+    int64_t brute = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+      std::vector<double> others = s;
+      others.erase(others.begin() + static_cast<long>(i));
+      auto t = pefm::conformal_threshold(others, f);
+      brute += s[i] > t.threshold;
+    }
+    EXPECT_EQ(pefm::leave_one_out_alarms(s, f), brute) << f;
+  }
+}
+
+TEST(FalseAlarmThreshold, ClopperPearsonUpperBound) {
+  EXPECT_NEAR(pefm::clopper_pearson_upper(0, 10), 1 - std::pow(0.05, 0.1), 1e-9);  // (1-p)^n = 0.05
+  EXPECT_NEAR(pefm::clopper_pearson_upper(0, 188), 1 - std::pow(0.05, 1.0 / 188), 1e-9);
+  EXPECT_DOUBLE_EQ(pefm::clopper_pearson_upper(5, 5), 1.0);
+  // k = 1, n = 20: (1-p)^20 + 20 p (1-p)^19 = 0.05 at p = 0.2161
+  EXPECT_NEAR(pefm::clopper_pearson_upper(1, 20), 0.21611, 1e-4);
+  EXPECT_LT(pefm::clopper_pearson_upper(1, 20), pefm::clopper_pearson_upper(2, 20));
+}
+
+TEST(FalseAlarmThreshold, SetOnACalibrationKeepsBaseBelowAndRecordsTheEstimate) {
+  auto maps = torch::rand({20, 8, 8}, at::make_generator<at::CPUGeneratorImpl>(3));
+  auto c = pefm::Calibration::from_normal(maps, std::get<0>(maps.flatten(1).max(1)));
+  std::vector<double> scores;
+  for (int i = 0; i < 20; ++i) scores.push_back(0.01 * i);  // all below the median pixel
+  c.set_false_alarm_threshold(scores, 0.1, 4);
+  EXPECT_EQ(c.method, "conformal");
+  EXPECT_DOUBLE_EQ(c.threshold, 0.18);  // rank ceil(21 * 0.9) = 19
+  EXPECT_LT(c.base, c.threshold);
+  EXPECT_NEAR(c.normalize(0.18), 0.5, 1e-12);
+  EXPECT_NEAR(c.false_alarm_bound, 1 - 19.0 / 21, 1e-12);
+  EXPECT_EQ(c.folds, 4);
+  EXPECT_DOUBLE_EQ(c.val_false_positive_rate, 0.05);
+  EXPECT_GE(c.oos_false_alarm_upper, c.oos_false_alarm_rate);
 }
 
 }  // namespace

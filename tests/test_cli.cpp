@@ -150,7 +150,7 @@ class Cli : public ::testing::Test {
             "--source", "mobilenet_v2=" + dir_->file("mobilenet_v2.pth"),
             "--target", "resnet18=" + dir_->file("resnet18.pth"),
             "--image-size", "64", "--latent", "8,8,8", "--epochs", std::to_string(epochs),
-            "--batch-size", "4", "--device", "cpu", "--val-fraction", "0.2"};
+            "--batch-size", "4", "--device", "cpu", "--folds", "0", "--val-fraction", "0.2"};
   }
 
   static pefm_test::TempDir* dir_;
@@ -163,7 +163,7 @@ TEST_F(Cli, HelpListsEveryOptionAndUnknownOptionsFail) {
   EXPECT_EQ(h.status, 0);
   for (const char* opt : {"--data", "--output", "--source", "--target", "--image-size", "--epochs", "--batch-size",
                           "--lr", "--weight-decay", "--latent", "--pe", "--device", "--seed", "--val-fraction",
-                          "--threads", "--resume"}) {
+                          "--folds", "--false-alarm-rate", "--threads", "--resume"}) {
     EXPECT_NE(h.output.find(opt), std::string::npos) << opt;
   }
   const auto bad = run({train_bin(), "--bogus", "1"});
@@ -527,7 +527,7 @@ TEST_F(Cli, EvalReportsTheOperatingPointAndPerImageScores) {
   const auto report = parse_json(pefm_test::slurp(json));
   const auto& op = report.at("operating_point");
   for (const char* key : {"threshold", "false_alarm_rate", "miss_rate", "precision", "recall", "f1",
-                          "model_false_alarm_rate"})
+                          "stated_false_alarm_rate", "calibration_method"})
     EXPECT_TRUE(op.contains(key)) << key << " missing in " << op;
   EXPECT_DOUBLE_EQ(op.at("threshold").get<double>(), 0.5);  // the calibrated threshold, normalised
   EXPECT_EQ(op.at("good_images"), 3);
@@ -587,6 +587,54 @@ TEST_F(Cli, EvalWithoutMasksReportsImageMetricsAndPixelMetricsAsAbsent) {
   EXPECT_TRUE(report.at("aupro").is_null()) << report;
   EXPECT_EQ(report.at("pixel_metrics").get<std::string>().rfind("absent", 0), 0u) << report;
   EXPECT_TRUE(report.at("operating_point").is_object()) << report;
+}
+
+// The default threshold: cross-fitted scores (each image scored by a model of the folds
+// that did not train on it) and their conformal quantile for --false-alarm-rate; too few
+// images for the rate asked are said, with the rate they support.
+TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
+  const auto with_folds = [&](const std::string& out, const std::string& rate) {
+    auto args = tiny_train(dir_->file("good"), out, 1);
+    const auto folds = std::find(args.begin(), args.end(), "--folds");
+    *(folds + 1) = "3";
+    args.erase(std::find(args.begin(), args.end(), "--val-fraction"), std::find(args.begin(), args.end(), "--val-fraction") + 2);
+    args.insert(args.end(), {"--false-alarm-rate", rate});
+    return args;
+  };
+  const auto model = out_.file("m.pt");
+  auto r = run(with_folds(model, "0.25"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* says : {"fold 1/3: trained on", "fold 3/3: trained on", "3 cross-fitting folds",
+                           "exceeds it with probability <= 18.18 %", "out-of-sample false-alarm rate"})
+    EXPECT_NE(r.output.find(says), std::string::npos) << says << "\n" << r.output;
+  EXPECT_EQ(r.output.find("too few images"), std::string::npos) << r.output;
+  const auto cal = pefm::load_model(model).calibration;
+  EXPECT_EQ(cal.method, "conformal");
+  EXPECT_EQ(cal.images, 10);  // every image, none held out
+  EXPECT_EQ(cal.folds, 3);
+  EXPECT_DOUBLE_EQ(cal.false_alarm_target, 0.25);
+  EXPECT_NEAR(cal.false_alarm_bound, 2.0 / 11, 1e-9);  // rank ceil(11 * 0.75) = 9 of 10
+  EXPECT_NEAR(cal.val_false_positive_rate, 0.1, 1e-9);  // one cross-fitted score above the 9th
+  EXPECT_GE(cal.oos_false_alarm_upper, cal.oos_false_alarm_rate);
+  EXPECT_EQ(pefm::load_model(model).training.at("folds"), "3");
+
+  // 10 images cannot support 1 %: said, with what they support (1/11) and what is needed.
+  r = run(with_folds(out_.file("few.pt"), "0.01"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("too few images for 1.00 %: 10 images support 9.09 % at best"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("99 are needed"), std::string::npos) << r.output;
+  EXPECT_NEAR(pefm::load_model(out_.file("few.pt")).calibration.false_alarm_bound, 1.0 / 11, 1e-9);
+
+  // A hold-out and cross-fitting are exclusive; one fold cannot cross-fit.
+  auto both = with_folds(out_.file("x.pt"), "0.1");
+  both.insert(both.end(), {"--val-fraction", "0.2"});
+  r = run(both);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--val-fraction applies with --folds 0 only"), std::string::npos) << r.output;
+  auto one = with_folds(out_.file("x.pt"), "0.1");
+  *(std::find(one.begin(), one.end(), "--folds") + 1) = "1";
+  r = run(one);
+  EXPECT_EQ(r.status, 2) << r.output;
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {

@@ -1171,6 +1171,65 @@ TEST(Element, MetaSurvivesVideoscaleAndTee) {
   gst_object_unref(pipeline);
 }
 
+// The `calibration` property and the messages say what the model states: a conformal
+// threshold's false-alarm rate and its estimate; a mean + 3 std threshold states none.
+TEST(Element, CalibrationPropertyAndMessagesStateTheModelsFalseAlarmRate) {
+  auto stated = pefm::load_model(g_model);
+  std::vector<double> scores;
+  for (int i = 0; i < 39; ++i) scores.push_back(stated.calibration.image_min + 0.01 * i);
+  stated.calibration.set_false_alarm_threshold(scores, 0.05, 5);
+  const std::string stated_path = g_dir->file("stated.pt");
+  pefm::save_model(stated, stated_path);
+  for (const auto& [path, conformal] : {std::pair<std::string, bool>{stated_path, true}, {g_model, false}}) {
+    const auto launch = "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! pefmfilter name=f device=cpu "
+                        "emit-messages=true model=" + path + " ! fakesink";
+    GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+    gst_element_set_state(pipeline, GST_STATE_PLAYING);
+    GstBus* bus = gst_element_get_bus(pipeline);
+    int with_rate = 0, messages = 0;
+    while (GstMessage* msg = gst_bus_timed_pop_filtered(
+               bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
+               static_cast<GstMessageType>(GST_MESSAGE_ELEMENT | GST_MESSAGE_EOS | GST_MESSAGE_ERROR))) {
+      const bool done = GST_MESSAGE_TYPE(msg) != GST_MESSAGE_ELEMENT;
+      if (!done && gst_structure_has_name(gst_message_get_structure(msg), "pefm")) {
+        double rate = -1;
+        with_rate += gst_structure_get_double(gst_message_get_structure(msg), "stated-false-alarm-rate", &rate);
+        if (conformal) {
+          EXPECT_DOUBLE_EQ(rate, 1 - 38.0 / 40);  // rank ceil(40 * 0.95) = 38 of 39
+        }
+        ++messages;
+      }
+      gst_message_unref(msg);
+      if (done) break;
+    }
+    EXPECT_EQ(messages, 2);
+    EXPECT_EQ(with_rate, conformal ? 2 : 0) << path;
+    GstElement* f = gst_bin_get_by_name(GST_BIN(pipeline), "f");
+    GstStructure* c = nullptr;
+    g_object_get(f, "calibration", &c, nullptr);
+    ASSERT_NE(c, nullptr);
+    EXPECT_STREQ(gst_structure_get_string(c, "method"), conformal ? "conformal" : "mean+3std");
+    double asked = -1, bound = -1, estimate = -1, upper = -1;
+    gint64 folds = 0;
+    EXPECT_EQ(gst_structure_get_double(c, "asked-false-alarm-rate", &asked), conformal);
+    if (conformal) {
+      EXPECT_DOUBLE_EQ(asked, 0.05);
+      EXPECT_TRUE(gst_structure_get_double(c, "stated-false-alarm-rate", &bound));
+      EXPECT_DOUBLE_EQ(bound, stated.calibration.false_alarm_bound);
+      EXPECT_TRUE(gst_structure_get_double(c, "estimated-false-alarm-rate", &estimate));
+      EXPECT_TRUE(gst_structure_get_double(c, "estimated-false-alarm-upper", &upper));
+      EXPECT_GE(upper, estimate);
+      EXPECT_TRUE(gst_structure_get_int64(c, "folds", &folds));
+      EXPECT_EQ(folds, 5);
+    }
+    gst_structure_free(c);
+    gst_object_unref(f);
+    gst_object_unref(bus);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(pipeline);
+  }
+}
+
 TEST(Element, PostsOneMessagePerFrameOrPerAnomalousFrame) {
   for (const char* mode : {"all", "anomalous"}) {
     const auto launch = std::string("videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 ! pefmfilter "

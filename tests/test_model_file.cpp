@@ -68,6 +68,26 @@ TEST_F(ModelFile, RoundTripGivesIdenticalOutputs) {
   EXPECT_TRUE(torch::equal(ra.scores, rb.scores));
 }
 
+TEST_F(ModelFile, AStatedFalseAlarmRateRoundTripsAndAForeignMethodIsRefused) {
+  std::vector<double> scores;
+  for (int i = 0; i < 30; ++i) scores.push_back(0.5 + 0.01 * i);
+  model_->calibration.set_false_alarm_threshold(scores, 0.05, 5);
+  pefm::save_model(*model_, path_);
+  const auto loaded = pefm::load_model(path_);
+  const auto& c = loaded.calibration;
+  EXPECT_EQ(c.method, "conformal");
+  EXPECT_DOUBLE_EQ(c.false_alarm_target, 0.05);
+  EXPECT_DOUBLE_EQ(c.false_alarm_bound, model_->calibration.false_alarm_bound);
+  EXPECT_EQ(c.folds, 5);
+  EXPECT_DOUBLE_EQ(c.oos_false_alarm_upper, model_->calibration.oos_false_alarm_upper);
+  EXPECT_DOUBLE_EQ(c.threshold, model_->calibration.threshold);
+  // A method this pefm does not know is refused, naming the key.
+  model_->calibration.method = "guesswork";
+  pefm::save_model(*model_, path_);
+  const auto msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("calibration.method"), std::string::npos) << msg;
+}
+
 TEST_F(ModelFile, SaveLeavesNoTemporaryFiles) {
   int files = 0;
   for (const auto& e : std::filesystem::directory_iterator(tmp_.path())) {

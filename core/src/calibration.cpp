@@ -76,4 +76,86 @@ Calibration Calibration::from_normal(const torch::Tensor& maps, const torch::Ten
   return c;
 }
 
+ConformalThreshold conformal_threshold(std::vector<double> scores, double target) {
+  if (scores.empty()) throw std::invalid_argument("a false-alarm threshold needs at least one normal image's score");
+  if (!(target > 0.0 && target < 1.0)) throw std::invalid_argument("the false-alarm rate must lie in (0, 1)");
+  for (double v : scores) {
+    if (!std::isfinite(v)) throw std::invalid_argument("a false-alarm threshold got a non-finite score");
+  }
+  std::sort(scores.begin(), scores.end());
+  const auto n = static_cast<int64_t>(scores.size());
+  ConformalThreshold t;
+  // ceil((n + 1)(1 - target)), guarded against rounding just above an integer
+  t.rank = static_cast<int64_t>(std::ceil((n + 1) * (1.0 - target) - 1e-9));
+  t.rank = std::max<int64_t>(t.rank, 1);
+  if (t.rank > n) {
+    t.enough = false;
+    t.rank = n;
+  }
+  t.threshold = scores[static_cast<size_t>(t.rank - 1)];
+  t.bound = 1.0 - static_cast<double>(t.rank) / static_cast<double>(n + 1);
+  return t;
+}
+
+int64_t leave_one_out_alarms(const std::vector<double>& scores, double target) {
+  const auto n = static_cast<int64_t>(scores.size());
+  if (n < 2) return 0;
+  std::vector<double> sorted = scores;
+  std::sort(sorted.begin(), sorted.end());
+  // The rule on n - 1 scores: rank ceil(n (1 - target)), at most n - 1.
+  int64_t rank = static_cast<int64_t>(std::ceil(n * (1.0 - target) - 1e-9));
+  rank = std::clamp<int64_t>(rank, 1, n - 1);
+  int64_t alarms = 0;
+  for (double v : scores) {
+    // Without v, the rank-th smallest of the others: sorted[rank - 1] when v lies above it,
+    // else the next one up.
+    const auto position = std::lower_bound(sorted.begin(), sorted.end(), v) - sorted.begin();
+    const double others = position >= rank ? sorted[static_cast<size_t>(rank - 1)] : sorted[static_cast<size_t>(rank)];
+    alarms += v > others;
+  }
+  return alarms;
+}
+
+double clopper_pearson_upper(int64_t k, int64_t n, double confidence) {
+  if (n <= 0) return 1.0;
+  if (k >= n) return 1.0;
+  // P(X <= k | n, p), summed in log space; decreasing in p.
+  const auto cdf = [&](double p) {
+    double sum = 0.0;
+    const double lp = std::log(p), lq = std::log1p(-p);
+    for (int64_t i = 0; i <= k; ++i) {
+      const double log_term = std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) + i * lp +
+                              (n - i) * lq;
+      sum += std::exp(log_term);
+    }
+    return sum;
+  };
+  double lo = 0.0, hi = 1.0;
+  for (int iter = 0; iter < 100; ++iter) {
+    const double mid = 0.5 * (lo + hi);
+    (cdf(mid) > 1.0 - confidence ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t fold_count) {
+  const auto t = conformal_threshold(scores, target);
+  method = "conformal";
+  threshold = t.threshold;
+  // base (the normalised 0) stays below the threshold: a high rate can put the threshold
+  // under the median normal pixel.
+  const double floor_gap = 1e-6 + 1e-3 * std::abs(threshold);
+  if (threshold - base < floor_gap) base = threshold - floor_gap;
+  false_alarm_target = target;
+  false_alarm_bound = t.bound;
+  folds = fold_count;
+  const auto n = static_cast<int64_t>(scores.size());
+  const int64_t alarms = leave_one_out_alarms(scores, target);
+  oos_false_alarm_rate = n > 1 ? static_cast<double>(alarms) / static_cast<double>(n) : NAN;
+  oos_false_alarm_upper = n > 1 ? clopper_pearson_upper(alarms, n) : NAN;
+  int64_t above = 0;
+  for (double v : scores) above += v > threshold;
+  val_false_positive_rate = static_cast<double>(above) / static_cast<double>(n);
+}
+
 }  // namespace pefm

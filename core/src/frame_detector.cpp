@@ -31,6 +31,23 @@ FrameDetector::~FrameDetector() = default;
 
 const Detector& FrameDetector::detector() const { return impl_->detector; }
 bool FrameDetector::calibrated() const { return impl_->detector.calibration().valid; }
+
+DecisionInfo FrameDetector::decision_info() const {
+  const auto& c = impl_->detector.calibration();
+  DecisionInfo d;
+  d.calibrated = c.valid;
+  if (!c.valid) return d;
+  d.method = c.method;
+  d.images = c.images;
+  if (c.method == "conformal") {
+    d.false_alarm_target = c.false_alarm_target;
+    d.false_alarm_bound = c.false_alarm_bound;
+    d.oos_false_alarm_rate = c.oos_false_alarm_rate;
+    d.oos_false_alarm_upper = c.oos_false_alarm_upper;
+    d.folds = c.folds;
+  }
+  return d;
+}
 std::string FrameDetector::device() const { return impl_->detector.device().str(); }
 
 int FrameDetector::trained_tile() const {

@@ -37,6 +37,7 @@ class MetaReader {
   MetaReader(const std::map<std::string, std::string>& meta, const std::string& origin)
       : meta_(meta), origin_(origin) {}
 
+  bool has(const std::string& key) const { return meta_.count(key) > 0; }
   const std::string& str(const std::string& key) const {
     const auto it = meta_.find(key);
     if (it == meta_.end()) throw ModelFileError("model file '" + origin_ + "' lacks '" + key + "'");
@@ -127,6 +128,16 @@ Container model_container(const Model& model, const char* format) {
     for (const auto& [name, field] : kCalibrationFields) c.meta[std::string("calibration.") + name] = fmt(cal.*field);
     c.meta["calibration.image_quantiles"] = join(cal.image_quantiles);
     c.meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
+    c.meta["calibration.method"] = cal.method;
+    if (cal.method == "conformal") {
+      c.meta["calibration.false_alarm_target"] = fmt(cal.false_alarm_target);
+      c.meta["calibration.false_alarm_bound"] = fmt(cal.false_alarm_bound);
+      c.meta["calibration.folds"] = std::to_string(cal.folds);
+      if (std::isfinite(cal.oos_false_alarm_rate)) {
+        c.meta["calibration.oos_false_alarm_rate"] = fmt(cal.oos_false_alarm_rate);
+        c.meta["calibration.oos_false_alarm_upper"] = fmt(cal.oos_false_alarm_upper);
+      }
+    }
   }
   for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
   for (const auto& [name, t] : module_state(*model.net)) c.tensors["net." + name] = t;
@@ -270,6 +281,26 @@ Model container_model(const Container& c, const std::string& origin, const char*
     cal.pixel_quantiles = meta.list("calibration.pixel_quantiles");
     if (!(cal.threshold > cal.base)) {
       throw ModelFileError("model file '" + origin + "' has an invalid calibration (threshold <= base)");
+    }
+    // A stated false-alarm rate (files from before it have none: "mean+3std").
+    if (meta.has("calibration.method")) cal.method = meta.str("calibration.method");
+    if (cal.method == "conformal") {
+      const auto rate = [&](const char* key) {
+        const double v = meta.num(key);
+        if (!(v >= 0.0 && v <= 1.0)) throw ModelFileError("model file '" + origin + "': '" + key + "' is not a rate in 0..1");
+        return v;
+      };
+      cal.false_alarm_target = rate("calibration.false_alarm_target");
+      cal.false_alarm_bound = rate("calibration.false_alarm_bound");
+      cal.folds = meta.integer("calibration.folds");
+      if (cal.folds < 2 || cal.folds > 1000)
+        throw ModelFileError("model file '" + origin + "': calibration.folds " + std::to_string(cal.folds) + " is not in 2..1000");
+      if (meta.has("calibration.oos_false_alarm_rate")) {
+        cal.oos_false_alarm_rate = rate("calibration.oos_false_alarm_rate");
+        cal.oos_false_alarm_upper = rate("calibration.oos_false_alarm_upper");
+      }
+    } else if (cal.method != "mean+3std") {
+      throw ModelFileError("model file '" + origin + "': unknown calibration.method '" + cal.method + "'");
     }
   }
   for (const auto& [k, v] : c.meta) {

@@ -268,8 +268,13 @@ int run(int argc, char** argv) {
   std::cout << std::left << std::setw(14) << "overall" << std::right << std::setw(8) << overall.images << "      "
             << pct(overall.image_auroc) << "      " << pct(overall.pixel_auroc) << "  " << pct(overall.aupro) << "\n"
             << "(percent; per type: that defect type plus good; " << cli::format_duration(seconds) << ")\n";
-  if (at_model)
+  if (at_model) {
     std::cout << "at the model's threshold: " << decisions_line(*at_model) << "\n";
+    if (cal.method == "conformal")
+      std::cout << "  (the model states a false-alarm rate <= " << cal.false_alarm_bound * 100 << " %, estimated "
+                << cal.oos_false_alarm_rate * 100 << " %, 95 % upper bound " << cal.oos_false_alarm_upper * 100
+                << " %)\n";
+  }
   else
     std::cout << "the model has no calibrated threshold (trained with --val-fraction 0): no decisions at it\n";
   std::cout << "at the best-F1 threshold of this test set (" << (cal.valid ? cal.normalize(at_best.threshold) : at_best.threshold)
@@ -305,10 +310,16 @@ int run(int argc, char** argv) {
     cli::Json operating_point = nullptr;
     if (at_model) {
       operating_point = decisions_json(*at_model, cal);
-      // What the model file states about its own threshold: today the false-positive rate
-      // on the held-out images that also set it (an in-sample figure).
-      operating_point["model_false_alarm_rate"] = cal.val_false_positive_rate;
-      operating_point["model_false_alarm_images"] = cal.images;
+      // What the model file states about its own threshold: the false-alarm rate it
+      // guarantees and its out-of-sample estimate (pefm-train --false-alarm-rate), or for a
+      // mean + 3 std threshold no stated rate.
+      operating_point["calibration_method"] = cal.method;
+      const bool stated = cal.method == "conformal";
+      operating_point["stated_false_alarm_rate"] = stated ? cli::Json(cal.false_alarm_bound) : cli::Json(nullptr);
+      operating_point["asked_false_alarm_rate"] = stated ? cli::Json(cal.false_alarm_target) : cli::Json(nullptr);
+      operating_point["model_oos_false_alarm_rate"] = cal.oos_false_alarm_rate;
+      operating_point["model_oos_false_alarm_upper"] = cal.oos_false_alarm_upper;
+      operating_point["calibration_images"] = cal.images;
     }
     cli::write_json(json, {{"model", args.get("model")},
                            {"data", args.get("data")},

@@ -2,7 +2,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -78,11 +80,98 @@ std::string losses(const EpochResult& r) {
   return s.str();
 }
 
+// Every sample's source image as a group number: tiles of one image share it, so a split
+// never puts one image on both sides.
+std::vector<size_t> source_groups(const std::vector<Sample>& samples, size_t* n_groups) {
+  std::map<std::string, size_t> ids;
+  std::vector<size_t> group(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) group[i] = ids.emplace(samples[i].path, ids.size()).first->second;
+  *n_groups = ids.size();
+  return group;
+}
+
+// The groups in an order shuffled by `seed`.
+std::vector<size_t> shuffled_groups(size_t n_groups, uint64_t seed) {
+  std::vector<size_t> order(n_groups);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+  return order;
+}
+
+// The detector's raw maps and per-source-image scores (the maximum over an image's tiles,
+// as a tiled frame is scored) of `samples`.
+void score_samples(const std::shared_ptr<Model>& model, const std::string& device, const std::vector<Sample>& samples,
+                   int64_t image_size, std::vector<torch::Tensor>* maps, std::map<std::string, double>* image_scores) {
+  Detector detector(model, {device});
+  for (size_t i = 0; i < samples.size() && !cli::stop_requested(); i += 32) {
+    const size_t end = std::min(samples.size(), i + 32);
+    const auto r = detector.detect_preprocessed(preprocess_batch(samples, i, end, image_size));
+    maps->push_back(r.maps.cpu());
+    const auto s = r.scores.cpu().to(torch::kFloat64);
+    for (size_t j = i; j < end; ++j) {
+      const double v = s[static_cast<int64_t>(j - i)].item<double>();
+      auto [it, fresh] = image_scores->emplace(samples[j].path, v);
+      if (!fresh) it->second = std::max(it->second, v);
+    }
+  }
+}
+
+// Cross-fitting: each source image scored by a model trained, with the same settings,
+// on the other folds only. Returns false when interrupted.
+bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig& config, const std::string& src_weights,
+               const std::string& tgt_weights, const TrainOptions& opts, int64_t epochs, const torch::Device& device,
+               std::vector<torch::Tensor>* maps, std::map<std::string, double>* image_scores) {
+  size_t n_groups = 0;
+  const auto group = source_groups(samples, &n_groups);
+  const auto order = shuffled_groups(n_groups, opts.seed + 1);
+  std::vector<int> fold_of(n_groups);
+  for (size_t r = 0; r < order.size(); ++r) fold_of[order[r]] = static_cast<int>(r % static_cast<size_t>(folds));
+  const bool tty = cli::stderr_is_tty();
+  for (int f = 0; f < folds && !cli::stop_requested(); ++f) {
+    const auto t_fold = Clock::now();
+    std::vector<Sample> fit, held;
+    for (size_t i = 0; i < samples.size(); ++i) (fold_of[group[i]] == f ? held : fit).push_back(samples[i]);
+    torch::manual_seed(opts.seed + 1 + static_cast<uint64_t>(f));
+    auto model = std::make_shared<Model>(Model::create(config, src_weights, tgt_weights));
+    {
+      Trainer trainer(*model, opts, device);
+      for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
+        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config.image_size));
+      for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
+        std::optional<cli::Progress> bar;
+        const auto result = trainer.train_epoch([&](int64_t done, int64_t total) {
+          if (!bar)
+            bar.emplace("fold " + std::to_string(f + 1) + "/" + std::to_string(folds) + " epoch " + std::to_string(epoch) +
+                            "/" + std::to_string(epochs),
+                        total, tty);
+          bar->update(done);
+          return !cli::stop_requested();
+        });
+        if (!result.completed) break;
+      }
+    }
+    if (cli::stop_requested()) break;
+    score_samples(model, device.str(), held, config.image_size, maps, image_scores);
+    std::cerr << (tty ? "\r\033[K" : "") << "fold " << f + 1 << "/" << folds << ": trained on " << fit.size()
+              << ", scored " << held.size() << "  " << cli::format_duration(seconds_since(t_fold)) << std::endl;
+  }
+  return !cli::stop_requested();
+}
+
+std::string percent(double v) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(2) << v * 100 << " %";
+  return s.str();
+}
+
 int run(int argc, char** argv) {
   cli::Args args("pefm-train", "--data DIR [--data DIR ...] --output MODEL.pt [options]",
                  "Trains a PEFM anomaly detector from folders of normal (defect-free) images.\n"
                  "Backbone features are computed once and cached; each epoch trains only the\n"
-                 "mapping networks. A held-out part of the images calibrates the scores.\n"
+                 "mapping networks. The decision threshold has a stated false-alarm rate: each\n"
+                 "image is scored by a model trained on the other folds (cross-fitting), the\n"
+                 "threshold is a conformal quantile of those scores, and the shipped model is\n"
+                 "trained on every image.\n"
                  "Ctrl-C stops cleanly: no partial model is written, --resume continues.");
   args.option("data", "DIR", "folder of normal images (png, jpg, bmp, tif; 8/16-bit; gray, RGB, RGBA)", "", true, true);
   args.option("output", "MODEL.pt", "model file to write (atomically)", "", true);
@@ -98,7 +187,10 @@ int run(int argc, char** argv) {
   args.option("fusion", "MODE", "scale fusion: mean or product", "mean");
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
-  args.option("val-fraction", "F", "share of images held out for calibration", "0.1");
+  args.option("false-alarm-rate", "F", "the rate at which a new normal image may be called anomalous, at most", "0.01");
+  args.option("folds", "K", "cross-fitting folds for the threshold (K extra trainings on (K-1)/K of the images); "
+              "0: hold out --val-fraction instead, threshold mean + 3 std, no stated rate", "5");
+  args.option("val-fraction", "F", "with --folds 0: share of images held out for calibration", "0.1");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("tile", "N", "train on N x N tiles of native pixels (line-scan / high resolution; use the same tile-size in pefmfilter)", "0");
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
@@ -124,7 +216,12 @@ int run(int argc, char** argv) {
   opts.lr = args.number("lr", 1e-12, 10.0);
   opts.weight_decay = args.number("weight-decay", 0.0, 1.0);
   opts.seed = static_cast<uint64_t>(args.integer("seed", 0, INT64_MAX));
-  const double val_fraction = args.number("val-fraction", 0.0, 0.9);
+  const int folds = static_cast<int>(args.integer("folds", 0, 100));
+  if (folds == 1) throw cli::UsageError("--folds 1 cannot cross-fit: use 2 or more, or 0 for a hold-out");
+  const double false_alarm_rate = args.number("false-alarm-rate", 1e-6, 0.5);
+  if (folds > 0 && args.has("val-fraction"))
+    throw cli::UsageError("--val-fraction applies with --folds 0 only (cross-fitting trains on every image)");
+  const double val_fraction = folds > 0 ? 0.0 : args.number("val-fraction", 0.0, 0.9);
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const std::string output = args.get("output");
   const std::string ckpt_path = output + ".ckpt";
@@ -193,15 +290,18 @@ int run(int argc, char** argv) {
     std::cout << "tiles: " << samples.size() << " images -> " << tiles.size() << " tiles of " << tile << " px\n";
     samples = std::move(tiles);
   }
-  // Deterministic split: shuffle by seed, hold out the first val_fraction.
-  std::vector<size_t> order(samples.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), std::mt19937_64(opts.seed));
-  size_t n_val = static_cast<size_t>(std::llround(val_fraction * samples.size()));
-  if (val_fraction > 0 && n_val == 0 && samples.size() >= 2) n_val = 1;
-  n_val = std::min(n_val, samples.size() - 1);
+  // With --folds 0, a deterministic hold-out: source images shuffled by seed, the first
+  // val_fraction of them (all their tiles) held out.
+  size_t n_groups = 0;
+  const auto group = source_groups(samples, &n_groups);
+  const auto order = shuffled_groups(n_groups, opts.seed);
+  size_t n_val = static_cast<size_t>(std::llround(val_fraction * static_cast<double>(n_groups)));
+  if (val_fraction > 0 && n_val == 0 && n_groups >= 2) n_val = 1;
+  n_val = std::min(n_val, n_groups - 1);
+  std::vector<bool> held_out(n_groups, false);
+  for (size_t r = 0; r < n_val; ++r) held_out[order[r]] = true;
   std::vector<Sample> val, train;
-  for (size_t i = 0; i < order.size(); ++i) (i < n_val ? val : train).push_back(std::move(samples[order[i]]));
+  for (size_t i = 0; i < samples.size(); ++i) (held_out[group[i]] ? val : train).push_back(std::move(samples[i]));
   samples.clear();
 
   std::map<std::string, std::string> settings = {
@@ -211,7 +311,8 @@ int run(int argc, char** argv) {
       {"weight_decay", args.get("weight-decay")}, {"seed", std::to_string(opts.seed)},
       {"val_fraction", args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
-      {"tile", std::to_string(tile)},
+      {"tile", std::to_string(tile)}, {"folds", std::to_string(folds)},
+      {"false_alarm_rate", args.get("false-alarm-rate")},
   };
 
   Model model;
@@ -238,7 +339,8 @@ int run(int argc, char** argv) {
     if (!differs.empty()) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration: " + differs);
     }
-    for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile"}) {
+    for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile",
+                            "folds", "false_alarm_rate"}) {
       if (ck.model.training[key] != settings[key]) {
         throw cli::UsageError(std::string("--resume: '") + ckpt_path + "' was made with " + key + "=" +
                               ck.model.training[key] + ", this run has " + settings[key]);
@@ -318,37 +420,65 @@ int run(int argc, char** argv) {
     }
   }
 
-  // Calibration on the held-out normal images (or, without any, the training images).
-  const auto& calib = val.empty() ? train : val;
-  if (val.empty()) std::cout << "warning: no held-out images (--val-fraction 0); calibrating on training images, thresholds will be optimistic\n";
   auto shared = std::make_shared<Model>(std::move(model));
-  Detector detector(shared, {device.str()});
-  std::vector<torch::Tensor> maps, scores;
-  cli::Progress cp("calibration", static_cast<int64_t>(calib.size()), tty);
-  for (size_t i = 0; i < calib.size() && !cli::stop_requested(); i += 32) {
-    const size_t end = std::min(calib.size(), i + 32);
-    const auto r = detector.detect_preprocessed(preprocess_batch(calib, i, end, config.image_size));
-    maps.push_back(r.maps.cpu());
-    scores.push_back(r.scores.cpu());
-    cp.update(static_cast<int64_t>(end));
+  if (folds > 0) {
+    // Cross-fitted scores of every image; the threshold is their conformal quantile.
+    std::vector<torch::Tensor> maps;
+    std::map<std::string, double> image_scores;
+    if (!cross_fit(train, folds, config, src_weights, tgt_weights, opts, epochs, device, &maps, &image_scores)) {
+      std::cout << "\ninterrupted during cross-fitting: no model written; '" << ckpt_path
+                << "' holds the trained model; run the same command with --resume to calibrate and save\n";
+      return 130;
+    }
+    std::vector<double> scores;
+    for (const auto& [path, v] : image_scores) scores.push_back(v);
+    const auto score_t = torch::tensor(scores, torch::kFloat64);
+    shared->calibration = Calibration::from_normal(torch::cat(maps), score_t);
+    shared->calibration.set_false_alarm_threshold(scores, false_alarm_rate, folds);
+  } else {
+    // Calibration on the held-out normal images (or, without any, the training images).
+    const auto& calib = val.empty() ? train : val;
+    if (val.empty()) std::cout << "warning: no held-out images (--val-fraction 0); calibrating on training images, thresholds will be optimistic\n";
+    std::vector<torch::Tensor> maps;
+    std::map<std::string, double> image_scores;
+    score_samples(shared, device.str(), calib, config.image_size, &maps, &image_scores);
+    if (cli::stop_requested()) {
+      std::cout << "interrupted: no model written; rerun with --resume to calibrate and save\n";
+      return 130;
+    }
+    std::vector<double> scores;
+    for (const auto& [path, v] : image_scores) scores.push_back(v);
+    shared->calibration = Calibration::from_normal(torch::cat(maps), torch::tensor(scores, torch::kFloat64));
   }
-  cp.finish();
-  if (cli::stop_requested()) {
-    std::cout << "interrupted: no model written; rerun with --resume to calibrate and save\n";
-    return 130;
-  }
-  shared->calibration = Calibration::from_normal(torch::cat(maps), torch::cat(scores));
   save_model(*shared, output);
   std::filesystem::remove(ckpt_path);
 
   const auto& cal = shared->calibration;
   std::cout << "\nsummary\n"
-            << "  images       " << train.size() << " train, " << val.size() << " held out, " << skipped << " skipped\n"
+            << "  images       " << train.size() << " train, " << val.size() << " held out, " << skipped << " skipped"
+            << (folds > 0 ? ", " + std::to_string(folds) + " cross-fitting folds" : std::string()) << "\n"
             << "  features     " << cli::format_duration(feature_seconds) << "\n"
             << "  training     " << cli::format_duration(train_seconds) << " (" << epochs << " epochs)";
   if (last.epoch > 0) std::cout << ", final " << losses(last);
-  std::cout << "\n  calibration  threshold " << cal.threshold << " (raw), base " << cal.base << ", held-out false positives "
-            << cal.val_false_positive_rate * 100 << " %\n"
+  if (cal.method == "conformal") {
+    std::cout << "\n  threshold    " << cal.threshold << " (raw): a new normal image exceeds it with probability <= "
+              << percent(cal.false_alarm_bound) << " (asked: " << percent(cal.false_alarm_target) << "; conformal, "
+              << cal.images << " images each scored by a model of " << cal.folds << " folds that did not train on it)\n";
+    if (cal.false_alarm_bound > cal.false_alarm_target + 1e-12) {
+      std::cout << "  WARNING      too few images for " << percent(cal.false_alarm_target) << ": " << cal.images
+                << " images support " << percent(cal.false_alarm_bound) << " at best (1/(n+1)); "
+                << static_cast<int64_t>(std::ceil(1.0 / cal.false_alarm_target - 1.0)) << " are needed\n";
+    }
+    std::cout << "  estimate     out-of-sample false-alarm rate " << percent(cal.oos_false_alarm_rate)
+              << " (leave one out), 95 % upper bound " << percent(cal.oos_false_alarm_upper) << "\n"
+              << "               (the bound holds for the fold models; the shipped model, trained on all "
+                 "images, typically scores normal images a little lower)\n";
+  } else {
+    std::cout << "\n  calibration  threshold " << cal.threshold << " (raw), mean + 3 std of " << cal.images
+              << " held-out images, no stated false-alarm rate (--folds 0); above it: "
+              << cal.val_false_positive_rate * 100 << " % of them\n";
+  }
+  std::cout
             << "  output       " << output << " (" << cli::format_bytes(std::filesystem::file_size(output)) << ")\n"
             << "  total        " << cli::format_duration(seconds_since(t_start)) << "\n";
   return 0;

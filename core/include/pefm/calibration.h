@@ -4,14 +4,18 @@
 //
 //   normalised(x) = clamp(0.5 + 0.5 * (x - threshold) / (threshold - base), 0, 1)
 //
-// `threshold` = mean + 3 std of the held-out normal images' image scores, so a normal
-// image scores below 0.5 and the calibrated decision boundary sits at exactly 0.5
+// `threshold` = the conformal threshold of a stated false-alarm rate (pefm-train
+// --false-alarm-rate, from cross-fitted scores: set_false_alarm_threshold), or for models
+// trained with a hold-out (--folds 0) and older files, mean + 3 std of the held-out normal
+// images' image scores; either way the calibrated decision boundary sits at exactly 0.5
 // (anomalib's convention); `base` = median of the normal pixel scores, which maps to 0.
 // One mapping serves image scores and heat-map pixels alike, so a frame is anomalous
 // exactly when some pixel of its map is: regions and decisions always agree.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -25,9 +29,19 @@ struct Calibration {
   double base = 0.0;           // raw score that maps to 0.0
   double image_mean = 0.0, image_std = 0.0, image_min = 0.0, image_max = 0.0;
   double pixel_mean = 0.0, pixel_std = 0.0;
-  double val_false_positive_rate = 0.0;  // held-out normals above threshold
+  double val_false_positive_rate = 0.0;  // normals above threshold (the images that set it)
   std::vector<double> image_quantiles;   // 0%, 1%, ..., 100% of normal image scores
   std::vector<double> pixel_quantiles;   // same, over all normal pixels
+
+  // How the threshold was set. "mean+3std": mean + 3 std of held-out normal images' scores
+  // (no stated rate). "conformal": the stated false-alarm rate below, from cross-fitted
+  // scores (set_false_alarm_threshold); the other fields are NaN / 0 otherwise.
+  std::string method = "mean+3std";
+  double false_alarm_target = NAN;     // F asked for (pefm-train --false-alarm-rate)
+  double false_alarm_bound = NAN;      // what the threshold guarantees: 1 - k / (n + 1)
+  int64_t folds = 0;                   // cross-fitting folds the scores came from
+  double oos_false_alarm_rate = NAN;   // out-of-sample estimate (leave one out)
+  double oos_false_alarm_upper = NAN;  // its one-sided 95 % Clopper-Pearson upper bound
 
   // Without valid calibration the raw value is returned unchanged.
   double normalize(double raw) const;
@@ -38,6 +52,33 @@ struct Calibration {
   // Builds the statistics from normal images' maps [N, H, W] and scores [N].
   // Throws std::invalid_argument on empty input or non-finite values.
   static Calibration from_normal(const torch::Tensor& maps, const torch::Tensor& scores);
+
+  // Replaces the threshold by the conformal one for `target` (conformal_threshold) on
+  // `scores`, n normal images' scores from models that did not train on them, and records
+  // the rate, its bound and the out-of-sample estimate. Throws std::invalid_argument for an
+  // empty or non-finite `scores` or a target outside (0, 1).
+  void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds);
 };
+
+// The order-statistic (split-conformal) threshold: the k-th smallest of n scores, k =
+// ceil((n + 1)(1 - target)). For a new score exchangeable with them, P(new > threshold)
+// <= 1 - k / (n + 1) = bound <= target. With n < 1 / target - 1 there are too few scores
+// for `target`: k is then n (the largest score) and the bound 1 / (n + 1), the smallest
+// rate n scores support.
+struct ConformalThreshold {
+  double threshold = 0.0;
+  int64_t rank = 0;  // k, 1-based
+  double bound = 0.0;
+  bool enough = true;  // n supports `target`
+};
+ConformalThreshold conformal_threshold(std::vector<double> scores, double target);
+
+// Leave-one-out estimate of the false-alarm rate of that rule: each score judged against
+// the threshold the other n - 1 give. Returns the number of alarms.
+int64_t leave_one_out_alarms(const std::vector<double>& scores, double target);
+
+// One-sided upper confidence bound on a binomial rate after `k` events in `n` trials
+// (Clopper-Pearson): the p with P(X <= k | n, p) = 1 - confidence; 1 when k == n.
+double clopper_pearson_upper(int64_t k, int64_t n, double confidence = 0.95);
 
 }  // namespace pefm

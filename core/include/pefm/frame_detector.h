@@ -9,6 +9,7 @@
 // policy, normalise, decide, regions).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +30,18 @@ struct Model;
 // so, empty when nothing changed. Throws std::invalid_argument / std::runtime_error for a
 // device that is malformed or absent (resolve_device).
 std::string settle_precision(DetectorOptions& options);
+
+// What a model states about its decision threshold (Calibration's, without LibTorch).
+struct DecisionInfo {
+  bool calibrated = false;
+  std::string method;                   // "conformal", "mean+3std"; empty when uncalibrated
+  double false_alarm_target = NAN;      // conformal only: the rate asked for ...
+  double false_alarm_bound = NAN;       // ... the rate the threshold guarantees ...
+  double oos_false_alarm_rate = NAN;    // ... its out-of-sample estimate ...
+  double oos_false_alarm_upper = NAN;   // ... and that estimate's 95 % upper bound
+  int64_t images = 0;                   // normal images the threshold was set on
+  int64_t folds = 0;                    // cross-fitting folds (conformal)
+};
 
 class FrameDetector {
  public:
@@ -51,6 +64,7 @@ class FrameDetector {
 
   const Detector& detector() const;
   bool calibrated() const;
+  DecisionInfo decision_info() const;
   // Tile size the model was trained on (pefm-train --tile), 0 for whole images; throws
   // std::invalid_argument for a stored value outside 0 and kMinTileSize..65536.
   int trained_tile() const;
