@@ -272,8 +272,7 @@ calibration_structure (const pefm::DecisionInfo & d)
     gst_structure_set (s,
         "asked-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_target,
         "stated-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_bound,
-        "estimated-false-alarm-rate", G_TYPE_DOUBLE, d.oos_false_alarm_rate,
-        "estimated-false-alarm-upper", G_TYPE_DOUBLE, d.oos_false_alarm_upper,
+        "false-alarm-upper95", G_TYPE_DOUBLE, d.false_alarm_upper95,
         "folds", G_TYPE_INT64, d.folds, NULL);
   return s;
 }
@@ -323,6 +322,10 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
   std::string model, device;
   GstPefmPrecision precision;
+
+  GST_OBJECT_LOCK (self);
+  self->state->decision = pefm::DecisionInfo ();      /* no stale model's, if loading fails */
+  GST_OBJECT_UNLOCK (self);
 
   GST_OBJECT_LOCK (self);
   model = self->model ? self->model : "";
@@ -615,7 +618,8 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
         "raw-score", G_TYPE_DOUBLE, static_cast < double >(result->raw_score),
         "anomalous", G_TYPE_BOOLEAN, result->anomalous,
         "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
-    if (self->state->decision.method == "conformal")
+    /* the rate holds at the calibrated threshold only */
+    if (self->state->decision.method == "conformal" && threshold == 0.5)
       gst_structure_set (s, "stated-false-alarm-rate", G_TYPE_DOUBLE, self->state->decision.false_alarm_bound, NULL);
     /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
     GValue boxes = G_VALUE_INIT;
@@ -1060,9 +1064,10 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * ("conformal", "mean+3std", or empty), "images" the threshold was set on, and for a
    * conformal threshold (pefm-train --false-alarm-rate) "asked-false-alarm-rate",
    * "stated-false-alarm-rate" (what the threshold guarantees for a new normal frame at
-   * threshold 0.5), "estimated-false-alarm-rate" and "estimated-false-alarm-upper" (out of
-   * sample, 95 % bound) and "folds". Each `pefm` message of such a model carries
-   * "stated-false-alarm-rate" too.
+   * threshold 0.5), "false-alarm-upper95" (the rate at most, with 95 % confidence over the
+   * calibration images) and "folds". The rates hold at threshold 0.5, at the precision
+   * (fp32) and tiling the model was calibrated with. Each `pefm` message of such a model
+   * decided at threshold 0.5 carries "stated-false-alarm-rate" too.
    */
   g_object_class_install_property (gobject_class, PROP_CALIBRATION,
       g_param_spec_boxed ("calibration", "Calibration",

@@ -20,6 +20,7 @@
 #include "common.h"
 #include "pefm-io/image_io.h"
 #include "pefm/backbone.h"
+#include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/frame_detector.h"
 #include "pefm/model_file.h"
@@ -605,7 +606,7 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
   auto r = run(with_folds(model, "0.25"));
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* says : {"fold 1/3: trained on", "fold 3/3: trained on", "3 cross-fitting folds",
-                           "exceeds it with probability <= 18.18 %", "out-of-sample false-alarm rate"})
+                           "exceeds it with probability <= 18.18 %"})
     EXPECT_NE(r.output.find(says), std::string::npos) << says << "\n" << r.output;
   EXPECT_EQ(r.output.find("too few images"), std::string::npos) << r.output;
   const auto cal = pefm::load_model(model).calibration;
@@ -615,7 +616,9 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
   EXPECT_DOUBLE_EQ(cal.false_alarm_target, 0.25);
   EXPECT_NEAR(cal.false_alarm_bound, 2.0 / 11, 1e-9);  // rank ceil(11 * 0.75) = 9 of 10
   EXPECT_NEAR(cal.val_false_positive_rate, 0.1, 1e-9);  // one cross-fitted score above the 9th
-  EXPECT_GE(cal.oos_false_alarm_upper, cal.oos_false_alarm_rate);
+  EXPECT_DOUBLE_EQ(cal.false_alarm_upper95, pefm::clopper_pearson_upper(1, 10));  // n - k = 1
+  EXPECT_NE(r.output.find("with 95 % probability over these calibration images the rate is <="), std::string::npos)
+      << r.output;
   EXPECT_EQ(pefm::load_model(model).training.at("folds"), "3");
 
   // 10 images cannot support 1 %: said, with what they support (1/11) and what is needed.
@@ -624,6 +627,15 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
   EXPECT_NE(r.output.find("too few images for 1.00 %: 10 images support 9.09 % at best"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("99 are needed"), std::string::npos) << r.output;
   EXPECT_NEAR(pefm::load_model(out_.file("few.pt")).calibration.false_alarm_bound, 1.0 / 11, 1e-9);
+
+  // More folds than images is refused before any training.
+  auto many = with_folds(out_.file("x.pt"), "0.1");
+  *(std::find(many.begin(), many.end(), "--folds") + 1) = "11";
+  r = run(many);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--folds 11 needs at least 11 source images; the --data folders hold 10"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("epoch 1/"), std::string::npos) << r.output;
 
   // A hold-out and cross-fitting are exclusive; one fold cannot cross-fit.
   auto both = with_folds(out_.file("x.pt"), "0.1");

@@ -85,9 +85,14 @@ ConformalThreshold conformal_threshold(std::vector<double> scores, double target
   std::sort(scores.begin(), scores.end());
   const auto n = static_cast<int64_t>(scores.size());
   ConformalThreshold t;
-  // ceil((n + 1)(1 - target)), guarded against rounding just above an integer
-  t.rank = static_cast<int64_t>(std::ceil((n + 1) * (1.0 - target) - 1e-9));
-  t.rank = std::max<int64_t>(t.rank, 1);
+  // The smallest k with 1 - k / (n + 1) <= target, i.e. k >= (n + 1)(1 - target). The
+  // product can land a rounding error above an integer (99 scores, 5 %: 95.000...01), so
+  // it is rounded up after a tiny allowance, then stepped until the bound (compared with
+  // the same allowance for its own rounding) is at most the target.
+  const double need = static_cast<double>(n + 1) * (1.0 - target);
+  t.rank = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(need - 1e-9)));
+  const auto bound_at = [&](int64_t k) { return 1.0 - static_cast<double>(k) / static_cast<double>(n + 1); };
+  while (t.rank <= n && bound_at(t.rank) > target + 1e-12) ++t.rank;
   if (t.rank > n) {
     t.enough = false;
     t.rank = n;
@@ -95,25 +100,6 @@ ConformalThreshold conformal_threshold(std::vector<double> scores, double target
   t.threshold = scores[static_cast<size_t>(t.rank - 1)];
   t.bound = 1.0 - static_cast<double>(t.rank) / static_cast<double>(n + 1);
   return t;
-}
-
-int64_t leave_one_out_alarms(const std::vector<double>& scores, double target) {
-  const auto n = static_cast<int64_t>(scores.size());
-  if (n < 2) return 0;
-  std::vector<double> sorted = scores;
-  std::sort(sorted.begin(), sorted.end());
-  // The rule on n - 1 scores: rank ceil(n (1 - target)), at most n - 1.
-  int64_t rank = static_cast<int64_t>(std::ceil(n * (1.0 - target) - 1e-9));
-  rank = std::clamp<int64_t>(rank, 1, n - 1);
-  int64_t alarms = 0;
-  for (double v : scores) {
-    // Without v, the rank-th smallest of the others: sorted[rank - 1] when v lies above it,
-    // else the next one up.
-    const auto position = std::lower_bound(sorted.begin(), sorted.end(), v) - sorted.begin();
-    const double others = position >= rank ? sorted[static_cast<size_t>(rank - 1)] : sorted[static_cast<size_t>(rank)];
-    alarms += v > others;
-  }
-  return alarms;
 }
 
 double clopper_pearson_upper(int64_t k, int64_t n, double confidence) {
@@ -150,9 +136,7 @@ void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, d
   false_alarm_bound = t.bound;
   folds = fold_count;
   const auto n = static_cast<int64_t>(scores.size());
-  const int64_t alarms = leave_one_out_alarms(scores, target);
-  oos_false_alarm_rate = n > 1 ? static_cast<double>(alarms) / static_cast<double>(n) : NAN;
-  oos_false_alarm_upper = n > 1 ? clopper_pearson_upper(alarms, n) : NAN;
+  false_alarm_upper95 = clopper_pearson_upper(n - t.rank, n);
   int64_t above = 0;
   for (double v : scores) above += v > threshold;
   val_false_positive_rate = static_cast<double>(above) / static_cast<double>(n);

@@ -42,8 +42,7 @@ DecisionInfo FrameDetector::decision_info() const {
   if (c.method == "conformal") {
     d.false_alarm_target = c.false_alarm_target;
     d.false_alarm_bound = c.false_alarm_bound;
-    d.oos_false_alarm_rate = c.oos_false_alarm_rate;
-    d.oos_false_alarm_upper = c.oos_false_alarm_upper;
+    d.false_alarm_upper95 = c.false_alarm_upper95;
     d.folds = c.folds;
   }
   return d;

@@ -133,10 +133,7 @@ Container model_container(const Model& model, const char* format) {
       c.meta["calibration.false_alarm_target"] = fmt(cal.false_alarm_target);
       c.meta["calibration.false_alarm_bound"] = fmt(cal.false_alarm_bound);
       c.meta["calibration.folds"] = std::to_string(cal.folds);
-      if (std::isfinite(cal.oos_false_alarm_rate)) {
-        c.meta["calibration.oos_false_alarm_rate"] = fmt(cal.oos_false_alarm_rate);
-        c.meta["calibration.oos_false_alarm_upper"] = fmt(cal.oos_false_alarm_upper);
-      }
+      c.meta["calibration.false_alarm_upper95"] = fmt(cal.false_alarm_upper95);
     }
   }
   for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
@@ -295,10 +292,7 @@ Model container_model(const Container& c, const std::string& origin, const char*
       cal.folds = meta.integer("calibration.folds");
       if (cal.folds < 2 || cal.folds > 1000)
         throw ModelFileError("model file '" + origin + "': calibration.folds " + std::to_string(cal.folds) + " is not in 2..1000");
-      if (meta.has("calibration.oos_false_alarm_rate")) {
-        cal.oos_false_alarm_rate = rate("calibration.oos_false_alarm_rate");
-        cal.oos_false_alarm_upper = rate("calibration.oos_false_alarm_upper");
-      }
+      cal.false_alarm_upper95 = rate("calibration.false_alarm_upper95");
     } else if (cal.method != "mean+3std") {
       throw ModelFileError("model file '" + origin + "': unknown calibration.method '" + cal.method + "'");
     }

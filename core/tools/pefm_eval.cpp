@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "pefm-config.h"
+#include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/file_util.h"
@@ -270,13 +271,16 @@ int run(int argc, char** argv) {
             << "(percent; per type: that defect type plus good; " << cli::format_duration(seconds) << ")\n";
   if (at_model) {
     std::cout << "at the model's threshold: " << decisions_line(*at_model) << "\n";
+    const auto& d = *at_model;
+    std::cout << "  measured false-alarm rate " << d.false_alarm_rate() * 100 << " %, 95 % upper bound "
+              << clopper_pearson_upper(d.false_positives, d.false_positives + d.true_negatives) * 100 << " %";
     if (cal.method == "conformal")
-      std::cout << "  (the model states a false-alarm rate <= " << cal.false_alarm_bound * 100 << " %, estimated "
-                << cal.oos_false_alarm_rate * 100 << " %, 95 % upper bound " << cal.oos_false_alarm_upper * 100
-                << " %)\n";
+      std::cout << "; the model states <= " << cal.false_alarm_bound * 100 << " % (<= " << cal.false_alarm_upper95 * 100
+                << " % with 95 % confidence over its calibration images)";
+    std::cout << "\n";
   }
   else
-    std::cout << "the model has no calibrated threshold (trained with --val-fraction 0): no decisions at it\n";
+    std::cout << "the model has no calibrated threshold: no decisions at it\n";
   std::cout << "at the best-F1 threshold of this test set (" << (cal.valid ? cal.normalize(at_best.threshold) : at_best.threshold)
             << (cal.valid ? " normalised" : " raw") << "): " << decisions_line(at_best) << "\n";
 
@@ -317,8 +321,10 @@ int run(int argc, char** argv) {
       const bool stated = cal.method == "conformal";
       operating_point["stated_false_alarm_rate"] = stated ? cli::Json(cal.false_alarm_bound) : cli::Json(nullptr);
       operating_point["asked_false_alarm_rate"] = stated ? cli::Json(cal.false_alarm_target) : cli::Json(nullptr);
-      operating_point["model_oos_false_alarm_rate"] = cal.oos_false_alarm_rate;
-      operating_point["model_oos_false_alarm_upper"] = cal.oos_false_alarm_upper;
+      operating_point["stated_false_alarm_upper95"] = stated ? cli::Json(cal.false_alarm_upper95) : cli::Json(nullptr);
+      // the rate measured here, with its 95 % Clopper-Pearson upper bound
+      operating_point["false_alarm_rate_upper95"] =
+          clopper_pearson_upper(at_model->false_positives, at_model->false_positives + at_model->true_negatives);
       operating_point["calibration_images"] = cal.images;
     }
     cli::write_json(json, {{"model", args.get("model")},

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "pefm-config.h"
+#include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/model_file.h"
@@ -82,10 +83,18 @@ std::string losses(const EpochResult& r) {
 
 // Every sample's source image as a group number: tiles of one image share it, so a split
 // never puts one image on both sides.
+// The file a sample came from, one name per file whatever path named it (--data good and
+// --data ./good are the same images).
+std::string source_key(const std::string& path) {
+  std::error_code ec;
+  const auto canonical = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : canonical.string();
+}
+
 std::vector<size_t> source_groups(const std::vector<Sample>& samples, size_t* n_groups) {
   std::map<std::string, size_t> ids;
   std::vector<size_t> group(samples.size());
-  for (size_t i = 0; i < samples.size(); ++i) group[i] = ids.emplace(samples[i].path, ids.size()).first->second;
+  for (size_t i = 0; i < samples.size(); ++i) group[i] = ids.emplace(source_key(samples[i].path), ids.size()).first->second;
   *n_groups = ids.size();
   return group;
 }
@@ -98,23 +107,31 @@ std::vector<size_t> shuffled_groups(size_t n_groups, uint64_t seed) {
   return order;
 }
 
-// The detector's raw maps and per-source-image scores (the maximum over an image's tiles,
-// as a tiled frame is scored) of `samples`.
+// Maps kept for the pixel statistics (base = median normal pixel), at most: a bounded,
+// evenly spread sample, so memory does not grow with the data set (all the scores are kept).
+constexpr size_t kMaxCalibrationMaps = 256;
+
+// The detector's raw maps (every `map_stride`-th sample's) and per-source-image scores (the
+// maximum over an image's tiles; a tiled frame, blending overlapping tiles, scores at most
+// that) of `samples`.
 void score_samples(const std::shared_ptr<Model>& model, const std::string& device, const std::vector<Sample>& samples,
-                   int64_t image_size, std::vector<torch::Tensor>* maps, std::map<std::string, double>* image_scores) {
+                   int64_t image_size, size_t map_stride, std::vector<torch::Tensor>* maps,
+                   std::map<std::string, double>* image_scores) {
   Detector detector(model, {device});
   for (size_t i = 0; i < samples.size() && !cli::stop_requested(); i += 32) {
     const size_t end = std::min(samples.size(), i + 32);
     const auto r = detector.detect_preprocessed(preprocess_batch(samples, i, end, image_size));
-    maps->push_back(r.maps.cpu());
     const auto s = r.scores.cpu().to(torch::kFloat64);
     for (size_t j = i; j < end; ++j) {
+      if (j % map_stride == 0) maps->push_back(r.maps[static_cast<int64_t>(j - i)].cpu().unsqueeze(0).clone());
       const double v = s[static_cast<int64_t>(j - i)].item<double>();
-      auto [it, fresh] = image_scores->emplace(samples[j].path, v);
+      auto [it, fresh] = image_scores->emplace(source_key(samples[j].path), v);
       if (!fresh) it->second = std::max(it->second, v);
     }
   }
 }
+
+size_t map_stride_for(size_t samples) { return std::max<size_t>(1, (samples + kMaxCalibrationMaps - 1) / kMaxCalibrationMaps); }
 
 // Cross-fitting: each source image scored by a model trained, with the same settings,
 // on the other folds only. Returns false when interrupted.
@@ -151,7 +168,7 @@ bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig&
       }
     }
     if (cli::stop_requested()) break;
-    score_samples(model, device.str(), held, config.image_size, maps, image_scores);
+    score_samples(model, device.str(), held, config.image_size, map_stride_for(samples.size()), maps, image_scores);
     std::cerr << (tty ? "\r\033[K" : "") << "fold " << f + 1 << "/" << folds << ": trained on " << fit.size()
               << ", scored " << held.size() << "  " << cli::format_duration(seconds_since(t_fold)) << std::endl;
   }
@@ -303,6 +320,19 @@ int run(int argc, char** argv) {
   std::vector<Sample> val, train;
   for (size_t i = 0; i < samples.size(); ++i) (held_out[group[i]] ? val : train).push_back(std::move(samples[i]));
   samples.clear();
+  if (folds > 0) {
+    // Said before any training: every fold needs an image, and F needs enough of them.
+    if (n_groups < static_cast<size_t>(folds)) {
+      throw cli::UsageError("--folds " + std::to_string(folds) + " needs at least " + std::to_string(folds) +
+                            " source images; the --data folders hold " + std::to_string(n_groups));
+    }
+    const auto supported = conformal_threshold(std::vector<double>(n_groups, 0.0), false_alarm_rate);
+    if (!supported.enough) {
+      std::cout << "WARNING: too few images for a false-alarm rate of " << percent(false_alarm_rate) << ": "
+                << n_groups << " images support " << percent(supported.bound) << " at best (1/(n+1)); "
+                << static_cast<int64_t>(std::ceil(1.0 / false_alarm_rate - 1.0)) << " are needed\n";
+    }
+  }
 
   std::map<std::string, std::string> settings = {
       {"data", [&] { std::string d; for (const auto& x : args.all("data")) d += (d.empty() ? "" : ":") + x; return d; }()},
@@ -384,8 +414,8 @@ int run(int argc, char** argv) {
     if (first_epoch >= epochs) {
       std::cout << "checkpoint already holds " << first_epoch << " epochs\n";
     }
-    cli::Progress fp("features", static_cast<int64_t>(train.size()), tty);
-    for (size_t i = 0; i < train.size() && !cli::stop_requested(); i += 32) {
+    cli::Progress fp("features", static_cast<int64_t>(first_epoch < epochs ? train.size() : 0), tty);
+    for (size_t i = 0; i < train.size() && first_epoch < epochs && !cli::stop_requested(); i += 32) {
       const size_t end = std::min(train.size(), i + 32);
       trainer.add_images(preprocess_batch(train, i, end, config.image_size));
       fp.update(static_cast<int64_t>(end));
@@ -441,7 +471,7 @@ int run(int argc, char** argv) {
     if (val.empty()) std::cout << "warning: no held-out images (--val-fraction 0); calibrating on training images, thresholds will be optimistic\n";
     std::vector<torch::Tensor> maps;
     std::map<std::string, double> image_scores;
-    score_samples(shared, device.str(), calib, config.image_size, &maps, &image_scores);
+    score_samples(shared, device.str(), calib, config.image_size, map_stride_for(calib.size()), &maps, &image_scores);
     if (cli::stop_requested()) {
       std::cout << "interrupted: no model written; rerun with --resume to calibrate and save\n";
       return 130;
@@ -469,10 +499,10 @@ int run(int argc, char** argv) {
                 << " images support " << percent(cal.false_alarm_bound) << " at best (1/(n+1)); "
                 << static_cast<int64_t>(std::ceil(1.0 / cal.false_alarm_target - 1.0)) << " are needed\n";
     }
-    std::cout << "  estimate     out-of-sample false-alarm rate " << percent(cal.oos_false_alarm_rate)
-              << " (leave one out), 95 % upper bound " << percent(cal.oos_false_alarm_upper) << "\n"
-              << "               (the bound holds for the fold models; the shipped model, trained on all "
-                 "images, typically scores normal images a little lower)\n";
+    std::cout << "  confidence   with 95 % probability over these calibration images the rate is <= "
+              << percent(cal.false_alarm_upper95) << "\n"
+              << "               (both hold for scores of the fold models; the shipped model, trained on all images,\n"
+              << "               may score new normal images differently: pefm-eval measures the rate on good test images)\n";
   } else {
     std::cout << "\n  calibration  threshold " << cal.threshold << " (raw), mean + 3 std of " << cal.images
               << " held-out images, no stated false-alarm rate (--folds 0); above it: "

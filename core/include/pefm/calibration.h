@@ -40,8 +40,10 @@ struct Calibration {
   double false_alarm_target = NAN;     // F asked for (pefm-train --false-alarm-rate)
   double false_alarm_bound = NAN;      // what the threshold guarantees: 1 - k / (n + 1)
   int64_t folds = 0;                   // cross-fitting folds the scores came from
-  double oos_false_alarm_rate = NAN;   // out-of-sample estimate (leave one out)
-  double oos_false_alarm_upper = NAN;  // its one-sided 95 % Clopper-Pearson upper bound
+  // With 95 % probability over the draw of the n calibration images, the false-alarm rate
+  // of this threshold is at most this (the rate given the calibration set follows
+  // Beta(n + 1 - k, k) for continuous scores: clopper_pearson_upper(n - k, n)).
+  double false_alarm_upper95 = NAN;
 
   // Without valid calibration the raw value is returned unchanged.
   double normalize(double raw) const;
@@ -55,8 +57,8 @@ struct Calibration {
 
   // Replaces the threshold by the conformal one for `target` (conformal_threshold) on
   // `scores`, n normal images' scores from models that did not train on them, and records
-  // the rate, its bound and the out-of-sample estimate. Throws std::invalid_argument for an
-  // empty or non-finite `scores` or a target outside (0, 1).
+  // the rate, its bound and the 95 % bound given the calibration set. Throws
+  // std::invalid_argument for an empty or non-finite `scores` or a target outside (0, 1).
   void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds);
 };
 
@@ -72,10 +74,6 @@ struct ConformalThreshold {
   bool enough = true;  // n supports `target`
 };
 ConformalThreshold conformal_threshold(std::vector<double> scores, double target);
-
-// Leave-one-out estimate of the false-alarm rate of that rule: each score judged against
-// the threshold the other n - 1 give. Returns the number of alarms.
-int64_t leave_one_out_alarms(const std::vector<double>& scores, double target);
 
 // One-sided upper confidence bound on a binomial rate after `k` events in `n` trials
 // (Clopper-Pearson): the p with P(X <= k | n, p) = 1 - confidence; 1 when k == n.

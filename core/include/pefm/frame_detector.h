@@ -37,8 +37,8 @@ struct DecisionInfo {
   std::string method;                   // "conformal", "mean+3std"; empty when uncalibrated
   double false_alarm_target = NAN;      // conformal only: the rate asked for ...
   double false_alarm_bound = NAN;       // ... the rate the threshold guarantees ...
-  double oos_false_alarm_rate = NAN;    // ... its out-of-sample estimate ...
-  double oos_false_alarm_upper = NAN;   // ... and that estimate's 95 % upper bound
+  double false_alarm_upper95 = NAN;     // ... and, with 95 % confidence over the
+                                        // calibration images, the rate at most
   int64_t images = 0;                   // normal images the threshold was set on
   int64_t folds = 0;                    // cross-fitting folds (conformal)
 };
