@@ -81,8 +81,6 @@ std::string losses(const EpochResult& r) {
   return s.str();
 }
 
-// Every sample's source image as a group number: tiles of one image share it, so a split
-// never puts one image on both sides.
 // The file a sample came from, one name per file whatever path named it (--data good and
 // --data ./good are the same images).
 std::string source_key(const std::string& path) {
@@ -91,6 +89,8 @@ std::string source_key(const std::string& path) {
   return ec ? path : canonical.string();
 }
 
+// Every sample's source image as a group number: tiles of one image share it, so a split
+// never puts one image on both sides.
 std::vector<size_t> source_groups(const std::vector<Sample>& samples, size_t* n_groups) {
   std::map<std::string, size_t> ids;
   std::vector<size_t> group(samples.size());
@@ -339,7 +339,7 @@ int run(int argc, char** argv) {
       {"source_weights", src_weights}, {"target_weights", tgt_weights},
       {"batch_size", std::to_string(opts.batch_size)}, {"lr", args.get("lr")},
       {"weight_decay", args.get("weight-decay")}, {"seed", std::to_string(opts.seed)},
-      {"val_fraction", args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
+      {"val_fraction", folds > 0 ? "0" : args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
       {"tile", std::to_string(tile)}, {"folds", std::to_string(folds)},
       {"false_alarm_rate", args.get("false-alarm-rate")},
