@@ -90,7 +90,40 @@ TEST(Aupro, MatchesTheReferenceEvaluator) {
   for (int64_t i = 0; i < masks.size(0); ++i) {
     EXPECT_EQ(pefm::label_regions(masks[i]).second, g.at("regions_expected")[i].item<int64_t>()) << "image " << i;
   }
-  EXPECT_NEAR(aupro(g.at("aupro_maps"), masks), g.at("aupro_expected").item<double>(), 1e-6);
+  // The authors' count (predicted pixels in each region's filled image) and the exact one
+  // differ on the ring of image 4, whose hole is scored high.
+  const double filled = aupro(g.at("aupro_maps"), masks);
+  const double exact = aupro(g.at("aupro_maps"), masks, 1000, 0.3, pefm::ProRegions::kExact);
+  EXPECT_NEAR(filled, g.at("aupro_expected").item<double>(), 1e-6);
+  EXPECT_NEAR(exact, g.at("aupro_exact_expected").item<double>(), 1e-6);
+  EXPECT_GT(std::abs(filled - exact), 1e-3);
+}
+
+TEST(Aupro, AFilledRegionCountsItsHoleOverItsOwnArea) {
+  // A 5x5 ring (16 pixels) around a 3x3 hole; the map is high in the hole only.
+  auto masks = torch::zeros({1, 9, 9}, torch::kUInt8);
+  masks.index_put_({0, torch::indexing::Slice(2, 7), torch::indexing::Slice(2, 7)}, 1);
+  masks.index_put_({0, torch::indexing::Slice(3, 6), torch::indexing::Slice(3, 6)}, 0);
+  auto maps = torch::zeros({1, 9, 9});
+  maps.index_put_({0, torch::indexing::Slice(3, 6), torch::indexing::Slice(3, 6)}, 1.0);
+  maps[0][0][0] = -1.0;  // a spread of scores, so there are thresholds between 0 and 1
+  const auto filled = pefm::pro_curve(maps, masks, 10);
+  const auto exact = pefm::pro_curve(maps, masks, 10, pefm::ProRegions::kExact);
+  ASSERT_FALSE(filled.pro.empty());
+  // At a threshold in (0, 1) the 9 hole pixels are predicted: 9 / 16 filled, 0 exact.
+  for (size_t i = 0; i < filled.thresholds.size(); ++i) {
+    if (filled.thresholds[i] > 0.0 && filled.thresholds[i] < 1.0) {
+      EXPECT_NEAR(filled.pro[i], 9.0 / 16.0, 1e-12);
+      EXPECT_NEAR(exact.pro[i], 0.0, 1e-12);
+    }
+  }
+}
+
+TEST(Roc, CurveRunsFromTheOriginToOneOneThroughEachDistinctScore) {
+  const auto c = pefm::roc_curve({0.9, 0.8, 0.8, 0.1}, {1, 0, 1, 0});
+  const std::vector<double> fpr = {0.0, 0.0, 0.5, 1.0}, tpr = {0.0, 0.5, 1.0, 1.0};
+  EXPECT_EQ(c.fpr, fpr);
+  EXPECT_EQ(c.tpr, tpr);
 }
 
 }  // namespace

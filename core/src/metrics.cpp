@@ -37,42 +37,121 @@ double auroc(const torch::Tensor& scores, const torch::Tensor& labels) {
   return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg);
 }
 
-double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, double max_fpr) {
+namespace {
+
+struct Box {
+  int64_t y0, y1, x0, x1, area;  // inclusive bounds
+};
+
+// Scores of the pixels that count for region `r` of `labels` ([H, W] int32, contiguous),
+// inside its bounding box `b`: the region's own pixels, or its filled image (background
+// not 4-connected to the box's border filled, as scipy's binary_fill_holes does for
+// skimage).
+std::vector<double> region_pixels(const double* map, const int32_t* labels, int64_t w, int32_t r, const Box& b,
+                                  ProRegions mode) {
+  const int64_t y0 = b.y0, x0 = b.x0, y1 = b.y1, x1 = b.x1;
+  std::vector<double> out;
+  const int64_t bh = y1 - y0 + 1, bw = x1 - x0 + 1;
+  std::vector<uint8_t> outside(static_cast<size_t>(bh * bw), 0);  // background reached from the border
+  if (mode == ProRegions::kFilled) {
+    std::vector<int64_t> stack;
+    const auto push = [&](int64_t y, int64_t x) {
+      const size_t i = static_cast<size_t>(y * bw + x);
+      if (outside[i] || labels[(y0 + y) * w + x0 + x] == r) return;
+      outside[i] = 1;
+      stack.push_back(y * bw + x);
+    };
+    for (int64_t y = 0; y < bh; ++y) push(y, 0), push(y, bw - 1);
+    for (int64_t x = 0; x < bw; ++x) push(0, x), push(bh - 1, x);
+    while (!stack.empty()) {
+      const int64_t i = stack.back();
+      stack.pop_back();
+      const int64_t y = i / bw, x = i % bw;
+      if (y > 0) push(y - 1, x);
+      if (y + 1 < bh) push(y + 1, x);
+      if (x > 0) push(y, x - 1);
+      if (x + 1 < bw) push(y, x + 1);
+    }
+  }
+  for (int64_t y = 0; y < bh; ++y) {
+    for (int64_t x = 0; x < bw; ++x) {
+      const int64_t p = (y0 + y) * w + x0 + x;
+      const bool counts = mode == ProRegions::kFilled ? !outside[static_cast<size_t>(y * bw + x)] : labels[p] == r;
+      if (counts) out.push_back(map[p]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ProCurve pro_curve(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, ProRegions mode) {
   TORCH_CHECK(maps.dim() == 3 && maps.sizes() == masks.sizes(), "aupro needs maps and masks of one [N, H, W] shape, got ",
               maps.sizes(), " and ", masks.sizes());
   TORCH_CHECK(steps > 1, "aupro needs at least two thresholds");
   const auto m = maps.detach().cpu().to(torch::kFloat64).contiguous();
   const auto gt = masks.detach().cpu().ne(0).contiguous();
-  // Sorted scores of all negative pixels, and of each region: every threshold's counts are
-  // then two binary searches, so 1000 thresholds cost no more than one pass.
+  // Sorted scores of all negative pixels, and of the pixels each region counts, with the
+  // region's area: every threshold's counts are then binary searches, so 1000 thresholds
+  // cost no more than one pass.
   const auto negatives = std::get<0>(m.masked_select(gt.logical_not()).sort()).contiguous();
-  std::vector<torch::Tensor> regions;
+  std::vector<std::vector<double>> regions;
+  std::vector<double> areas;
+  const int64_t h = m.size(1), w = m.size(2);
   for (int64_t i = 0; i < m.size(0); ++i) {
     auto [labels, count] = label_regions(gt[i]);
+    const auto lab = labels.to(torch::kInt32).contiguous();
+    const auto mi = m[i].contiguous();
+    const auto* lv = lab.data_ptr<int32_t>();
+    std::vector<Box> boxes(static_cast<size_t>(count) + 1, Box{h, -1, w, -1, 0});
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        auto& b = boxes[static_cast<size_t>(lv[y * w + x])];
+        b.y0 = std::min(b.y0, y), b.y1 = std::max(b.y1, y), b.x0 = std::min(b.x0, x), b.x1 = std::max(b.x1, x);
+        ++b.area;
+      }
+    }
     for (int32_t r = 1; r <= count; ++r) {
-      regions.push_back(std::get<0>(m[i].masked_select(labels.eq(r)).sort()).contiguous());
+      const auto& b = boxes[static_cast<size_t>(r)];
+      auto px = region_pixels(mi.data_ptr<double>(), lv, w, r, b, mode);
+      std::sort(px.begin(), px.end());
+      regions.push_back(std::move(px));
+      areas.push_back(static_cast<double>(b.area));
     }
   }
-  if (regions.empty() || negatives.numel() == 0) return std::numeric_limits<double>::quiet_NaN();
-  const auto above = [](const torch::Tensor& sorted, double th) {
-    const auto* v = sorted.data_ptr<double>();
-    const int64_t n = sorted.numel();
+  ProCurve curve;
+  if (regions.empty() || negatives.numel() == 0) return curve;
+  const auto above = [](const double* v, int64_t n, double th) {
     return static_cast<double>(n - (std::upper_bound(v, v + n, th) - v));
   };
   const double hi = m.max().item<double>(), lo = m.min().item<double>();
   const double delta = (hi - lo) / static_cast<double>(steps);
-  if (delta <= 0) return std::numeric_limits<double>::quiet_NaN();
+  if (delta <= 0) return curve;
   // numpy.arange(hi, lo, -delta): ceil((lo - hi) / -delta) values hi - i * delta.
   const auto count = static_cast<int64_t>(std::ceil((lo - hi) / -delta));
-  std::vector<double> fprs, pros;
+  const auto* neg = negatives.data_ptr<double>();
   for (int64_t i = 0; i < count; ++i) {
     const double th = hi - static_cast<double>(i) * delta;
-    const double fpr = above(negatives, th) / static_cast<double>(negatives.numel());
     double pro = 0;
-    for (const auto& r : regions) pro += above(r, th) / static_cast<double>(r.numel());
-    if (fpr <= max_fpr) {
-      fprs.push_back(fpr);
-      pros.push_back(pro / static_cast<double>(regions.size()));
+    for (size_t r = 0; r < regions.size(); ++r)
+      pro += above(regions[r].data(), static_cast<int64_t>(regions[r].size()), th) / areas[r];
+    curve.thresholds.push_back(th);
+    curve.fpr.push_back(above(neg, negatives.numel(), th) / static_cast<double>(negatives.numel()));
+    curve.pro.push_back(pro / static_cast<double>(regions.size()));
+  }
+  return curve;
+}
+
+double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, double max_fpr, ProRegions mode) {
+  return aupro(pro_curve(maps, masks, steps, mode), max_fpr);
+}
+
+double aupro(const ProCurve& curve, double max_fpr) {
+  std::vector<double> fprs, pros;
+  for (size_t i = 0; i < curve.fpr.size(); ++i) {
+    if (curve.fpr[i] <= max_fpr) {
+      fprs.push_back(curve.fpr[i]);
+      pros.push_back(curve.pro[i]);
     }
   }
   if (fprs.size() < 2) return std::numeric_limits<double>::quiet_NaN();
@@ -85,6 +164,27 @@ double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t step
     area += ((fprs[i] - base) / span - (fprs[i - 1] - base) / span) * (pros[i] + pros[i - 1]) / 2.0;
   }
   return area;
+}
+
+RocCurve roc_curve(const std::vector<double>& scores, const std::vector<int>& labels) {
+  if (scores.size() != labels.size()) throw std::invalid_argument("roc_curve: scores and labels differ in size");
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  double positives = 0;
+  for (int l : labels) positives += l != 0;
+  const double negatives = static_cast<double>(scores.size()) - positives;
+  RocCurve c;
+  c.fpr.push_back(0);
+  c.tpr.push_back(0);
+  double tp = 0, fp = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    (labels[order[k]] != 0 ? tp : fp) += 1;
+    if (k + 1 < order.size() && scores[order[k + 1]] == scores[order[k]]) continue;
+    c.fpr.push_back(negatives > 0 ? fp / negatives : 0);
+    c.tpr.push_back(positives > 0 ? tp / positives : 0);
+  }
+  return c;
 }
 
 namespace {

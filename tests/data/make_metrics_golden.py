@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Independent metric values for tests/test_metrics.cpp: sklearn's roc_auc_score and the
-PEFM reference evaluator's aupro (../shared/bench/pefm_ref_train.py, skimage + sklearn) on
-small random cases with ties and regions of very different sizes.
+PEFM authors' aupro (their evaluation counts a region's predicted pixels inside
+`prop.filled_image`; ../shared/bench/pefm_ref_train.py counts `prop.coords`, as MVTec's
+evaluator does: both are here, skimage + sklearn) on small random cases with ties, regions
+of very different sizes and regions with holes.
 Run: /usr/bin/python3 tests/data/make_metrics_golden.py"""
 import os
 
@@ -13,18 +15,26 @@ from sklearn.metrics import auc, roc_auc_score
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def aupro(masks, amaps, steps=1000, max_fpr=0.3):
-    # Same as pefm_ref_train.aupro (the authors' protocol).
+def aupro(masks, amaps, steps=1000, max_fpr=0.3, filled=True):
+    # filled: the authors' PEFM evaluation (TP = binary map AND prop.filled_image inside the
+    # region's bounding box, over prop.area); else pefm_ref_train.aupro (prop.coords).
     masks = masks > 0.45
     lo, hi = amaps.min(), amaps.max()
     delta = (hi - lo) / steps
-    regions = [[r.coords for r in measure.regionprops(measure.label(m, connectivity=2))] for m in masks]
+    regions = [measure.regionprops(measure.label(m, connectivity=2)) for m in masks]
     inv = ~masks
     nneg = inv.sum()
     pros, fprs = [], []
     for th in np.arange(hi, lo, -delta):
         b = amaps > th
-        p = [b[i][c[:, 0], c[:, 1]].mean() for i in range(len(b)) for c in regions[i]]
+        p = []
+        for i in range(len(b)):
+            for r in regions[i]:
+                if filled:
+                    y0, x0, y1, x1 = r.bbox
+                    p.append(np.logical_and(b[i][y0:y1, x0:x1], r.filled_image).sum() / r.area)
+                else:
+                    p.append(b[i][r.coords[:, 0], r.coords[:, 1]].mean())
         pros.append(np.mean(p))
         fprs.append((b & inv).sum() / nneg)
     pros, fprs = np.array(pros), np.array(fprs)
@@ -40,14 +50,19 @@ def main():
     s = np.round(rng.random(400), 1)
     l = (rng.random(400) < 0.3).astype(np.int64)
     # AUPRO: 4 images 48x40, masks with one big blob, a few specks, a diagonal line
-    # (8-connected only) and an empty mask; maps = noise + bumps inside the defects.
-    n, h, w = 4, 48, 40
+    # (8-connected only), an empty mask and a ring holding a speck (holes: the filled and
+    # the exact count differ); maps = noise + bumps inside the defects.
+    n, h, w = 5, 48, 40
     masks = np.zeros((n, h, w), bool)
     masks[0, 5:30, 4:28] = True
     masks[1, 3, 3] = True
     masks[1, 40:42, 30:33] = True
     for i in range(20):
         masks[2, 10 + i, 5 + i] = True
+    masks[4, 8:30, 6:30] = True
+    masks[4, 12:26, 10:26] = False
+    masks[4, 18, 17] = True
+    masks[4, 2:5, 34:38] = True
     maps = rng.random((n, h, w)).astype(np.float64)
     maps += 0.8 * masks * rng.random((n, h, w))
     maps = maps.astype(np.float32)
@@ -59,6 +74,7 @@ def main():
         "aupro_maps": torch.from_numpy(maps),
         "aupro_masks": torch.from_numpy(masks.astype(np.uint8)),
         "aupro_expected": torch.tensor([aupro(masks, maps)], dtype=torch.float64),
+        "aupro_exact_expected": torch.tensor([aupro(masks, maps, filled=False)], dtype=torch.float64),
         "regions_expected": torch.tensor([len(measure.regionprops(measure.label(m, connectivity=2))) for m in masks]),
     }
     torch.save(d, os.path.join(HERE, "golden", "metrics.pt"))

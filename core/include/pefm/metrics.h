@@ -13,14 +13,36 @@ namespace pefm {
 // (non-zero = positive). Returns NaN when either class is absent.
 double auroc(const torch::Tensor& scores, const torch::Tensor& labels);
 
-// Per-region overlap (PRO) curve area: `steps` thresholds evenly spaced from the maximum
-// to the minimum score; at each, the false positive rate over all negative pixels and the
+// Which pixels count as a defect region's overlap in the PRO curve. kFilled: predicted
+// pixels inside the region's filled image (its bounding box with holes filled, skimage's
+// `prop.filled_image`) over the region's area, as the PEFM authors' evaluation counts them
+// (a region with holes can then exceed 1); kExact: the region's own pixels only (MVTec's
+// and anomalib's evaluators).
+enum class ProRegions { kFilled, kExact };
+
+// The PRO curve: `steps` thresholds evenly spaced from the maximum to the minimum score;
+// at each, the false positive rate over all negative pixels (score > threshold) and the
 // mean overlap over every connected defect region of every image (label_regions in
-// postprocess.h); points with FPR <= max_fpr kept, their FPR rescaled to [0, 1] by
-// min-max, trapezoidal area.
-// maps: [N, H, W] float; masks: [N, H, W] (non-zero = defect). NaN without any region.
+// postprocess.h). maps: [N, H, W] float; masks: [N, H, W] (non-zero = defect). Empty
+// without any region or negative pixel.
+struct ProCurve {
+  std::vector<double> thresholds, fpr, pro;  // thresholds descending
+};
+ProCurve pro_curve(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps = 1000,
+                   ProRegions regions = ProRegions::kFilled);
+
+// Area under the PRO curve: points with FPR <= max_fpr kept, their FPR rescaled to [0, 1]
+// by min-max, trapezoidal area (the authors' protocol). NaN without any region.
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps = 1000,
-             double max_fpr = 0.3);
+             double max_fpr = 0.3, ProRegions regions = ProRegions::kFilled);
+double aupro(const ProCurve& curve, double max_fpr = 0.3);
+
+// The image-level ROC curve: (false positive rate, true positive rate) at every distinct
+// score used as a threshold (score >= threshold is positive), from (0, 0) to (1, 1).
+struct RocCurve {
+  std::vector<double> fpr, tpr;
+};
+RocCurve roc_curve(const std::vector<double>& scores, const std::vector<int>& labels);
 
 // Image decisions at one threshold: score >= threshold is called defective.
 struct Decisions {
