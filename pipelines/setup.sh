@@ -18,6 +18,7 @@ PACKAGES=(
   nlohmann-json3-dev
   libmosquitto-dev mosquitto mosquitto-clients
   gobject-introspection libgirepository1.0-dev python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  chromium
 )
 
 missing=()

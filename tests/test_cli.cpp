@@ -590,6 +590,90 @@ TEST_F(Cli, EvalWithoutMasksReportsImageMetricsAndPixelMetricsAsAbsent) {
   EXPECT_TRUE(report.at("operating_point").is_object()) << report;
 }
 
+// Chromium (Debian's `chromium`) for rendering checks, or empty: PEFM_CHROMIUM, else PATH.
+std::string find_chromium() {
+  if (const char* c = std::getenv("PEFM_CHROMIUM"); c && *c) return c;
+  for (const char* dir : {"/usr/bin", "/usr/local/bin"}) {
+    for (const char* name : {"chromium", "chromium-browser"}) {
+      const auto p = std::string(dir) + "/" + name;
+      if (::access(p.c_str(), X_OK) == 0) return p;
+    }
+  }
+  return "";
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// --report writes one page that needs nothing else: charts as inline SVG, pictures as
+// data: URIs, no script, no address; file names from the test set escaped; it renders in
+// a real browser (headless Chromium) with the charts drawn.
+TEST_F(Cli, EvalReportIsOneSelfContainedPageThatRendersInABrowser) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 2)).status, 0);
+  const auto data = out_.file("report-cat");
+  fs::copy(dir_->file("cat"), data, fs::copy_options::recursive);
+  // A stranger's file name: markup and quotes must stay text.
+  fs::copy_file(data + "/test/good/000.png", data + "/test/good/<b>x&'\"y.png");
+  const auto page = out_.file("page.html");
+  auto r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--report", page});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto html = pefm_test::slurp(page);
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_EQ(count_of(html, "<svg"), 3u) << "ROC, PRO and histogram";
+  EXPECT_NE(html.find("<td>patch</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td>overall</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td>the model's own</td>"), std::string::npos) << "decisions at the model's threshold";
+  // 4 examples each side at most: 3 defective and 4 good images here.
+  EXPECT_EQ(count_of(html, "src='data:image/png;base64,"), 7u);
+  EXPECT_EQ(count_of(html, "src="), 7u) << "nothing but embedded pictures is loaded";
+  for (const char* outside : {"http:", "https:", "<script", "<link", "url(http", "file:"}) {
+    EXPECT_EQ(html.find(outside), std::string::npos) << outside;
+  }
+  EXPECT_NE(html.find("&lt;b&gt;x&amp;&#39;&quot;y.png"), std::string::npos);
+  EXPECT_EQ(html.find("<b>x"), std::string::npos);
+  // A second run replaces its own page; a page option naming another kind of file is refused.
+  r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--report", page});
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--report", model});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--report"), std::string::npos) << r.output;
+
+  // Without masks: no PRO chart, said on the page.
+  const auto no_masks = out_.file("report-no-masks");
+  fs::create_directories(no_masks);
+  fs::copy(data + "/test", no_masks + "/test", fs::copy_options::recursive);
+  const auto page2 = out_.file("page2.html");
+  r = run({eval_bin(), "--model", model, "--data", no_masks, "--device", "cpu", "--report", page2});
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto html2 = pefm_test::slurp(page2);
+  EXPECT_EQ(count_of(html2, "<svg"), 2u);
+  EXPECT_NE(html2.find("No ground-truth masks"), std::string::npos);
+
+  const auto chromium = find_chromium();
+  if (chromium.empty()) GTEST_SKIP() << "no chromium (apt-get install chromium, or set PEFM_CHROMIUM): not rendered";
+  const auto shot = out_.file("shot.png");
+  r = run({chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+           "--user-data-dir=" + out_.file("chromium-profile"), "--window-size=1200,1400", "--screenshot=" + shot,
+           "file://" + page});
+  ASSERT_TRUE(fs::exists(shot)) << r.output;
+  const auto img = pefm::io::read_image(shot);
+  EXPECT_EQ(img.width, 1200);
+  EXPECT_EQ(img.height, 1400);
+  // The ROC curve's blue (#1565c0) and the histogram's green bars must be drawn.
+  size_t blue = 0, green = 0;
+  for (size_t p = 0; p + 2 < img.pixels.size(); p += 3) {
+    const int cr = img.pixels[p], cg = img.pixels[p + 1], cb = img.pixels[p + 2];
+    blue += cr < 60 && cg > 80 && cg < 130 && cb > 160;
+    green += cg > cr + 40 && cg > cb + 40;
+  }
+  EXPECT_GT(blue, 200u) << "ROC curve not drawn";
+  EXPECT_GT(green, 200u) << "histogram not drawn";
+}
+
 // The default threshold: cross-fitted scores (each image scored by a model of the folds
 // that did not train on it) and their conformal quantile for --false-alarm-rate; too few
 // images for the rate asked are said, with the rate they support.

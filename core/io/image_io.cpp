@@ -245,16 +245,15 @@ Image read_image(const std::string& path, PixelFormat format) {
   return img;
 }
 
-void write_png(const std::string& path, const Image& image) {
+std::vector<uint8_t> encode_png(const Image& image) {
   ensure_gstreamer();
   if (image.width <= 0 || image.height <= 0 || (image.channels != 1 && image.channels != 3) ||
       image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels) {
-    throw ImageError("cannot write '" + path + "': invalid image");
+    throw ImageError("cannot encode a PNG: invalid image");
   }
-  const std::string tmp = path + ".tmp.png";
-  Pipeline pipe(parse("appsrc name=src ! videoconvert ! pngenc ! filesink name=sink", path));
-  g_object_set(pipe.by_name("sink").get(), "location", tmp.c_str(), nullptr);
+  Pipeline pipe(parse("appsrc name=src ! videoconvert ! pngenc snapshot=true ! appsink name=sink sync=false", "PNG"));
   auto src = pipe.by_name("src");
+  auto sink = pipe.by_name("sink");
   GstVideoInfo info;
   gst_video_info_set_format(&info, image.channels == 1 ? GST_VIDEO_FORMAT_GRAY8 : GST_VIDEO_FORMAT_RGB,
                             image.width, image.height);
@@ -273,20 +272,45 @@ void write_png(const std::string& path, const Image& image) {
   gst_element_set_state(pipe.get(), GST_STATE_PLAYING);
   gst_app_src_push_buffer(GST_APP_SRC(src.get()), buf);
   gst_app_src_end_of_stream(GST_APP_SRC(src.get()));
-  std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(pipe.get()));
-  GstMessage* msg = gst_bus_timed_pop_filtered(bus.get(), 30 * GST_SECOND,
-                                               static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
-  std::string why;
-  if (!msg) {
-    why = "timed out";
-  } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
-    why = error_text(msg);
+  std::unique_ptr<GstSample, SampleUnref> sample(gst_app_sink_try_pull_sample(GST_APP_SINK(sink.get()), 30 * GST_SECOND));
+  std::vector<uint8_t> out;
+  if (sample) {
+    GstMapInfo map;
+    GstBuffer* encoded = gst_sample_get_buffer(sample.get());
+    if (encoded && gst_buffer_map(encoded, &map, GST_MAP_READ)) {
+      out.assign(map.data, map.data + map.size);
+      gst_buffer_unmap(encoded, &map);
+    }
   }
-  if (msg) gst_message_unref(msg);
-  gst_element_set_state(pipe.get(), GST_STATE_NULL);
-  if (!why.empty() || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (out.empty()) {
+    std::unique_ptr<GstBus, GstUnref> bus(gst_element_get_bus(pipe.get()));
+    GstMessage* msg = gst_bus_pop_filtered(bus.get(), GST_MESSAGE_ERROR);
+    const std::string why = msg ? error_text(msg) : "the encoder gave no data within 30 s";
+    if (msg) gst_message_unref(msg);
+    throw ImageError("cannot encode a PNG: " + why);
+  }
+  return out;
+}
+
+void write_png(const std::string& path, const Image& image) {
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = encode_png(image);
+  } catch (const ImageError& e) {
+    throw ImageError("cannot write '" + path + "': " + e.what());
+  }
+  const std::string tmp = path + ".tmp.png";
+  bool ok = false;
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    ok = static_cast<bool>(out);
+  }
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
-    throw ImageError("cannot write '" + path + "': " + (why.empty() ? std::strerror(errno) : why));
+    throw ImageError("cannot write '" + path + "': " + why);
   }
 }
 

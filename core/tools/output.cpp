@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +69,11 @@ bool holds_kind(const std::string& path, OutputKind kind) {
   const auto start = head.find_first_not_of(" \t\r\n");
   if (kind == OutputKind::kScores)  // pefm-eval --scores: its CSV header, or JSON lines
     return start == std::string::npos || head.compare(start, 16, "file,type,score,") == 0 || head[start] == '{';
+  if (kind == OutputKind::kHtml) {  // an HTML page (pefm-eval --report writes "<!DOCTYPE html>")
+    std::string lower = head.substr(start == std::string::npos ? head.size() : start);
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return start == std::string::npos || lower.compare(0, 9, "<!doctype") == 0 || lower.compare(0, 5, "<html") == 0;
+  }
   return start == std::string::npos || head[start] == '{' || head[start] == '[';
 }
 
@@ -98,8 +104,10 @@ void check_output_file(const std::string& option, const std::string& path, Outpu
   }
   if (!std::filesystem::is_regular_file(status) || !holds_kind(path, kind)) {
     throw UsageError(option + " '" + path + "' exists and is not " +
-                     (kind == OutputKind::kModel ? "a pefm model file" : kind == OutputKind::kJson ? "a JSON file"
-                                                                                    : "a pefm-eval scores file") +
+                     (kind == OutputKind::kModel  ? "a pefm model file"
+                      : kind == OutputKind::kJson ? "a JSON file"
+                      : kind == OutputKind::kHtml ? "an HTML page"
+                                                  : "a pefm-eval scores file") +
                      "; refusing to replace it (remove it first if that is what you want)");
   }
 }

@@ -26,7 +26,7 @@ std::string json_text(const Json& value, int indent = 2);
 // What an output file will hold: an existing file at that path is replaced only when it
 // already holds the same kind, so a typo cannot overwrite an image, a weights file or the
 // model being read.
-enum class OutputKind { kModel, kJson, kScores };
+enum class OutputKind { kModel, kJson, kScores, kHtml };
 
 // Checks an output file before any work: not a folder, its folder exists and is writable,
 // not the same file (device and inode) as any of `inputs`, and an existing file there of

@@ -1,5 +1,6 @@
 // pefm-eval: scores a model on an MVTec-AD-layout test set, as the PEFM authors do.
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
 #include "render.h"
+#include "report.h"
 
 namespace {
 
@@ -33,6 +35,7 @@ struct TestImage {
 struct Scores {
   double image_auroc = NAN, pixel_auroc = NAN, aupro = NAN;
   int64_t images = 0;
+  ProCurve pro;  // overall only, for --report
 };
 
 // Masks are read from ground_truth/ when the folder exists (then every defective image needs
@@ -73,15 +76,43 @@ std::string pct(double v) {
 }
 
 Scores score(const torch::Tensor& maps, const torch::Tensor& image_scores, const torch::Tensor& masks,
-             const torch::Tensor& labels, bool with_masks) {
+             const torch::Tensor& labels, bool with_masks, ProRegions regions, bool keep_curve = false) {
   Scores s;
   s.images = labels.numel();
   s.image_auroc = auroc(image_scores, labels);
   if (with_masks) {
     s.pixel_auroc = auroc(maps, masks);
-    s.aupro = aupro(maps, masks);
+    auto curve = pro_curve(maps, masks, 1000, regions);
+    s.aupro = aupro(curve);
+    if (keep_curve) s.pro = std::move(curve);
   }
   return s;
+}
+
+// The worst cases for --report: the defective images scored below `threshold` (raw),
+// lowest first, or when none is, the lowest-scoring defective ones; and the good images at
+// or above it, highest first, or the highest-scoring good ones.
+std::vector<size_t> worst(const std::vector<double>& raw, const std::vector<int>& labels, int label, double threshold,
+                          size_t count, bool* beyond) {
+  std::vector<size_t> idx;
+  for (size_t i = 0; i < raw.size(); ++i)
+    if (labels[i] == label) idx.push_back(i);
+  // defective: ascending scores; good: descending
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return label ? raw[a] < raw[b] : raw[a] > raw[b]; });
+  size_t wrong = 0;
+  while (wrong < idx.size() && (label ? raw[idx[wrong]] < threshold : raw[idx[wrong]] >= threshold)) ++wrong;
+  *beyond = wrong > 0;
+  idx.resize(std::min(count, wrong > 0 ? wrong : idx.size()));
+  return idx;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::ostringstream o;
+  o << std::put_time(&tm, "%Y-%m-%d %H:%M UTC");
+  return o.str();
 }
 
 // A value for the JSON report: NaN (undefined for this test set) is written as null.
@@ -139,6 +170,10 @@ int run(int argc, char** argv) {
   args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1]); - for stdout");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
   args.option("scores", "FILE", "write each image's score and decision: CSV for FILE.csv, else JSON lines");
+  args.option("report", "FILE.html", "write one self-contained HTML page: curves, score histograms, per-type table, "
+              "worst misses and false alarms with their heat maps");
+  args.option("pro-regions", "MODE", "AUPRO overlap: filled (each region's filled image, as the PEFM authors count) "
+              "or exact (the region's own pixels, as MVTec's evaluator)", "filled");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   if (!args.parse(argc, argv)) return 0;
   cli::route_json_output(args.get("json"));
@@ -158,6 +193,12 @@ int run(int argc, char** argv) {
   cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
   cli::check_output_file("--scores", args.get("scores"), cli::OutputKind::kScores, {args.get("model")});
+  cli::check_output_file("--report", args.get("report"), cli::OutputKind::kHtml, {args.get("model")});
+  ProRegions pro_regions = ProRegions::kFilled;
+  if (args.get("pro-regions") == "exact")
+    pro_regions = ProRegions::kExact;
+  else if (args.get("pro-regions") != "filled")
+    throw cli::UsageError("--pro-regions '" + args.get("pro-regions") + "' is not one of: filled, exact");
   // The detector owns the model, so only its folded inference copy stays in memory.
   Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
   const auto& cal = detector.calibration();
@@ -238,7 +279,7 @@ int run(int argc, char** argv) {
   if (skipped > 0) std::cout << skipped << " unreadable test image(s) skipped (named above)\n";
   const auto maps = torch::stack(all_maps), scores = torch::stack(all_scores), masks = torch::stack(all_masks);
   const auto label_t = torch::tensor(labels, torch::kLong);
-  const Scores overall = score(maps, scores, masks, label_t, with_masks);
+  const Scores overall = score(maps, scores, masks, label_t, with_masks, pro_regions, !args.get("report").empty());
   std::map<std::string, Scores> per_type;
   for (const auto& type : types) {
     if (type == "good" || per_type.count(type)) continue;
@@ -248,7 +289,7 @@ int run(int argc, char** argv) {
     }
     const auto sel = torch::tensor(idx, torch::kLong);
     per_type[type] = score(maps.index_select(0, sel), scores.index_select(0, sel), masks.index_select(0, sel),
-                           label_t.index_select(0, sel), with_masks);
+                           label_t.index_select(0, sel), with_masks, pro_regions);
   }
   // Image decisions: at the model's threshold (a calibrated model's; raw scores) and at the
   // best-F1 threshold of this test set, for comparison.
@@ -304,6 +345,66 @@ int run(int argc, char** argv) {
     std::cout << "wrote " << path << "\n";
   }
 
+  if (const auto path = args.get("report"); !path.empty()) {
+    cli::ReportData rep;
+    rep.model = args.get("model");
+    rep.data = args.get("data");
+    rep.device = device_name(detector.device());
+    rep.created = utc_now();
+    rep.image_size = S;
+    rep.calibrated = cal.valid;
+    for (const auto& [type, s] : per_type) rep.rows.push_back({type, s.images, s.image_auroc, s.pixel_auroc, s.aupro});
+    rep.rows.push_back({"overall", overall.images, overall.image_auroc, overall.pixel_auroc, overall.aupro});
+    for (double v : raw_scores) rep.scores.push_back(cal.valid ? cal.normalize(v) : v);
+    rep.labels = label_v;
+    rep.roc = roc_curve(raw_scores, label_v);
+    rep.pro = overall.pro;
+    const auto shown = [&](Decisions d) {
+      if (cal.valid && !std::isnan(d.threshold)) d.threshold = cal.normalize(d.threshold);
+      return d;
+    };
+    if (at_model) rep.at_model = shown(*at_model);
+    rep.at_best = shown(at_best);
+    if (cal.method == "conformal") {
+      std::ostringstream o;
+      o << "The model states: a new normal image exceeds its threshold with probability at most "
+        << cal.false_alarm_bound * 100 << " % (asked " << cal.false_alarm_target * 100 << " %; at most "
+        << cal.false_alarm_upper95 * 100 << " % with 95 % confidence over its " << cal.images
+        << " calibration images). Measured here: " << at_model->false_alarm_rate() * 100 << " %, 95 % upper bound "
+        << clopper_pearson_upper(at_model->false_positives, at_model->false_positives + at_model->true_negatives) * 100
+        << " %.";
+      rep.stated_rate = o.str();
+    }
+    const double th = at_model ? at_model->threshold : at_best.threshold;
+    const auto picture = [&](size_t i) {
+      cli::ReportExample e{files[i], types[i], rep.scores[i], {}};
+      torch::Tensor img;
+      try {
+        img = cli::to_tensor(io::read_image(files[i]));
+      } catch (const io::ImageError& err) {  // gone or changed since it was scored
+        std::cerr << "--report: no picture for " << err.what() << "\n";
+        return e;
+      }
+      const auto heat = cal.valid ? cal.normalize(maps[static_cast<int64_t>(i)])
+                                  : maps[static_cast<int64_t>(i)] / maps[static_cast<int64_t>(i)].max().clamp_min(1e-12);
+      e.png = io::encode_png(cli::side_by_side(img, masks[static_cast<int64_t>(i)], heat, rep.scores[i]));
+      return e;
+    };
+    bool beyond = false;
+    for (size_t i : worst(raw_scores, label_v, 1, th, 4, &beyond)) rep.misses.push_back(picture(i));
+    rep.misses_title = beyond ? "Worst misses (defective, scored below the threshold)"
+                              : "Lowest-scoring defective images (none missed)";
+    for (size_t i : worst(raw_scores, label_v, 0, th, 4, &beyond)) rep.false_alarms.push_back(picture(i));
+    rep.false_alarms_title = beyond ? "Worst false alarms (good, scored at or above the threshold)"
+                                    : "Highest-scoring good images (no false alarm)";
+    if (!at_model) {
+      rep.misses_title += " at the best-F1 threshold";
+      rep.false_alarms_title += " at the best-F1 threshold";
+    }
+    write_file_atomically(path, cli::html_report(rep));
+    std::cout << "wrote " << path << "\n";
+  }
+
   if (const auto json = args.get("json"); !json.empty()) {
     // Metrics that are undefined for this test set (NaN) are written as null.
     cli::Json per_type_json = cli::Json::object();
@@ -335,6 +436,7 @@ int run(int argc, char** argv) {
                            {"image_auroc", overall.image_auroc},
                            {"pixel_auroc", overall.pixel_auroc},
                            {"aupro", overall.aupro},
+                           {"aupro_regions", args.get("pro-regions")},
                            {"operating_point", operating_point},
                            {"best_f1", decisions_json(at_best, cal)},
                            {"per_type", per_type_json},

@@ -37,6 +37,9 @@ void ensure_gstreamer();
 // 8 or 16 bit; gray, RGB, RGBA, palette) and converts it to `format`.
 Image read_image(const std::string& path, PixelFormat format = PixelFormat::kRgb);
 
+// RGB or gray pixels as the bytes of a PNG file.
+std::vector<uint8_t> encode_png(const Image& image);
+
 // Writes RGB or gray pixels as PNG, atomically (temporary file + rename).
 void write_png(const std::string& path, const Image& image);
 
