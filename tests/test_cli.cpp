@@ -400,6 +400,42 @@ TEST_F(Cli, TileTrainsOnTilesCutAsTheElementCutsFramesAndRecordsTheSize) {
   EXPECT_NE(refused.output.find("--tile 16 is below the minimum of 32 pixels"), std::string::npos) << refused.output;
 }
 
+// --pe auto trains each variant briefly on four fifths of the images, scores synthetic
+// defects pasted into the other fifth, keeps the best (mean of pixel AUROC and AUPRO),
+// and records the choice and its evidence in the model.
+TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
+  const auto model = out_.file("auto.pt");
+  auto args = tiny_train(dir_->file("good"), model, 3);
+  args.insert(args.end(), {"--pe", "auto"});
+  const auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("add, none and concat each trained 1 epochs on 6 images, scored on 2 held-out images"),
+            std::string::npos) << r.output;  // 8 training images after the 0.2 hold-out; a third of 3 epochs
+  const auto m = pefm::load_model(model);
+  const auto chosen = m.training.at("pe_auto");
+  EXPECT_EQ(chosen, pefm::to_string(m.config.pe));
+  EXPECT_NE(r.output.find("pe auto: chose " + chosen), std::string::npos) << r.output;
+  const auto evidence = parse_json(m.training.at("pe_auto_evidence"));
+  ASSERT_EQ(evidence.at("trials").size(), 3u) << evidence;
+  std::string best;
+  double best_merit = -1;
+  for (const auto& t : evidence.at("trials")) {
+    ASSERT_TRUE(t.at("pixel_auroc").is_number()) << t;
+    ASSERT_TRUE(t.at("aupro").is_number()) << t;
+    const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
+    if (merit > best_merit + 0.0005) best_merit = merit, best = t.at("pe").get<std::string>();
+  }
+  EXPECT_EQ(chosen, best) << evidence;
+  EXPECT_EQ(evidence.at("choice").get<std::string>(), chosen);
+  EXPECT_EQ(evidence.at("probe_images").get<int>(), 2);
+  // An unknown mode is refused naming the option and the choices.
+  args = tiny_train(dir_->file("good"), out_.file("bad.pt"), 1);
+  args.insert(args.end(), {"--pe", "sometimes"});
+  const auto refused = run(args);
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--pe"), std::string::npos) << refused.output;
+}
+
 // stdout carries results only: progress (bars, epoch lines) goes to stderr; with --json -
 // the JSON is all of stdout; --version answers.
 TEST_F(Cli, StdoutCarriesResultsProgressGoesToStderrAndJsonDashIsAllOfStdout) {
