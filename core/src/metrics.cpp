@@ -45,8 +45,8 @@ struct Box {
 
 // Scores of the pixels that count for region `r` of `labels` ([H, W] int32, contiguous),
 // inside its bounding box `b`: the region's own pixels, or its filled image (background
-// not 4-connected to the box's border filled, as scipy's binary_fill_holes does for
-// skimage).
+// not 8-connected to the box's border filled: skimage's image_filled calls scipy's
+// binary_fill_holes with a 3x3 structure).
 std::vector<double> region_pixels(const double* map, const int32_t* labels, int64_t w, int32_t r, const Box& b,
                                   ProRegions mode) {
   const int64_t y0 = b.y0, x0 = b.x0, y1 = b.y1, x1 = b.x1;
@@ -67,10 +67,11 @@ std::vector<double> region_pixels(const double* map, const int32_t* labels, int6
       const int64_t i = stack.back();
       stack.pop_back();
       const int64_t y = i / bw, x = i % bw;
-      if (y > 0) push(y - 1, x);
-      if (y + 1 < bh) push(y + 1, x);
-      if (x > 0) push(y, x - 1);
-      if (x + 1 < bw) push(y, x + 1);
+      for (int64_t dy = -1; dy <= 1; ++dy) {
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          if ((dy || dx) && y + dy >= 0 && y + dy < bh && x + dx >= 0 && x + dx < bw) push(y + dy, x + dx);
+        }
+      }
     }
   }
   for (int64_t y = 0; y < bh; ++y) {

@@ -355,12 +355,16 @@ int run(int argc, char** argv) {
     rep.calibrated = cal.valid;
     for (const auto& [type, s] : per_type) rep.rows.push_back({type, s.images, s.image_auroc, s.pixel_auroc, s.aupro});
     rep.rows.push_back({"overall", overall.images, overall.image_auroc, overall.pixel_auroc, overall.aupro});
-    for (double v : raw_scores) rep.scores.push_back(cal.valid ? cal.normalize(v) : v);
+    // The calibrated scale, not clamped to 0..1 (the histogram would pile up at both ends).
+    const auto scale = [&](double v) {
+      return cal.valid ? 0.5 + 0.5 * (v - cal.threshold) / (cal.threshold - cal.base) : v;
+    };
+    for (double v : raw_scores) rep.scores.push_back(scale(v));
     rep.labels = label_v;
     rep.roc = roc_curve(raw_scores, label_v);
     rep.pro = overall.pro;
     const auto shown = [&](Decisions d) {
-      if (cal.valid && !std::isnan(d.threshold)) d.threshold = cal.normalize(d.threshold);
+      if (!std::isnan(d.threshold)) d.threshold = scale(d.threshold);
       return d;
     };
     if (at_model) rep.at_model = shown(*at_model);
@@ -377,17 +381,16 @@ int run(int argc, char** argv) {
     }
     const double th = at_model ? at_model->threshold : at_best.threshold;
     const auto picture = [&](size_t i) {
-      cli::ReportExample e{files[i], types[i], rep.scores[i], {}};
-      torch::Tensor img;
+      // the score the element would report (normalised, clamped) for a calibrated model
+      cli::ReportExample e{files[i], types[i], cal.valid ? cal.normalize(raw_scores[i]) : raw_scores[i], {}};
+      const auto k = static_cast<int64_t>(i);
       try {
-        img = cli::to_tensor(io::read_image(files[i]));
-      } catch (const io::ImageError& err) {  // gone or changed since it was scored
-        std::cerr << "--report: no picture for " << err.what() << "\n";
-        return e;
+        const auto img = cli::to_tensor(io::read_image(files[i]));
+        const auto heat = cal.valid ? cal.normalize(maps[k]) : maps[k] / maps[k].max().clamp_min(1e-12);
+        e.png = io::encode_png(cli::side_by_side(img, masks[k], heat, e.score));
+      } catch (const io::ImageError& err) {  // gone or changed since it was scored: the page says so
+        std::cerr << "--report: no picture: " << err.what() << "\n";
       }
-      const auto heat = cal.valid ? cal.normalize(maps[static_cast<int64_t>(i)])
-                                  : maps[static_cast<int64_t>(i)] / maps[static_cast<int64_t>(i)].max().clamp_min(1e-12);
-      e.png = io::encode_png(cli::side_by_side(img, masks[static_cast<int64_t>(i)], heat, rep.scores[i]));
       return e;
     };
     bool beyond = false;

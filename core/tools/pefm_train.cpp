@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "pefm-config.h"
+#include "pefm/backbone.h"
 #include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
@@ -290,12 +291,14 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   return trials;
 }
 
-// The winner of `trials` (best merit; within 0.05 points the earlier one).
+// The winner of `trials` (best merit; within 0.05 points the earlier one); variants whose
+// merit is not finite (constant maps) never win. Throws when none is finite.
 PeMode choose_pe(const std::vector<PeTrial>& trials) {
-  const PeTrial* best = &trials.front();
+  const PeTrial* best = nullptr;
   for (const auto& t : trials) {
-    if (t.merit() > best->merit() + 0.0005) best = &t;
+    if (std::isfinite(t.merit()) && (!best || t.merit() > best->merit() + 0.0005)) best = &t;
   }
+  if (!best) throw std::runtime_error("--pe auto: no variant gave finite scores on the synthetic defects");
   return best->pe;
 }
 
@@ -472,6 +475,18 @@ int run(int argc, char** argv) {
       {"false_alarm_rate", args.get("false-alarm-rate")},
   };
 
+  // Cache in fp16 when fp32 features would take more than 4 GiB (the --pe auto search
+  // caches four fifths of them).
+  int64_t per_image = 0;
+  {
+    const auto source = make_backbone(config.source_arch);
+    const auto cs = source->tap_channels(), ct = backbone_tap_channels(config.target_arch);
+    for (int k = 0; k < 3; ++k) {
+      const auto side = source->tap_size(k, config.image_size);
+      per_image += (cs[k] + ct[k]) * side * side * 4;
+    }
+  }
+  opts.half_cache = per_image * static_cast<int64_t>(train.size()) > (int64_t{4} << 30);
   double pe_auto_seconds = 0;
   if (pe_auto && !args.has("resume")) {
     // Probe images: a fifth of the source images, never the tiles of one image on both sides.
@@ -520,7 +535,12 @@ int run(int argc, char** argv) {
     }
     auto ck = load_checkpoint(ckpt_path);
     const auto& c = ck.model.config;
-    if (pe_auto) {  // the choice the interrupted run made stands
+    const bool ck_auto = !ck.model.training["pe_auto"].empty();
+    if (pe_auto != ck_auto) {
+      throw cli::UsageError("--resume: '" + ckpt_path + "' was made with --pe " + (ck_auto ? "auto" : to_string(c.pe)) +
+                            ", this run has --pe " + args.get("pe"));
+    }
+    if (ck_auto) {  // the choice the interrupted run made stands, with its evidence
       config.pe = c.pe;
       for (const char* key : {"pe_auto", "pe_auto_evidence"}) settings[key] = ck.model.training[key];
     }
@@ -558,15 +578,6 @@ int run(int argc, char** argv) {
   }
   model.training = settings;
   model.training["epochs"] = std::to_string(epochs);
-
-  // Cache in fp16 when fp32 features would take more than 4 GiB.
-  int64_t per_image = 0;
-  const auto cs = model.net->source().tap_channels(), ct = model.net->target().tap_channels();
-  for (int k = 0; k < 3; ++k) {
-    const auto s = model.net->source().tap_size(k, config.image_size);
-    per_image += (cs[k] + ct[k]) * s * s * 4;
-  }
-  opts.half_cache = per_image * static_cast<int64_t>(train.size()) > (int64_t{4} << 30);
 
   const auto t_features = Clock::now();
   double train_seconds = 0, feature_seconds = 0;

@@ -96,6 +96,7 @@ class Plot {
   }
 
   std::string dot(double xv, double yv, const std::string& cls, const std::string& label) const {
+    if (!std::isfinite(xv) || !std::isfinite(yv)) return "";  // a rate undefined for this test set
     std::ostringstream s;
     s << "<circle cx='" << x(xv) << "' cy='" << y(yv) << "' r='4' class='" << cls << "'><title>" << html_escape(label)
       << "</title></circle><text x='" << x(xv) + 6 << "' y='" << y(yv) + 14 << "' class='note'>" << html_escape(label)
@@ -136,6 +137,9 @@ std::string pro_chart(const ReportData& d) {
 
 std::string histogram_chart(const ReportData& d) {
   if (d.scores.empty()) return "";
+  for (double v : d.scores) {
+    if (!std::isfinite(v)) return "<p>Scores not finite: no histogram.</p>";
+  }
   double lo = *std::min_element(d.scores.begin(), d.scores.end());
   double hi = *std::max_element(d.scores.begin(), d.scores.end());
   if (d.at_model) lo = std::min(lo, d.at_model->threshold), hi = std::max(hi, d.at_model->threshold);
@@ -145,7 +149,7 @@ std::string histogram_chart(const ReportData& d) {
   std::vector<double> good(kBins, 0), bad(kBins, 0);
   double n_good = 0, n_bad = 0;
   for (size_t i = 0; i < d.scores.size(); ++i) {
-    const int b = std::clamp(static_cast<int>((d.scores[i] - lo) / width), 0, kBins - 1);
+    const int b = static_cast<int>(std::clamp(std::floor((d.scores[i] - lo) / width), 0.0, kBins - 1.0));
     (d.labels[i] ? bad : good)[static_cast<size_t>(b)] += 1;
     (d.labels[i] ? n_bad : n_good) += 1;
   }
@@ -242,7 +246,9 @@ std::string html_report(const ReportData& d) {
       << pct(r.pixel_auroc) << "</td><td>" << pct(r.aupro) << "</td></tr>";
   }
   h << "</table>\n<h2>Worst cases</h2><p class='meta'>image &middot; ground truth (green) &middot; heat map "
-    << "(white outline: above the model's threshold)</p>"
+    << (d.calibrated ? "(white outline: above the model's threshold)"
+                     : "(uncalibrated model: each map scaled to its own maximum, white outline above half of it)")
+    << "</p>"
     << examples(d.misses_title, d.misses) << examples(d.false_alarms_title, d.false_alarms) << "\n</body></html>\n";
   return h.str();
 }

@@ -4,6 +4,7 @@
 // table, and the worst misses and false alarms with their heat maps as embedded PNGs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -23,16 +24,18 @@ struct ReportRow {
 // An example picture: a test image with its ground truth and heat map (side_by_side).
 struct ReportExample {
   std::string file, type;
-  double score = NAN;             // on the report's scale (normalised when calibrated)
+  double score = NAN;             // on the report's scale
   std::vector<uint8_t> png;       // encoded picture
 };
 
 struct ReportData {
   std::string model, data, device, created;
   int64_t image_size = 0;
-  bool calibrated = false;        // scores and thresholds normalised (0.5 = the model's threshold)
+  // Scores and thresholds on the calibrated scale, not clamped (0.5 = the model's
+  // threshold, 0 = the median normal pixel), else raw.
+  bool calibrated = false;
   std::vector<ReportRow> rows;    // per defect type, then "overall" last
-  std::vector<double> scores;     // every image's score, on the report's scale
+  std::vector<double> scores;     // every image's score, on the report's scale (finite)
   std::vector<int> labels;        // 1 = defective
   RocCurve roc;
   ProCurve pro;                   // thresholds on the raw scale; empty without masks

@@ -51,7 +51,7 @@ def main():
     l = (rng.random(400) < 0.3).astype(np.int64)
     # AUPRO: 4 images 48x40, masks with one big blob, a few specks, a diagonal line
     # (8-connected only), an empty mask and a ring holding a speck (holes: the filled and
-    # the exact count differ); maps = noise + bumps inside the defects.
+    # the exact count differ; a diamond ring); maps = noise + bumps inside the defects.
     n, h, w = 5, 48, 40
     masks = np.zeros((n, h, w), bool)
     masks[0, 5:30, 4:28] = True
@@ -63,6 +63,10 @@ def main():
     masks[4, 12:26, 10:26] = False
     masks[4, 18, 17] = True
     masks[4, 2:5, 34:38] = True
+    # a diamond ring: its centre reaches the border diagonally only, so it is no hole
+    # for an 8-connected fill (skimage) and a hole for a 4-connected one
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        masks[4, 40 + dy, 8 + dx] = True
     maps = rng.random((n, h, w)).astype(np.float64)
     maps += 0.8 * masks * rng.random((n, h, w))
     maps = maps.astype(np.float32)

@@ -15,7 +15,7 @@ double auroc(const torch::Tensor& scores, const torch::Tensor& labels);
 
 // Which pixels count as a defect region's overlap in the PRO curve. kFilled: predicted
 // pixels inside the region's filled image (its bounding box with holes filled, skimage's
-// `prop.filled_image`) over the region's area, as the PEFM authors' evaluation counts them
+// `prop.filled_image`: background not 8-connected to the box's border) over the region's area, as the PEFM authors' evaluation counts them
 // (a region with holes can then exceed 1); kExact: the region's own pixels only (MVTec's
 // and anomalib's evaluators).
 enum class ProRegions { kFilled, kExact };
