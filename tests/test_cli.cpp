@@ -417,13 +417,23 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   EXPECT_NE(r.output.find("pe auto: chose " + chosen), std::string::npos) << r.output;
   const auto evidence = parse_json(m.training.at("pe_auto_evidence"));
   ASSERT_EQ(evidence.at("trials").size(), 3u) << evidence;
-  std::string best;
-  double best_merit = -1;
+  // The rule: none unless add or concat is eligible (a per-image gain over none above two
+  // standard errors, pooled merit no worse); then the larger gain.
+  std::string best = "none";
+  double best_gain = -1, none_merit = NAN;
   for (const auto& t : evidence.at("trials")) {
     ASSERT_TRUE(t.at("pixel_auroc").is_number()) << t;
     ASSERT_TRUE(t.at("aupro").is_number()) << t;
+    if (t.at("pe") == "none") none_merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
+  }
+  for (const auto& t : evidence.at("trials")) {
+    if (t.at("pe") == "none") continue;
+    ASSERT_TRUE(t.at("gain_over_none").is_number()) << t;
+    const double gain = t.at("gain_over_none").get<double>(), se = t.at("gain_se").get<double>();
     const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
-    if (merit > best_merit + 0.0005) best_merit = merit, best = t.at("pe").get<std::string>();
+    const bool eligible = gain > 2 * se && merit >= none_merit;
+    EXPECT_EQ(t.at("eligible").get<bool>(), eligible) << t;
+    if (eligible && gain > best_gain) best_gain = gain, best = t.at("pe").get<std::string>();
   }
   EXPECT_EQ(chosen, best) << evidence;
   EXPECT_EQ(evidence.at("choice").get<std::string>(), chosen);
@@ -654,18 +664,22 @@ TEST_F(Cli, EvalReportIsOneSelfContainedPageThatRendersInABrowser) {
   fs::copy(dir_->file("cat"), data, fs::copy_options::recursive);
   // A stranger's file name: markup and quotes must stay text.
   fs::copy_file(data + "/test/good/000.png", data + "/test/good/<b>x&'\"y.png");
-  const auto page = out_.file("page.html");
-  auto r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--report", page});
+  const auto page = out_.file("page.html"), json = out_.file("page.json");
+  auto r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--report", page, "--json", json});
   ASSERT_EQ(r.status, 0) << r.output;
+  // Up to 4 misses (else the 4 lowest-scoring defective images) and up to 4 false alarms
+  // (else the 4 highest-scoring good ones): 3 defective and 4 good images here.
+  const auto op = parse_json(pefm_test::slurp(json)).at("operating_point");
+  const auto misses = op.at("misses").get<size_t>(), alarms = op.at("false_alarms").get<size_t>();
+  const size_t pictures = (misses > 0 ? std::min<size_t>(misses, 4) : 3) + (alarms > 0 ? std::min<size_t>(alarms, 4) : 4);
   const auto html = pefm_test::slurp(page);
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
   EXPECT_EQ(count_of(html, "<svg"), 3u) << "ROC, PRO and histogram";
   EXPECT_NE(html.find("<td>patch</td>"), std::string::npos);
   EXPECT_NE(html.find("<td>overall</td>"), std::string::npos);
   EXPECT_NE(html.find("<td>the model's own</td>"), std::string::npos) << "decisions at the model's threshold";
-  // 4 examples each side at most: 3 defective and 4 good images here.
-  EXPECT_EQ(count_of(html, "src='data:image/png;base64,"), 7u);
-  EXPECT_EQ(count_of(html, "src="), 7u) << "nothing but embedded pictures is loaded";
+  EXPECT_EQ(count_of(html, "src='data:image/png;base64,"), pictures) << op;
+  EXPECT_EQ(count_of(html, "src="), pictures) << "nothing but embedded pictures is loaded";
   for (const char* outside : {"http:", "https:", "<script", "<link", "url(http", "file:"}) {
     EXPECT_EQ(html.find(outside), std::string::npos) << outside;
   }

@@ -6,6 +6,8 @@
 #include "pefm/device.h"
 #include "pefm/model.h"
 #include "pefm/preprocess.h"
+#include "pefm/state_dict.h"
+#include "../core/src/resample.h"
 #if PEFM_WITH_CUDA_KERNELS
 #include "../core/src/cuda/kernels.h"
 #include "../core/src/cuda/torch_elem.h"
@@ -14,6 +16,59 @@
 namespace {
 
 using pefm::ChannelMap;
+using pefm::Resize;
+
+// Network input back to 0..255 pixel values (undoing the ImageNet normalisation).
+torch::Tensor to_pixels(const torch::Tensor& x) {
+  const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}).view({1, 3, 1, 1});
+  const auto stdv = torch::tensor({0.229f, 0.224f, 0.225f}).view({1, 3, 1, 1});
+  return (x * stdv + mean) * 255.0;
+}
+
+// PIL's Lanczos (the authors' T.Resize(S, Image.ANTIALIAS)) on 8-bit images, pixel for
+// pixel: shrinking by non-integer factors, enlarging, a wide image, gray. The fixed-point
+// weights and the rounding after each pass are PIL's, so the integers are the same.
+TEST(Preprocess, LanczosIsPilsPixelForPixel) {
+  const auto g = pefm::read_state_dict(pefm_test::data_dir() + "/golden/resize.pt");
+  for (const char* name : {"shrink", "grow", "wide", "gray", "side", "dot", "big"}) {
+    const auto in = g.at(std::string(name) + "_in"), want = g.at(std::string(name) + "_out");
+    const bool gray = in.size(2) == 1;
+    const auto x = pefm::preprocess(in.unsqueeze(0), gray ? ChannelMap::gray() : ChannelMap::rgb_order(), want.size(0),
+                                    torch::kFloat32, Resize::kLanczos);
+    const auto got = to_pixels(x)[0].permute({1, 2, 0}).round();
+    const auto expect = want.to(torch::kFloat32).expand({-1, -1, 3});
+    EXPECT_EQ((got - expect).abs().max().item<float>(), 0.0f) << name;
+  }
+  // Bilinear is not Lanczos: the same check fails for it (the test can tell them apart).
+  const auto in = g.at("shrink_in"), want = g.at("shrink_out");
+  const auto bil = to_pixels(pefm::preprocess(in.unsqueeze(0), ChannelMap::rgb_order(), 16, torch::kFloat32,
+                                              Resize::kBilinear))[0].permute({1, 2, 0}).round();
+  EXPECT_GT((bil - want.to(torch::kFloat32)).abs().max().item<float>(), 2.0f);
+}
+
+TEST(Preprocess, LanczosTapsArePilsWeights) {
+  // 8 -> 4: scale 2, support 6 input pixels each side; weights sum to one in fixed point
+  // within rounding, symmetric about each output's centre.
+  const auto t = pefm::resample::lanczos_taps(8, 4);
+  for (int i = 0; i < 4; ++i) {
+    int64_t sum = 0;
+    float fsum = 0;
+    for (int j = 0; j < t.count[static_cast<size_t>(i)]; ++j) {
+      sum += t.fixed[static_cast<size_t>(i * t.max_taps + j)];
+      fsum += t.weights[static_cast<size_t>(i * t.max_taps + j)];
+    }
+    EXPECT_NEAR(static_cast<double>(sum), 1 << pefm::resample::kPrecisionBits, 8.0);
+    EXPECT_NEAR(fsum, 1.0f, 1e-6f);
+  }
+  // Same size: the identity.
+  const auto same = pefm::resample::lanczos_taps(5, 5);
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < same.count[static_cast<size_t>(i)]; ++j) {
+      const bool centre = same.lo[static_cast<size_t>(i)] + j == i;
+      EXPECT_EQ(same.fixed[static_cast<size_t>(i * same.max_taps + j)], centre ? 1 << pefm::resample::kPrecisionBits : 0);
+    }
+  }
+}
 
 TEST(Preprocess, NormalisesWithImageNetStatistics) {
   // A constant frame at the native size: no resampling, only scaling and normalisation.
@@ -40,7 +95,10 @@ TEST(Preprocess, ChannelMapsSelectTheSameColours) {
 TEST(Preprocess, FloatFramesInUnitRangeEqualUint8) {
   const auto u8 = pefm_test::texture_image(33, 47, 2).unsqueeze(0);
   const auto f = u8.to(torch::kFloat32) / 255.0;
-  EXPECT_TRUE(torch::allclose(pefm::preprocess(u8, {}, 32), pefm::preprocess(f, {}, 32), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(pefm::preprocess(u8, {}, 32, torch::kFloat32, Resize::kBilinear),
+                              pefm::preprocess(f, {}, 32, torch::kFloat32, Resize::kBilinear), 1e-5, 1e-5));
+  // Lanczos quantises float frames to 8 bits first: the same input exactly.
+  EXPECT_TRUE(torch::equal(pefm::preprocess(u8, {}, 32), pefm::preprocess(f, {}, 32)));
 }
 
 TEST(Preprocess, DownscalingIsAntialiased) {
@@ -76,11 +134,34 @@ TEST(PreprocessKernel, HostTwinMatchesLibTorch) {
   for (const auto& c : {Case{64, 96, 32, ChannelMap::rgb_order()}, Case{20, 12, 32, ChannelMap::bgra_order()},
                         Case{257, 131, 64, ChannelMap::gray()}, Case{32, 32, 32, ChannelMap::bgr_order()}}) {
     auto frames = torch::randint(0, 256, {2, c.h, c.w, c.map.channels}, torch::kUInt8);
-    const auto want = pefm::preprocess(frames, c.map, c.size);
+    const auto want = pefm::preprocess(frames, c.map, c.size, torch::kFloat32, Resize::kBilinear);
     auto got = torch::empty({2, 3, c.size, c.size});
     pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr(), pefm::cuda::Elem::kFloat,
-                                static_cast<int>(c.size));
+                                static_cast<int>(c.size), nullptr);
     EXPECT_LT((got - want).abs().max().item<float>(), 1e-4) << c.h << "x" << c.w << " -> " << c.size;
+  }
+}
+
+// The kernel's Lanczos code on the host, with the CPU path's taps: the same integers for
+// 8-bit frames (so the same floats after normalisation), float frames within rounding.
+TEST(PreprocessKernel, HostTwinLanczosMatchesTheCpuPath) {
+  struct Case { int64_t h, w, size; ChannelMap map; };
+  for (const auto& c : {Case{64, 96, 32, ChannelMap::rgb_order()}, Case{20, 12, 32, ChannelMap::bgra_order()},
+                        Case{257, 131, 64, ChannelMap::gray()}}) {
+    for (const bool as_float : {false, true}) {
+      auto frames = torch::randint(0, 256, {2, c.h, c.w, c.map.channels}, torch::kUInt8);
+      if (as_float) frames = frames.to(torch::kFloat32) / 255.0;
+      const auto want = pefm::preprocess(frames, c.map, c.size, torch::kFloat32, Resize::kLanczos);
+      const auto tx = pefm::resample::lanczos_taps(static_cast<int>(c.w), static_cast<int>(c.size));
+      const auto ty = pefm::resample::lanczos_taps(static_cast<int>(c.h), static_cast<int>(c.size));
+      const pefm::cuda::LanczosTaps taps{{tx.max_taps, tx.lo.data(), tx.count.data(), tx.weights.data(), tx.fixed.data()},
+                                         {ty.max_taps, ty.lo.data(), ty.count.data(), ty.weights.data(), ty.fixed.data()}};
+      auto got = torch::empty({2, 3, c.size, c.size});
+      pefm::cuda::preprocess_host(describe(frames, c.map), got.data_ptr(), pefm::cuda::Elem::kFloat,
+                                  static_cast<int>(c.size), &taps);
+      EXPECT_LT((got - want).abs().max().item<float>(), 1e-6)
+          << c.h << "x" << c.w << " -> " << c.size << (as_float ? " float" : " uint8");
+    }
   }
 }
 
@@ -96,11 +177,11 @@ TEST(PreprocessKernel, HostTwinWritesEveryDtype) {
   // rounding can move a value by one step.
   for (const auto& [dtype, step] : {std::pair<torch::ScalarType, float>{torch::kFloat32, 1e-4f},
                                     {torch::kHalf, 2e-3f}, {torch::kBFloat16, 1.6e-2f}}) {
-    const auto want = pefm::preprocess(frames, map, 32, dtype);
+    const auto want = pefm::preprocess(frames, map, 32, dtype, Resize::kBilinear);
     // Two images more, filled with a sentinel: a twin that wrote 4-byte values into 2-byte
     // slots would write twice the bytes, into the sentinel images (not past the buffer).
     auto got = torch::full({2 + 2, 3, 32, 32}, 99.0, torch::TensorOptions().dtype(dtype));
-    pefm::cuda::preprocess_host(describe(frames, map), got.data_ptr(), pefm::cuda::kernel_elem(dtype), 32);
+    pefm::cuda::preprocess_host(describe(frames, map), got.data_ptr(), pefm::cuda::kernel_elem(dtype), 32, nullptr);
     EXPECT_TRUE(got.slice(0, 2).eq(99.0).all().item<bool>()) << dtype << ": written past the end";
     const auto diff = (got.slice(0, 0, 2).to(torch::kFloat32) - want.to(torch::kFloat32)).abs().max().item<float>();
     EXPECT_LE(diff, step) << dtype;
@@ -177,16 +258,23 @@ TEST(AnomalyMapKernel, HostTwinReadsEveryDtype) {
 TEST(PreprocessKernel, CudaMatchesCpu) {
   PEFM_CUDA_OR_SKIP();
   auto frames = torch::randint(0, 256, {3, 123, 301, 4}, torch::kUInt8);
-  const auto cpu = pefm::preprocess(frames, ChannelMap::bgra_order(), 64);
-  const auto gpu = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64).cpu();
-  EXPECT_LT((cpu - gpu).abs().max().item<float>(), 1e-4);
-  // Values reach about 2.7 in magnitude: fp16 rounds them by up to 2^-11 relative (1.3e-3
-  // absolute), bf16 by 2^-8 (1.1e-2).
-  for (const auto& [dtype, tol] : {std::pair<torch::ScalarType, float>{torch::kHalf, 2e-2f}, {torch::kBFloat16, 2e-2f}}) {
-    const auto out = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64, dtype);
-    ASSERT_EQ(out.scalar_type(), dtype);
-    const auto back = out.cpu().to(torch::kFloat32);
-    EXPECT_LT((cpu - back).abs().max().item<float>(), tol) << dtype;
+  for (const auto resize : {Resize::kLanczos, Resize::kBilinear}) {
+    const auto cpu = pefm::preprocess(frames, ChannelMap::bgra_order(), 64, torch::kFloat32, resize);
+    const auto gpu = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64, torch::kFloat32, resize).cpu();
+    EXPECT_LT((cpu - gpu).abs().max().item<float>(), 1e-4) << pefm::to_string(resize);
+    // Values reach about 2.7 in magnitude: fp16 rounds them by up to 2^-11 relative (1.3e-3
+    // absolute), bf16 by 2^-8 (1.1e-2).
+    for (const auto& [dtype, tol] : {std::pair<torch::ScalarType, float>{torch::kHalf, 2e-2f}, {torch::kBFloat16, 2e-2f}}) {
+      const auto out = pefm::preprocess(frames.cuda(), ChannelMap::bgra_order(), 64, dtype, resize);
+      ASSERT_EQ(out.scalar_type(), dtype);
+      const auto back = out.cpu().to(torch::kFloat32);
+      EXPECT_LT((cpu - back).abs().max().item<float>(), tol) << dtype << " " << pefm::to_string(resize);
+    }
+    // A second geometry on the same thread: the cached taps are replaced, not reused.
+    const auto small = frames.slice(1, 0, 77).contiguous();
+    const auto cpu2 = pefm::preprocess(small, ChannelMap::bgra_order(), 32, torch::kFloat32, resize);
+    const auto gpu2 = pefm::preprocess(small.cuda(), ChannelMap::bgra_order(), 32, torch::kFloat32, resize).cpu();
+    EXPECT_LT((cpu2 - gpu2).abs().max().item<float>(), 1e-4) << pefm::to_string(resize);
   }
 }
 

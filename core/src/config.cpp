@@ -37,6 +37,14 @@ std::string to_string(Precision precision) {
   return "?";
 }
 
+std::string to_string(Resize resize) { return resize == Resize::kLanczos ? "lanczos" : "bilinear"; }
+
+Resize parse_resize(const std::string& text, const std::string& what) {
+  if (text == "lanczos") return Resize::kLanczos;
+  if (text == "bilinear") return Resize::kBilinear;
+  bad_value(what, text, "lanczos, bilinear");
+}
+
 PeMode parse_pe_mode(const std::string& text, const std::string& what) {
   if (text == "add") return PeMode::kAdd;
   if (text == "concat") return PeMode::kConcat;

@@ -70,7 +70,7 @@ void Detector::time_stages(StageTimes* sink) {
 Detection Detector::detect(const torch::Tensor& frames, const ChannelMap& map) {
   torch::InferenceMode guard;
   const auto start = std::chrono::steady_clock::now();
-  auto x = preprocess(frames.to(device_), map, image_size(), dtype_);
+  auto x = preprocess(frames.to(device_), map, image_size(), dtype_, model_->config.resize);
   charge_preprocess(stage_times_, device_, start);
   return detect_preprocessed(x);
 }
@@ -80,7 +80,7 @@ Detection Detector::detect(const std::vector<torch::Tensor>& frames, const Chann
   std::vector<torch::Tensor> inputs;
   inputs.reserve(frames.size());
   const auto start = std::chrono::steady_clock::now();
-  for (const auto& f : frames) inputs.push_back(preprocess(f.to(device_), map, image_size(), dtype_));
+  for (const auto& f : frames) inputs.push_back(preprocess(f.to(device_), map, image_size(), dtype_, model_->config.resize));
   charge_preprocess(stage_times_, device_, start);
   return detect_preprocessed(torch::cat(inputs));
 }

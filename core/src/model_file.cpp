@@ -121,6 +121,7 @@ Container model_container(const Model& model, const char* format) {
   c.meta["config.latent"] = std::to_string(cfg.latent[0]) + "," + std::to_string(cfg.latent[1]) +
                             "," + std::to_string(cfg.latent[2]);
   c.meta["config.fusion"] = to_string(cfg.fusion);
+  c.meta["config.resize"] = to_string(cfg.resize);
   const auto& cal = model.calibration;
   c.meta["calibration.valid"] = cal.valid ? "1" : "0";
   if (cal.valid) {
@@ -225,6 +226,8 @@ Model container_model(const Container& c, const std::string& origin, const char*
     cfg.image_size = meta.integer("config.image_size");
     cfg.pe = parse_pe_mode(meta.str("config.pe"), "config.pe");
     cfg.fusion = parse_fusion(meta.str("config.fusion"), "config.fusion");
+    // Files from before format version 2 were trained on bilinear resizing.
+    cfg.resize = meta.has("config.resize") ? parse_resize(meta.str("config.resize"), "config.resize") : Resize::kBilinear;
     const auto latent = meta.list("config.latent");
     if (latent.size() != 3) throw std::invalid_argument("config.latent needs three widths");
     for (int k = 0; k < 3; ++k) {

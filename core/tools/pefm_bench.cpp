@@ -340,6 +340,7 @@ int run(int argc, char** argv) {
   args.option("target", "ARCH", "target backbone for random weights", "resnet50");
   args.option("latent", "L1,L2,L3", "latent widths for random weights", "200,400,800");
   args.option("image-size", "S", "input size for random weights", "256");
+  args.option("resize", "FILTER", "resize filter: the model's (with --model), else lanczos; lanczos or bilinear overrides", "");
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("precision", "P", "fp32; fp16 on CUDA; bf16 on CPU or CUDA", "fp32");
   args.option("batch-sizes", "LIST", "comma-separated batch sizes", "1,16,64");
@@ -378,6 +379,13 @@ int run(int argc, char** argv) {
     torch::manual_seed(0);
     model = std::make_shared<Model>(Model::create(cfg));
   }
+  if (!args.get("resize").empty()) {
+    try {
+      model->config.resize = parse_resize(args.get("resize"), "--resize");
+    } catch (const std::invalid_argument& e) {
+      throw cli::UsageError(e.what());
+    }
+  }
   DetectorOptions opts;
   opts.device = args.get("device");
   opts.precision = parse_precision(args.get("precision"), "--precision");
@@ -399,7 +407,7 @@ int run(int argc, char** argv) {
   const int warmup = static_cast<int>(args.integer("warmup", 0, 1000));
 
   std::cout << "pefm-bench " PEFM_VERSION ": " << cfg.source_arch << " -> " << cfg.target_arch << ", "
-            << cfg.image_size << " px, latent " << cfg.latent[0] << "," << cfg.latent[1] << "," << cfg.latent[2]
+            << cfg.image_size << " px (" << to_string(cfg.resize) << " resize), latent " << cfg.latent[0] << "," << cfg.latent[1] << "," << cfg.latent[2]
             << ", " << to_string(opts.precision) << (opts.fold_batchnorm ? ", BN folded" : ", BN kept")
             << (det.channels_last() ? ", NHWC" : "") << ", on "
             << device_name(det.device()) << ", LibTorch " << TORCH_VERSION << "\n\n"
@@ -447,6 +455,7 @@ int run(int argc, char** argv) {
     cli::Json report = {{"device", device_name(det.device())},
                         {"precision", to_string(opts.precision)},
                         {"image_size", cfg.image_size},
+                        {"resize", to_string(cfg.resize)},
                         {"source", cfg.source_arch},
                         {"target", cfg.target_arch},
                         {"latent", cfg.latent},

@@ -70,9 +70,11 @@ std::vector<Sample> load_images(const std::vector<std::string>& dirs, int64_t* s
   return samples;
 }
 
-torch::Tensor preprocess_batch(const std::vector<Sample>& samples, size_t begin, size_t end, int64_t size) {
+// Network input of samples[begin, end), resized as `config` says.
+torch::Tensor preprocess_batch(const std::vector<Sample>& samples, size_t begin, size_t end, const ModelConfig& config) {
   std::vector<torch::Tensor> xs;
-  for (size_t i = begin; i < end; ++i) xs.push_back(preprocess(samples[i].pixels.unsqueeze(0), {}, size));
+  for (size_t i = begin; i < end; ++i)
+    xs.push_back(preprocess(samples[i].pixels.unsqueeze(0), {}, config.image_size, torch::kFloat32, config.resize));
   return torch::cat(xs);
 }
 
@@ -117,12 +119,12 @@ constexpr size_t kMaxCalibrationMaps = 256;
 // maximum over an image's tiles; a tiled frame, blending overlapping tiles, scores at most
 // that) of `samples`.
 void score_samples(const std::shared_ptr<Model>& model, const std::string& device, const std::vector<Sample>& samples,
-                   int64_t image_size, size_t map_stride, std::vector<torch::Tensor>* maps,
+                   size_t map_stride, std::vector<torch::Tensor>* maps,
                    std::map<std::string, double>* image_scores) {
   Detector detector(model, {device});
   for (size_t i = 0; i < samples.size() && !cli::stop_requested(); i += 32) {
     const size_t end = std::min(samples.size(), i + 32);
-    const auto r = detector.detect_preprocessed(preprocess_batch(samples, i, end, image_size));
+    const auto r = detector.detect_preprocessed(preprocess_batch(samples, i, end, model->config));
     const auto s = r.scores.cpu().to(torch::kFloat64);
     for (size_t j = i; j < end; ++j) {
       if (j % map_stride == 0) maps->push_back(r.maps[static_cast<int64_t>(j - i)].cpu().unsqueeze(0).clone());
@@ -155,7 +157,7 @@ bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig&
     {
       Trainer trainer(*model, opts, device);
       for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
-        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config.image_size));
+        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config));
       for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
         std::optional<cli::Progress> bar;
         const auto result = trainer.train_epoch([&](int64_t done, int64_t total) {
@@ -170,7 +172,7 @@ bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig&
       }
     }
     if (cli::stop_requested()) break;
-    score_samples(model, device.str(), held, config.image_size, map_stride_for(samples.size()), maps, image_scores);
+    score_samples(model, device.str(), held, map_stride_for(samples.size()), maps, image_scores);
     std::cerr << (tty ? "\r\033[K" : "") << "fold " << f + 1 << "/" << folds << ": trained on " << fit.size()
               << ", scored " << held.size() << "  " << cli::format_duration(seconds_since(t_fold)) << std::endl;
   }
@@ -184,12 +186,20 @@ bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig&
 // with its colours jittered, a colour blotch, or a patch flipped in place: a seam, a stain,
 // a local disorder of the structure) with its mask. Each variant is trained with the
 // run's settings on the other images for a third of the epochs and scores the probe
-// images and their defective copies; the variant with the best mean of pixel AUROC and
-// AUPRO on them wins (ties, within 0.05 points, go to the earlier of add, none, concat).
-// The search costs about 3 x 0.8 x 1/3 of one full training (plus its features).
+// images and their defective copies.
+//
+// The position code is an assumption (parts sit at the same place in every image), so it is
+// taken only on evidence: none, unless add or concat localises the synthetic defects better
+// image by image (mean paired gain in each defective probe's own pixel AUROC over none,
+// above two standard errors) and pools no worse (mean of pixel AUROC and AUPRO over the
+// whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
+// full training (plus features).
 struct PeTrial {
-  PeMode pe;
+  PeMode pe = PeMode::kNone;
   double pixel_auroc = NAN, aupro = NAN, seconds = 0;
+  std::vector<double> per_image;  // each defective probe's own pixel AUROC
+  double gain = NAN, gain_se = NAN;  // mean paired per-image gain over none, its standard error
+  bool eligible = false;
   double merit() const { return (pixel_auroc + aupro) / 2.0; }
 };
 
@@ -265,7 +275,7 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     {
       Trainer trainer(*model, opts, device);
       for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
-        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), S));
+        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), c));
       for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
         std::optional<cli::Progress> bar;
         trainer.train_epoch([&](int64_t done, int64_t total) {
@@ -280,9 +290,15 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     Detector detector(model, {device.str()});
     std::vector<torch::Tensor> maps;
     for (size_t i = 0; i < probes.size(); i += 32)
-      maps.push_back(detector.detect_preprocessed(preprocess_batch(probes, i, std::min(probes.size(), i + 32), S)).maps.cpu());
+      maps.push_back(detector.detect_preprocessed(preprocess_batch(probes, i, std::min(probes.size(), i + 32), c)).maps.cpu());
     const auto m = torch::cat(maps);
-    PeTrial t{pe, auroc(m, mask_t), aupro(m, mask_t), seconds_since(t0)};
+    PeTrial t;
+    t.pe = pe;
+    t.pixel_auroc = auroc(m, mask_t);
+    t.aupro = aupro(m, mask_t);
+    t.seconds = seconds_since(t0);
+    for (size_t i = probe.size(); i < probes.size(); ++i)
+      t.per_image.push_back(auroc(m[static_cast<int64_t>(i)], mask_t[static_cast<int64_t>(i)]));
     std::cerr << (tty ? "\r\033[K" : "") << "pe " << to_string(pe) << ": synthetic defects pixel AUROC "
               << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << ", AUPRO " << t.aupro * 100 << "  "
               << cli::format_duration(t.seconds) << std::defaultfloat << std::endl;
@@ -291,15 +307,41 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   return trials;
 }
 
-// The winner of `trials` (best merit; within 0.05 points the earlier one); variants whose
-// merit is not finite (constant maps) never win. Throws when none is finite.
-PeMode choose_pe(const std::vector<PeTrial>& trials) {
-  const PeTrial* best = nullptr;
+// The rule above; fills each trial's gain, its standard error and eligibility. Throws when
+// no variant gave finite scores.
+PeMode choose_pe(std::vector<PeTrial>& trials) {
+  const PeTrial* none = nullptr;
   for (const auto& t : trials) {
-    if (std::isfinite(t.merit()) && (!best || t.merit() > best->merit() + 0.0005)) best = &t;
+    if (t.pe == PeMode::kNone) none = &t;
   }
-  if (!best) throw std::runtime_error("--pe auto: no variant gave finite scores on the synthetic defects");
-  return best->pe;
+  if (!none || !std::isfinite(none->merit())) {
+    // No baseline to compare with: the best finite merit.
+    const PeTrial* best = nullptr;
+    for (const auto& t : trials) {
+      if (std::isfinite(t.merit()) && (!best || t.merit() > best->merit())) best = &t;
+    }
+    if (!best) throw std::runtime_error("--pe auto: no variant gave finite scores on the synthetic defects");
+    return best->pe;
+  }
+  const PeTrial* chosen = none;
+  for (auto& t : trials) {
+    if (t.pe == PeMode::kNone) continue;
+    std::vector<double> d;
+    for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size(); ++i) {
+      if (std::isfinite(t.per_image[i]) && std::isfinite(none->per_image[i])) d.push_back(t.per_image[i] - none->per_image[i]);
+    }
+    if (d.size() < 2) continue;
+    double mean = 0, var = 0;
+    for (double v : d) mean += v;
+    mean /= static_cast<double>(d.size());
+    for (double v : d) var += (v - mean) * (v - mean);
+    var /= static_cast<double>(d.size() - 1);
+    t.gain = mean;
+    t.gain_se = std::sqrt(var / static_cast<double>(d.size()));
+    t.eligible = mean > 2.0 * t.gain_se && std::isfinite(t.merit()) && t.merit() >= none->merit();
+    if (t.eligible && (chosen == none || t.gain > chosen->gain)) chosen = &t;
+  }
+  return chosen->pe;
 }
 
 std::string percent(double v) {
@@ -330,6 +372,8 @@ int run(int argc, char** argv) {
   args.option("pe", "MODE", "position encoding: add, concat, none, or auto (chosen from synthetic defects in held-out "
               "normal images; recorded in the model)", "add");
   args.option("fusion", "MODE", "scale fusion: mean or product", "mean");
+  args.option("resize", "FILTER", "how images are resized to S x S: lanczos (PIL's, as the authors' runs) or bilinear "
+              "(antialiased; faster on the CPU); recorded in the model, used by pefmfilter and pefm-eval", "lanczos");
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
   args.option("false-alarm-rate", "F", "the rate at which a new normal image may be called anomalous, at most", "0.01");
@@ -352,6 +396,7 @@ int run(int argc, char** argv) {
   try {
     config.pe = pe_auto ? PeMode::kAdd : parse_pe_mode(args.get("pe"), "--pe");
     config.fusion = parse_fusion(args.get("fusion"), "--fusion");
+    config.resize = parse_resize(args.get("resize"), "--resize");
     config.validate();
   } catch (const std::invalid_argument& e) {
     const std::string why = e.what();
@@ -414,7 +459,7 @@ int run(int argc, char** argv) {
   }
   std::cout << "pefm-train " PEFM_VERSION ": " << src_arch << " -> " << tgt_arch << ", " << config.image_size
             << " px, latent " << config.latent[0] << "," << config.latent[1] << "," << config.latent[2] << ", pe "
-            << (pe_auto ? std::string("auto") : to_string(config.pe)) << ", on " << device_name(device) << "\n";
+            << (pe_auto ? std::string("auto") : to_string(config.pe)) << ", " << to_string(config.resize) << " resize, on " << device_name(device) << "\n";
 
   int64_t skipped = 0;
   auto samples = load_images(args.all("data"), &skipped);
@@ -503,7 +548,7 @@ int run(int argc, char** argv) {
     std::cout << "pe auto: add, none and concat each trained " << search_epochs << " epochs on " << fit.size()
               << " images, scored on " << probe.size() << " held-out images and a synthetic defect in each\n";
     const auto t_auto = Clock::now();
-    const auto trials = compare_pe(fit, probe, config, src_weights, tgt_weights, opts, search_epochs, device);
+    auto trials = compare_pe(fit, probe, config, src_weights, tgt_weights, opts, search_epochs, device);
     if (trials.empty()) {
       std::cout << "interrupted while choosing the position code; nothing written\n";
       return 130;
@@ -512,19 +557,26 @@ int run(int argc, char** argv) {
     config.pe = choose_pe(trials);
     cli::Json evidence = {{"choice", to_string(config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
                           {"epochs", search_epochs}, {"seconds", pe_auto_seconds},
-                          {"criterion", "mean of pixel AUROC and AUPRO on synthetic defects"}};
+                          {"criterion", "none unless add or concat gains per-image pixel AUROC over none on the "
+                                        "synthetic defects by more than 2 standard errors and pools no worse "
+                                        "(mean of pixel AUROC and AUPRO); then the larger gain"}};
     for (const auto& t : trials) {
       evidence["trials"].push_back({{"pe", to_string(t.pe)}, {"pixel_auroc", t.pixel_auroc}, {"aupro", t.aupro},
+                                    {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
                                     {"seconds", t.seconds}});
     }
     settings["pe_auto"] = to_string(config.pe);
     settings["pe_auto_evidence"] = pefm::json_text(evidence, -1);
-    std::cout << "pe auto: chose " << to_string(config.pe) << " (";
-    for (size_t i = 0; i < trials.size(); ++i) {
-      std::cout << (i ? ", " : "") << to_string(trials[i].pe) << " " << std::fixed << std::setprecision(2)
-                << trials[i].pixel_auroc * 100 << "/" << trials[i].aupro * 100 << std::defaultfloat;
+    std::cout << "pe auto: chose " << to_string(config.pe) << " (pixel AUROC / AUPRO on synthetic defects";
+    for (const auto& t : trials) {
+      std::cout << "; " << to_string(t.pe) << " " << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << " / "
+                << t.aupro * 100;
+      if (t.pe != PeMode::kNone && std::isfinite(t.gain))
+        std::cout << ", per-image gain over none " << t.gain * 100 << " +- " << t.gain_se * 100
+                  << (t.eligible ? "" : " (not taken)");
+      std::cout << std::defaultfloat;
     }
-    std::cout << " pixel AUROC/AUPRO on synthetic defects; " << cli::format_duration(pe_auto_seconds) << ")\n";
+    std::cout << "; " << cli::format_duration(pe_auto_seconds) << ")\n";
   }
 
   Model model;
@@ -557,6 +609,7 @@ int run(int argc, char** argv) {
     compare("latent", latent(c), latent(config));
     compare("pe", to_string(c.pe), to_string(config.pe));
     compare("fusion", to_string(c.fusion), to_string(config.fusion));
+    compare("resize", to_string(c.resize), to_string(config.resize));
     if (!differs.empty()) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration: " + differs);
     }
@@ -599,7 +652,7 @@ int run(int argc, char** argv) {
     cli::Progress fp("features", static_cast<int64_t>(first_epoch < epochs ? train.size() : 0), tty);
     for (size_t i = 0; i < train.size() && first_epoch < epochs && !cli::stop_requested(); i += 32) {
       const size_t end = std::min(train.size(), i + 32);
-      trainer.add_images(preprocess_batch(train, i, end, config.image_size));
+      trainer.add_images(preprocess_batch(train, i, end, config));
       fp.update(static_cast<int64_t>(end));
     }
     fp.finish(cli::format_bytes(static_cast<uint64_t>(per_image * train.size() / (opts.half_cache ? 2 : 1))) +
@@ -653,7 +706,7 @@ int run(int argc, char** argv) {
     if (val.empty()) std::cout << "warning: no held-out images (--val-fraction 0); calibrating on training images, thresholds will be optimistic\n";
     std::vector<torch::Tensor> maps;
     std::map<std::string, double> image_scores;
-    score_samples(shared, device.str(), calib, config.image_size, map_stride_for(calib.size()), &maps, &image_scores);
+    score_samples(shared, device.str(), calib, map_stride_for(calib.size()), &maps, &image_scores);
     if (cli::stop_requested()) {
       std::cout << "interrupted: no model written; rerun with --resume to calibrate and save\n";
       return 130;
@@ -671,11 +724,11 @@ int run(int argc, char** argv) {
             << (folds > 0 ? ", " + std::to_string(folds) + " cross-fitting folds" : std::string()) << "\n"
             << "  features     " << cli::format_duration(feature_seconds) << "\n"
             << "  training     " << cli::format_duration(train_seconds) << " (" << epochs << " epochs)";
+  if (last.epoch > 0) std::cout << ", final " << losses(last);
   if (pe_auto)
     std::cout << "\n  pe           " << to_string(config.pe) << " (auto"
               << (pe_auto_seconds > 0 ? ", chosen in " + cli::format_duration(pe_auto_seconds) : std::string(", from the checkpoint"))
               << ")";
-  if (last.epoch > 0) std::cout << ", final " << losses(last);
   if (cal.method == "conformal") {
     std::cout << "\n  threshold    " << cal.threshold << " (raw): a new normal image exceeds it with probability <= "
               << percent(cal.false_alarm_bound) << " (asked: " << percent(cal.false_alarm_target) << "; conformal, "

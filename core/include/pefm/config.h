@@ -11,6 +11,12 @@ namespace pefm {
 enum class PeMode { kAdd, kConcat, kNone };
 // How the three per-scale residual maps are fused (README.md, step 7).
 enum class Fusion { kMean, kProduct };
+// How frames are resized to S x S (README.md, step 1). kLanczos: PIL's Lanczos (a = 3,
+// widened by the scale when shrinking) with PIL's 8-bit fixed-point arithmetic and its
+// rounding between the horizontal and the vertical pass, as the authors' runs resized
+// (`T.Resize(S, Image.ANTIALIAS)`). kBilinear: antialiased bilinear (PIL's / LibTorch's
+// weights, no rounding), what pefm used before; model files without the key have it.
+enum class Resize { kLanczos, kBilinear };
 // Arithmetic of the networks. Maps and scores are float32 whatever the precision.
 //   kFp16: CUDA only. kBf16: CPU (about 1.6x faster where the CPU has AVX512-BF16 or AMX,
 //   e.g. AMD Zen 4, Intel Sapphire Rapids; slower elsewhere) and CUDA.
@@ -19,10 +25,12 @@ enum class Precision { kFp32, kFp16, kBf16 };
 std::string to_string(PeMode mode);
 std::string to_string(Fusion fusion);
 std::string to_string(Precision precision);
+std::string to_string(Resize resize);
 // Parse helpers throw std::invalid_argument naming `what` and the accepted values.
 PeMode parse_pe_mode(const std::string& text, const std::string& what = "pe");
 Fusion parse_fusion(const std::string& text, const std::string& what = "fusion");
 Precision parse_precision(const std::string& text, const std::string& what = "precision");
+Resize parse_resize(const std::string& text, const std::string& what = "resize");
 
 // Limits of a model's sizes, for models trained here and models read from files alike (the
 // paper uses 256 px and latent widths 200/400/800). They bound what a model file can make
@@ -39,6 +47,7 @@ struct ModelConfig {
   PeMode pe = PeMode::kAdd;
   std::array<int64_t, 3> latent = {200, 400, 800};
   Fusion fusion = Fusion::kMean;
+  Resize resize = Resize::kLanczos;
 
   // Throws std::invalid_argument when a field is out of range or an arch is unknown.
   void validate() const;

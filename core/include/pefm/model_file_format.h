@@ -7,7 +7,10 @@
 
 namespace pefm {
 
-constexpr uint32_t kModelFormatVersion = 1;
+// 2: config.resize (Lanczos by default; version 1 files resize bilinearly). A pefm that
+// reads only version 1 would resize a version 2 model's frames the wrong way, so it is
+// told to update instead.
+constexpr uint32_t kModelFormatVersion = 2;
 
 // Thrown for anything wrong with a model or checkpoint file; what() names the file.
 class ModelFileError : public std::runtime_error {

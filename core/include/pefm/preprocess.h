@@ -1,12 +1,14 @@
-// Frames to network input (README.md, step 1): channel selection, resize to S x S with
-// antialiased bilinear filtering (as PIL / torchvision do), [0, 1] scaling, ImageNet
-// normalisation, gray replicated to three channels.
+// Frames to network input (README.md, step 1): channel selection, resize to S x S (PIL's
+// Lanczos by default, as the authors' runs; or antialiased bilinear: config.h, Resize),
+// [0, 1] scaling, ImageNet normalisation, gray replicated to three channels.
 #pragma once
 
 #include <array>
 #include <cstdint>
 
 #include <torch/types.h>
+
+#include "pefm/config.h"
 
 namespace pefm {
 
@@ -24,8 +26,9 @@ struct ChannelMap {
 
 // frames: [N, H, W, C] uint8 (0..255) or float (0..1), on CPU or CUDA.
 // Returns [N, 3, size, size] of `dtype` on the frames' device. On CUDA one fused kernel
-// does all of it; the CPU path uses LibTorch ops. Both compute the same thing.
+// does all of it; the CPU path uses its own loops (Lanczos) or LibTorch ops (bilinear).
+// Both compute the same thing (Lanczos on 8-bit frames: the same integers).
 torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int64_t size,
-                         torch::ScalarType dtype = torch::kFloat32);
+                         torch::ScalarType dtype = torch::kFloat32, Resize resize = Resize::kLanczos);
 
 }  // namespace pefm

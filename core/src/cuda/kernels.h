@@ -21,14 +21,29 @@ struct FrameDesc {
   int rgb[3];           // channel index of R, G, B (all 0 for gray)
 };
 
-// Fused channel selection + antialiased bilinear resize (PyTorch/PIL weights) +
-// ImageNet normalisation: frame -> [n, 3, size, size] of `out_elem` (float, half or bf16).
-cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
-                              cudaStream_t stream);
+// One axis of Lanczos taps (resample.h, AxisTaps) where the kernel can read them: output
+// i reads inputs lo[i] .. lo[i] + count[i] - 1, weights at [i * max_taps + j].
+struct TapsView {
+  int max_taps;
+  const int32_t* lo;
+  const int32_t* count;
+  const float* weights;   // float weights (the kernel reads `fixed`; may be null)
+  const int32_t* fixed;   // PIL's fixed-point weights
+};
+struct LanczosTaps {
+  TapsView x, y;
+};
 
-// The same per-pixel code and element dispatch on the host, for tests on machines without
-// a GPU.
-void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size);
+// Fused channel selection + resize + ImageNet normalisation: frame -> [n, 3, size, size]
+// of `out_elem` (float, half or bf16). With `lanczos` (device pointers) PIL's Lanczos on 8
+// bits (float frames quantised first), rounded to 8 bits after the horizontal and the
+// vertical pass as PIL does; without, antialiased bilinear (PyTorch/PIL weights).
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
+                              const LanczosTaps* lanczos, cudaStream_t stream);
+
+// The same per-pixel code and element dispatch on the host (`lanczos` host pointers), for
+// tests on machines without a GPU.
+void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos);
 
 // One scale of the mapping residual: features and their mappings, contiguous NCHW,
 // [n, cs, h, w] for the source pair and [n, ct, h, w] for the target pair.

@@ -67,32 +67,72 @@ __host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int o
   for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
 }
 
+__host__ __device__ inline int clip8(int v) {
+  const int s = v >> 22;  // resample::kPrecisionBits; arithmetic shift, as PIL
+  return s < 0 ? 0 : s > 255 ? 255 : s;
+}
+
+// A frame value as 8 bits: float frames quantised (round half to even, as the CPU path's
+// torch::round), so every format reaches PIL's 8-bit arithmetic.
+__host__ __device__ inline int sample8(const FrameDesc& f, int64_t offset) {
+  if (!f.is_float) return static_cast<const unsigned char*>(f.data)[offset];
+  const float v = rintf(static_cast<const float*>(f.data)[offset] * 255.0f);
+  return v < 0.0f ? 0 : v > 255.0f ? 255 : static_cast<int>(v);
+}
+
+// Normalised R, G, B of output pixel (ox, oy) of image n, PIL's Lanczos: for each tap row
+// the horizontal fixed-point sum rounded to 8 bits (as PIL's first pass stores it), then
+// the vertical sum of those (rounded again).
+__host__ __device__ inline void pixel_lanczos(const FrameDesc& f, const LanczosTaps& t, int n, int oy, int ox,
+                                              float rgb[3]) {
+  const int xlo = t.x.lo[ox], xn = t.x.count[ox], ylo = t.y.lo[oy], yn = t.y.count[oy];
+  const int64_t kx = static_cast<int64_t>(ox) * t.x.max_taps, ky = static_cast<int64_t>(oy) * t.y.max_taps;
+  const float mean[3] = {0.485f, 0.456f, 0.406f};
+  const float stdv[3] = {0.229f, 0.224f, 0.225f};
+  for (int c = 0; c < 3; ++c) {
+    int acc = 1 << 21;
+    for (int j = 0; j < yn; ++j) {
+      const int64_t row = n * f.stride_n + static_cast<int64_t>(ylo + j) * f.stride_h + f.rgb[c];
+      int h = 1 << 21;
+      for (int i = 0; i < xn; ++i) h += sample8(f, row + static_cast<int64_t>(xlo + i) * f.stride_w) * t.x.fixed[kx + i];
+      acc += clip8(h) * t.y.fixed[ky + j];
+    }
+    const float v = clip8(acc) * (1.0f / 255.0f);
+    rgb[c] = (v - mean[c]) / stdv[c];
+  }
+}
+
 // Output pixel i (over n, y, x) of the [n, 3, size, size] result.
 template <typename Out>
-__host__ __device__ inline void preprocess_at(const FrameDesc& f, Out* out, int size, int64_t i) {
+__host__ __device__ inline void preprocess_at(const FrameDesc& f, const LanczosTaps* lanczos, Out* out, int size,
+                                              int64_t i) {
   const int64_t plane = static_cast<int64_t>(size) * size;
   const int n = static_cast<int>(i / plane);
   const int oy = static_cast<int>((i % plane) / size);
   const int ox = static_cast<int>(i % size);
   float rgb[3];
-  pixel(f, size, n, oy, ox, rgb);
+  if (lanczos)
+    pixel_lanczos(f, *lanczos, n, oy, ox, rgb);
+  else
+    pixel(f, size, n, oy, ox, rgb);
   Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
   for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
 }
 
+// `lanczos` by value (its pointers are device pointers); has_lanczos false: bilinear.
 template <typename Out>
-__global__ void preprocess_kernel(FrameDesc f, Out* out, int size) {
+__global__ void preprocess_kernel(FrameDesc f, LanczosTaps lanczos, bool has_lanczos, Out* out, int size) {
   const int64_t total = static_cast<int64_t>(size) * size * f.n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    preprocess_at(f, out, size, i);
+    preprocess_at(f, has_lanczos ? &lanczos : nullptr, out, size, i);
   }
 }
 
 }  // namespace
 
 cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
-                              cudaStream_t stream) {
+                              const LanczosTaps* lanczos, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
   if (total == 0) return cudaSuccess;
   const int threads = 256;
@@ -100,16 +140,17 @@ cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, 
   const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
   const bool known = dispatch_elem(out_elem, [&](auto tag) {
     using Out = decltype(tag);
-    preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, static_cast<Out*>(out), size);
+    preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, lanczos ? *lanczos : LanczosTaps{}, lanczos != nullptr,
+                                                           static_cast<Out*>(out), size);
   });
   return known ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
-void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size) {
+void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
   const bool known = dispatch_elem(out_elem, [&](auto tag) {
     using Out = decltype(tag);
-    for (int64_t i = 0; i < total; ++i) preprocess_at(frame, static_cast<Out*>(out), size, i);
+    for (int64_t i = 0; i < total; ++i) preprocess_at(frame, lanczos, static_cast<Out*>(out), size, i);
   });
   if (!known) throw std::invalid_argument("preprocess_host: unknown element type");
 }
