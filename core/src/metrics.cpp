@@ -84,6 +84,14 @@ std::vector<double> region_pixels(const double* map, const int32_t* labels, int6
   return out;
 }
 
+// Indices of `scores`, highest score first.
+std::vector<size_t> descending(const std::vector<double>& scores) {
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  return order;
+}
+
 }  // namespace
 
 ProCurve pro_curve(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, ProRegions mode) {
@@ -169,9 +177,7 @@ double aupro(const ProCurve& curve, double max_fpr) {
 
 RocCurve roc_curve(const std::vector<double>& scores, const std::vector<int>& labels) {
   if (scores.size() != labels.size()) throw std::invalid_argument("roc_curve: scores and labels differ in size");
-  std::vector<size_t> order(scores.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  const auto order = descending(scores);
   double positives = 0;
   for (int l : labels) positives += l != 0;
   const double negatives = static_cast<double>(scores.size()) - positives;
@@ -220,9 +226,7 @@ Decisions decide_at(const std::vector<double>& scores, const std::vector<int>& l
 
 Decisions best_f1(const std::vector<double>& scores, const std::vector<int>& labels) {
   if (scores.size() != labels.size()) throw std::invalid_argument("best_f1: scores and labels differ in size");
-  std::vector<size_t> order(scores.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  const auto order = descending(scores);
   int64_t positives = 0;
   for (int l : labels) positives += l != 0;
   Decisions best = decide_at(scores, labels, std::numeric_limits<double>::infinity());

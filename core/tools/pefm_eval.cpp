@@ -371,6 +371,7 @@ int run(int argc, char** argv) {
     rep.at_best = shown(at_best);
     if (cal.method == "conformal") {
       std::ostringstream o;
+      o << std::fixed << std::setprecision(2);
       o << "The model states: a new normal image exceeds its threshold with probability at most "
         << cal.false_alarm_bound * 100 << " % (asked " << cal.false_alarm_target * 100 << " %; at most "
         << cal.false_alarm_upper95 * 100 << " % with 95 % confidence over its " << cal.images

@@ -137,6 +137,29 @@ void score_samples(const std::shared_ptr<Model>& model, const std::string& devic
 
 size_t map_stride_for(size_t samples) { return std::max<size_t>(1, (samples + kMaxCalibrationMaps - 1) / kMaxCalibrationMaps); }
 
+// A model of `config` (initialised from `seed`) trained on `fit` for `epochs`, with a
+// progress bar named "`what` epoch E/N"; null when interrupted.
+std::shared_ptr<Model> train_model(const ModelConfig& config, const std::string& src_weights,
+                                   const std::string& tgt_weights, uint64_t seed, const TrainOptions& opts,
+                                   int64_t epochs, const torch::Device& device, const std::vector<Sample>& fit,
+                                   const std::string& what) {
+  const bool tty = cli::stderr_is_tty();
+  torch::manual_seed(seed);
+  auto model = std::make_shared<Model>(Model::create(config, src_weights, tgt_weights));
+  Trainer trainer(*model, opts, device);
+  for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
+    trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config));
+  for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
+    std::optional<cli::Progress> bar;
+    trainer.train_epoch([&](int64_t done, int64_t total) {
+      if (!bar) bar.emplace(what + " epoch " + std::to_string(epoch) + "/" + std::to_string(epochs), total, tty);
+      bar->update(done);
+      return !cli::stop_requested();
+    });
+  }
+  return cli::stop_requested() ? nullptr : model;
+}
+
 // Cross-fitting: each source image scored by a model trained, with the same settings,
 // on the other folds only. Returns false when interrupted.
 bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig& config, const std::string& src_weights,
@@ -152,26 +175,9 @@ bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig&
     const auto t_fold = Clock::now();
     std::vector<Sample> fit, held;
     for (size_t i = 0; i < samples.size(); ++i) (fold_of[group[i]] == f ? held : fit).push_back(samples[i]);
-    torch::manual_seed(opts.seed + 1 + static_cast<uint64_t>(f));
-    auto model = std::make_shared<Model>(Model::create(config, src_weights, tgt_weights));
-    {
-      Trainer trainer(*model, opts, device);
-      for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
-        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config));
-      for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
-        std::optional<cli::Progress> bar;
-        const auto result = trainer.train_epoch([&](int64_t done, int64_t total) {
-          if (!bar)
-            bar.emplace("fold " + std::to_string(f + 1) + "/" + std::to_string(folds) + " epoch " + std::to_string(epoch) +
-                            "/" + std::to_string(epochs),
-                        total, tty);
-          bar->update(done);
-          return !cli::stop_requested();
-        });
-        if (!result.completed) break;
-      }
-    }
-    if (cli::stop_requested()) break;
+    const auto model = train_model(config, src_weights, tgt_weights, opts.seed + 1 + static_cast<uint64_t>(f), opts, epochs,
+                                   device, fit, "fold " + std::to_string(f + 1) + "/" + std::to_string(folds));
+    if (!model) break;
     score_samples(model, device.str(), held, map_stride_for(samples.size()), maps, image_scores);
     std::cerr << (tty ? "\r\033[K" : "") << "fold " << f + 1 << "/" << folds << ": trained on " << fit.size()
               << ", scored " << held.size() << "  " << cli::format_duration(seconds_since(t_fold)) << std::endl;
@@ -270,23 +276,8 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     const auto t0 = Clock::now();
     ModelConfig c = config;
     c.pe = pe;
-    torch::manual_seed(opts.seed);
-    auto model = std::make_shared<Model>(Model::create(c, src_weights, tgt_weights));
-    {
-      Trainer trainer(*model, opts, device);
-      for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
-        trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), c));
-      for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
-        std::optional<cli::Progress> bar;
-        trainer.train_epoch([&](int64_t done, int64_t total) {
-          if (!bar)
-            bar.emplace("pe " + to_string(pe) + " epoch " + std::to_string(epoch) + "/" + std::to_string(epochs), total, tty);
-          bar->update(done);
-          return !cli::stop_requested();
-        });
-      }
-    }
-    if (cli::stop_requested()) return {};
+    const auto model = train_model(c, src_weights, tgt_weights, opts.seed, opts, epochs, device, fit, "pe " + to_string(pe));
+    if (!model) return {};
     Detector detector(model, {device.str()});
     std::vector<torch::Tensor> maps;
     for (size_t i = 0; i < probes.size(); i += 32)
@@ -373,7 +364,7 @@ int run(int argc, char** argv) {
               "normal images; recorded in the model)", "add");
   args.option("fusion", "MODE", "scale fusion: mean or product", "mean");
   args.option("resize", "FILTER", "how images are resized to S x S: lanczos (PIL's, as the authors' runs) or bilinear "
-              "(antialiased; faster on the CPU); recorded in the model, used by pefmfilter and pefm-eval", "lanczos");
+              "(antialiased, a third of the taps); recorded in the model, used by pefmfilter and pefm-eval", "lanczos");
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
   args.option("false-alarm-rate", "F", "the rate at which a new normal image may be called anomalous, at most", "0.01");
