@@ -48,6 +48,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <memory>
 #include <string>
@@ -72,6 +73,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_DEVICE "auto"
 #define DEFAULT_PROP_PRECISION GST_PEFM_PRECISION_FP32
 #define DEFAULT_PROP_THRESHOLD 0.5
+#define DEFAULT_PROP_REGION_THRESHOLD 0.5
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
 #define DEFAULT_PROP_TILE_SIZE -1
@@ -89,6 +91,7 @@ enum
   PROP_DEVICE,
   PROP_PRECISION,
   PROP_THRESHOLD,
+  PROP_REGION_THRESHOLD,
   PROP_OVERLAY,
   PROP_OVERLAY_ALPHA,
   PROP_TILE_SIZE,
@@ -141,6 +144,7 @@ struct _GstPefmFilter
   gchar *device;
   GstPefmPrecision precision;
   gdouble threshold;
+  gdouble region_threshold;
   GstPefmOverlay overlay;
   gdouble overlay_alpha;
   gint tile_size;
@@ -213,6 +217,9 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_THRESHOLD:
       self->threshold = g_value_get_double (value);
       break;
+    case PROP_REGION_THRESHOLD:
+      self->region_threshold = g_value_get_double (value);
+      break;
     case PROP_OVERLAY:
       self->overlay = (GstPefmOverlay) g_value_get_enum (value);
       break;
@@ -274,6 +281,11 @@ calibration_structure (const pefm::DecisionInfo & d)
         "stated-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_bound,
         "false-alarm-upper95", G_TYPE_DOUBLE, d.false_alarm_upper95,
         "folds", G_TYPE_INT64, d.folds, NULL);
+  if (std::isfinite (d.region_rate_target))
+    gst_structure_set (s,
+        "asked-pixel-false-alarm-rate", G_TYPE_DOUBLE, d.region_rate_target,
+        "pixel-false-alarm-rate", G_TYPE_DOUBLE, d.region_rate,
+        "images-with-regions", G_TYPE_DOUBLE, d.region_image_rate, NULL);
   return s;
 }
 
@@ -288,6 +300,7 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_DEVICE: g_value_set_string (value, self->device); break;
     case PROP_PRECISION: g_value_set_enum (value, self->precision); break;
     case PROP_THRESHOLD: g_value_set_double (value, self->threshold); break;
+    case PROP_REGION_THRESHOLD: g_value_set_double (value, self->region_threshold); break;
     case PROP_OVERLAY: g_value_set_enum (value, self->overlay); break;
     case PROP_OVERLAY_ALPHA: g_value_set_double (value, self->overlay_alpha); break;
     case PROP_TILE_SIZE: g_value_set_int (value, self->tile_size); break;
@@ -356,8 +369,8 @@ gst_pefm_filter_start (GstBaseTransform * trans)
     self->state->stream = std::make_unique < pefm::StreamContext > ();
     if (!self->state->detector->calibrated ())
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("Model '%s' has no calibration: scores are raw, not normalised; the threshold "
-              "applies to raw scores", model.c_str ()), (NULL));
+          ("Model '%s' has no calibration: scores are raw, not normalised; threshold and "
+              "region-threshold apply to raw scores", model.c_str ()), (NULL));
     GST_INFO_OBJECT (self, "loaded %s on %s", model.c_str (),
         self->state->detector->device ().c_str ());
   } catch (const std::exception & e) {
@@ -443,13 +456,14 @@ note_processing_time (GstPefmFilter * self, GstClockTime spent, bool warmup)
  * training tile, the CPU thread count applied in this (the streaming) thread. Throws what
  * FrameDetector::process throws. */
 static pefm::FrameResult
-detect (GstPefmFilter * self, const pefm::FrameView & view, double threshold, pefm::TileOptions tiles, int threads)
+detect (GstPefmFilter * self, const pefm::FrameView & view, const pefm::Thresholds & thresholds,
+    pefm::TileOptions tiles, int threads)
 {
   auto & st = *self->state;
   if (tiles.size < 0)
     tiles.size = st.detector->trained_tile ();
   pefm::use_cpu_threads (threads);
-  return st.detector->process (view, threshold, tiles, st.stream.get ());
+  return st.detector->process (view, thresholds, tiles, st.stream.get ());
 }
 
 static GstClockTime
@@ -495,7 +509,7 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
     if (gst_video_frame_map (&frame, in_info, blank, GST_MAP_READ)) {
       try {
         const auto t0 = std::chrono::steady_clock::now ();
-        detect (self, frame_view (self, &frame), 0.5, tiles, threads);
+        detect (self, frame_view (self, &frame), pefm::Thresholds (), tiles, threads);
         note_processing_time (self, elapsed_since (t0), true);
       } catch (const std::exception & e) {
         /* the same settings fail the first real frame, with the error named there */
@@ -560,13 +574,15 @@ attach_analytics (GstBuffer * buf, const pefm::FrameResult & r)
 #endif
 
 static void
-attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold, bool calibrated,
-    int frame_width, int frame_height)
+attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, const pefm::Thresholds & thresholds,
+    bool calibrated, int frame_width, int frame_height)
 {
   GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
   meta->raw_score = r.raw_score;
   meta->score = r.score;
-  meta->threshold = static_cast < gfloat > (threshold);
+  meta->threshold = static_cast < gfloat > (thresholds.image);
+  meta->region_threshold = static_cast < gfloat > (thresholds.region);
+  meta->region_level = r.region_level;
   meta->anomalous = r.anomalous;
   meta->calibrated = calibrated;
   gst_pefm_meta_set_map (meta, r.map_width, r.map_height, r.map.data (), r.map_scale_x, r.map_scale_y);
@@ -590,7 +606,7 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, double threshold,
 /* The settings one frame is processed with, read under the object lock. */
 struct FrameSettings
 {
-  double threshold;
+  pefm::Thresholds thresholds;
   pefm::OverlayMode overlay;
   double alpha;
   pefm::TileOptions tiles;
@@ -600,8 +616,8 @@ struct FrameSettings
 };
 
 static void
-post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number, double threshold,
-    const pefm::FrameResult * result, const char *skip_reason)
+post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
+    const pefm::Thresholds & thresholds, const pefm::FrameResult * result, const char *skip_reason)
 {
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
   const GstClockTime pts = GST_BUFFER_PTS (buf);
@@ -611,7 +627,8 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
       "stream-time", G_TYPE_UINT64, gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, pts),
       "frame", G_TYPE_UINT64, frame_number,
       "inspected", G_TYPE_BOOLEAN, result != nullptr,
-      "threshold", G_TYPE_DOUBLE, threshold, NULL);
+      "threshold", G_TYPE_DOUBLE, thresholds.image,
+      "region-threshold", G_TYPE_DOUBLE, thresholds.region, NULL);
   if (result) {
     gst_structure_set (s,
         "score", G_TYPE_DOUBLE, static_cast < double >(result->score),
@@ -619,7 +636,7 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
         "anomalous", G_TYPE_BOOLEAN, result->anomalous,
         "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
     /* the rate holds at the calibrated threshold only */
-    if (self->state->decision.method == "conformal" && threshold == 0.5)
+    if (self->state->decision.method == "conformal" && thresholds.image == 0.5)
       gst_structure_set (s, "stated-false-alarm-rate", G_TYPE_DOUBLE, self->state->decision.false_alarm_bound, NULL);
     /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
     GValue boxes = G_VALUE_INIT;
@@ -674,7 +691,8 @@ pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
   GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
   meta->inspected = FALSE;
   meta->skip_reason = why;
-  meta->threshold = static_cast < gfloat > (fs.threshold);
+  meta->threshold = static_cast < gfloat > (fs.thresholds.image);
+  meta->region_threshold = static_cast < gfloat > (fs.thresholds.region);
   meta->calibrated = st.detector->calibrated ();
   GST_OBJECT_LOCK (self);
   st.frames++;
@@ -682,7 +700,7 @@ pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
   GST_OBJECT_UNLOCK (self);
   GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
   if (fs.emit)
-    post_frame_message (self, buf, frame_number, fs.threshold, nullptr, why);
+    post_frame_message (self, buf, frame_number, fs.thresholds, nullptr, why);
 }
 
 /* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
@@ -703,8 +721,8 @@ inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, 
   const auto t0 = std::chrono::steady_clock::now ();
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    *result = detect (self, view, fs.threshold, fs.tiles, fs.threads);
-    pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, fs.threshold);
+    *result = detect (self, view, fs.thresholds, fs.tiles, fs.threads);
+    pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, result->region_level);
   } catch (const pefm::Cancelled &) {
     GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);
     ret = GST_FLOW_FLUSHING;
@@ -746,7 +764,7 @@ static FrameSettings
 read_settings (GstPefmFilter * self, guint64 * frame_number)
 {
   GST_OBJECT_LOCK (self);
-  const FrameSettings fs { self->threshold, static_cast < pefm::OverlayMode > (self->overlay),
+  const FrameSettings fs { { self->threshold, self->region_threshold }, static_cast < pefm::OverlayMode > (self->overlay),
     self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
     self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
   *frame_number = self->state->frames;
@@ -761,14 +779,14 @@ report_inspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
 {
   auto & st = *self->state;
   const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
-  attach_metadata (buf, result, fs.threshold, st.detector->calibrated (), GST_VIDEO_INFO_WIDTH (info),
+  attach_metadata (buf, result, fs.thresholds, st.detector->calibrated (), GST_VIDEO_INFO_WIDTH (info),
       GST_VIDEO_INFO_HEIGHT (info));
   GST_OBJECT_LOCK (self);
   st.frames++;
   st.inspected++;
   GST_OBJECT_UNLOCK (self);
   if (fs.emit && (!fs.only_anomalous || result.anomalous))
-    post_frame_message (self, buf, frame_number, fs.threshold, &result, nullptr);
+    post_frame_message (self, buf, frame_number, fs.thresholds, &result, nullptr);
 }
 
 static GstFlowReturn
@@ -894,6 +912,7 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->device = g_strdup (DEFAULT_PROP_DEVICE);
   self->precision = DEFAULT_PROP_PRECISION;
   self->threshold = DEFAULT_PROP_THRESHOLD;
+  self->region_threshold = DEFAULT_PROP_REGION_THRESHOLD;
   self->overlay = DEFAULT_PROP_OVERLAY;
   self->overlay_alpha = DEFAULT_PROP_OVERLAY_ALPHA;
   self->tile_size = DEFAULT_PROP_TILE_SIZE;
@@ -955,13 +974,28 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:threshold:
    *
-   * Decision threshold on the normalised score, where the model's calibrated threshold
-   * sits at 0.5 (anomalib's convention). Can be changed while playing.
+   * Image decision threshold on the normalised score (0..1), where the model's calibrated
+   * threshold sits at 0.5 (anomalib's convention): a frame is anomalous when its score is
+   * at or above it. Can be changed while playing.
    */
   g_object_class_install_property (gobject_class, PROP_THRESHOLD,
       g_param_spec_double ("threshold", "Threshold",
-          "Anomaly threshold on the normalised score (0.5 = the model's calibrated threshold)",
-          0.0, G_MAXDOUBLE, DEFAULT_PROP_THRESHOLD, playing_flags));
+          "Image decision threshold on the normalised score (0.5 = the model's calibrated threshold)",
+          0.0, 1.0, DEFAULT_PROP_THRESHOLD, playing_flags));
+  /**
+   * GstPefmFilter:region-threshold:
+   *
+   * Where regions and contours are cut, apart from the image decision (anomalib's pixel
+   * threshold): normalised, 0.5 = the model's calibrated region threshold (a quantile of
+   * normal pixel scores: pefm-train --pixel-false-alarm-rate), 0 = the median normal pixel,
+   * 1 = twice as far above it. Lower outlines more of a defect and more of the normal
+   * surface. Models trained before it have no region threshold: 0.5 is then their image
+   * threshold. Can be changed while playing.
+   */
+  g_object_class_install_property (gobject_class, PROP_REGION_THRESHOLD,
+      g_param_spec_double ("region-threshold", "Region threshold",
+          "Threshold for regions and contours, normalised (0.5 = the model's calibrated pixel threshold)",
+          0.0, 1.0, DEFAULT_PROP_REGION_THRESHOLD, playing_flags));
   /* overlay, overlay-alpha: shared with pefmoverlay, documented in gstpefmvideo.cpp */
   pefm_install_overlay_properties (gobject_class, PROP_OVERLAY, PROP_OVERLAY_ALPHA, playing_flags);
   /**
@@ -1065,7 +1099,11 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * conformal threshold (pefm-train --false-alarm-rate) "asked-false-alarm-rate",
    * "stated-false-alarm-rate" (what the threshold guarantees for a new normal frame at
    * threshold 0.5), "false-alarm-upper95" (the rate at most, with 95 % confidence over the
-   * calibration images) and "folds". The rates hold at threshold 0.5, at the precision
+   * calibration images) and "folds"; for a model with a region threshold
+   * "asked-pixel-false-alarm-rate", "pixel-false-alarm-rate" (the fraction of normal
+   * calibration pixels at or above it) and "images-with-regions" (the fraction of normal
+   * calibration images holding a region at region-threshold 0.5). The rates hold at
+   * threshold 0.5, at the precision
    * (fp32) and tiling the model was calibrated with. Each `pefm` message of such a model
    * decided at threshold 0.5 carries "stated-false-alarm-rate" too.
    */

@@ -36,6 +36,7 @@ gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   m->inspected = TRUE;
   m->skip_reason = NULL;
   m->map_bytes = NULL;
+  m->region_threshold = m->region_level = 0.0f;
   return TRUE;
 }
 
@@ -83,6 +84,8 @@ gst_pefm_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
   dst->raw_score = src->raw_score;
   dst->score = src->score;
   dst->threshold = src->threshold;
+  dst->region_threshold = src->region_threshold;
+  dst->region_level = src->region_level;
   dst->anomalous = src->anomalous;
   dst->calibrated = src->calibrated;
   dst->inspected = src->inspected;

@@ -44,7 +44,7 @@ struct _GstPefmRegion {
  * @meta: parent #GstMeta
  * @raw_score: the model's raw image score (max of the residual map)
  * @score: normalised image score in 0..1; 0.5 is the model's calibrated threshold
- * @threshold: decision threshold on the normalised scale in force for this frame
+ * @threshold: image decision threshold on the normalised scale in force for this frame
  * @anomalous: @score >= @threshold
  * @calibrated: whether the model carried calibration (else @score is raw)
  * @map_width: heat map width
@@ -54,7 +54,8 @@ struct _GstPefmRegion {
  *   gst_pefm_meta_set_map()
  * @map_scale_x: frame pixels per map pixel, horizontally
  * @map_scale_y: frame pixels per map pixel, vertically
- * @n_regions: number of anomalous regions
+ * @n_regions: number of anomalous regions (cut at the region threshold, not @threshold:
+ *   a normal frame can hold regions and an anomalous one none)
  * @regions: the regions, highest peak first
  * @inspected: whether the detector ran on this frame; FALSE for a frame let through
  *   uninspected (pefmfilter skip-late or inference-interval): then only @skip_reason,
@@ -62,6 +63,10 @@ struct _GstPefmRegion {
  * @skip_reason: why the frame was not inspected ("late", "interval"), else NULL; a static
  *   string
  * @map_bytes: owns @map, shared by reference between copies of the buffer
+ * @region_threshold: the region threshold in force for this frame (pefmfilter
+ *   region-threshold; 0.5 = the model's calibrated one)
+ * @region_level: the value of @map the regions were cut at (the region threshold on the
+ *   map's scale): the regions are the areas of the map at or above it
  *
  * Frame pixel (x, y) corresponds to map position (x / map_scale_x, y / map_scale_y).
  * Scaling the buffer (videoscale) rescales the boxes and the map scale; the map itself
@@ -86,6 +91,8 @@ struct _GstPefmMeta {
   gboolean inspected;
   const gchar *skip_reason;
   GBytes *map_bytes;
+  gfloat region_threshold;
+  gfloat region_level;
 };
 
 GType gst_pefm_meta_api_get_type (void);

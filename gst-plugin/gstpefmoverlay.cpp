@@ -162,8 +162,8 @@ gst_pefm_overlay_element_transform_ip (GstBaseTransform * trans, GstBuffer * buf
   GST_OBJECT_LOCK (self);
   const auto mode = static_cast < pefm::OverlayMode > (self->overlay);
   const double alpha = self->overlay_alpha;
-  /* negative: the threshold the frame was decided with */
-  const double threshold = self->threshold >= 0 ? self->threshold : m->threshold;
+  /* negative: the level the frame's regions were cut at */
+  const double level = self->threshold >= 0 ? self->threshold : m->region_level;
   GST_OBJECT_UNLOCK (self);
   if (mode == pefm::OverlayMode::kNone)
     return GST_FLOW_OK;
@@ -172,7 +172,7 @@ gst_pefm_overlay_element_transform_ip (GstBaseTransform * trans, GstBuffer * buf
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map a frame for drawing"), (NULL));
     return GST_FLOW_ERROR;
   }
-  pefm::draw_overlay (pefm_frame_view (self->negotiated, &frame), result_of (m), mode, alpha, threshold);
+  pefm::draw_overlay (pefm_frame_view (self->negotiated, &frame), result_of (m), mode, alpha, level);
   gst_video_frame_unmap (&frame);
   return GST_FLOW_OK;
 }
@@ -195,14 +195,14 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
   /**
    * GstPefmOverlayElement:threshold:
    *
-   * Normalised threshold the contours are drawn at (0.5 = the model's calibrated
-   * threshold); negative (the default, -1): the threshold each frame was decided with,
-   * as GstPefmMeta stores it (a float).
+   * Heat-map value (normalised, 0..1; 0.5 = the model's calibrated image threshold) the
+   * contours are drawn at; negative (the default, -1): the level each frame's regions
+   * were cut at (GstPefmMeta's region_level), so the outlines are pefmfilter's regions.
    */
   g_object_class_install_property (gobject_class, PROP_THRESHOLD,
       g_param_spec_double ("threshold", "Threshold",
-          "Normalised threshold for the contours (negative = the one each frame was decided with)",
-          -1.0, G_MAXDOUBLE, DEFAULT_PROP_THRESHOLD, flags));
+          "Heat-map value the contours are drawn at (negative = where each frame's regions were cut)",
+          -1.0, 1.0, DEFAULT_PROP_THRESHOLD, flags));
 
   gst_element_class_set_static_metadata (element_class, "PEFM result overlay",
       "Filter/Effect/Video",

@@ -35,6 +35,7 @@ def frame_result(index, buf):
         line["decision"] = "anomalous" if meta.anomalous else "normal"
     line["score"] = round(meta.score, 6)
     line["threshold"] = round(meta.threshold, 6)
+    line["region_threshold"] = round(meta.region_threshold, 6)
     regions = []
     for i in range(meta.n_regions):
         r = meta.get_region(i)

@@ -120,4 +120,42 @@ TEST(FalseAlarmThreshold, SetOnACalibrationKeepsBaseBelowAndRecordsTheEstimate) 
   EXPECT_DOUBLE_EQ(c.false_alarm_upper95, pefm::clopper_pearson_upper(1, 20));  // n - k = 1
 }
 
+// The region threshold: a quantile of normal pixel scores with a scale of its own, where
+// 0.5 is the threshold and 0 the median normal pixel; without one (older files) the region
+// scale is the image scale, so regions are cut where they always were.
+TEST(RegionThreshold, IsTheConformalQuantileOfNormalPixelsOnItsOwnScale) {
+  const auto maps = torch::linspace(0, 1, 4 * 2500, torch::kFloat64).view({4, 50, 50});  // 10,000 pixels
+  const std::vector<double> image_scores = {0.2, 0.97, 0.991, 1.0};
+  auto c = pefm::Calibration::from_normal(maps, torch::tensor(image_scores));
+  c.set_false_alarm_threshold({0.5, 0.6, 0.7, 0.8, 0.9, 1.0}, 0.2, 2);
+  EXPECT_DOUBLE_EQ(c.region_raw(0.5), c.threshold) << "no region threshold yet: the image threshold";
+  EXPECT_DOUBLE_EQ(c.region_raw(0.8), c.denormalize(0.8));
+  c.set_region_threshold(maps, image_scores, 0.01);
+  // rank ceil(10001 * 0.99) = 9901 of 10,000 evenly spaced values: 9900 / 9999
+  EXPECT_NEAR(c.region_threshold, 9900.0 / 9999, 1e-12);
+  EXPECT_DOUBLE_EQ(c.region_rate_target, 0.01);
+  EXPECT_EQ(c.region_pixels, 10000);
+  EXPECT_NEAR(c.region_rate, 100.0 / 10000, 1e-12);  // 9901..10000 lie at or above it
+  EXPECT_DOUBLE_EQ(c.region_image_rate, 0.5);       // 0.991 and 1.0 hold a region
+  EXPECT_DOUBLE_EQ(c.region_raw(0.5), c.region_threshold);
+  EXPECT_DOUBLE_EQ(c.region_raw(0.0), c.base);
+  EXPECT_NEAR(c.region_raw(1.0), 2 * c.region_threshold - c.base, 1e-12);
+  EXPECT_NEAR(c.normalize(c.threshold), 0.5, 1e-12) << "the image scale is untouched";
+  EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.0), std::invalid_argument);
+  EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.6), std::invalid_argument);
+  EXPECT_THROW(c.set_region_threshold(torch::full({1, 2, 2}, NAN), {1.0}, 0.01), std::invalid_argument);
+  EXPECT_THROW(c.set_region_threshold(maps, {}, 0.01), std::invalid_argument);
+  pefm::Calibration raw;
+  EXPECT_EQ(raw.region_raw(0.3), 0.3) << "uncalibrated: the value itself";
+}
+
+TEST(RegionThreshold, StaysAboveTheBaseForAHighRate) {
+  auto maps = torch::zeros({2, 10, 10}, torch::kFloat64);
+  maps[0][0][0] = 1.0;
+  auto c = pefm::Calibration::from_normal(maps, torch::tensor({1.0, 0.0}));
+  c.set_region_threshold(maps, {1.0, 0.0}, 0.5);  // the quantile is the median, 0 = base
+  EXPECT_GT(c.region_threshold, c.base);
+  EXPECT_LT(c.region_raw(0.25), c.region_raw(0.5));
+}
+
 }  // namespace

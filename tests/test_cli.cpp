@@ -548,6 +548,7 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
     const auto a = parse_json(cl), b = parse_json(pl);
     EXPECT_EQ(b.at("frame"), a.at("frame"));
     EXPECT_EQ(b.at("decision"), a.at("decision"));
+    EXPECT_NEAR(b.at("region_threshold").get<double>(), a.at("region_threshold").get<double>(), 1e-6);
     EXPECT_NEAR(b.at("score").get<double>(), a.at("score").get<double>(), 1e-6);
     EXPECT_EQ(b.at("regions"), a.at("regions")) << pl << "\n" << cl;
     EXPECT_EQ(b.at("map"), a.at("map"));
@@ -617,6 +618,57 @@ TEST_F(Cli, EvalReportsTheOperatingPointAndPerImageScores) {
   EXPECT_NE(r.output.find("--scores"), std::string::npos) << r.output;
 }
 
+// The region threshold: set by pefm-train from normal pixel scores at the asked rate,
+// stated, and measured by pefm-eval at any region-threshold (pixel false alarms, overlap,
+// good images holding a region), as the element would cut the regions.
+TEST_F(Cli, RegionThresholdIsSetFromNormalPixelsAndEvalMeasuresIt) {
+  const auto model = out_.file("m.pt");
+  auto args = tiny_train(dir_->file("good"), model, 1);
+  args.insert(args.end(), {"--pixel-false-alarm-rate", "0.01"});
+  auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("regions      threshold"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(asked: 1 %)"), std::string::npos) << r.output;
+  const auto cal = pefm::load_model(model).calibration;
+  EXPECT_DOUBLE_EQ(cal.region_rate_target, 0.01);
+  EXPECT_GT(cal.region_threshold, cal.base);
+  EXPECT_NE(cal.region_threshold, cal.threshold);
+  EXPECT_GT(cal.region_pixels, 0);
+  EXPECT_LE(cal.region_rate, 0.01 + 1.0 / static_cast<double>(cal.region_pixels));
+  EXPECT_GE(cal.region_image_rate, 0.0);
+
+  const auto json = out_.file("report.json");
+  const auto eval_at = [&](const char* setting) {
+    return run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--json", json,
+                "--region-threshold", setting});
+  };
+  r = eval_at("0.5");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("regions at region-threshold 0.5"), std::string::npos) << r.output;
+  const auto at_half = parse_json(pefm_test::slurp(json)).at("region_operating_point");
+  for (const char* key : {"good_images_with_regions", "pixel_false_alarm_rate", "pixel_recall", "region_overlap",
+                          "defects_touched", "asked_pixel_false_alarm_rate", "calibration_pixel_rate"})
+    EXPECT_TRUE(at_half.at(key).is_number()) << key << " in " << at_half;
+  EXPECT_DOUBLE_EQ(at_half.at("raw_threshold").get<double>(), cal.region_threshold);
+  EXPECT_DOUBLE_EQ(at_half.at("asked_pixel_false_alarm_rate").get<double>(), 0.01);
+  // Region-threshold 0 cuts at the median normal pixel: every good image holds a region.
+  r = eval_at("0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto at_zero = parse_json(pefm_test::slurp(json)).at("region_operating_point");
+  EXPECT_DOUBLE_EQ(at_zero.at("raw_threshold").get<double>(), cal.base);
+  EXPECT_DOUBLE_EQ(at_zero.at("good_images_with_regions").get<double>(), 1.0);
+  EXPECT_GT(at_zero.at("pixel_false_alarm_rate").get<double>(), at_half.at("pixel_false_alarm_rate").get<double>());
+  EXPECT_GE(at_zero.at("pixel_recall").get<double>(), at_half.at("pixel_recall").get<double>());
+  // Values outside the scale are refused by name.
+  r = eval_at("1.5");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--region-threshold"), std::string::npos) << r.output;
+  args.back() = "0.9";
+  r = run(args);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--pixel-false-alarm-rate"), std::string::npos) << r.output;
+}
+
 // A test set without ground_truth/: image metrics and decisions, pixel metrics absent.
 TEST_F(Cli, EvalWithoutMasksReportsImageMetricsAndPixelMetricsAsAbsent) {
   const auto model = out_.file("m.pt");
@@ -634,6 +686,10 @@ TEST_F(Cli, EvalWithoutMasksReportsImageMetricsAndPixelMetricsAsAbsent) {
   EXPECT_TRUE(report.at("aupro").is_null()) << report;
   EXPECT_EQ(report.at("pixel_metrics").get<std::string>().rfind("absent", 0), 0u) << report;
   EXPECT_TRUE(report.at("operating_point").is_object()) << report;
+  const auto& regions = report.at("region_operating_point");
+  EXPECT_TRUE(regions.at("good_images_with_regions").is_number()) << report;
+  EXPECT_TRUE(regions.at("pixel_false_alarm_rate").is_null()) << report;
+  EXPECT_TRUE(regions.at("region_overlap").is_null()) << report;
 }
 
 // Chromium (Debian's `chromium`) for rendering checks, or empty: PEFM_CHROMIUM, else PATH.

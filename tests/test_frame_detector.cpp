@@ -35,7 +35,7 @@ torch::Tensor map_of(const pefm::FrameResult& r) {
 
 torch::Tensor process(torch::Tensor img, const pefm::TileOptions& tiles) {
   img = img.contiguous();
-  return map_of(detector().process(rgb_view(img), 0.5, tiles));
+  return map_of(detector().process(rgb_view(img), {}, tiles));
 }
 
 // Tiles that do not overlap: the tiled map is, tile by tile, the map of that crop inspected

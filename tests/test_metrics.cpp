@@ -52,6 +52,62 @@ TEST(Regions, EightConnectivityJoinsDiagonals) {
   EXPECT_EQ(labels[2][2].item<int>(), 0);
 }
 
+// Regions are cut at the region threshold, apart from the image decision: a normal frame
+// can hold a region, an anomalous one none; their peaks are on the image scale.
+TEST(Postprocess, RegionsAreCutAtTheRegionThresholdNotTheImageThreshold) {
+  pefm::Calibration c;
+  c.valid = true;
+  c.base = 0.0;
+  c.threshold = 1.0;         // image scale: raw 1 -> 0.5
+  c.region_threshold = 0.3;  // region scale: raw 0.3 -> 0.5
+  auto raw = torch::zeros({20, 20});
+  raw.slice(0, 2, 6).slice(1, 2, 6).fill_(0.5);  // a blob under the image threshold
+  auto r = pefm::postprocess(raw, c, {0.5, 0.5}, 40, 40);
+  EXPECT_FALSE(r.anomalous);
+  ASSERT_EQ(r.regions.size(), 1u);
+  EXPECT_EQ(r.regions[0].x, 4);
+  EXPECT_EQ(r.regions[0].width, 8);
+  EXPECT_FLOAT_EQ(r.regions[0].peak, 0.25f);  // normalize(0.5) on the image scale
+  EXPECT_FLOAT_EQ(r.region_level, 0.15f);     // raw 0.3 on the map's scale
+  // region-threshold 1: raw 0.6, above the blob.
+  r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
+  EXPECT_TRUE(r.regions.empty());
+  EXPECT_FLOAT_EQ(r.region_level, 0.3f);
+  // An anomalous frame whose peak is a single pixel and a region threshold above it.
+  raw[10][10] = 1.5;
+  r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
+  EXPECT_TRUE(r.anomalous);
+  ASSERT_EQ(r.regions.size(), 1u);
+  EXPECT_EQ(r.regions[0].area, 4);
+  r = pefm::postprocess(raw, c, {0.5, 0.0}, 40, 40);  // region-threshold 0: the base, everything
+  ASSERT_EQ(r.regions.size(), 1u);
+  EXPECT_EQ(r.regions[0].area, 1600);
+  // Without a region threshold (older files) regions come from the image threshold.
+  c.region_threshold = NAN;
+  r = pefm::postprocess(raw, c, {0.5, 0.5}, 40, 40);
+  ASSERT_EQ(r.regions.size(), 1u);
+  EXPECT_EQ(r.regions[0].area, 4);
+  EXPECT_FLOAT_EQ(r.region_level, 0.5f);
+}
+
+TEST(RegionsAt, CountOutlinedPixelsRegionsAndGoodImages) {
+  auto maps = torch::zeros({3, 10, 10});
+  auto masks = torch::zeros({3, 10, 10}, torch::kUInt8);
+  masks[0].slice(0, 0, 2).slice(1, 0, 5).fill_(1);  // region A: 10 pixels, 5 outlined
+  maps[0].slice(0, 0, 1).slice(1, 0, 5).fill_(1.0);
+  masks[0].slice(0, 8, 10).slice(1, 8, 10).fill_(1);  // region B: 4 pixels, none outlined
+  maps[1][5][5] = 1.0;                                 // good image 1: one false pixel
+  const auto d = pefm::regions_at(maps, masks, {1, 0, 0}, 0.5);
+  EXPECT_EQ(d.defect_regions, 2);
+  EXPECT_DOUBLE_EQ(d.region_overlap, (0.5 + 0.0) / 2);
+  EXPECT_DOUBLE_EQ(d.defects_touched, 0.5);
+  EXPECT_DOUBLE_EQ(d.pixel_recall, 5.0 / 14);
+  EXPECT_DOUBLE_EQ(d.pixel_false_alarm_rate, 1.0 / 286);
+  EXPECT_EQ(d.good_images, 2);
+  EXPECT_DOUBLE_EQ(d.good_images_with_regions, 0.5);
+  EXPECT_THROW(pefm::regions_at(maps, masks, {1, 0}, 0.5), std::invalid_argument);
+}
+
 TEST(Aupro, OneRegionPerfectlySeparatedScoresOne) {
   auto masks = torch::zeros({1, 20, 20}, torch::kUInt8);
   masks[0].slice(0, 5, 10).slice(1, 5, 10).fill_(1);

@@ -120,6 +120,36 @@ TEST_F(ModelFile, AStatedFalseAlarmRateRoundTripsAndAForeignMethodIsRefused) {
   EXPECT_NE(msg.find("calibration.method"), std::string::npos) << msg;
 }
 
+TEST_F(ModelFile, TheRegionThresholdRoundTripsAndImpossibleValuesAreRefused) {
+  torch::manual_seed(11);
+  auto maps = torch::rand({4, 16, 16});
+  model_->calibration.set_region_threshold(maps, {0.9, 0.95, 0.99, 0.999}, 0.001);
+  pefm::save_model(*model_, path_);
+  const auto& want = model_->calibration;
+  const auto c = pefm::load_model(path_).calibration;
+  EXPECT_DOUBLE_EQ(c.region_threshold, want.region_threshold);
+  EXPECT_DOUBLE_EQ(c.region_rate_target, 0.001);
+  EXPECT_DOUBLE_EQ(c.region_rate, want.region_rate);
+  EXPECT_DOUBLE_EQ(c.region_image_rate, want.region_image_rate);
+  EXPECT_EQ(c.region_pixels, 1024);
+  EXPECT_DOUBLE_EQ(c.region_raw(0.5), want.region_threshold);
+  const auto good = model_->calibration;
+  model_->calibration.region_threshold = good.base;  // would map every region-threshold to the base
+  pefm::save_model(*model_, path_);
+  auto msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("region_threshold"), std::string::npos) << msg;
+  model_->calibration = good;
+  model_->calibration.region_rate = 1.5;
+  pefm::save_model(*model_, path_);
+  msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("calibration.region_rate"), std::string::npos) << msg;
+  model_->calibration = good;
+  model_->calibration.region_pixels = 0;
+  pefm::save_model(*model_, path_);
+  msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("calibration.region_pixels"), std::string::npos) << msg;
+}
+
 TEST_F(ModelFile, SaveLeavesNoTemporaryFiles) {
   int files = 0;
   for (const auto& e : std::filesystem::directory_iterator(tmp_.path())) {
@@ -340,6 +370,8 @@ TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
   EXPECT_EQ(model->training["epochs"], "3");
   EXPECT_EQ(model->training["note"], "line one\nline two");
   EXPECT_DOUBLE_EQ(cal.normalize(0.875), 0.5);
+  EXPECT_TRUE(std::isnan(cal.region_threshold)) << "written before region thresholds";
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.5), cal.threshold) << "regions cut at the image threshold, as they were";
 
   const auto expected = pefm::read_state_dict(pefm_test::data_dir() + "/models/expected_maps.pt");
   const auto& want = expected.at("map");

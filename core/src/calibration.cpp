@@ -44,6 +44,12 @@ double Calibration::denormalize(double normalised) const {
   return threshold + (normalised - 0.5) * 2.0 * (threshold - base);
 }
 
+double Calibration::region_raw(double region_normalised) const {
+  if (!valid) return region_normalised;
+  const double level = std::isfinite(region_threshold) ? region_threshold : threshold;
+  return base + 2.0 * region_normalised * (level - base);
+}
+
 Calibration Calibration::from_normal(const torch::Tensor& maps, const torch::Tensor& scores) {
   if (maps.numel() == 0 || scores.numel() == 0) {
     throw std::invalid_argument("calibration needs at least one held-out normal image");
@@ -140,6 +146,32 @@ void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, d
   int64_t above = 0;
   for (double v : scores) above += v > threshold;
   val_false_positive_rate = static_cast<double>(above) / static_cast<double>(n);
+}
+
+void Calibration::set_region_threshold(const torch::Tensor& maps, const std::vector<double>& image_scores,
+                                       double target) {
+  if (!(target > 0.0 && target <= 0.5)) throw std::invalid_argument("the pixel false-alarm rate must lie in (0, 0.5]");
+  if (maps.numel() == 0 || image_scores.empty())
+    throw std::invalid_argument("a region threshold needs at least one normal image's map");
+  const auto flat = maps.detach().cpu().to(torch::kFloat64).flatten();
+  // A bounded, evenly strided sample, as for the pixel quantiles.
+  const int64_t step = std::max<int64_t>(1, flat.numel() / 4000000);
+  const auto sample = flat.slice(0, 0, flat.numel(), step).contiguous();
+  if (!torch::isfinite(sample).all().item<bool>())
+    throw std::invalid_argument("a region threshold got non-finite pixel scores (NaN or Inf)");
+  const auto* v = sample.data_ptr<double>();
+  const auto t = conformal_threshold(std::vector<double>(v, v + sample.numel()), target);
+  const double floor_gap = 1e-6 + 1e-3 * std::abs(t.threshold);
+  region_threshold = std::max(t.threshold, base + floor_gap);
+  region_rate_target = target;
+  region_pixels = sample.numel();
+  region_rate = sample.ge(region_threshold).to(torch::kFloat64).mean().item<double>();
+  int64_t with_region = 0;
+  for (double s : image_scores) {
+    if (!std::isfinite(s)) throw std::invalid_argument("a region threshold got a non-finite image score");
+    with_region += s >= region_threshold;
+  }
+  region_image_rate = static_cast<double>(with_region) / static_cast<double>(image_scores.size());
 }
 
 }  // namespace pefm

@@ -45,6 +45,11 @@ DecisionInfo FrameDetector::decision_info() const {
     d.false_alarm_upper95 = c.false_alarm_upper95;
     d.folds = c.folds;
   }
+  if (std::isfinite(c.region_threshold)) {
+    d.region_rate_target = c.region_rate_target;
+    d.region_rate = c.region_rate;
+    d.region_image_rate = c.region_image_rate;
+  }
   return d;
 }
 std::string FrameDetector::device() const { return impl_->detector.device().str(); }
@@ -67,7 +72,7 @@ int FrameDetector::trained_tile() const {
   return tile;
 }
 
-FrameResult FrameDetector::process(const FrameView& frame, double threshold, const TileOptions& tiles,
+FrameResult FrameDetector::process(const FrameView& frame, const Thresholds& thresholds, const TileOptions& tiles,
                                    StreamContext* context) {
   impl_->fail_if_injected();
   auto& detector = impl_->detector;
@@ -80,7 +85,7 @@ FrameResult FrameDetector::process(const FrameView& frame, double threshold, con
   const auto input = frame_input(frame, detector.device(), context);
   const auto raw = tiles.size <= 0 ? detector.detect(input.pixels.unsqueeze(0), input.channels).maps[0]
                                    : tiled_map(detector, input, tiles, stop_if_cancelled);
-  return postprocess(raw, detector.calibration(), threshold, frame.width, frame.height);
+  return postprocess(raw, detector.calibration(), thresholds, frame.width, frame.height);
 }
 
 void FrameDetector::Impl::fail_if_injected() {

@@ -151,6 +151,48 @@ ProCurve pro_curve(const torch::Tensor& maps, const torch::Tensor& masks, int64_
   return curve;
 }
 
+RegionDecisions regions_at(const torch::Tensor& maps, const torch::Tensor& masks, const std::vector<int>& labels,
+                           double level) {
+  if (maps.dim() != 3 || maps.sizes() != masks.sizes() || static_cast<int64_t>(labels.size()) != maps.size(0))
+    throw std::invalid_argument("regions_at needs maps and masks of one [N, H, W] shape and N labels");
+  const auto on = maps.detach().cpu().ge(level);
+  const auto gt = masks.detach().cpu().ne(0);
+  RegionDecisions d;
+  d.level = level;
+  const auto ratio = [](const torch::Tensor& num, const torch::Tensor& den) {
+    const double n = static_cast<double>(den.sum().item<int64_t>());
+    return n > 0 ? static_cast<double>(num.sum().item<int64_t>()) / n : std::numeric_limits<double>::quiet_NaN();
+  };
+  d.pixel_false_alarm_rate = ratio(on.logical_and(gt.logical_not()), gt.logical_not());
+  d.pixel_recall = ratio(on.logical_and(gt), gt);
+  double overlap = 0.0;
+  int64_t touched = 0, with_regions = 0;
+  for (int64_t i = 0; i < maps.size(0); ++i) {
+    if (labels[static_cast<size_t>(i)] == 0) {
+      ++d.good_images;
+      with_regions += on[i].any().item<bool>();
+    }
+    const auto [lab, count] = label_regions(gt[i]);
+    if (count == 0) continue;
+    // Per region: its area and its outlined pixels, in one pass.
+    const auto idx = lab.flatten().to(torch::kLong);
+    const auto area = torch::bincount(idx, {}, count + 1);
+    const auto hit = torch::bincount(idx, on[i].flatten().to(torch::kDouble), count + 1);
+    for (int64_t r = 1; r <= count; ++r) {
+      const double h = hit[r].item<double>();
+      overlap += h / static_cast<double>(area[r].item<int64_t>());
+      touched += h > 0;
+    }
+    d.defect_regions += count;
+  }
+  if (d.defect_regions > 0) {
+    d.region_overlap = overlap / static_cast<double>(d.defect_regions);
+    d.defects_touched = static_cast<double>(touched) / static_cast<double>(d.defect_regions);
+  }
+  if (d.good_images > 0) d.good_images_with_regions = static_cast<double>(with_regions) / static_cast<double>(d.good_images);
+  return d;
+}
+
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps, double max_fpr, ProRegions mode) {
   return aupro(pro_curve(maps, masks, steps, mode), max_fpr);
 }

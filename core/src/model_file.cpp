@@ -136,6 +136,13 @@ Container model_container(const Model& model, const char* format) {
       c.meta["calibration.folds"] = std::to_string(cal.folds);
       c.meta["calibration.false_alarm_upper95"] = fmt(cal.false_alarm_upper95);
     }
+    if (std::isfinite(cal.region_threshold)) {
+      c.meta["calibration.region_threshold"] = fmt(cal.region_threshold);
+      c.meta["calibration.region_rate_target"] = fmt(cal.region_rate_target);
+      c.meta["calibration.region_rate"] = fmt(cal.region_rate);
+      c.meta["calibration.region_image_rate"] = fmt(cal.region_image_rate);
+      c.meta["calibration.region_pixels"] = std::to_string(cal.region_pixels);
+    }
   }
   for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
   for (const auto& [name, t] : module_state(*model.net)) c.tensors["net." + name] = t;
@@ -284,12 +291,12 @@ Model container_model(const Container& c, const std::string& origin, const char*
     }
     // A stated false-alarm rate (files from before it have none: "mean+3std").
     if (meta.has("calibration.method")) cal.method = meta.str("calibration.method");
+    const auto rate = [&](const char* key) {
+      const double v = meta.num(key);
+      if (!(v >= 0.0 && v <= 1.0)) throw ModelFileError("model file '" + origin + "': '" + key + "' is not a rate in 0..1");
+      return v;
+    };
     if (cal.method == "conformal") {
-      const auto rate = [&](const char* key) {
-        const double v = meta.num(key);
-        if (!(v >= 0.0 && v <= 1.0)) throw ModelFileError("model file '" + origin + "': '" + key + "' is not a rate in 0..1");
-        return v;
-      };
       cal.false_alarm_target = rate("calibration.false_alarm_target");
       cal.false_alarm_bound = rate("calibration.false_alarm_bound");
       cal.folds = meta.integer("calibration.folds");
@@ -298,6 +305,19 @@ Model container_model(const Container& c, const std::string& origin, const char*
       cal.false_alarm_upper95 = rate("calibration.false_alarm_upper95");
     } else if (cal.method != "mean+3std") {
       throw ModelFileError("model file '" + origin + "': unknown calibration.method '" + cal.method + "'");
+    }
+    // The region threshold (files from before it have none: regions at `threshold`).
+    if (meta.has("calibration.region_threshold")) {
+      cal.region_threshold = meta.num("calibration.region_threshold");
+      if (!(cal.region_threshold > cal.base))
+        throw ModelFileError("model file '" + origin + "' has an invalid calibration (region_threshold <= base)");
+      cal.region_rate_target = rate("calibration.region_rate_target");
+      cal.region_rate = rate("calibration.region_rate");
+      cal.region_image_rate = rate("calibration.region_image_rate");
+      cal.region_pixels = meta.integer("calibration.region_pixels");
+      if (cal.region_pixels < 1)
+        throw ModelFileError("model file '" + origin + "': calibration.region_pixels " +
+                             std::to_string(cal.region_pixels) + " is not positive");
     }
   }
   for (const auto& [k, v] : c.meta) {

@@ -73,7 +73,7 @@ void heat_colour(double v, uint8_t rgb[3]) {
   rgb[2] = ch(1.0);
 }
 
-void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, double alpha, double threshold) {
+void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, double alpha, double level) {
   if (mode == OverlayMode::kNone || r.map.empty() || f.width <= 0 || f.height <= 0) return;
   const bool heat = mode == OverlayMode::kHeatmap || mode == OverlayMode::kHeatmapContours;
   const bool contours = mode == OverlayMode::kContours || mode == OverlayMode::kHeatmapContours;
@@ -96,7 +96,7 @@ void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, do
   if (contours) {
     inside.resize(static_cast<size_t>(W) * H);
     for (int y = 0; y < H; ++y) {
-      for (int x = 0; x < W; ++x) inside[static_cast<size_t>(y) * W + x] = luma.at(x, y) >= threshold;
+      for (int x = 0; x < W; ++x) inside[static_cast<size_t>(y) * W + x] = luma.at(x, y) >= level;
     }
     edge.assign(inside.size(), 0);
     const auto in = [&](int x, int y) {

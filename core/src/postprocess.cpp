@@ -83,21 +83,24 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
   return out;
 }
 
-FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibration, double threshold, int width,
-                        int height) {
+FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibration, const Thresholds& thresholds,
+                        int width, int height) {
   const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
                                      std::numeric_limits<float>::max(), 0.0);
   const auto norm = torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
   FrameResult r;
   r.raw_score = raw.max().item<float>();
   r.score = static_cast<float>(calibration.normalize(static_cast<double>(r.raw_score)));
-  r.anomalous = r.score >= threshold;
+  r.anomalous = r.score >= thresholds.image;
   r.map_height = static_cast<int>(norm.size(0));
   r.map_width = static_cast<int>(norm.size(1));
   r.map.assign(norm.data_ptr<float>(), norm.data_ptr<float>() + norm.numel());
   r.map_scale_x = static_cast<double>(width) / r.map_width;
   r.map_scale_y = static_cast<double>(height) / r.map_height;
-  r.regions = map_regions(norm, threshold, width, height);
+  const double level = calibration.region_raw(thresholds.region);
+  r.regions = map_regions(raw, level, width, height);
+  for (auto& g : r.regions) g.peak = static_cast<float>(calibration.normalize(static_cast<double>(g.peak)));
+  r.region_level = static_cast<float>(calibration.normalize(level));
   return r;
 }
 

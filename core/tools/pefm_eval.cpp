@@ -130,13 +130,37 @@ cli::Json decisions_json(const Decisions& d, const Calibration& cal) {
           {"defective_images", d.true_positives + d.false_negatives}};
 }
 
-std::string decisions_line(const Decisions& d) {
-  const auto pct = [](double v) {
-    if (std::isnan(v)) return std::string("n/a");
-    std::ostringstream p;
+// The regions at the region threshold; pixel figures null without masks.
+cli::Json region_json(const RegionDecisions& r, double setting, const Calibration& cal, bool with_masks) {
+  const auto pixel = [&](double v) { return with_masks ? cli::Json(v) : cli::Json(nullptr); };
+  const bool stated = std::isfinite(cal.region_rate_target);
+  return {{"region_threshold", setting},
+          {"raw_threshold", r.level},
+          {"good_images_with_regions", r.good_images_with_regions},
+          {"pixel_false_alarm_rate", pixel(r.pixel_false_alarm_rate)},
+          {"pixel_recall", pixel(r.pixel_recall)},
+          {"region_overlap", pixel(r.region_overlap)},
+          {"defects_touched", pixel(r.defects_touched)},
+          {"defect_regions", with_masks ? cli::Json(r.defect_regions) : cli::Json(nullptr)},
+          {"asked_pixel_false_alarm_rate", stated ? cli::Json(cal.region_rate_target) : cli::Json(nullptr)},
+          {"calibration_pixel_rate", stated ? cli::Json(cal.region_rate) : cli::Json(nullptr)},
+          {"calibration_images_with_regions", stated ? cli::Json(cal.region_image_rate) : cli::Json(nullptr)}};
+}
+
+// A rate in percent inside a sentence: two decimals, or three significant digits below
+// 0.1 % (pixel rates); "n/a" for NaN.
+std::string rate_text(double v) {
+  if (std::isnan(v)) return "n/a";
+  std::ostringstream p;
+  if (v != 0.0 && std::abs(v) < 1e-3)
+    p << std::setprecision(3) << v * 100;
+  else
     p << std::fixed << std::setprecision(2) << v * 100;
-    return p.str();
-  };
+  return p.str();
+}
+
+std::string decisions_line(const Decisions& d) {
+  const auto pct = rate_text;
   std::ostringstream o;
   o << "false alarms " << d.false_positives << "/" << d.false_positives + d.true_negatives << " ("
     << pct(d.false_alarm_rate()) << " %), misses " << d.false_negatives << "/" << d.true_positives + d.false_negatives
@@ -174,6 +198,8 @@ int run(int argc, char** argv) {
               "worst misses and false alarms with their heat maps");
   args.option("pro-regions", "MODE", "AUPRO overlap: filled (each region's filled image, as the PEFM authors count) "
               "or exact (the region's own pixels, as MVTec's evaluator)", "filled");
+  args.option("region-threshold", "R", "where regions are cut, as pefmfilter region-threshold (normalised; 0.5 = the "
+              "model's calibrated pixel threshold): their false alarms and overlap are reported", "0.5");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   if (!args.parse(argc, argv)) return 0;
   cli::route_json_output(args.get("json"));
@@ -299,6 +325,9 @@ int run(int argc, char** argv) {
   std::optional<Decisions> at_model;
   if (cal.valid) at_model = decide_at(raw_scores, label_v, cal.threshold);
   const Decisions at_best = best_f1(raw_scores, label_v);
+  // Regions at the region threshold, as the element cuts them.
+  const double region_setting = args.number("region-threshold", 0.0, 1.0);
+  const RegionDecisions at_regions = regions_at(maps, masks, label_v, cal.region_raw(region_setting));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::cout << "\n" << std::left << std::setw(14) << "type" << std::right << std::setw(8) << "images" << "  image AUROC"
@@ -322,6 +351,18 @@ int run(int argc, char** argv) {
   }
   else
     std::cout << "the model has no calibrated threshold: no decisions at it\n";
+  std::cout << "regions at region-threshold " << region_setting << " (raw " << at_regions.level << "): "
+            << rate_text(at_regions.good_images_with_regions) << " % of good images hold one";
+  if (with_masks)
+    std::cout << "; normal pixels outlined " << rate_text(at_regions.pixel_false_alarm_rate) << " %, defect pixels "
+              << rate_text(at_regions.pixel_recall) << " %, mean region overlap " << rate_text(at_regions.region_overlap)
+              << " %, defect regions touched " << rate_text(at_regions.defects_touched) << " % (of "
+              << at_regions.defect_regions << ")";
+  if (std::isfinite(cal.region_rate_target))
+    std::cout << "; set at " << rate_text(cal.region_rate) << " % of the model's normal calibration pixels";
+  else if (cal.valid)
+    std::cout << "; the model has no region threshold (trained before it): 0.5 is its image threshold";
+  std::cout << "\n";
   std::cout << "at the best-F1 threshold of this test set (" << (cal.valid ? cal.normalize(at_best.threshold) : at_best.threshold)
             << (cal.valid ? " normalised" : " raw") << "): " << decisions_line(at_best) << "\n";
 
@@ -443,6 +484,7 @@ int run(int argc, char** argv) {
                            {"aupro_regions", args.get("pro-regions")},
                            {"operating_point", operating_point},
                            {"best_f1", decisions_json(at_best, cal)},
+                           {"region_operating_point", region_json(at_regions, region_setting, cal, with_masks)},
                            {"per_type", per_type_json},
                            {"images", overall.images},
                            {"skipped_images", skipped},

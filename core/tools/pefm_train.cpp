@@ -341,6 +341,13 @@ std::string percent(double v) {
   return s.str();
 }
 
+// A rate that can be far below 0.01 %, in three significant digits.
+std::string small_percent(double v) {
+  std::ostringstream s;
+  s << std::setprecision(3) << v * 100 << " %";
+  return s.str();
+}
+
 int run(int argc, char** argv) {
   cli::Args args("pefm-train", "--data DIR [--data DIR ...] --output MODEL.pt [options]",
                  "Trains a PEFM anomaly detector from folders of normal (defect-free) images.\n"
@@ -368,6 +375,8 @@ int run(int argc, char** argv) {
   args.option("device", "DEV", "auto, cpu, cuda or cuda:N", "auto");
   args.option("seed", "N", "random seed (initialisation, split, batch order)", "888");
   args.option("false-alarm-rate", "F", "the rate at which a new normal image may be called anomalous, at most", "0.01");
+  args.option("pixel-false-alarm-rate", "P", "the fraction of normal area the regions may cover: the region threshold "
+              "is this quantile of normal pixel scores (pefmfilter region-threshold 0.5)", "0.0001");
   args.option("folds", "K", "cross-fitting folds for the threshold (K extra trainings on (K-1)/K of the images); "
               "0: hold out --val-fraction instead, threshold mean + 3 std, no stated rate", "5");
   args.option("val-fraction", "F", "with --folds 0: share of images held out for calibration", "0.1");
@@ -402,6 +411,7 @@ int run(int argc, char** argv) {
   const int folds = static_cast<int>(args.integer("folds", 0, 100));
   if (folds == 1) throw cli::UsageError("--folds 1 cannot cross-fit: use 2 or more, or 0 for a hold-out");
   const double false_alarm_rate = args.number("false-alarm-rate", 1e-6, 0.5);
+  const double pixel_rate = args.number("pixel-false-alarm-rate", 1e-7, 0.5);
   if (folds > 0 && args.has("val-fraction"))
     throw cli::UsageError("--val-fraction applies with --folds 0 only (cross-fitting trains on every image)");
   const double val_fraction = folds > 0 ? 0.0 : args.number("val-fraction", 0.0, 0.9);
@@ -509,6 +519,7 @@ int run(int argc, char** argv) {
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
       {"tile", std::to_string(tile)}, {"folds", std::to_string(folds)},
       {"false_alarm_rate", args.get("false-alarm-rate")},
+      {"pixel_false_alarm_rate", args.get("pixel-false-alarm-rate")},
   };
 
   // Cache in fp16 when fp32 features would take more than 4 GiB (the --pe auto search
@@ -689,8 +700,10 @@ int run(int argc, char** argv) {
     std::vector<double> scores;
     for (const auto& [path, v] : image_scores) scores.push_back(v);
     const auto score_t = torch::tensor(scores, torch::kFloat64);
-    shared->calibration = Calibration::from_normal(torch::cat(maps), score_t);
+    const auto normal_maps = torch::cat(maps);
+    shared->calibration = Calibration::from_normal(normal_maps, score_t);
     shared->calibration.set_false_alarm_threshold(scores, false_alarm_rate, folds);
+    shared->calibration.set_region_threshold(normal_maps, scores, pixel_rate);
   } else {
     // Calibration on the held-out normal images (or, without any, the training images).
     const auto& calib = val.empty() ? train : val;
@@ -704,7 +717,9 @@ int run(int argc, char** argv) {
     }
     std::vector<double> scores;
     for (const auto& [path, v] : image_scores) scores.push_back(v);
-    shared->calibration = Calibration::from_normal(torch::cat(maps), torch::tensor(scores, torch::kFloat64));
+    const auto normal_maps = torch::cat(maps);
+    shared->calibration = Calibration::from_normal(normal_maps, torch::tensor(scores, torch::kFloat64));
+    shared->calibration.set_region_threshold(normal_maps, scores, pixel_rate);
   }
   save_model(*shared, output);
   std::filesystem::remove(ckpt_path);
@@ -738,6 +753,11 @@ int run(int argc, char** argv) {
               << " held-out images, no stated false-alarm rate (--folds 0); above it: "
               << cal.val_false_positive_rate * 100 << " % of them\n";
   }
+  std::cout << "  regions      threshold " << cal.region_threshold << " (raw): " << small_percent(cal.region_rate)
+            << " of " << cal.region_pixels << " normal pixels at or above it (asked: " << small_percent(cal.region_rate_target)
+            << "); " << percent(cal.region_image_rate) << " of the " << cal.images
+            << " normal images hold a region\n"
+            << "               (pefmfilter region-threshold 0.5; lower outlines more of a defect and of the surface)\n";
   std::cout
             << "  output       " << output << " (" << cli::format_bytes(std::filesystem::file_size(output)) << ")\n"
             << "  total        " << cli::format_duration(seconds_since(t_start)) << "\n";

@@ -9,8 +9,17 @@
 // trained with a hold-out (--folds 0) and older files, mean + 3 std of the held-out normal
 // images' image scores; either way the calibrated decision boundary sits at exactly 0.5
 // (anomalib's convention); `base` = median of the normal pixel scores, which maps to 0.
-// One mapping serves image scores and heat-map pixels alike, so a frame is anomalous
-// exactly when some pixel of its map is: regions and decisions always agree.
+// One mapping serves image scores and heat-map values alike.
+//
+// Regions (the areas outlined and reported) are cut by a threshold of their own, as
+// anomalib separates image and pixel thresholds: `region_threshold`, a high quantile of
+// normal pixel scores (pefm-train --pixel-false-alarm-rate, set_region_threshold), so that
+// about that fraction of a normal image's area is outlined. It is set on its own scale,
+//
+//   region_raw(r) = base + 2 r (region_threshold - base)    (r = 0.5: region_threshold)
+//
+// (pefmfilter region-threshold), and regions are cut from the raw map. Files from before it
+// have none: regions then come from `threshold`, as they did (region_raw = denormalize).
 #pragma once
 
 #include <cmath>
@@ -45,11 +54,24 @@ struct Calibration {
   // Beta(n + 1 - k, k) for continuous scores: clopper_pearson_upper(n - k, n)).
   double false_alarm_upper95 = NAN;
 
+  // The region threshold: raw pixel score at region-threshold 0.5; NaN when the model has
+  // none (regions then at `threshold`). The pixel false-alarm rate asked for, what
+  // fraction of the calibration images' pixels (`region_pixels` of them, sampled evenly)
+  // lie at or above it, and what fraction of the calibration images hold a region at it.
+  double region_threshold = NAN;
+  double region_rate_target = NAN;
+  double region_rate = NAN;
+  double region_image_rate = NAN;
+  int64_t region_pixels = 0;
+
   // Without valid calibration the raw value is returned unchanged.
   double normalize(double raw) const;
   torch::Tensor normalize(const torch::Tensor& raw) const;
   // Raw score of a normalised value (inverse of normalize inside (0, 1)).
   double denormalize(double normalised) const;
+  // Raw pixel score of a region-threshold value (see above); the value itself without
+  // valid calibration.
+  double region_raw(double region_normalised) const;
 
   // Builds the statistics from normal images' maps [N, H, W] and scores [N].
   // Throws std::invalid_argument on empty input or non-finite values.
@@ -60,6 +82,15 @@ struct Calibration {
   // the rate, its bound and the 95 % bound given the calibration set. Throws
   // std::invalid_argument for an empty or non-finite `scores` or a target outside (0, 1).
   void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds);
+
+  // Sets the region threshold to the order statistic of the pixel scores in `maps` (normal
+  // images' maps, [N, H, W], from models that did not train on them) that at most a
+  // fraction `target` of them exceed (conformal_threshold over pixels: pixels of one image
+  // are not independent, so this is a rate of area, not a per-image guarantee), and
+  // records the fraction of `image_scores` (the same images' maxima) at or above it. Call
+  // after the image threshold is final: the threshold stays above `base`. Throws
+  // std::invalid_argument for empty or non-finite input or a target outside (0, 0.5].
+  void set_region_threshold(const torch::Tensor& maps, const std::vector<double>& image_scores, double target);
 };
 
 // The order-statistic (split-conformal) threshold: the k-th smallest of n scores, k =

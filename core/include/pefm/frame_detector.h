@@ -41,6 +41,12 @@ struct DecisionInfo {
                                         // calibration images, the rate at most
   int64_t images = 0;                   // normal images the threshold was set on
   int64_t folds = 0;                    // cross-fitting folds (conformal)
+  // The region threshold (NaN for models without one, whose regions are cut at the image
+  // threshold): the pixel false-alarm rate asked for, the fraction of normal calibration
+  // pixels at or above it and of normal calibration images holding a region at it.
+  double region_rate_target = NAN;
+  double region_rate = NAN;
+  double region_image_rate = NAN;
 };
 
 class FrameDetector {
@@ -55,11 +61,12 @@ class FrameDetector {
   FrameDetector(const FrameDetector&) = delete;
   FrameDetector& operator=(const FrameDetector&) = delete;
 
-  // `threshold` is on the normalised scale. Throws std::invalid_argument for bad frames
-  // and tilings (check_tiles), Cancelled when `context` is cancelled.
+  // The frame is decided at `thresholds.image` and its regions cut at `thresholds.region`
+  // (both normalised; postprocess). Throws std::invalid_argument for bad frames and
+  // tilings (check_tiles), Cancelled when `context` is cancelled.
   // With a `context` on a CUDA detector, the work runs on the context's stream and the
   // frame goes up through its pinned buffer.
-  FrameResult process(const FrameView& frame, double threshold, const TileOptions& tiles = {},
+  FrameResult process(const FrameView& frame, const Thresholds& thresholds, const TileOptions& tiles = {},
                       StreamContext* context = nullptr);
 
   const Detector& detector() const;

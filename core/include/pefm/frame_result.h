@@ -17,15 +17,27 @@ struct FrameRegion {
 struct FrameResult {
   float raw_score = 0.0f;  // max of the raw map
   float score = 0.0f;      // normalised (0..1; 0.5 = calibrated threshold)
-  bool anomalous = false;  // score >= threshold
+  bool anomalous = false;  // score >= the image threshold
   int map_width = 0, map_height = 0;
   // Normalised heat map, row-major, always finite: 0..1 with a calibrated model, raw
   // scores for an uncalibrated one.
   std::vector<float> map;
   // Frame pixel (x, y) covers map position (x / map_scale_x, y / map_scale_y).
   double map_scale_x = 1.0, map_scale_y = 1.0;
-  // 8-connected areas of the map at or above the threshold, highest peak first.
+  // 8-connected areas of the raw map at or above the region threshold (not the image
+  // threshold: a normal frame can hold regions, an anomalous one none), highest peak first.
   std::vector<FrameRegion> regions;
+  // The region threshold on the map's scale: the contours pefm draws are the outline of
+  // map >= region_level (1 when the region threshold lies beyond the map's top).
+  float region_level = 0.5f;
+};
+
+// The two thresholds a frame is processed with, both on normalised scales where 0.5 is
+// the model's calibrated value: `image` decides the frame (score >= image), `region` cuts
+// the regions and contours (Calibration::region_raw).
+struct Thresholds {
+  double image = 0.5;
+  double region = 0.5;
 };
 
 // Thrown by FrameDetector::process when its StreamContext was cancelled mid-frame.

@@ -1,6 +1,7 @@
 // Evaluation metrics as the PEFM authors compute them (the authors' protocol).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -36,6 +37,23 @@ ProCurve pro_curve(const torch::Tensor& maps, const torch::Tensor& masks, int64_
 double aupro(const torch::Tensor& maps, const torch::Tensor& masks, int64_t steps = 1000,
              double max_fpr = 0.3, ProRegions regions = ProRegions::kFilled);
 double aupro(const ProCurve& curve, double max_fpr = 0.3);
+
+// The regions at one pixel threshold (score >= level is outlined), against the masks:
+// what a line engineer sees of the region threshold. maps: [N, H, W] float; masks:
+// [N, H, W] (non-zero = defect); labels[i] non-zero = image i is defective.
+struct RegionDecisions {
+  double level = 0.0;
+  double pixel_false_alarm_rate = NAN;  // normal pixels (of every image) outlined
+  double pixel_recall = NAN;            // defect pixels outlined
+  double region_overlap = NAN;          // mean over defect regions of their pixels outlined
+                                        // (the PRO curve's value at `level`, exact regions)
+  double defects_touched = NAN;         // defect regions with at least one pixel outlined
+  double good_images_with_regions = NAN;  // good images holding an outlined pixel
+  int64_t defect_regions = 0, good_images = 0;
+};
+// Throws std::invalid_argument for mismatched shapes.
+RegionDecisions regions_at(const torch::Tensor& maps, const torch::Tensor& masks, const std::vector<int>& labels,
+                           double level);
 
 // The image-level ROC curve: (false positive rate, true positive rate) at every distinct
 // score used as a threshold (score >= threshold is positive), from (0, 0) to (1, 1).

@@ -13,9 +13,9 @@ enum class OverlayMode { kNone = 0, kHeatmap = 1, kContours = 2, kHeatmapContour
 
 // Heat map: jet colours blended with `alpha`, fading in from normalised 0.3 to full at
 // 0.5 so that normal areas stay untouched and readable. Contours: the outline of the area
-// at or above `threshold`, 2 px, red (white in GRAY8).
-void draw_overlay(const FrameView& frame, const FrameResult& result, OverlayMode mode, double alpha,
-                  double threshold);
+// of the map at or above `level` (pefm draws them at the result's region_level), 2 px, red
+// (white in GRAY8).
+void draw_overlay(const FrameView& frame, const FrameResult& result, OverlayMode mode, double alpha, double level);
 
 // pefm's one heat-map colour map (jet), as 8-bit RGB, for normalised `value` clamped to
 // 0..1: the element's overlays and pefm-eval's pictures colour the same score alike.

@@ -27,7 +27,10 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
 // 0 and an infinite one the largest float, in raw and normalised maps alike, so every
 // map a caller sees is finite (the detector already turns the network's NaN into the
 // largest score, flagging the frame; this catches what tiling arithmetic can add).
-FrameResult postprocess(const torch::Tensor& raw, const Calibration& calibration, double threshold, int width,
-                        int height);
+// The frame is decided at `thresholds.image` (normalised); its regions are the areas of
+// the raw map at or above calibration.region_raw(thresholds.region), their peaks
+// normalised.
+FrameResult postprocess(const torch::Tensor& raw, const Calibration& calibration, const Thresholds& thresholds,
+                        int width, int height);
 
 }  // namespace pefm
