@@ -980,7 +980,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_THRESHOLD,
       g_param_spec_double ("threshold", "Threshold",
-          "Image decision threshold on the normalised score (0.5 = the model's calibrated threshold)",
+          "Image decision threshold on the normalised score (0.5 = the model's calibrated threshold; "
+          "raw scores for an uncalibrated model)",
           0.0, 1.0, DEFAULT_PROP_THRESHOLD, playing_flags));
   /**
    * GstPefmFilter:region-threshold:
@@ -994,7 +995,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_REGION_THRESHOLD,
       g_param_spec_double ("region-threshold", "Region threshold",
-          "Threshold for regions and contours, normalised (0.5 = the model's calibrated pixel threshold)",
+          "Threshold for regions and contours, normalised (0.5 = the model's calibrated pixel threshold; "
+          "raw scores for an uncalibrated model)",
           0.0, 1.0, DEFAULT_PROP_REGION_THRESHOLD, playing_flags));
   /* overlay, overlay-alpha: shared with pefmoverlay, documented in gstpefmvideo.cpp */
   pefm_install_overlay_properties (gobject_class, PROP_OVERLAY, PROP_OVERLAY_ALPHA, playing_flags);
@@ -1038,7 +1040,7 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * GstPefmFilter:emit-messages:
    *
    * Post an element message named "pefm" (timestamp, running-time, stream-time, frame,
-   * inspected, threshold, and for inspected frames score, raw-score, anomalous, regions
+   * inspected, threshold, region-threshold, and for inspected frames score, raw-score, anomalous, regions
    * (their count) and boxes (an array of "region" structures: x, y, width, height, area,
    * peak); for frames let through uninspected, reason) per frame, or per anomalous frame with
    * message-mode=anomalous; `gst-launch-1.0 -m` prints them. A frame that was not

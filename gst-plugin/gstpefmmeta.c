@@ -36,7 +36,8 @@ gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   m->inspected = TRUE;
   m->skip_reason = NULL;
   m->map_bytes = NULL;
-  m->region_threshold = m->region_level = 0.0f;
+  /* an application's own meta: contours at the calibrated threshold, as FrameResult's */
+  m->region_threshold = m->region_level = 0.5f;
   return TRUE;
 }
 

@@ -25,6 +25,7 @@ void add_meta_json(Json* line, const GstPefmMeta* m) {
   j["raw_score"] = json_rounded(m->raw_score);
   j["threshold"] = json_rounded(m->threshold);
   j["region_threshold"] = json_rounded(m->region_threshold);
+  j["region_level"] = json_rounded(m->region_level);
   j["anomalous"] = static_cast<bool>(m->anomalous);
   j["calibrated"] = static_cast<bool>(m->calibrated);
   j["map"] = {m->map_width, m->map_height};

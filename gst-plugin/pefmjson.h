@@ -14,7 +14,8 @@ namespace pefm {
 double json_rounded(double value);
 
 // "decision" ("anomalous", "normal", or "uninspected" with "skip_reason"), "score",
-// "raw_score", "threshold", "calibrated", "map" [width, height], "regions" [{x, y, width,
+// "raw_score", "threshold", "region_threshold", "region_level", "calibrated", "map" [width,
+// height], "regions" [{x, y, width,
 // height, area, peak}], added to `line`. Without a meta: "decision": "no-meta" and an
 // "error".
 void add_meta_json(Json* line, const GstPefmMeta* meta);

@@ -36,6 +36,7 @@ def frame_result(index, buf):
     line["score"] = round(meta.score, 6)
     line["threshold"] = round(meta.threshold, 6)
     line["region_threshold"] = round(meta.region_threshold, 6)
+    line["region_level"] = round(meta.region_level, 6)
     regions = []
     for i in range(meta.n_regions):
         r = meta.get_region(i)

@@ -533,7 +533,7 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
   const auto model = out_.file("m.pt");
   ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
   const std::string pipeline = "videotestsrc num-buffers=4 pattern=ball ! video/x-raw,format=RGB,width=64,height=48 ! "
-                               "pefmfilter model=" + model + " threshold=0.3 ! appsink name=results";
+                               "pefmfilter model=" + model + " threshold=0.3 region-threshold=0.2 ! appsink name=results";
   const auto c = run({results_bin(), pipeline}, {}, nullptr, /*stdout_only=*/true);
   ASSERT_EQ(c.status, 0) << c.output;
   const std::string lib_path = std::string("LD_LIBRARY_PATH=") + typelib_dir;
@@ -543,12 +543,15 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
   ASSERT_EQ(py.status, 0) << py.output << run({python, std::string(PEFM_SOURCE_DIR) + "/pipelines/pefm_meta.py",
                                                 pipeline}, {lib_path, gi_path}).output;
   std::istringstream c_lines(c.output), py_lines(py.output);
-  int frames = 0;
+  int frames = 0, with_regions = 0;
   for (std::string cl, pl; std::getline(c_lines, cl) && std::getline(py_lines, pl); ++frames) {
     const auto a = parse_json(cl), b = parse_json(pl);
     EXPECT_EQ(b.at("frame"), a.at("frame"));
     EXPECT_EQ(b.at("decision"), a.at("decision"));
+    EXPECT_NEAR(a.at("region_threshold").get<double>(), 0.2, 1e-6);
     EXPECT_NEAR(b.at("region_threshold").get<double>(), a.at("region_threshold").get<double>(), 1e-6);
+    EXPECT_NEAR(b.at("region_level").get<double>(), a.at("region_level").get<double>(), 1e-6);
+    with_regions += !a.at("regions").empty();
     EXPECT_NEAR(b.at("score").get<double>(), a.at("score").get<double>(), 1e-6);
     EXPECT_EQ(b.at("regions"), a.at("regions")) << pl << "\n" << cl;
     EXPECT_EQ(b.at("map"), a.at("map"));
@@ -558,6 +561,7 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
     EXPECT_NEAR(b.at("map_max").get<double>(), a.at("score").get<double>(), 1e-5) << pl;
   }
   EXPECT_EQ(frames, 4) << c.output << py.output;
+  EXPECT_GT(with_regions, 0) << "no frame held a region: the comparison saw no boxes\n" << c.output;
 }
 
 // Image decisions at the model's own threshold and at the best-F1 threshold: the JSON's
@@ -646,7 +650,8 @@ TEST_F(Cli, RegionThresholdIsSetFromNormalPixelsAndEvalMeasuresIt) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("regions at region-threshold 0.5"), std::string::npos) << r.output;
   const auto at_half = parse_json(pefm_test::slurp(json)).at("region_operating_point");
-  for (const char* key : {"good_images_with_regions", "pixel_false_alarm_rate", "pixel_recall", "region_overlap",
+  for (const char* key : {"good_images_with_regions", "good_pixel_rate", "pixel_false_alarm_rate", "pixel_recall",
+                          "region_overlap",
                           "defects_touched", "asked_pixel_false_alarm_rate", "calibration_pixel_rate"})
     EXPECT_TRUE(at_half.at(key).is_number()) << key << " in " << at_half;
   EXPECT_DOUBLE_EQ(at_half.at("raw_threshold").get<double>(), cal.region_threshold);
@@ -655,7 +660,8 @@ TEST_F(Cli, RegionThresholdIsSetFromNormalPixelsAndEvalMeasuresIt) {
   r = eval_at("0");
   ASSERT_EQ(r.status, 0) << r.output;
   const auto at_zero = parse_json(pefm_test::slurp(json)).at("region_operating_point");
-  EXPECT_DOUBLE_EQ(at_zero.at("raw_threshold").get<double>(), cal.base);
+  EXPECT_GT(at_zero.at("raw_threshold").get<double>(), cal.base);  // just above it
+  EXPECT_NEAR(at_zero.at("raw_threshold").get<double>(), cal.base, 1e-5 * (cal.threshold - cal.base));
   EXPECT_DOUBLE_EQ(at_zero.at("good_images_with_regions").get<double>(), 1.0);
   EXPECT_GT(at_zero.at("pixel_false_alarm_rate").get<double>(), at_half.at("pixel_false_alarm_rate").get<double>());
   EXPECT_GE(at_zero.at("pixel_recall").get<double>(), at_half.at("pixel_recall").get<double>());

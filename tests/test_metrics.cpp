@@ -73,15 +73,42 @@ TEST(Postprocess, RegionsAreCutAtTheRegionThresholdNotTheImageThreshold) {
   r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
   EXPECT_TRUE(r.regions.empty());
   EXPECT_FLOAT_EQ(r.region_level, 0.3f);
-  // An anomalous frame whose peak is a single pixel and a region threshold above it.
+  // An anomalous frame whose peak is a single pixel: at region-threshold 1 (raw 0.6) that
+  // pixel is a region, the blob is not.
   raw[10][10] = 1.5;
   r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
   EXPECT_TRUE(r.anomalous);
   ASSERT_EQ(r.regions.size(), 1u);
   EXPECT_EQ(r.regions[0].area, 4);
-  r = pefm::postprocess(raw, c, {0.5, 0.0}, 40, 40);  // region-threshold 0: the base, everything
+  // Region-threshold 0 cuts just above the median normal pixel (the base): the blob and
+  // the pixel, not the background at the base itself.
+  r = pefm::postprocess(raw, c, {0.5, 0.0}, 40, 40);
+  ASSERT_EQ(r.regions.size(), 2u);
+  EXPECT_GT(r.region_level, 0.0f);
+  // A region threshold above the image threshold: the frame is anomalous, with no region.
+  c.region_threshold = 0.9;  // region-threshold 1: raw 1.8
+  r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
+  EXPECT_TRUE(r.anomalous);
+  EXPECT_TRUE(r.regions.empty());
+  // Beyond the map's top (raw 2 = normalised 1) regions are cut at the top, so the
+  // contours drawn from the normalised map (map >= region_level) are the regions.
+  c.region_threshold = 1.5;  // region-threshold 1: raw 3, above 2 T - base = 2
+  raw[15][15] = 2.5;
+  r = pefm::postprocess(raw, c, {0.5, 1.0}, 40, 40);
+  EXPECT_FLOAT_EQ(r.region_level, 1.0f);
   ASSERT_EQ(r.regions.size(), 1u);
-  EXPECT_EQ(r.regions[0].area, 1600);
+  EXPECT_EQ(r.regions[0].y, 30);
+  for (double setting : {0.0, 0.3, 0.5, 0.8, 1.0}) {
+    r = pefm::postprocess(raw, c, {0.5, setting}, 40, 40);
+    const auto map = torch::from_blob(r.map.data(), {20, 20}, torch::kFloat32).clone();
+    const auto from_map = pefm::map_regions(map, r.region_level, 40, 40);
+    ASSERT_EQ(from_map.size(), r.regions.size()) << "region-threshold " << setting;
+    for (size_t i = 0; i < from_map.size(); ++i) {
+      EXPECT_EQ(from_map[i].area, r.regions[i].area) << "region-threshold " << setting;
+      EXPECT_EQ(from_map[i].x, r.regions[i].x) << "region-threshold " << setting;
+    }
+  }
+  raw[15][15] = 0.0;
   // Without a region threshold (older files) regions come from the image threshold.
   c.region_threshold = NAN;
   r = pefm::postprocess(raw, c, {0.5, 0.5}, 40, 40);
@@ -105,6 +132,7 @@ TEST(RegionsAt, CountOutlinedPixelsRegionsAndGoodImages) {
   EXPECT_DOUBLE_EQ(d.pixel_false_alarm_rate, 1.0 / 286);
   EXPECT_EQ(d.good_images, 2);
   EXPECT_DOUBLE_EQ(d.good_images_with_regions, 0.5);
+  EXPECT_DOUBLE_EQ(d.good_pixel_rate, 1.0 / 200);
   EXPECT_THROW(pefm::regions_at(maps, masks, {1, 0}, 0.5), std::invalid_argument);
 }
 

@@ -139,6 +139,21 @@ TEST_F(ModelFile, TheRegionThresholdRoundTripsAndImpossibleValuesAreRefused) {
   auto msg = error_of([&] { pefm::load_model(path_); });
   EXPECT_NE(msg.find("region_threshold"), std::string::npos) << msg;
   model_->calibration = good;
+  model_->calibration.region_threshold = 2e6;  // beyond any raw score: would overflow the float maps
+  pefm::save_model(*model_, path_);
+  msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("region_threshold"), std::string::npos) << msg;
+  model_->calibration = good;
+  model_->calibration.threshold = 2e6;
+  pefm::save_model(*model_, path_);
+  msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("calibration.threshold"), std::string::npos) << msg;
+  model_->calibration = good;
+  model_->calibration.region_rate_target = 0.75;  // pefm-train allows (0, 0.5]
+  pefm::save_model(*model_, path_);
+  msg = error_of([&] { pefm::load_model(path_); });
+  EXPECT_NE(msg.find("calibration.region_rate_target"), std::string::npos) << msg;
+  model_->calibration = good;
   model_->calibration.region_rate = 1.5;
   pefm::save_model(*model_, path_);
   msg = error_of([&] { pefm::load_model(path_); });

@@ -50,6 +50,12 @@ double Calibration::region_raw(double region_normalised) const {
   return base + 2.0 * region_normalised * (level - base);
 }
 
+double Calibration::region_cut(double region_normalised) const {
+  if (!valid) return region_normalised;
+  const double lo = base + 1e-6 * (threshold - base), hi = 2.0 * threshold - base;
+  return std::clamp(region_raw(region_normalised), lo, hi);
+}
+
 Calibration Calibration::from_normal(const torch::Tensor& maps, const torch::Tensor& scores) {
   if (maps.numel() == 0 || scores.numel() == 0) {
     throw std::invalid_argument("calibration needs at least one held-out normal image");
@@ -153,10 +159,16 @@ void Calibration::set_region_threshold(const torch::Tensor& maps, const std::vec
   if (!(target > 0.0 && target <= 0.5)) throw std::invalid_argument("the pixel false-alarm rate must lie in (0, 0.5]");
   if (maps.numel() == 0 || image_scores.empty())
     throw std::invalid_argument("a region threshold needs at least one normal image's map");
-  const auto flat = maps.detach().cpu().to(torch::kFloat64).flatten();
-  // A bounded, evenly strided sample, as for the pixel quantiles.
-  const int64_t step = std::max<int64_t>(1, flat.numel() / 4000000);
-  const auto sample = flat.slice(0, 0, flat.numel(), step).contiguous();
+  const auto flat = maps.detach().cpu().flatten();
+  // At most 4 million pixels, evenly spaced over the whole set (a fractional stride: an
+  // integer one would keep the same few columns of every map).
+  constexpr int64_t kMaxPixels = 4000000;
+  const auto sample = (flat.numel() <= kMaxPixels
+                           ? flat
+                           : flat.index_select(0, torch::linspace(0, static_cast<double>(flat.numel() - 1), kMaxPixels,
+                                                                  torch::kFloat64).floor().to(torch::kLong)))
+                          .to(torch::kFloat64)
+                          .contiguous();
   if (!torch::isfinite(sample).all().item<bool>())
     throw std::invalid_argument("a region threshold got non-finite pixel scores (NaN or Inf)");
   const auto* v = sample.data_ptr<double>();

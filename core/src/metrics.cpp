@@ -166,11 +166,13 @@ RegionDecisions regions_at(const torch::Tensor& maps, const torch::Tensor& masks
   d.pixel_false_alarm_rate = ratio(on.logical_and(gt.logical_not()), gt.logical_not());
   d.pixel_recall = ratio(on.logical_and(gt), gt);
   double overlap = 0.0;
-  int64_t touched = 0, with_regions = 0;
+  int64_t touched = 0, with_regions = 0, good_on = 0;
   for (int64_t i = 0; i < maps.size(0); ++i) {
     if (labels[static_cast<size_t>(i)] == 0) {
       ++d.good_images;
-      with_regions += on[i].any().item<bool>();
+      const auto n_on = on[i].sum().item<int64_t>();
+      with_regions += n_on > 0;
+      good_on += n_on;
     }
     const auto [lab, count] = label_regions(gt[i]);
     if (count == 0) continue;
@@ -189,7 +191,10 @@ RegionDecisions regions_at(const torch::Tensor& maps, const torch::Tensor& masks
     d.region_overlap = overlap / static_cast<double>(d.defect_regions);
     d.defects_touched = static_cast<double>(touched) / static_cast<double>(d.defect_regions);
   }
-  if (d.good_images > 0) d.good_images_with_regions = static_cast<double>(with_regions) / static_cast<double>(d.good_images);
+  if (d.good_images > 0) {
+    d.good_images_with_regions = static_cast<double>(with_regions) / static_cast<double>(d.good_images);
+    d.good_pixel_rate = static_cast<double>(good_on) / static_cast<double>(d.good_images * maps.size(1) * maps.size(2));
+  }
   return d;
 }
 

@@ -289,6 +289,13 @@ Model container_model(const Container& c, const std::string& origin, const char*
     if (!(cal.threshold > cal.base)) {
       throw ModelFileError("model file '" + origin + "' has an invalid calibration (threshold <= base)");
     }
+    // Raw scores are distances of unit vectors: a few units at most. Far larger values are
+    // no calibration pefm wrote, and would overflow the float maps they are compared with.
+    constexpr double kMaxRaw = 1e6;
+    if (std::abs(cal.threshold) > kMaxRaw || std::abs(cal.base) > kMaxRaw) {
+      throw ModelFileError("model file '" + origin + "': calibration.threshold or calibration.base is beyond " +
+                           "any raw score (|value| > 1e6)");
+    }
     // A stated false-alarm rate (files from before it have none: "mean+3std").
     if (meta.has("calibration.method")) cal.method = meta.str("calibration.method");
     const auto rate = [&](const char* key) {
@@ -309,9 +316,11 @@ Model container_model(const Container& c, const std::string& origin, const char*
     // The region threshold (files from before it have none: regions at `threshold`).
     if (meta.has("calibration.region_threshold")) {
       cal.region_threshold = meta.num("calibration.region_threshold");
-      if (!(cal.region_threshold > cal.base))
-        throw ModelFileError("model file '" + origin + "' has an invalid calibration (region_threshold <= base)");
+      if (!(cal.region_threshold > cal.base) || cal.region_threshold > kMaxRaw)
+        throw ModelFileError("model file '" + origin + "' has an invalid calibration.region_threshold (not in base..1e6)");
       cal.region_rate_target = rate("calibration.region_rate_target");
+      if (!(cal.region_rate_target > 0.0 && cal.region_rate_target <= 0.5))
+        throw ModelFileError("model file '" + origin + "': 'calibration.region_rate_target' is not in (0, 0.5]");
       cal.region_rate = rate("calibration.region_rate");
       cal.region_image_rate = rate("calibration.region_image_rate");
       cal.region_pixels = meta.integer("calibration.region_pixels");

@@ -137,6 +137,7 @@ cli::Json region_json(const RegionDecisions& r, double setting, const Calibratio
   return {{"region_threshold", setting},
           {"raw_threshold", r.level},
           {"good_images_with_regions", r.good_images_with_regions},
+          {"good_pixel_rate", r.good_pixel_rate},
           {"pixel_false_alarm_rate", pixel(r.pixel_false_alarm_rate)},
           {"pixel_recall", pixel(r.pixel_recall)},
           {"region_overlap", pixel(r.region_overlap)},
@@ -220,6 +221,7 @@ int run(int argc, char** argv) {
   cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
   cli::check_output_file("--scores", args.get("scores"), cli::OutputKind::kScores, {args.get("model")});
   cli::check_output_file("--report", args.get("report"), cli::OutputKind::kHtml, {args.get("model")});
+  const double region_setting = args.number("region-threshold", 0.0, 1.0);
   ProRegions pro_regions = ProRegions::kFilled;
   if (args.get("pro-regions") == "exact")
     pro_regions = ProRegions::kExact;
@@ -228,6 +230,9 @@ int run(int argc, char** argv) {
   // The detector owns the model, so only its folded inference copy stays in memory.
   Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
   const auto& cal = detector.calibration();
+  // Pictures outline the regions the element would report: the region threshold on the
+  // heat map's scale (uncalibrated maps, scaled to their own maximum: half of it).
+  const double outline_level = cal.valid ? cal.normalize(cal.region_cut(region_setting)) : 0.5;
   const int64_t S = detector.image_size();
   const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
   const auto tests = discover(args.get("data"), with_masks);
@@ -294,7 +299,7 @@ int run(int argc, char** argv) {
         const double shown = cal.valid ? cal.normalize(scores[k].item<double>()) : scores[k].item<double>();
         const auto name = t.type + "_" + fs::path(t.path).stem().string() + ".png";
         io::write_png((fs::path(maps_dir) / name).string(),
-                      cli::side_by_side(imgs[b], all_masks[all_maps.size() - 1], heat, shown));
+                      cli::side_by_side(imgs[b], all_masks[all_maps.size() - 1], heat, shown, outline_level));
       }
     }
     progress.update(static_cast<int64_t>(end));
@@ -326,8 +331,7 @@ int run(int argc, char** argv) {
   if (cal.valid) at_model = decide_at(raw_scores, label_v, cal.threshold);
   const Decisions at_best = best_f1(raw_scores, label_v);
   // Regions at the region threshold, as the element cuts them.
-  const double region_setting = args.number("region-threshold", 0.0, 1.0);
-  const RegionDecisions at_regions = regions_at(maps, masks, label_v, cal.region_raw(region_setting));
+  const RegionDecisions at_regions = regions_at(maps, masks, label_v, cal.region_cut(region_setting));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::cout << "\n" << std::left << std::setw(14) << "type" << std::right << std::setw(8) << "images" << "  image AUROC"
@@ -352,7 +356,8 @@ int run(int argc, char** argv) {
   else
     std::cout << "the model has no calibrated threshold: no decisions at it\n";
   std::cout << "regions at region-threshold " << region_setting << " (raw " << at_regions.level << "): "
-            << rate_text(at_regions.good_images_with_regions) << " % of good images hold one";
+            << rate_text(at_regions.good_images_with_regions) << " % of good images hold one, "
+            << rate_text(at_regions.good_pixel_rate) << " % of their pixels";
   if (with_masks)
     std::cout << "; normal pixels outlined " << rate_text(at_regions.pixel_false_alarm_rate) << " %, defect pixels "
               << rate_text(at_regions.pixel_recall) << " %, mean region overlap " << rate_text(at_regions.region_overlap)
@@ -429,7 +434,7 @@ int run(int argc, char** argv) {
       try {
         const auto img = cli::to_tensor(io::read_image(files[i]));
         const auto heat = cal.valid ? cal.normalize(maps[k]) : maps[k] / maps[k].max().clamp_min(1e-12);
-        e.png = io::encode_png(cli::side_by_side(img, masks[k], heat, e.score));
+        e.png = io::encode_png(cli::side_by_side(img, masks[k], heat, e.score, outline_level));
       } catch (const io::ImageError& err) {  // gone or changed since it was scored: the page says so
         std::cerr << "--report: no picture: " << err.what() << "\n";
       }

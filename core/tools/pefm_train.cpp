@@ -411,7 +411,7 @@ int run(int argc, char** argv) {
   const int folds = static_cast<int>(args.integer("folds", 0, 100));
   if (folds == 1) throw cli::UsageError("--folds 1 cannot cross-fit: use 2 or more, or 0 for a hold-out");
   const double false_alarm_rate = args.number("false-alarm-rate", 1e-6, 0.5);
-  const double pixel_rate = args.number("pixel-false-alarm-rate", 1e-7, 0.5);
+  const double pixel_rate = args.number("pixel-false-alarm-rate", 1e-6, 0.5);
   if (folds > 0 && args.has("val-fraction"))
     throw cli::UsageError("--val-fraction applies with --folds 0 only (cross-fitting trains on every image)");
   const double val_fraction = folds > 0 ? 0.0 : args.number("val-fraction", 0.0, 0.9);
@@ -758,6 +758,11 @@ int run(int argc, char** argv) {
             << "); " << percent(cal.region_image_rate) << " of the " << cal.images
             << " normal images hold a region\n"
             << "               (pefmfilter region-threshold 0.5; lower outlines more of a defect and of the surface)\n";
+  if (cal.region_rate_target * static_cast<double>(cal.region_pixels + 1) < 1.0) {
+    std::cout << "  WARNING      too few normal pixels for " << small_percent(cal.region_rate_target) << ": "
+              << cal.region_pixels << " support " << small_percent(1.0 / static_cast<double>(cal.region_pixels + 1))
+              << " at best; the region threshold is the largest normal pixel score\n";
+  }
   std::cout
             << "  output       " << output << " (" << cli::format_bytes(std::filesystem::file_size(output)) << ")\n"
             << "  total        " << cli::format_duration(seconds_since(t_start)) << "\n";

@@ -35,7 +35,7 @@ cv::Mat captioned(const cv::Mat& rgb, const std::string& text) {
 }  // namespace
 
 io::Image side_by_side(const torch::Tensor& image, const torch::Tensor& mask, const torch::Tensor& heat,
-                       double score, int panel) {
+                       double score, double outline_level, int panel) {
   const cv::Size size(panel, panel);
   cv::Mat img;
   cv::resize(as_mat(image.contiguous(), CV_8UC3), img, size, 0, 0, cv::INTER_AREA);
@@ -55,7 +55,7 @@ io::Image side_by_side(const torch::Tensor& image, const torch::Tensor& mask, co
   cv::LUT(colour, lut, colour);
   cv::Mat overlay;
   cv::addWeighted(img, 0.5, colour, 0.5, 0.0, overlay);
-  cv::Mat above = h > 0.5f;
+  cv::Mat above = h >= static_cast<float>(outline_level);
   outline(overlay, above, cv::Scalar(255, 255, 255));
 
   char text[64];

@@ -10,10 +10,11 @@ namespace cli {
 
 // Three panels of `panel` px: the image, the image with the ground-truth outline (green),
 // and the heat map (`heat` in 0..1, jet colours) blended over the image with the outline of
-// the region above 0.5 (white). `image`: [H, W, 3] uint8; `mask`: [h, w] bool (any size,
-// may be all false); `heat`: [h, w] float. Captions name each panel and the score.
+// the areas at or above `outline_level` (white; pefm-eval: the element's region level).
+// `image`: [H, W, 3] uint8; `mask`: [h, w] bool (any size, may be all false); `heat`:
+// [h, w] float. Captions name each panel and the score.
 io::Image side_by_side(const torch::Tensor& image, const torch::Tensor& mask, const torch::Tensor& heat,
-                       double score, int panel = 256);
+                       double score, double outline_level, int panel = 256);
 
 }  // namespace cli
 }  // namespace pefm

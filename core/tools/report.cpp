@@ -246,7 +246,7 @@ std::string html_report(const ReportData& d) {
       << pct(r.pixel_auroc) << "</td><td>" << pct(r.aupro) << "</td></tr>";
   }
   h << "</table>\n<h2>Worst cases</h2><p class='meta'>image &middot; ground truth (green) &middot; heat map "
-    << (d.calibrated ? "(white outline: above the model's threshold)"
+    << (d.calibrated ? "(white outline: the regions the element reports, at its region threshold)"
                      : "(uncalibrated model: each map scaled to its own maximum, white outline above half of it)")
     << "</p>"
     << examples(d.misses_title, d.misses) << examples(d.false_alarms_title, d.false_alarms) << "\n</body></html>\n";

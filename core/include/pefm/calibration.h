@@ -18,8 +18,9 @@
 //
 //   region_raw(r) = base + 2 r (region_threshold - base)    (r = 0.5: region_threshold)
 //
-// (pefmfilter region-threshold), and regions are cut from the raw map. Files from before it
-// have none: regions then come from `threshold`, as they did (region_raw = denormalize).
+// (pefmfilter region-threshold), and regions are cut from the raw map (region_cut). Files
+// from before it have none: region-threshold is then on the image scale (region_raw =
+// denormalize), so 0.5 cuts regions at `threshold` as before.
 #pragma once
 
 #include <cmath>
@@ -72,6 +73,12 @@ struct Calibration {
   // Raw pixel score of a region-threshold value (see above); the value itself without
   // valid calibration.
   double region_raw(double region_normalised) const;
+  // The raw level regions are cut at for a region-threshold value: region_raw kept inside
+  // what the normalised map resolves (just above `base`, at most the raw score of
+  // normalised 1), so that the areas of the normalised map at or above normalize(cut) are
+  // exactly the regions (the contours drawn from the map outline them). The value itself
+  // without valid calibration.
+  double region_cut(double region_normalised) const;
 
   // Builds the statistics from normal images' maps [N, H, W] and scores [N].
   // Throws std::invalid_argument on empty input or non-finite values.

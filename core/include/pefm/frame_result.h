@@ -27,8 +27,8 @@ struct FrameResult {
   // 8-connected areas of the raw map at or above the region threshold (not the image
   // threshold: a normal frame can hold regions, an anomalous one none), highest peak first.
   std::vector<FrameRegion> regions;
-  // The region threshold on the map's scale: the contours pefm draws are the outline of
-  // map >= region_level (1 when the region threshold lies beyond the map's top).
+  // The level the regions were cut at, on the map's scale: the regions are the areas of
+  // map >= region_level, and the contours pefm draws outline them.
   float region_level = 0.5f;
 };
 

@@ -44,6 +44,8 @@ double aupro(const ProCurve& curve, double max_fpr = 0.3);
 struct RegionDecisions {
   double level = 0.0;
   double pixel_false_alarm_rate = NAN;  // normal pixels (of every image) outlined
+  double good_pixel_rate = NAN;         // pixels of the good images outlined (what the
+                                        // model's stated pixel rate is about)
   double pixel_recall = NAN;            // defect pixels outlined
   double region_overlap = NAN;          // mean over defect regions of their pixels outlined
                                         // (the PRO curve's value at `level`, exact regions)
