@@ -141,12 +141,22 @@ TEST(RegionThreshold, IsTheConformalQuantileOfNormalPixelsOnItsOwnScale) {
   EXPECT_DOUBLE_EQ(c.region_raw(0.0), c.base);
   EXPECT_NEAR(c.region_raw(1.0), 2 * c.region_threshold - c.base, 1e-12);
   EXPECT_NEAR(c.normalize(c.threshold), 0.5, 1e-12) << "the image scale is untouched";
+  // region_cut keeps the level where the normalised map resolves it: above the base, at
+  // most the raw score of normalised 1.
+  EXPECT_DOUBLE_EQ(c.region_cut(0.5), c.region_threshold);
+  EXPECT_GT(c.region_cut(0.0), c.base);
+  EXPECT_GT(c.normalize(c.region_cut(0.0)), 0.0);
+  c.region_threshold = 2 * c.threshold;  // region-threshold 1 would lie beyond the map's top
+  EXPECT_DOUBLE_EQ(c.region_cut(1.0), 2 * c.threshold - c.base);
+  EXPECT_DOUBLE_EQ(c.normalize(c.region_cut(1.0)), 1.0);
+  c.set_region_threshold(maps, image_scores, 0.01);
   EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.0), std::invalid_argument);
   EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.6), std::invalid_argument);
   EXPECT_THROW(c.set_region_threshold(torch::full({1, 2, 2}, NAN), {1.0}, 0.01), std::invalid_argument);
   EXPECT_THROW(c.set_region_threshold(maps, {}, 0.01), std::invalid_argument);
   pefm::Calibration raw;
   EXPECT_EQ(raw.region_raw(0.3), 0.3) << "uncalibrated: the value itself";
+  EXPECT_EQ(raw.region_cut(0.3), 0.3);
 }
 
 TEST(RegionThreshold, StaysAboveTheBaseForAHighRate) {

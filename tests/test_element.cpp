@@ -1259,6 +1259,8 @@ TEST(Element, PostsOneMessagePerFrameOrPerAnomalousFrame) {
                         " ! pefmfilter device=cpu emit-messages=true threshold=" + std::to_string(threshold) +
                         " message-mode=" + mode + " model=" + g_model + " ! fakesink";
     GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
+    EXPECT_NE(pipeline, nullptr) << launch;
+    if (!pipeline) return Posted{};
     gst_element_set_state(pipeline, GST_STATE_PLAYING);
     GstElement* src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
     GstVideoInfo info;
@@ -1276,10 +1278,12 @@ TEST(Element, PostsOneMessagePerFrameOrPerAnomalousFrame) {
     gst_object_unref(src);
     GstBus* bus = gst_element_get_bus(pipeline);
     Posted p;
+    bool eos = false;
     while (GstMessage* msg = gst_bus_timed_pop_filtered(
                bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
                static_cast<GstMessageType>(GST_MESSAGE_ELEMENT | GST_MESSAGE_EOS | GST_MESSAGE_ERROR))) {
       const bool done = GST_MESSAGE_TYPE(msg) != GST_MESSAGE_ELEMENT;
+      eos = GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
       if (!done && gst_structure_has_name(gst_message_get_structure(msg), "pefm")) {
         const GstStructure* s = gst_message_get_structure(msg);
         guint64 ts = 0;
@@ -1296,6 +1300,7 @@ TEST(Element, PostsOneMessagePerFrameOrPerAnomalousFrame) {
       gst_message_unref(msg);
       if (done) break;
     }
+    EXPECT_TRUE(eos) << "the stream ended by an error or a timeout, not EOS: " << launch;
     gst_object_unref(bus);
     gst_element_set_state(pipeline, GST_STATE_NULL);
     gst_object_unref(pipeline);
@@ -1664,7 +1669,7 @@ TEST(Element, RegionThresholdCutsTheRegionsAndLeavesTheDecisionAlone) {
     const GstPefmMeta* m = out ? gst_buffer_get_pefm_meta(out) : nullptr;
     ASSERT_NE(m, nullptr);
     EXPECT_FLOAT_EQ(m->region_threshold, static_cast<float>(r));
-    EXPECT_NEAR(m->region_level, cal.normalize(cal.region_raw(r)), 1e-6);
+    EXPECT_FLOAT_EQ(m->region_level, static_cast<float>(cal.normalize(cal.region_cut(r))));
     if (!anomalous) anomalous = m->anomalous;
     EXPECT_EQ(m->anomalous, *anomalous) << "the decision does not move with region-threshold " << r;
     uint64_t area = 0;

@@ -147,6 +147,7 @@ TEST_F(ModelFile, TheRegionThresholdRoundTripsAndImpossibleValuesAreRefused) {
   // beyond any raw score: would overflow the float maps
   refused([](auto& c) { c.region_threshold = 2e6; }, "region_threshold");
   refused([](auto& c) { c.threshold = 2e6; }, "calibration.threshold");
+  refused([](auto& c) { c.base = -2e6; }, "calibration.base");
   refused([](auto& c) { c.region_rate_target = 0.75; }, "calibration.region_rate_target");  // pefm-train: (0, 0.5]
   refused([](auto& c) { c.region_rate = 1.5; }, "calibration.region_rate");
   refused([](auto& c) { c.region_pixels = 0; }, "calibration.region_pixels");

@@ -97,10 +97,10 @@ FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibra
   r.map.assign(norm.data_ptr<float>(), norm.data_ptr<float>() + norm.numel());
   r.map_scale_x = static_cast<double>(width) / r.map_width;
   r.map_scale_y = static_cast<double>(height) / r.map_height;
-  const double level = calibration.region_cut(thresholds.region);
-  r.regions = map_regions(raw, level, width, height);
-  for (auto& g : r.regions) g.peak = static_cast<float>(calibration.normalize(static_cast<double>(g.peak)));
-  r.region_level = static_cast<float>(calibration.normalize(level));
+  // Regions from the very map the contours are drawn from, at the very float they are drawn
+  // at: one comparison, so no pixel is in a region and outside its contour from rounding.
+  r.region_level = static_cast<float>(calibration.normalize(calibration.region_cut(thresholds.region)));
+  r.regions = map_regions(norm, r.region_level, width, height);
   return r;
 }
 

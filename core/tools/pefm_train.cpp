@@ -758,6 +758,10 @@ int run(int argc, char** argv) {
             << "); " << percent(cal.region_image_rate) << " of the " << cal.images
             << " normal images hold a region\n"
             << "               (pefmfilter region-threshold 0.5; lower outlines more of a defect and of the surface)\n";
+  if (cal.region_threshold > 2 * cal.threshold - cal.base) {
+    std::cout << "  WARNING      the region threshold lies above the top of the heat map's scale (normalised 1, raw "
+              << 2 * cal.threshold - cal.base << "): regions are cut there, outlining more than the asked rate\n";
+  }
   if (cal.region_rate_target * static_cast<double>(cal.region_pixels + 1) < 1.0) {
     std::cout << "  WARNING      too few normal pixels for " << small_percent(cal.region_rate_target) << ": "
               << cal.region_pixels << " support " << small_percent(1.0 / static_cast<double>(cal.region_pixels + 1))

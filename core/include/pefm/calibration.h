@@ -75,9 +75,9 @@ struct Calibration {
   double region_raw(double region_normalised) const;
   // The raw level regions are cut at for a region-threshold value: region_raw kept inside
   // what the normalised map resolves (just above `base`, at most the raw score of
-  // normalised 1), so that the areas of the normalised map at or above normalize(cut) are
-  // exactly the regions (the contours drawn from the map outline them). The value itself
-  // without valid calibration.
+  // normalised 1), so that the regions, cut from the normalised map at normalize(cut), are
+  // the areas the contours drawn from that map outline. The value itself without valid
+  // calibration.
   double region_cut(double region_normalised) const;
 
   // Builds the statistics from normal images' maps [N, H, W] and scores [N].

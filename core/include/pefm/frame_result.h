@@ -24,8 +24,9 @@ struct FrameResult {
   std::vector<float> map;
   // Frame pixel (x, y) covers map position (x / map_scale_x, y / map_scale_y).
   double map_scale_x = 1.0, map_scale_y = 1.0;
-  // 8-connected areas of the raw map at or above the region threshold (not the image
-  // threshold: a normal frame can hold regions, an anomalous one none), highest peak first.
+  // 8-connected areas of the map at or above region_level, the region threshold (not the
+  // image threshold: a normal frame can hold regions, an anomalous one none; see
+  // Calibration::region_cut), highest peak first.
   std::vector<FrameRegion> regions;
   // The level the regions were cut at, on the map's scale: the regions are the areas of
   // map >= region_level, and the contours pefm draws outline them.

@@ -28,8 +28,8 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
 // map a caller sees is finite (the detector already turns the network's NaN into the
 // largest score, flagging the frame; this catches what tiling arithmetic can add).
 // The frame is decided at `thresholds.image` (normalised); its regions are the areas of
-// the raw map at or above calibration.region_cut(thresholds.region), their peaks
-// normalised; FrameResult::region_level is that level on the map's scale.
+// the normalised map at or above FrameResult::region_level, the region cut
+// (calibration.region_cut(thresholds.region)) on the map's scale.
 FrameResult postprocess(const torch::Tensor& raw, const Calibration& calibration, const Thresholds& thresholds,
                         int width, int height);
 
