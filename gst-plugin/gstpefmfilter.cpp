@@ -58,6 +58,7 @@
 #include "pefm/frame_detector.h"
 #include "pefm/overlay.h"
 #include "pefm/threads.h"
+#include "pefmweb.h"
 
 /* The element includes only pefm's LibTorch-free headers (and gst-plugin/meson.build
  * leaves LibTorch's include folders out): no LibTorch type crosses into GStreamer code,
@@ -83,6 +84,10 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
 #define DEFAULT_PROP_SKIP_LATE FALSE
 #define DEFAULT_PROP_INFERENCE_INTERVAL 1
+#define DEFAULT_PROP_CONTINUOUS FALSE
+#define DEFAULT_PROP_PIXELS_PER_MM 0.0
+#define DEFAULT_PROP_LINES_PER_MM 0.0
+#define DEFAULT_PROP_MAX_REGION_ROWS 65536
 
 enum
 {
@@ -103,6 +108,10 @@ enum
   PROP_INFERENCE_INTERVAL,
   PROP_STATS,
   PROP_CALIBRATION,
+  PROP_CONTINUOUS,
+  PROP_PIXELS_PER_MM,
+  PROP_LINES_PER_MM,
+  PROP_MAX_REGION_ROWS,
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -133,6 +142,10 @@ struct PefmState
   /* what the loaded model states about its threshold (the `calibration` property), set in
    * start under the object lock */
   pefm::DecisionInfo decision;
+  /* continuous line-scan mode (the `continuous` property, read at start): the web and the
+   * buffers it holds back */
+  bool continuous = false;
+  std::unique_ptr < PefmWeb > web;
 };
 
 struct _GstPefmFilter
@@ -154,6 +167,10 @@ struct _GstPefmFilter
   GstPefmMessageMode message_mode;
   gboolean skip_late;
   guint inference_interval;
+  gboolean continuous;
+  gdouble pixels_per_mm;
+  gdouble lines_per_mm;
+  gint max_region_rows;
 
   PefmState *state;
 };
@@ -253,6 +270,18 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_INFERENCE_INTERVAL:
       self->inference_interval = g_value_get_uint (value);
       break;
+    case PROP_CONTINUOUS:
+      self->continuous = g_value_get_boolean (value);
+      break;
+    case PROP_PIXELS_PER_MM:
+      self->pixels_per_mm = g_value_get_double (value);
+      break;
+    case PROP_LINES_PER_MM:
+      self->lines_per_mm = g_value_get_double (value);
+      break;
+    case PROP_MAX_REGION_ROWS:
+      self->max_region_rows = g_value_get_int (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -310,6 +339,10 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_MESSAGE_MODE: g_value_set_enum (value, self->message_mode); break;
     case PROP_SKIP_LATE: g_value_set_boolean (value, self->skip_late); break;
     case PROP_INFERENCE_INTERVAL: g_value_set_uint (value, self->inference_interval); break;
+    case PROP_CONTINUOUS: g_value_set_boolean (value, self->continuous); break;
+    case PROP_PIXELS_PER_MM: g_value_set_double (value, self->pixels_per_mm); break;
+    case PROP_LINES_PER_MM: g_value_set_double (value, self->lines_per_mm); break;
+    case PROP_MAX_REGION_ROWS: g_value_set_int (value, self->max_region_rows); break;
     case PROP_STATS:
       g_value_take_boxed (value, gst_structure_new ("pefm-stats",
               "frames", G_TYPE_UINT64, self->state->frames,
@@ -385,7 +418,17 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   self->state->earliest = GST_CLOCK_TIME_NONE;
   self->state->processing_max = self->state->latency_reported = 0;
   self->state->latency_from_warmup = false;
+  self->state->continuous = self->continuous != FALSE;
+  const bool skipping = self->skip_late || self->inference_interval > 1;
   GST_OBJECT_UNLOCK (self);
+  self->state->web.reset ();
+  if (self->state->continuous) {
+    self->state->web = std::make_unique < PefmWeb > ();
+    if (skipping)
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+          ("continuous=true inspects every buffer of the web: skip-late and inference-interval are ignored"),
+          (NULL));
+  }
   return TRUE;
 }
 
@@ -393,6 +436,7 @@ static gboolean
 gst_pefm_filter_stop (GstBaseTransform * trans)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  self->state->web.reset ();    /* buffers still held back are released */
   self->state->stream.reset ();
   self->state->detector.reset ();
   return TRUE;
@@ -573,9 +617,80 @@ attach_analytics (GstBuffer * buf, const pefm::FrameResult & r)
 }
 #endif
 
+/* Millimetres per web pixel across (pixels-per-mm) and along (lines-per-mm, else
+ * pixels-per-mm) the web; NaN when pixels-per-mm is not set. */
+struct WebScale
+{
+  double mm_per_pixel = NAN, mm_per_line = NAN;
+  WebScale () = default;
+  WebScale (double pixels_per_mm, double lines_per_mm)
+  {
+    if (pixels_per_mm > 0) {
+      mm_per_pixel = 1.0 / pixels_per_mm;
+      mm_per_line = 1.0 / (lines_per_mm > 0 ? lines_per_mm : pixels_per_mm);
+    }
+  }
+};
+
+static GstPefmRegion
+gst_region (const pefm::FrameRegion & g, const WebScale & scale)
+{
+  GstPefmRegion r { g.x, g.y, g.width, g.height, static_cast < guint64 > (g.area), g.peak,
+    0, 0, 0, 0, NAN, NAN, NAN, NAN, NULL };
+  if (g.web_height > 0) {
+    r.web_y = static_cast < guint64 > (g.web_y);
+    r.web_height = static_cast < guint64 > (g.web_height);
+    r.web_x = g.web_x;
+    r.web_width = g.web_width;
+    r.web_y_mm = g.web_y * scale.mm_per_line;
+    r.web_x_mm = g.web_x * scale.mm_per_pixel;
+    r.height_mm = g.web_height * scale.mm_per_line;
+    r.width_mm = g.web_width * scale.mm_per_pixel;
+    r.closed_by = g_intern_string (g.closed_by.c_str ());
+  }
+  return r;
+}
+
+/* A region as the "region" structure of the messages (the field names of GstPefmRegion and
+ * of pefm-results' JSON lines); the web fields in continuous mode, the millimetres when
+ * pixels-per-mm is set. */
+static GstStructure *
+region_structure (const pefm::FrameRegion & g, const WebScale & scale)
+{
+  const GstPefmRegion r = gst_region (g, scale);
+  GstStructure *s = gst_structure_new ("region", "x", G_TYPE_INT, r.x, "y", G_TYPE_INT, r.y,
+      "width", G_TYPE_INT, r.width, "height", G_TYPE_INT, r.height, "area", G_TYPE_UINT64, r.area,
+      "peak", G_TYPE_DOUBLE, static_cast < double >(r.peak), NULL);
+  if (r.web_height > 0) {
+    gst_structure_set (s, "web-y", G_TYPE_UINT64, r.web_y, "web-height", G_TYPE_UINT64, r.web_height,
+        "web-x", G_TYPE_INT, r.web_x, "web-width", G_TYPE_INT, r.web_width,
+        "closed-by", G_TYPE_STRING, r.closed_by, NULL);
+    if (std::isfinite (r.web_y_mm))
+      gst_structure_set (s, "web-y-mm", G_TYPE_DOUBLE, r.web_y_mm, "web-x-mm", G_TYPE_DOUBLE, r.web_x_mm,
+          "height-mm", G_TYPE_DOUBLE, r.height_mm, "width-mm", G_TYPE_DOUBLE, r.width_mm, NULL);
+  }
+  return s;
+}
+
+/* The regions as a GST_TYPE_ARRAY of "region" structures, into @s as @field. */
 static void
+set_region_array (GstStructure * s, const char *field, const std::vector < pefm::FrameRegion > &regions,
+    const WebScale & scale)
+{
+  GValue boxes = G_VALUE_INIT;
+  g_value_init (&boxes, GST_TYPE_ARRAY);
+  for (const auto & g:regions) {
+    GValue box = G_VALUE_INIT;
+    g_value_init (&box, GST_TYPE_STRUCTURE);
+    g_value_take_boxed (&box, region_structure (g, scale));
+    gst_value_array_append_and_take_value (&boxes, &box);
+  }
+  gst_structure_take_value (s, field, &boxes);
+}
+
+static GstPefmMeta *
 attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, const pefm::Thresholds & thresholds,
-    bool calibrated, int frame_width, int frame_height)
+    bool calibrated, int frame_width, int frame_height, const WebScale & scale)
 {
   GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
   meta->raw_score = r.raw_score;
@@ -588,12 +703,16 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, const pefm::Thres
   gst_pefm_meta_set_map (meta, r.map_width, r.map_height, r.map.data (), r.map_scale_x, r.map_scale_y);
   std::vector < GstPefmRegion > regions;
   for (const auto & g:r.regions) {
-    regions.push_back (GstPefmRegion { g.x, g.y, g.width, g.height, static_cast < guint64 > (g.area), g.peak });
+    regions.push_back (gst_region (g, scale));
     GstVideoRegionOfInterestMeta *roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
         g.x, g.y, g.width, g.height);
-    gst_video_region_of_interest_meta_add_param (roi, gst_structure_new ("pefm",
-            "score", G_TYPE_DOUBLE, static_cast < double >(g.peak),
-            "area", G_TYPE_UINT64, static_cast < guint64 > (g.area), NULL));
+    GstStructure *param = gst_structure_new ("pefm",
+        "score", G_TYPE_DOUBLE, static_cast < double >(g.peak),
+        "area", G_TYPE_UINT64, static_cast < guint64 > (g.area), NULL);
+    if (g.web_height > 0)
+      gst_structure_set (param, "web-y", G_TYPE_UINT64, static_cast < guint64 > (g.web_y),
+          "web-height", G_TYPE_UINT64, static_cast < guint64 > (g.web_height), NULL);
+    gst_video_region_of_interest_meta_add_param (roi, param);
     gst_video_region_of_interest_meta_add_param (roi, detection_structure (g, frame_width, frame_height));
     gst_video_region_of_interest_meta_add_param (roi, classification_structure (r));
   }
@@ -601,6 +720,7 @@ attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, const pefm::Thres
 #ifdef PEFM_HAVE_GST_ANALYTICS
   attach_analytics (buf, r);
 #endif
+  return meta;
 }
 
 /* The settings one frame is processed with, read under the object lock. */
@@ -613,11 +733,14 @@ struct FrameSettings
   int threads;
   bool emit, only_anomalous, skip_late;
   guint interval;
+  WebScale scale;
+  gint max_region_rows;
 };
 
 static void
 post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
-    const pefm::Thresholds & thresholds, const pefm::FrameResult * result, const char *skip_reason)
+    const pefm::Thresholds & thresholds, const pefm::FrameResult * result, const char *skip_reason,
+    const WebScale & scale, const pefm::WebBuffer * web = nullptr)
 {
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
   const GstClockTime pts = GST_BUFFER_PTS (buf);
@@ -639,18 +762,10 @@ post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
     if (self->state->decision.method == "conformal" && thresholds.image == 0.5)
       gst_structure_set (s, "stated-false-alarm-rate", G_TYPE_DOUBLE, self->state->decision.false_alarm_bound, NULL);
     /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
-    GValue boxes = G_VALUE_INIT;
-    g_value_init (&boxes, GST_TYPE_ARRAY);
-    for (const auto & g:result->regions) {
-      GValue box = G_VALUE_INIT;
-      g_value_init (&box, GST_TYPE_STRUCTURE);
-      g_value_take_boxed (&box, gst_structure_new ("region", "x", G_TYPE_INT, g.x, "y", G_TYPE_INT, g.y,
-              "width", G_TYPE_INT, g.width, "height", G_TYPE_INT, g.height,
-              "area", G_TYPE_UINT64, static_cast < guint64 > (g.area),
-              "peak", G_TYPE_DOUBLE, static_cast < double >(g.peak), NULL));
-      gst_value_array_append_and_take_value (&boxes, &box);
-    }
-    gst_structure_take_value (s, "boxes", &boxes);
+    set_region_array (s, "boxes", result->regions, scale);
+    if (web)
+      gst_structure_set (s, "web-row", G_TYPE_UINT64, static_cast < guint64 > (web->web_row),
+          "web-rows", G_TYPE_UINT64, static_cast < guint64 > (web->rows), NULL);
   } else {
     gst_structure_set (s, "reason", G_TYPE_STRING, skip_reason, NULL);
   }
@@ -700,7 +815,7 @@ pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
   GST_OBJECT_UNLOCK (self);
   GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
   if (fs.emit)
-    post_frame_message (self, buf, frame_number, fs.thresholds, nullptr, why);
+    post_frame_message (self, buf, frame_number, fs.thresholds, nullptr, why, fs.scale);
 }
 
 /* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
@@ -766,7 +881,8 @@ read_settings (GstPefmFilter * self, guint64 * frame_number)
   GST_OBJECT_LOCK (self);
   const FrameSettings fs { { self->threshold, self->region_threshold }, static_cast < pefm::OverlayMode > (self->overlay),
     self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
-    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval };
+    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval,
+    WebScale (self->pixels_per_mm, self->lines_per_mm), self->max_region_rows };
   *frame_number = self->state->frames;
   GST_OBJECT_UNLOCK (self);
   return fs;
@@ -780,13 +896,13 @@ report_inspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
   auto & st = *self->state;
   const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
   attach_metadata (buf, result, fs.thresholds, st.detector->calibrated (), GST_VIDEO_INFO_WIDTH (info),
-      GST_VIDEO_INFO_HEIGHT (info));
+      GST_VIDEO_INFO_HEIGHT (info), fs.scale);
   GST_OBJECT_LOCK (self);
   st.frames++;
   st.inspected++;
   GST_OBJECT_UNLOCK (self);
   if (fs.emit && (!fs.only_anomalous || result.anomalous))
-    post_frame_message (self, buf, frame_number, fs.thresholds, &result, nullptr);
+    post_frame_message (self, buf, frame_number, fs.thresholds, &result, nullptr, fs.scale);
 }
 
 static GstFlowReturn
@@ -807,6 +923,253 @@ gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   if (ret == GST_FLOW_OK)
     report_inspected (self, buf, fs, frame_number, result);
   return ret;
+}
+
+/* Continuous line-scan mode (continuous=true): buffers go into the web (PefmWeb) and come
+ * out, in order, once every tile touching their rows has been scored; a discontinuity, a
+ * new segment, new caps, EOS or different tiling ends the web first. */
+
+static void gst_pefm_filter_before_transform (GstBaseTransform * trans, GstBuffer * buf);
+
+static WebScale
+current_scale (GstPefmFilter * self)
+{
+  GST_OBJECT_LOCK (self);
+  const WebScale scale (self->pixels_per_mm, self->lines_per_mm);
+  GST_OBJECT_UNLOCK (self);
+  return scale;
+}
+
+/* A "pefm-web" element message: the web ended (`reason`: a discontinuity, a flush, "eos"
+ * with regions no buffer took), where the next web starts, the buffers a flush dropped and
+ * the regions that were open. */
+static void
+post_web_message (GstPefmFilter * self, const char *reason, guint64 next_row, guint dropped,
+    const std::vector < pefm::FrameRegion > &regions, const WebScale & scale)
+{
+  GstStructure *s = gst_structure_new ("pefm-web",
+      "event", G_TYPE_STRING, g_str_equal (reason, "eos") ? "end" : "discontinuity",
+      "reason", G_TYPE_STRING, reason,
+      "web-row", G_TYPE_UINT64, next_row,
+      "dropped-buffers", G_TYPE_UINT, dropped, NULL);
+  set_region_array (s, "boxes", regions, scale);
+  GST_INFO_OBJECT (self, "web ended (%s) before row %" G_GUINT64_FORMAT ", %u buffers dropped, %zu regions closed",
+      reason, next_row, dropped, regions.size ());
+  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* Ends the open web (`why`): its held buffers become ready (push_ready sends them). */
+static GstFlowReturn
+end_web (GstPefmFilter * self, const char *why, const WebScale & scale)
+{
+  auto & st = *self->state;
+  if (!st.web || !st.web->open ())
+    return GST_FLOW_OK;
+  std::vector < pefm::FrameRegion > orphans;
+  try {
+    orphans = st.web->finish (why, st.stream.get ());
+  } catch (const pefm::Cancelled &) {
+    return GST_FLOW_FLUSHING;
+  } catch (const std::exception & e) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed ending the web (%s)", why),
+        ("%s", e.what ()));
+    return GST_FLOW_ERROR;
+  }
+  if (!g_str_equal (why, "eos") || !orphans.empty ())
+    post_web_message (self, why, st.web->next_row (), 0, orphans, scale);
+  return GST_FLOW_OK;
+}
+
+/* A buffer of the web whose results are ready, out: drawn, its metadata, counted, its
+ * message. */
+static GstBuffer *
+web_output (GstPefmFilter * self, GstBuffer * buf, const pefm::WebBuffer & web)
+{
+  auto & st = *self->state;
+  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
+  guint64 frame_number;
+  const FrameSettings fs = read_settings (self, &frame_number);
+  buf = gst_buffer_make_writable (buf);
+  if (fs.overlay != pefm::OverlayMode::kNone) {
+    GstVideoFrame frame;
+    if (gst_video_frame_map (&frame, &filter->in_info, buf, GST_MAP_READWRITE)) {
+      try {
+        pefm::draw_overlay (frame_view (self, &frame), web.result, fs.overlay, fs.alpha, web.result.region_level);
+      } catch (const std::exception & e) {
+        GST_WARNING_OBJECT (self, "overlay not drawn on frame %" G_GUINT64_FORMAT ": %s", frame_number, e.what ());
+      }
+      gst_video_frame_unmap (&frame);
+    } else {
+      GST_WARNING_OBJECT (self, "cannot map frame %" G_GUINT64_FORMAT " for drawing", frame_number);
+    }
+  }
+  GstPefmMeta *meta = attach_metadata (buf, web.result, web.thresholds, st.detector->calibrated (),
+      GST_VIDEO_INFO_WIDTH (&filter->in_info), web.rows, fs.scale);
+  meta->continuous = TRUE;
+  meta->web_row = static_cast < guint64 > (web.web_row);
+  GST_OBJECT_LOCK (self);
+  st.frames++;
+  st.inspected++;
+  GST_OBJECT_UNLOCK (self);
+  if (fs.emit && (!fs.only_anomalous || web.result.anomalous))
+    post_frame_message (self, buf, frame_number, web.thresholds, &web.result, nullptr, fs.scale, &web);
+  return buf;
+}
+
+/* Sends every buffer of the web that is ready downstream (from events: EOS, new caps ...). */
+static GstFlowReturn
+push_ready (GstPefmFilter * self)
+{
+  GstFlowReturn ret = GST_FLOW_OK;
+  GstBuffer *buf;
+  pefm::WebBuffer web;
+  while (self->state->web && self->state->web->pop (&buf, &web)) {
+    const GstFlowReturn pushed = gst_pad_push (GST_BASE_TRANSFORM_SRC_PAD (self), web_output (self, buf, web));
+    if (pushed != GST_FLOW_OK && ret == GST_FLOW_OK)
+      ret = pushed;
+  }
+  return ret;
+}
+
+/* A buffer into the web: a discontinuity or other tiling ends the web first; its rows are
+ * scored as far as the web allows. Takes @buf. */
+static GstFlowReturn
+web_submit (GstPefmFilter * self, GstBuffer * buf)
+{
+  auto & st = *self->state;
+  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
+  GstFlowReturn ret = check_ready (self);
+  if (ret != GST_FLOW_OK) {
+    gst_buffer_unref (buf);
+    return ret;
+  }
+  gst_pefm_filter_before_transform (GST_BASE_TRANSFORM (self), buf);
+  guint64 frame_number;
+  const FrameSettings fs = read_settings (self, &frame_number);
+  pefm::TileOptions tiles = fs.tiles;
+  if (tiles.size < 0)
+    tiles.size = st.detector->trained_tile ();
+  if (const char *why = st.web->discontinuity (buf, GST_VIDEO_INFO_HEIGHT (&filter->in_info)))
+    ret = end_web (self, why, fs.scale);
+  if (ret == GST_FLOW_OK && !st.web->configured_as (tiles, fs.max_region_rows)) {
+    if (st.web->open ())
+      ret = end_web (self, "settings", fs.scale);
+    try {
+      if (ret == GST_FLOW_OK)
+        st.web->configure (st.detector, tiles, fs.max_region_rows);
+    } catch (const std::exception & e) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("continuous=true: %s", e.what ()), (NULL));
+      ret = GST_FLOW_ERROR;
+    }
+  }
+  if (ret != GST_FLOW_OK) {
+    gst_buffer_unref (buf);
+    return ret;
+  }
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, &filter->in_info, buf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map frame %" G_GUINT64_FORMAT " for reading",
+            frame_number), (NULL));
+    gst_buffer_unref (buf);
+    return GST_FLOW_ERROR;
+  }
+  const pefm::FrameView view = frame_view (self, &frame);
+  const auto t0 = std::chrono::steady_clock::now ();
+  try {
+    pefm::use_cpu_threads (fs.threads);
+    st.web->push (buf, view, fs.thresholds, st.stream.get ());    /* takes buf, even when it throws */
+  } catch (const pefm::Cancelled &) {
+    ret = GST_FLOW_FLUSHING;
+  } catch (const std::invalid_argument & e) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d) of the web: %s",
+            frame_number, view.width, view.height, e.what ()), (NULL));
+    ret = GST_FLOW_ERROR;
+  } catch (const std::exception & e) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT
+            " of the web", frame_number), ("%s", e.what ()));
+    ret = GST_FLOW_ERROR;
+  }
+  gst_video_frame_unmap (&frame);
+  if (ret == GST_FLOW_OK)
+    note_processing_time (self, elapsed_since (t0), false);
+  return ret;
+}
+
+/* continuous=true: the buffer goes into the web instead of the base class's queue (which
+ * still negotiates caps first). */
+static GstFlowReturn
+gst_pefm_filter_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont, GstBuffer * input)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  const GstFlowReturn ret = GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans, is_discont, input);
+  if (!self->state->continuous || ret != GST_FLOW_OK || !trans->queued_buf)
+    return ret;
+  GstBuffer *buf = trans->queued_buf;
+  trans->queued_buf = NULL;
+  return web_submit (self, buf);
+}
+
+/* continuous=true: the web's ready buffers, one per call, oldest first. */
+static GstFlowReturn
+gst_pefm_filter_generate_output (GstBaseTransform * trans, GstBuffer ** outbuf)
+{
+  GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  if (!self->state->continuous)
+    return GST_BASE_TRANSFORM_CLASS (parent_class)->generate_output (trans, outbuf);
+  *outbuf = NULL;
+  GstBuffer *buf;
+  pefm::WebBuffer web;
+  if (self->state->web && self->state->web->pop (&buf, &web))
+    *outbuf = web_output (self, buf, web);
+  return GST_FLOW_OK;
+}
+
+/* Events that end the web (continuous=true): the held buffers go out first, before the
+ * event; a flush drops them (reported). */
+static void
+web_sink_event (GstPefmFilter * self, GstEvent * event)
+{
+  auto & st = *self->state;
+  if (!st.continuous || !st.web)
+    return;
+  const WebScale scale = current_scale (self);
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_STOP:{
+      guint dropped = 0;
+      const bool was_open = st.web->open ();
+      const auto closed = st.web->drop ("flush", &dropped);
+      if (was_open)
+        post_web_message (self, "flush", st.web->next_row (), dropped, closed, scale);
+      break;
+    }
+    case GST_EVENT_EOS:
+      end_web (self, "eos", scale);
+      push_ready (self);
+      break;
+    case GST_EVENT_SEGMENT:
+    case GST_EVENT_GAP:
+    case GST_EVENT_STREAM_START:
+      end_web (self, GST_EVENT_TYPE (event) == GST_EVENT_GAP ? "gap" : GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT
+          ? "segment" : "stream-start", scale);
+      push_ready (self);
+      if (GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT)
+        st.web->forget_offsets ();
+      break;
+    case GST_EVENT_CAPS:{
+      GstCaps *caps;
+      gst_event_parse_caps (event, &caps);
+      GstCaps *current = gst_pad_get_current_caps (GST_BASE_TRANSFORM_SINK_PAD (self));
+      if (!current || !gst_caps_is_equal (caps, current)) {
+        end_web (self, "caps", scale);
+        push_ready (self);
+      }
+      if (current)
+        gst_caps_unref (current);
+      break;
+    }
+    default:
+      break;
+  }
 }
 
 /* Controllable properties follow their control sources at each frame's stream time. */
@@ -847,6 +1210,7 @@ static gboolean
 gst_pefm_filter_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  web_sink_event (self, event);
   if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP || GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT) {
     GST_OBJECT_LOCK (self);
     self->state->earliest = GST_CLOCK_TIME_NONE;
@@ -868,8 +1232,16 @@ gst_pefm_filter_query (GstBaseTransform * trans, GstPadDirection direction, GstQ
   GstClockTime min, max;
   gst_query_parse_latency (query, &live, &min, &max);
   GST_OBJECT_LOCK (self);
-  const GstClockTime ours = self->state->latency_reported;
+  GstClockTime ours = self->state->latency_reported;
   GST_OBJECT_UNLOCK (self);
+  /* continuous mode holds buffers back until the rows after them have arrived */
+  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
+  if (self->state->continuous && self->state->web && GST_VIDEO_INFO_FPS_N (info) > 0
+      && GST_VIDEO_INFO_HEIGHT (info) > 0) {
+    const gint64 rows = self->state->web->held_rows_bound (), height = GST_VIDEO_INFO_HEIGHT (info);
+    ours += gst_util_uint64_scale (static_cast < guint64 > ((rows + height - 1) / height) * GST_SECOND,
+        GST_VIDEO_INFO_FPS_D (info), GST_VIDEO_INFO_FPS_N (info));
+  }
   GST_DEBUG_OBJECT (self, "latency: upstream %" GST_TIME_FORMAT ", ours %" GST_TIME_FORMAT,
       GST_TIME_ARGS (min), GST_TIME_ARGS (ours));
   gst_query_set_latency (query, live, min + ours, GST_CLOCK_TIME_IS_VALID (max) ? max + ours : max);
@@ -922,6 +1294,10 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->message_mode = DEFAULT_PROP_MESSAGE_MODE;
   self->skip_late = DEFAULT_PROP_SKIP_LATE;
   self->inference_interval = DEFAULT_PROP_INFERENCE_INTERVAL;
+  self->continuous = DEFAULT_PROP_CONTINUOUS;
+  self->pixels_per_mm = DEFAULT_PROP_PIXELS_PER_MM;
+  self->lines_per_mm = DEFAULT_PROP_LINES_PER_MM;
+  self->max_region_rows = DEFAULT_PROP_MAX_REGION_ROWS;
   self->state = new PefmState ();
   /* GstVideoFilter turns QoS on: here late frames are inspected, or reported (skip-late) */
   gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), FALSE);
@@ -1114,6 +1490,59 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
           "How the loaded model decides and the false-alarm rate it states",
           GST_TYPE_STRUCTURE, static_cast < GParamFlags > (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
+  /**
+   * GstPefmFilter:continuous:
+   *
+   * Line-scan webs: buffers are consecutive strips of one endless web, inspected as one
+   * picture. Tiles (tile-size > 0, or the model's training tile) lie on a grid fixed to the
+   * web, so tiles across a buffer boundary see the rows on both sides and the heat map has
+   * no seam. A buffer leaves once every tile touching its rows has been scored: up to
+   * tile-size + (tile-size - tile-overlap) + one heat-map row of rows later (the LATENCY
+   * query adds them), and the pixels of about as many rows are held. Each anomalous region
+   * is reported once, with the buffer where it ends, with its whole extent on the web
+   * (#GstPefmRegion web fields; the ROI metas hold its part in the buffer). A DISCONT
+   * buffer, a gap in buffer offsets, a new segment or caps, a gap event or another tiling
+   * ends the web (its held buffers go out, its open regions close) and posts a "pefm-web"
+   * message (event "discontinuity", reason, web-row, dropped-buffers, boxes); a flush drops
+   * the held buffers, reported the same way; EOS ends it and its last buffer takes the
+   * regions still open. Every buffer is inspected: skip-late and inference-interval do not
+   * apply.
+   */
+  g_object_class_install_property (gobject_class, PROP_CONTINUOUS,
+      g_param_spec_boolean ("continuous", "Continuous",
+          "Buffers are consecutive strips of one web: seamless tiling across buffers, regions reported once",
+          DEFAULT_PROP_CONTINUOUS, ready_flags));
+  /**
+   * GstPefmFilter:pixels-per-mm:
+   *
+   * Camera pixels per millimetre across the web; with it, continuous mode gives each
+   * region's position and size in millimetres too (0: not set).
+   */
+  g_object_class_install_property (gobject_class, PROP_PIXELS_PER_MM,
+      g_param_spec_double ("pixels-per-mm", "Pixels per mm", "Pixels per millimetre across the web (0 = not set)",
+          0.0, 1e6, DEFAULT_PROP_PIXELS_PER_MM, playing_flags));
+  /**
+   * GstPefmFilter:lines-per-mm:
+   *
+   * Lines (rows) per millimetre along the web, for pixels that are not square (0: the same
+   * as pixels-per-mm).
+   */
+  g_object_class_install_property (gobject_class, PROP_LINES_PER_MM,
+      g_param_spec_double ("lines-per-mm", "Lines per mm",
+          "Lines per millimetre along the web (0 = as pixels-per-mm)", 0.0, 1e6, DEFAULT_PROP_LINES_PER_MM,
+          playing_flags));
+  /**
+   * GstPefmFilter:max-region-rows:
+   *
+   * Continuous mode: the most web rows a region may stay open; a streak longer than this is
+   * reported in parts (closed-by "max-rows"), so that an endless scratch is reported while
+   * it goes on.
+   */
+  g_object_class_install_property (gobject_class, PROP_MAX_REGION_ROWS,
+      g_param_spec_int ("max-region-rows", "Max region rows",
+          "Continuous mode: rows a region may stay open before its part so far is reported",
+          1, G_MAXINT, DEFAULT_PROP_MAX_REGION_ROWS, ready_flags));
+
   gst_element_class_set_static_metadata (element_class, "PEFM anomaly detector",
       "Filter/Analyzer/Video",
       "Detects visual anomalies with a PEFM model; attaches heat-map metadata and draws overlays",
@@ -1128,6 +1557,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /* transform_ip itself, not GstVideoFilter's transform_frame_ip, which always maps the
    * frame for writing (a full copy of a frame shared after a tee, even with overlay=none) */
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_filter_transform_ip);
+  trans_class->submit_input_buffer = GST_DEBUG_FUNCPTR (gst_pefm_filter_submit_input_buffer);
+  trans_class->generate_output = GST_DEBUG_FUNCPTR (gst_pefm_filter_generate_output);
   trans_class->before_transform = GST_DEBUG_FUNCPTR (gst_pefm_filter_before_transform);
   trans_class->src_event = GST_DEBUG_FUNCPTR (gst_pefm_filter_src_event);
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_pefm_filter_sink_event);

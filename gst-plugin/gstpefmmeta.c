@@ -38,6 +38,8 @@ gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   m->map_bytes = NULL;
   /* an application's own meta: contours at the calibrated threshold, as FrameResult's */
   m->region_threshold = m->region_level = 0.5f;
+  m->continuous = FALSE;
+  m->web_row = 0;
   return TRUE;
 }
 
@@ -91,6 +93,8 @@ gst_pefm_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
   dst->calibrated = src->calibrated;
   dst->inspected = src->inspected;
   dst->skip_reason = src->skip_reason;
+  dst->continuous = src->continuous;
+  dst->web_row = src->web_row;
   gst_pefm_meta_share_map (dst, src->map_width, src->map_height, src->map_bytes,
       src->map_scale_x * fx, src->map_scale_y * fy);
   gst_pefm_meta_set_regions (dst, src->n_regions, src->regions);

@@ -32,11 +32,36 @@ typedef struct _GstPefmMeta GstPefmMeta;
  * @height: box height in frame pixels
  * @area: frame pixels covered by the region (not the box)
  * @peak: highest normalised score inside the region
+ * @web_y: continuous line-scan mode (pefmfilter continuous=true) only, else 0 with
+ *   @web_height 0: the region's first row on the web, counted from the stream's first row
+ *   (a 64-bit count that survives caps changes; rows lost at a gap in buffer offsets are
+ *   counted). A region is then reported once, with the buffer where it ends, and @x, @y,
+ *   @width, @height are the part of it inside this buffer.
+ * @web_height: rows of the web the region spans (0: not continuous mode)
+ * @web_x: its first column on the web
+ * @web_width: columns it spans
+ * @web_y_mm: @web_y in millimetres (pefmfilter lines-per-mm, else pixels-per-mm); NaN
+ *   when pixels-per-mm is not set
+ * @web_x_mm: @web_x in millimetres (pixels-per-mm); NaN when not set
+ * @height_mm: @web_height in millimetres; NaN when not set
+ * @width_mm: @web_width in millimetres; NaN when not set
+ * @closed_by: why it was reported: "ended"; "max-rows" (open longer than pefmfilter
+ *   max-region-rows: the part so far); a discontinuity ended the web: "gap" (buffer offsets
+ *   skipped, or a GAP event), "discont" (a DISCONT buffer), "offset" (offsets went back),
+ *   "segment", "stream-start", "caps", "settings" (another tiling); "eos"; "flush" (in the
+ *   pefm-web message only). An interned string; NULL outside continuous mode
+ *
+ * The web fields are in the camera's pixels: scaling the buffer (videoscale) rescales @x,
+ * @y, @width, @height and @area only.
  */
 struct _GstPefmRegion {
   gint x, y, width, height;
   guint64 area;
   gfloat peak;
+  guint64 web_y, web_height;
+  gint web_x, web_width;
+  gdouble web_y_mm, web_x_mm, height_mm, width_mm;
+  const gchar *closed_by;
 };
 
 /**
@@ -67,6 +92,10 @@ struct _GstPefmRegion {
  *   region-threshold; 0.5 = the model's calibrated one)
  * @region_level: the value of @map the regions were cut at (the region threshold on the
  *   map's scale): the regions are the areas of the map at or above it
+ * @continuous: whether the buffer was inspected as part of a continuous web (pefmfilter
+ *   continuous=true): its map is then the map of the web's rows it holds, and @regions are
+ *   the web regions that ended in it
+ * @web_row: continuous mode: the buffer's first row on the web (see #GstPefmRegion)
  *
  * Frame pixel (x, y) corresponds to map position (x / map_scale_x, y / map_scale_y).
  * Scaling the buffer (videoscale) rescales the boxes and the map scale; the map itself
@@ -93,6 +122,8 @@ struct _GstPefmMeta {
   GBytes *map_bytes;
   gfloat region_threshold;
   gfloat region_level;
+  gboolean continuous;
+  guint64 web_row;
 };
 
 GType gst_pefm_meta_api_get_type (void);

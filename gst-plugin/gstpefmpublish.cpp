@@ -9,7 +9,10 @@
  * a PLC reacts once per defect rather than once per frame: `"defect-started"` on the first
  * anomalous frame, `"defect-ended"` after #GstPefmPublish:end-frames normal frames (or at
  * EOS, a flush or a new stream) with the defect's first and last frame, its frame count and
- * its peak score.
+ * its peak score. Behind pefmfilter continuous=true (line-scan webs) it also sends one
+ * `"web-region"` line per region, once, with the buffer where it ends: `"region"` holds its
+ * extent on the web (web_y, web_height, web_x, web_width, closed_by, and the millimetres
+ * when pefmfilter pixels-per-mm is set), `"web_row"` the buffer's first row.
  *
  * It never blocks the pipeline. Lines wait in a bounded queue (#GstPefmPublish:max-buffered)
  * for a worker thread; a broker that is down, refuses or goes away is retried with
@@ -411,6 +414,16 @@ gst_pefm_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
     pefm::Json line = head;
     pefm::add_meta_json (&line, m);
     run->publisher->post (pefm::json_text (line), false);
+  }
+  /* continuous line-scan mode: each web region once, when it ends, in web coordinates */
+  if (m && m->continuous) {
+    for (guint i = 0; i < m->n_regions; ++i) {
+      pefm::Json line = head;
+      line["type"] = "web-region";
+      line["web_row"] = m->web_row;
+      line["region"] = pefm::region_json (m->regions[i]);
+      run->publisher->post (pefm::json_text (line), true);
+    }
   }
   follow_defect (trans, *run, m, pts, head);
   run->frame++;

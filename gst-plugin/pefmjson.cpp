@@ -8,6 +8,25 @@ double json_rounded(double value) { return std::round(value * 1e6) / 1e6; }
 
 Json json_time(GstClockTime t) { return GST_CLOCK_TIME_IS_VALID(t) ? Json(static_cast<uint64_t>(t)) : Json(nullptr); }
 
+Json region_json(const GstPefmRegion& r) {
+  Json region = {{"x", r.x},       {"y", r.y},       {"width", r.width}, {"height", r.height},
+                 {"area", r.area}, {"peak", json_rounded(r.peak)}};
+  if (r.web_height > 0) {  // continuous line-scan mode: the region's whole extent on the web
+    region["web_y"] = r.web_y;
+    region["web_height"] = r.web_height;
+    region["web_x"] = r.web_x;
+    region["web_width"] = r.web_width;
+    region["closed_by"] = r.closed_by ? r.closed_by : "";
+    if (std::isfinite(r.web_y_mm)) {
+      region["web_y_mm"] = json_rounded(r.web_y_mm);
+      region["web_x_mm"] = json_rounded(r.web_x_mm);
+      region["height_mm"] = json_rounded(r.height_mm);
+      region["width_mm"] = json_rounded(r.width_mm);
+    }
+  }
+  return region;
+}
+
 void add_meta_json(Json* line, const GstPefmMeta* m) {
   Json& j = *line;
   if (!m) {
@@ -31,11 +50,10 @@ void add_meta_json(Json* line, const GstPefmMeta* m) {
   j["map"] = {m->map_width, m->map_height};
   auto regions = Json::array();
   for (guint i = 0; i < m->n_regions; ++i) {
-    const GstPefmRegion& r = m->regions[i];
-    regions.push_back({{"x", r.x}, {"y", r.y}, {"width", r.width}, {"height", r.height}, {"area", r.area},
-                       {"peak", json_rounded(r.peak)}});
+    regions.push_back(region_json(m->regions[i]));
   }
   j["regions"] = std::move(regions);
+  if (m->continuous) j["web_row"] = m->web_row;
 }
 
 }  // namespace pefm

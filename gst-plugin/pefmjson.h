@@ -15,10 +15,13 @@ double json_rounded(double value);
 
 // "decision" ("anomalous", "normal", or "uninspected" with "skip_reason"), "score",
 // "raw_score", "threshold", "region_threshold", "region_level", "calibrated", "map" [width,
-// height], "regions" [{x, y, width,
-// height, area, peak}], added to `line`. Without a meta: "decision": "no-meta" and an
-// "error".
+// height], "regions" [region_json each], and in continuous mode "web_row", added to `line`.
+// Without a meta: "decision": "no-meta" and an "error".
 void add_meta_json(Json* line, const GstPefmMeta* meta);
+
+// {x, y, width, height, area, peak}; in continuous mode also web_y, web_height, web_x,
+// web_width, closed_by, and with pixels-per-mm web_y_mm, web_x_mm, height_mm, width_mm.
+Json region_json(const GstPefmRegion& r);
 
 // A buffer's time stamp in nanoseconds, null when it has none.
 Json json_time(GstClockTime t);

@@ -1,23 +1,46 @@
 #!/usr/bin/env bash
-# Line-scan strip (one very wide image, e.g. 8192x512 from a line-scan camera) -> tiles of
-# native pixels batched through the detector -> heat map stitched at frame scale -> PNG
-# with overlays, and the result as a JSON line. Resizing such a strip to 256x256 would
-# erase small defects; tiling keeps the native resolution. Train the model with
-# `pefm-train --tile 256` on strips of the same product; the element then tiles the same
-# way by default. Without STRIP.png, a 4096x256 synthetic strip is used.
-# A camera pipeline has the same shape: aravissrc ! videoconvert ! pefmfilter ... .
-#   pipelines/line-scan.sh MODEL.pt OUT.png [STRIP.png] [pefmfilter properties...]
+# A line-scan web from a folder of consecutive strip images (file names in web order, as
+# a camera would deliver its buffers), inspected as ONE continuous web (pefmfilter
+# continuous=true): tiles straddle strip boundaries, so the heat map has no seam, and each
+# defect is reported once, with the strip where it ends, with its extent on the web (rows
+# counted from the first strip; millimetres too with pixels-per-mm=...). Writes
+# OUT_DIR/NNNNN.png (each strip with its heat map and contours), OUT_DIR/results.jsonl (one
+# JSON line per strip, pefm-results' fields; each region with web_y, web_height, web_x,
+# web_width, closed_by) and prints the largest regions of the web, one line each.
+# Train the model on strips of the same product with `pefm-train --tile T` (the element
+# tiles the same way). Try it: `pefm-demo-data --web 8 --out web` writes clean strips to
+# train on and a web with a spot across two strips. A camera pipeline has the same shape:
+#   aravissrc ! videoconvert ! pefmfilter model=M.pt continuous=true pixels-per-mm=10 ! ...
+#   pipelines/line-scan.sh MODEL.pt STRIPS_DIR OUT_DIR [pefmfilter properties...]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-[ $# -ge 2 ] || { sed -n '2,9p' "$0"; exit 2; }
-model=$1 output=$2
-shift 2
-if [ $# -ge 1 ] && [ -f "$1" ]; then
-  source_desc="filesrc location=\"$1\" ! decodebin"
-  shift
-else
-  source_desc="videotestsrc num-buffers=1 pattern=checkers-8 ! video/x-raw,width=4096,height=256"
-fi
-pefm-results "$source_desc ! videoconvert ! video/x-raw,format=RGB ! pefmfilter model=\"$model\" tile-size=256 tile-overlap=32 $* ! \
-  tee name=t t. ! queue ! videoconvert ! pngenc ! filesink location=\"$output\" t. ! queue ! appsink name=results"
-echo "wrote $output"
+[ $# -ge 3 ] || { sed -n '2,14p' "$0"; exit 2; }
+model=$1 in=$2 out=$3
+shift 3
+[ -d "$in" ] || { echo "line-scan.sh: '$in' is not a folder" >&2; exit 2; }
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+while IFS= read -r -d '' f; do
+  ln -s "$(realpath "$f")" "$tmp/strip-$(printf %06d $n)"
+  n=$((n + 1))
+done < <(find "$in" -maxdepth 1 -type f -iname '*.png' -print0 | sort -z)
+[ $n -gt 1 ] || { echo "line-scan.sh: '$in' holds $n PNG strips; a web needs at least 2" >&2; exit 2; }
+pefm-results "multifilesrc location=$tmp/strip-%06d index=0 stop-index=$((n - 1)) caps=image/png,framerate=10/1 ! \
+  pngdec ! videoconvert ! video/x-raw,format=RGB ! pefmfilter model=\"$model\" continuous=true overlay=heatmap+contours $* ! \
+  tee name=t t. ! queue ! videoconvert ! pngenc ! multifilesink location=\"$out/%05d.png\" t. ! queue ! appsink name=results" \
+  > "$out/results.jsonl"
+python3 - "$out/results.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+defects = [(l["frame"], r) for l in lines for r in l.get("regions", []) if "web_y" in r]
+defects.sort(key=lambda d: -d[1]["area"])
+print(f"{len(lines)} strips inspected as one web, {len(defects)} region(s), each reported once; the largest:")
+for strip, r in defects[:8]:
+    where = f"web rows {r['web_y']}..{r['web_y'] + r['web_height'] - 1}, columns {r['web_x']}..{r['web_x'] + r['web_width'] - 1}"
+    if "web_y_mm" in r:
+        where += f" ({r['height_mm']:.1f} x {r['width_mm']:.1f} mm at {r['web_y_mm'] / 1000:.4f} m, {r['web_x_mm']:.1f} mm across)"
+    print(f"  strip {strip}: {where}, peak {r['peak']:.3f}, {r['closed_by']}")
+PY
+echo "wrote $out/results.jsonl and $n overlay PNGs to $out/"

@@ -12,6 +12,7 @@ From a build tree, let GObject find the typelib and its library:
 """
 import array
 import json
+import math
 import sys
 
 import gi
@@ -40,9 +41,18 @@ def frame_result(index, buf):
     regions = []
     for i in range(meta.n_regions):
         r = meta.get_region(i)
-        regions.append({"x": r.x, "y": r.y, "width": r.width, "height": r.height,
-                        "area": r.area, "peak": round(r.peak, 6)})
+        region = {"x": r.x, "y": r.y, "width": r.width, "height": r.height,
+                  "area": r.area, "peak": round(r.peak, 6)}
+        if r.web_height > 0:  # continuous line-scan mode: the whole extent on the web
+            region.update({"web_y": r.web_y, "web_height": r.web_height, "web_x": r.web_x,
+                           "web_width": r.web_width, "closed_by": r.closed_by or ""})
+            if math.isfinite(r.web_y_mm):
+                region.update({"web_y_mm": round(r.web_y_mm, 6), "web_x_mm": round(r.web_x_mm, 6),
+                               "height_mm": round(r.height_mm, 6), "width_mm": round(r.width_mm, 6)})
+        regions.append(region)
     line["regions"] = regions
+    if meta.continuous:
+        line["web_row"] = meta.web_row
     line["map"] = [meta.map_width, meta.map_height]
     data = meta.get_map_bytes()
     if data is not None:

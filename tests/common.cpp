@@ -14,7 +14,10 @@
 #include <ATen/Context.h>
 #include <torch/torch.h>
 
+#include "pefm/detector.h"
 #include "pefm/device.h"
+#include "pefm/preprocess.h"
+#include "pefm/trainer.h"
 
 namespace pefm_test {
 
@@ -148,6 +151,41 @@ pefm::ModelConfig tiny_config() {
 std::shared_ptr<pefm::Model> tiny_model(uint64_t seed) {
   torch::manual_seed(seed);
   return std::make_shared<pefm::Model>(pefm::Model::create(tiny_config()));
+}
+
+namespace {
+
+torch::Tensor texture_set(int64_t h, int64_t w, bool web, int count, uint64_t seed) {
+  std::vector<torch::Tensor> out;
+  for (int i = 0; i < count; ++i) out.push_back(web ? web_texture(h, w, seed + i) : texture_image(h, w, seed + i));
+  return torch::stack(out);
+}
+
+}  // namespace
+
+std::shared_ptr<pefm::Model> trained_texture_model(int64_t h, int64_t w, bool web) {
+  auto model = tiny_model(11);
+  pefm::TrainOptions opts;
+  opts.batch_size = 4;
+  opts.lr = 3e-3;
+  pefm::Trainer trainer(*model, opts, torch::kCPU);
+  trainer.add_images(pefm::preprocess(texture_set(h, w, web, 12, 100), {}, 64));
+  for (int e = 0; e < 30; ++e) trainer.train_epoch();
+  return model;
+}
+
+void calibrate_on_textures(const std::shared_ptr<pefm::Model>& model, int64_t h, int64_t w, bool web) {
+  pefm::Detector det(model, {"cpu"});  // shares the model: its weights stay in it
+  const auto r = det.detect(texture_set(h, w, web, 6, 500));
+  model->calibration = pefm::Calibration::from_normal(r.maps, r.scores);
+}
+
+torch::Tensor web_texture(int64_t h, int64_t w, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto xs = torch::arange(w, torch::kFloat32).view({1, w});
+  auto img = (0.5 + 0.25 * torch::sin(xs * (2 * M_PI / 12))).expand({h, w}).unsqueeze(2).repeat({1, 1, 3});
+  img = img + 0.03 * torch::randn({h, w, 3}, gen, torch::TensorOptions());
+  return (img.clamp(0, 1) * 255).round().to(torch::kUInt8);
 }
 
 torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed) {

@@ -88,6 +88,16 @@ class TempDir {
 pefm::ModelConfig tiny_config();
 std::shared_ptr<pefm::Model> tiny_model(uint64_t seed = 1);
 
+// tiny_model(11) trained for a few seconds on h x w texture_image()s (seeds 100..111), or
+// web_texture()s with `web`, uncalibrated; calibrate_on_textures() then calibrates it on
+// six clean ones (500..505).
+std::shared_ptr<pefm::Model> trained_texture_model(int64_t h, int64_t w, bool web = false);
+void calibrate_on_textures(const std::shared_ptr<pefm::Model>& model, int64_t h, int64_t w, bool web = false);
+
+// A line-scan web's texture [H, W, 3] uint8: the same along every row (stripes 12 px apart
+// across, mild noise), so that every tile on a grid of multiples of 12 px looks alike.
+torch::Tensor web_texture(int64_t h, int64_t w, uint64_t seed);
+
 // Synthetic inspection image [H, W, 3] uint8: a smooth striped texture with mild noise.
 torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed);
 // Copy of `img` with a bright square of `size` px at (y, x).

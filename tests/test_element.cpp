@@ -49,24 +49,10 @@ class Environment : public ::testing::Environment {
   void SetUp() override {
     gst_init(nullptr, nullptr);
     g_dir = new pefm_test::TempDir();
-    auto model = pefm_test::tiny_model(11);
-    pefm::TrainOptions opts;
-    opts.batch_size = 4;
-    opts.lr = 3e-3;
-    {
-      pefm::Trainer trainer(*model, opts, torch::kCPU);
-      std::vector<torch::Tensor> train;
-      for (int i = 0; i < 12; ++i) train.push_back(texture_image(kH, kW, 100 + i));
-      trainer.add_images(pefm::preprocess(torch::stack(train), {}, 64));
-      for (int e = 0; e < 30; ++e) trainer.train_epoch();
-    }
+    auto model = pefm_test::trained_texture_model(kH, kW);
     g_raw_model = g_dir->file("raw.pt");  // uncalibrated: the meta carries raw, unclamped maps
     pefm::save_model(*model, g_raw_model);
-    pefm::Detector det(model, {"cpu"});
-    std::vector<torch::Tensor> val;
-    for (int i = 0; i < 6; ++i) val.push_back(texture_image(kH, kW, 500 + i));
-    const auto r = det.detect(torch::stack(val));
-    model->calibration = pefm::Calibration::from_normal(r.maps, r.scores);
+    pefm_test::calibrate_on_textures(model, kH, kW);
     g_model = g_dir->file("tiny.pt");
     pefm::save_model(*model, g_model);
   }

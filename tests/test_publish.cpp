@@ -49,7 +49,8 @@ bool mqtt_built() {
   if (!mqtt_built()) GTEST_SKIP() << "built without libmosquitto (Debian: libmosquitto-dev)"
 
 // One frame per character: '.' normal, 'A' anomalous, 'S' let through uninspected, '-'
-// no meta at all.
+// no meta at all, 'W' a normal buffer of a continuous web (pefmfilter continuous=true) that
+// reports a web region ending in it.
 GstBuffer* frame_buffer(char kind, guint64 index) {
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, 16, nullptr);
   gst_buffer_memset(buf, 0, 0, 16);
@@ -66,12 +67,23 @@ GstBuffer* frame_buffer(char kind, guint64 index) {
   }
   m->inspected = TRUE;
   m->anomalous = kind == 'A';
+  if (kind == 'W') {
+    m->continuous = TRUE;
+    m->web_row = 512 * index;
+    GstPefmRegion r{};
+    r.x = 40, r.y = 0, r.width = 8, r.height = 6, r.area = 30, r.peak = 0.7f;
+    r.web_y = 512 * index - 10, r.web_height = 16, r.web_x = 40, r.web_width = 8;
+    r.web_y_mm = r.web_y / 4.0, r.web_x_mm = 4.0, r.height_mm = 4.0, r.width_mm = 0.8;
+    r.closed_by = g_intern_static_string("ended");
+    gst_pefm_meta_set_regions(m, 1, &r);
+  }
   m->score = kind == 'A' ? 0.6f + 0.01f * static_cast<float>(index % 10) : 0.2f;
   m->raw_score = m->score * 3;
   const float map[4] = {0.1f, 0.2f, m->score, 0.3f};
   gst_pefm_meta_set_map(m, 2, 2, map, 2.0, 2.0);
   if (kind == 'A') {
-    const GstPefmRegion r = {1, 2, 3, 4, 5, m->score};
+    GstPefmRegion r{};
+    r.x = 1, r.y = 2, r.width = 3, r.height = 4, r.area = 5, r.peak = m->score;
     gst_pefm_meta_set_regions(m, 1, &r);
   }
   return buf;
@@ -292,6 +304,37 @@ TEST(Publish, EndFramesKeepsADefectOpenAcrossShortGapsAndFramesCanBeFiltered) {
   EXPECT_EQ(ended[0].at("reason"), "normal");
   EXPECT_EQ(started[1].at("frame"), 8);
   EXPECT_EQ(ended[1].at("reason"), "eos");
+}
+
+// Behind pefmfilter continuous=true each web region gets a "web-region" line, once, even
+// from a buffer that is not anomalous (frames=anomalous sends no frame line for it), with
+// its extent on the web in pixels and millimetres.
+TEST(Publish, EachWebRegionGetsALineWithItsWebExtent) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("web.jsonl");
+  {
+    Pipeline p("method=file location=" + path + " frames=anomalous");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed(".W."), 3);
+    auto messages = p.finish();
+    release(messages);
+  }
+  const auto lines = json_lines(pefm_test::slurp(path));
+  EXPECT_TRUE(of_type(lines, "frame").empty());
+  const auto regions = of_type(lines, "web-region");
+  ASSERT_EQ(regions.size(), 1u);
+  const json& r = regions[0];
+  EXPECT_EQ(r.at("frame"), 1);
+  EXPECT_EQ(r.at("web_row"), 512);
+  const json& g = r.at("region");
+  EXPECT_EQ(g.at("web_y"), 502);
+  EXPECT_EQ(g.at("web_height"), 16);
+  EXPECT_EQ(g.at("web_x"), 40);
+  EXPECT_EQ(g.at("web_width"), 8);
+  EXPECT_EQ(g.at("closed_by"), "ended");
+  EXPECT_DOUBLE_EQ(g.at("web_y_mm").get<double>(), 125.5);
+  EXPECT_DOUBLE_EQ(g.at("width_mm").get<double>(), 0.8);
+  EXPECT_EQ(g.at("y"), 0);
 }
 
 TEST(Publish, ADefectStillOpenWhenThePipelineStopsIsEndedWithReasonStop) {

@@ -83,11 +83,11 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
   return out;
 }
 
-FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibration, const Thresholds& thresholds,
-                        int width, int height) {
+FrameResult score_map(const torch::Tensor& raw_map, const Calibration& calibration, const Thresholds& thresholds,
+                      int width, int height) {
   const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
                                      std::numeric_limits<float>::max(), 0.0);
-  const auto norm = torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+  const auto norm = normalized_map(raw, calibration);
   FrameResult r;
   r.raw_score = raw.max().item<float>();
   r.score = static_cast<float>(calibration.normalize(static_cast<double>(r.raw_score)));
@@ -97,9 +97,25 @@ FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibra
   r.map.assign(norm.data_ptr<float>(), norm.data_ptr<float>() + norm.numel());
   r.map_scale_x = static_cast<double>(width) / r.map_width;
   r.map_scale_y = static_cast<double>(height) / r.map_height;
+  r.region_level = region_level(calibration, thresholds);
+  return r;
+}
+
+torch::Tensor normalized_map(const torch::Tensor& raw_map, const Calibration& calibration) {
+  const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32), 0.0, std::numeric_limits<float>::max(), 0.0);
+  return torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+}
+
+float region_level(const Calibration& calibration, const Thresholds& thresholds) {
+  return static_cast<float>(calibration.normalize(calibration.region_cut(thresholds.region)));
+}
+
+FrameResult postprocess(const torch::Tensor& raw_map, const Calibration& calibration, const Thresholds& thresholds,
+                        int width, int height) {
+  FrameResult r = score_map(raw_map, calibration, thresholds, width, height);
   // Regions from the very map the contours are drawn from, at the very float they are drawn
   // at: one comparison, so no pixel is in a region and outside its contour from rounding.
-  r.region_level = static_cast<float>(calibration.normalize(calibration.region_cut(thresholds.region)));
+  const auto norm = torch::from_blob(r.map.data(), {r.map_height, r.map_width}, torch::kFloat32);
   r.regions = map_regions(norm, r.region_level, width, height);
   return r;
 }

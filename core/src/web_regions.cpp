@@ -173,6 +173,30 @@ std::vector<WebRegion> WebRegions::add_band(int64_t first_row, const float* scor
   return out;
 }
 
+std::vector<WebRegion> WebRegions::end_unless_continued(const float* next_row, float level) {
+  if (!next_row) throw std::invalid_argument("end_unless_continued needs the next row's scores");
+  std::vector<WebRegion> out;
+  std::vector<Open> still_open;
+  for (auto& o : open_) {
+    bool goes_on = false;
+    for (int x : o.last_row_columns) {
+      for (int nx = std::max(0, x - 1); nx <= std::min(width_ - 1, x + 1) && !goes_on; ++nx) {
+        goes_on = next_row[nx] >= level;
+      }
+      if (goes_on) break;
+    }
+    if (goes_on) {
+      still_open.push_back(std::move(o));
+    } else if (o.region.area > 0) {  // not the fresh remainder of a streak reported at its bound
+      o.region.closed_by = "ended";
+      out.push_back(o.region);
+    }
+  }
+  open_ = std::move(still_open);
+  sort_regions(&out);
+  return out;
+}
+
 std::vector<WebRegion> WebRegions::close_all(const std::string& why) {
   std::vector<WebRegion> out;
   for (const auto& o : open_) {

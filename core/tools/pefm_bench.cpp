@@ -350,6 +350,7 @@ int run(int argc, char** argv) {
   args.option("pipeline", "WxH", "also run the element pipeline at this frame size");
   args.option("pipeline-frames", "N", "frames for the pipeline mode", "50");
   args.option("overlay", "MODE", "overlay in the pipeline mode", "heatmap+contours");
+  args.option("pipeline-props", "PROPS", "more pefmfilter properties in the pipeline mode (e.g. \"tile-size=256 continuous=true\")", "");
   args.option("soak", "N", "soak mode: N frames through the element, RSS tracked (no batch timing)");
   args.option("soak-warmup", "N", "frames before the starting RSS is taken", "1000");
   args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
@@ -433,10 +434,12 @@ int run(int argc, char** argv) {
     const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
     pipeline = bench_pipeline(pipeline_description(file.path(), size, opts.device, args.get("precision"),
                                                    args.get("overlay"), frames + 1, "smpte",
-                                                   "threads=" + args.get("threads")),
+                                                   "threads=" + args.get("threads") + " " + args.get("pipeline-props")),
                               frames);
-    std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay")
-              << " ! fakesink: " << std::setprecision(3) << pipeline.fps << " frames/s (" << 1000.0 / pipeline.fps
+    const double rows = std::stod(size.substr(size.find('x') + 1));
+    std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay") << " "
+              << args.get("pipeline-props") << " ! fakesink: " << std::setprecision(3) << pipeline.fps << " frames/s, "
+              << pipeline.fps * rows << " lines/s (" << 1000.0 / pipeline.fps
               << " ms a frame); the element reports " << pipeline.latency_ms
               << " ms latency, its longest frame took " << pipeline.processing_max_ms << " ms\n";
   }
@@ -465,7 +468,8 @@ int run(int argc, char** argv) {
                         {"libtorch", TORCH_VERSION},
                         {"batches", batches}};
     if (!std::isnan(pipeline.fps)) {
-      report["pipeline"] = {{"size", size}, {"overlay", args.get("overlay")}, {"fps", pipeline.fps},
+      report["pipeline"] = {{"size", size}, {"overlay", args.get("overlay")}, {"props", args.get("pipeline-props")},
+                            {"fps", pipeline.fps},
                             {"latency_ms", pipeline.latency_ms}, {"processing_max_ms", pipeline.processing_max_ms}};
     }
     cli::write_json(json, report, -1);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace pefm {
@@ -12,6 +13,13 @@ struct FrameRegion {
   int x = 0, y = 0, width = 0, height = 0;  // bounding box in frame pixels
   int64_t area = 0;                         // frame pixels covered
   float peak = 0.0f;                        // highest normalised score inside
+  // Continuous line-scan mode (WebStream) only, else web_height 0: the region's whole
+  // extent on the web in frame pixels, rows counted from the stream's first row (x, y,
+  // width, height above are then the part inside this frame), and why it was reported
+  // (WebRegion::closed_by: "ended", "max-rows", "gap", "eos", "flush").
+  int64_t web_y = 0, web_height = 0;
+  int web_x = 0, web_width = 0;
+  std::string closed_by;
 };
 
 struct FrameResult {

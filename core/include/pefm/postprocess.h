@@ -33,4 +33,15 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
 FrameResult postprocess(const torch::Tensor& raw, const Calibration& calibration, const Thresholds& thresholds,
                         int width, int height);
 
+// postprocess without the regions (the continuous web cuts its own across frames): the
+// scores, the decision, the normalised map and region_level.
+FrameResult score_map(const torch::Tensor& raw, const Calibration& calibration, const Thresholds& thresholds,
+                      int width, int height);
+
+// The normalised map of a raw one under the NaN policy above: float32, contiguous, CPU.
+torch::Tensor normalized_map(const torch::Tensor& raw, const Calibration& calibration);
+
+// FrameResult::region_level: the region cut for `thresholds.region` on the map's scale.
+float region_level(const Calibration& calibration, const Thresholds& thresholds);
+
 }  // namespace pefm

@@ -36,6 +36,11 @@ class WebRegions {
   // std::invalid_argument for a size that does not match or a band that goes backwards.
   std::vector<WebRegion> add_band(int64_t first_row, const float* scores, int64_t rows, float level);
 
+  // Looks one row ahead: `next_row` (width scores, the row the next band will start with,
+  // cut at `level`) decides which open regions go on. Those that do not are reported now
+  // ("ended"), in the band where they end, instead of with the next band.
+  std::vector<WebRegion> end_unless_continued(const float* next_row, float level);
+
   // Reports every open region with `why` ("flush", "eos", "gap") and forgets them.
   std::vector<WebRegion> close_all(const std::string& why);
 
