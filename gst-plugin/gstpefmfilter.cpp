@@ -146,6 +146,9 @@ struct PefmState
    * buffers it holds back */
   bool continuous = false;
   std::unique_ptr < PefmWeb > web;
+  /* what the rows held back add to the LATENCY answer (continuous mode), under the object
+   * lock */
+  GstClockTime web_latency = 0;
 };
 
 struct _GstPefmFilter
@@ -419,6 +422,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   self->state->processing_max = self->state->latency_reported = 0;
   self->state->latency_from_warmup = false;
   self->state->continuous = self->continuous != FALSE;
+  self->state->web_latency = 0;
   const bool skipping = self->skip_late || self->inference_interval > 1;
   GST_OBJECT_UNLOCK (self);
   self->state->web.reset ();
@@ -1011,7 +1015,9 @@ web_output (GstPefmFilter * self, GstBuffer * buf, const pefm::WebBuffer & web)
   st.frames++;
   st.inspected++;
   GST_OBJECT_UNLOCK (self);
-  if (fs.emit && (!fs.only_anomalous || web.result.anomalous))
+  /* message-mode=anomalous: also the buffers that report a web region (the end of a
+   * defect can lie in a buffer that is not anomalous itself) */
+  if (fs.emit && (!fs.only_anomalous || web.result.anomalous || !web.result.regions.empty ()))
     post_frame_message (self, buf, frame_number, web.thresholds, &web.result, nullptr, fs.scale, &web);
   return buf;
 }
@@ -1029,6 +1035,28 @@ push_ready (GstPefmFilter * self)
       ret = pushed;
   }
   return ret;
+}
+
+/* The latency the rows held back add: as many buffers of the negotiated height as the web
+ * may hold back after a buffer, at the negotiated frame rate (none when it is variable).
+ * Asks the pipeline to query again when it changes. */
+static void
+update_web_latency (GstPefmFilter * self, const pefm::TileOptions & tiles)
+{
+  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
+  GstClockTime latency = 0;
+  if (tiles.size > 0 && GST_VIDEO_INFO_FPS_N (info) > 0 && GST_VIDEO_INFO_HEIGHT (info) > 0) {
+    const gint64 rows = pefm::WebStream::held_rows_bound (tiles, self->state->detector->input_size ());
+    const gint64 height = GST_VIDEO_INFO_HEIGHT (info);
+    latency = gst_util_uint64_scale (static_cast < guint64 > ((rows + height - 1) / height) * GST_SECOND,
+        GST_VIDEO_INFO_FPS_D (info), GST_VIDEO_INFO_FPS_N (info));
+  }
+  GST_OBJECT_LOCK (self);
+  const bool changed = latency != self->state->web_latency;
+  self->state->web_latency = latency;
+  GST_OBJECT_UNLOCK (self);
+  if (changed)
+    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
 }
 
 /* A buffer into the web: a discontinuity or other tiling ends the web first; its rows are
@@ -1055,8 +1083,10 @@ web_submit (GstPefmFilter * self, GstBuffer * buf)
     if (st.web->open ())
       ret = end_web (self, "settings", fs.scale);
     try {
-      if (ret == GST_FLOW_OK)
+      if (ret == GST_FLOW_OK) {
         st.web->configure (st.detector, tiles, fs.max_region_rows);
+        update_web_latency (self, tiles);
+      }
     } catch (const std::exception & e) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("continuous=true: %s", e.what ()), (NULL));
       ret = GST_FLOW_ERROR;
@@ -1081,12 +1111,12 @@ web_submit (GstPefmFilter * self, GstBuffer * buf)
   } catch (const pefm::Cancelled &) {
     ret = GST_FLOW_FLUSHING;
   } catch (const std::invalid_argument & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d) of the web: %s",
-            frame_number, view.width, view.height, e.what ()), (NULL));
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect the %dx%d buffer at web row %" G_GUINT64_FORMAT ": %s",
+            view.width, view.height, st.web->next_row (), e.what ()), (NULL));
     ret = GST_FLOW_ERROR;
   } catch (const std::exception & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT
-            " of the web", frame_number), ("%s", e.what ()));
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on the buffer at web row %"
+            G_GUINT64_FORMAT, st.web->next_row ()), ("%s", e.what ()));
     ret = GST_FLOW_ERROR;
   }
   gst_video_frame_unmap (&frame);
@@ -1232,16 +1262,9 @@ gst_pefm_filter_query (GstBaseTransform * trans, GstPadDirection direction, GstQ
   GstClockTime min, max;
   gst_query_parse_latency (query, &live, &min, &max);
   GST_OBJECT_LOCK (self);
-  GstClockTime ours = self->state->latency_reported;
-  GST_OBJECT_UNLOCK (self);
   /* continuous mode holds buffers back until the rows after them have arrived */
-  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
-  if (self->state->continuous && self->state->web && GST_VIDEO_INFO_FPS_N (info) > 0
-      && GST_VIDEO_INFO_HEIGHT (info) > 0) {
-    const gint64 rows = self->state->web->held_rows_bound (), height = GST_VIDEO_INFO_HEIGHT (info);
-    ours += gst_util_uint64_scale (static_cast < guint64 > ((rows + height - 1) / height) * GST_SECOND,
-        GST_VIDEO_INFO_FPS_D (info), GST_VIDEO_INFO_FPS_N (info));
-  }
+  const GstClockTime ours = self->state->latency_reported + self->state->web_latency;
+  GST_OBJECT_UNLOCK (self);
   GST_DEBUG_OBJECT (self, "latency: upstream %" GST_TIME_FORMAT ", ours %" GST_TIME_FORMAT,
       GST_TIME_ARGS (min), GST_TIME_ARGS (ours));
   gst_query_set_latency (query, live, min + ours, GST_CLOCK_TIME_IS_VALID (max) ? max + ours : max);

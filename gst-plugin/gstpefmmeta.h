@@ -35,8 +35,9 @@ typedef struct _GstPefmMeta GstPefmMeta;
  * @web_y: continuous line-scan mode (pefmfilter continuous=true) only, else 0 with
  *   @web_height 0: the region's first row on the web, counted from the stream's first row
  *   (a 64-bit count that survives caps changes; rows lost at a gap in buffer offsets are
- *   counted). A region is then reported once, with the buffer where it ends, and @x, @y,
- *   @width, @height are the part of it inside this buffer.
+ *   counted). A region is then reported once, with the buffer where it ends: @y and
+ *   @height are the rows of it inside this buffer, @x and @width its columns, @area and
+ *   @peak those of the whole region.
  * @web_height: rows of the web the region spans (0: not continuous mode)
  * @web_x: its first column on the web
  * @web_width: columns it spans

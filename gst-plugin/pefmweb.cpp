@@ -24,6 +24,7 @@ PefmWeb::configure (std::shared_ptr < pefm::FrameDetector > detector, const pefm
 {
   if (open ())
     throw std::logic_error ("the web must be ended before it is configured again");
+  collect ();                   /* the old web's last results go out before the new web's */
   stream_ = std::make_unique < pefm::WebStream > (std::move (detector), tiles, max_region_rows);
   tiles_ = tiles;
   max_region_rows_ = max_region_rows;
@@ -62,15 +63,35 @@ PefmWeb::discontinuity (GstBuffer * buf, gint rows)
 }
 
 void
+PefmWeb::collect ()
+{
+  if (!stream_)
+    return;
+  for (auto &b : stream_->take_ready ())
+    ready_.push_back (std::move (b));
+}
+
+void
+PefmWeb::release_unready ()
+{
+  while (held_.size () > ready_.size ()) {
+    gst_buffer_unref (held_.back ().second);
+    held_.pop_back ();
+  }
+}
+
+void
 PefmWeb::push (GstBuffer * buf, const pefm::FrameView & view, const pefm::Thresholds & thresholds,
     pefm::StreamContext * context)
 {
+  collect ();
   const guint64 tag = next_tag_++;
   held_.emplace_back (tag, buf);
   try {
     stream_->push (view, static_cast < int64_t > (next_row_), tag, thresholds, context);
   } catch (...) {
-    release_all ();
+    /* the web is dropped: its buffers without results go, those of earlier webs stay */
+    release_unready ();
     throw;
   }
   next_row_ += static_cast < guint64 > (view.height);
@@ -79,10 +100,8 @@ PefmWeb::push (GstBuffer * buf, const pefm::FrameView & view, const pefm::Thresh
 bool
 PefmWeb::pop (GstBuffer ** buf, pefm::WebBuffer * result)
 {
-  if (ready_.empty () && stream_) {
-    for (auto &b : stream_->take_ready ())
-      ready_.push_back (std::move (b));
-  }
+  if (ready_.empty ())
+    collect ();
   if (ready_.empty ())
     return false;
   /* ready in the order pushed: the oldest buffer held is the one */
@@ -104,9 +123,12 @@ std::vector < pefm::FrameRegion > PefmWeb::finish (const std::string & why, pefm
   if (!stream_)
     return {};
   try {
-    return stream_->finish (why, context);
+    auto orphans = stream_->finish (why, context);
+    collect ();
+    return orphans;
   } catch (...) {
-    release_all ();
+    collect ();
+    release_unready ();
     throw;
   }
 }

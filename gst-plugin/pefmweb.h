@@ -64,6 +64,10 @@ public:
 
 private:
   void release_all ();
+  /* Moves the stream's ready results here, before anything can replace or drop them. */
+  void collect ();
+  /* Releases the held buffers that have no results (after an error dropped the web). */
+  void release_unready ();
 
   std::unique_ptr < pefm::WebStream > stream_;
   pefm::TileOptions tiles_;

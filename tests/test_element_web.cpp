@@ -75,16 +75,37 @@ struct Piece {
   bool discont = false;
 };
 
-// The strip through `appsrc ! pefmfilter continuous=true ... ! appsink`, buffer by buffer.
-std::unique_ptr<Run> run(const torch::Tensor& strip, const std::vector<Piece>& pieces, const std::string& props) {
+// Sets tile-overlap=0 on pefmfilter when its `at`-th buffer arrives (in the streaming
+// thread, before the element sees it): a change of tiling at a known buffer.
+struct OverlapChange {
+  GstElement* filter;
+  int at, seen = 0;
+};
+GstPadProbeReturn change_overlap(GstPad*, GstPadProbeInfo*, gpointer data) {
+  auto* c = static_cast<OverlapChange*>(data);
+  if (c->seen++ == c->at) g_object_set(c->filter, "tile-overlap", 0, nullptr);
+  return GST_PAD_PROBE_OK;
+}
+
+// The strip through `appsrc ! pefmfilter continuous=true ... ! appsink`, buffer by buffer;
+// with `change_at` >= 0, the tiling changes at that buffer.
+std::unique_ptr<Run> run(const torch::Tensor& strip, const std::vector<Piece>& pieces, const std::string& props,
+                         int change_at = -1) {
   auto r = std::make_unique<Run>();
   const std::string launch = "appsrc name=src format=time caps=video/x-raw,format=RGB,width=" + std::to_string(kWidth) +
                              ",height=" + std::to_string(kRows) +
                              ",framerate=10/1 ! pefmfilter device=cpu overlay=none emit-messages=true " + props +
-                             " model=\"" + web_model() + "\" ! appsink name=sink sync=false wait-on-eos=false";
+                             " model=\"" + web_model() + "\" name=filter ! appsink name=sink sync=false wait-on-eos=false";
   GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
   EXPECT_NE(pipeline, nullptr) << launch;
   if (!pipeline) return r;
+  GstElement* filter = gst_bin_get_by_name(GST_BIN(pipeline), "filter");
+  OverlapChange change{filter, change_at};
+  if (change_at >= 0) {
+    GstPad* pad = gst_element_get_static_pad(filter, "sink");
+    gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, change_overlap, &change, nullptr);
+    gst_object_unref(pad);
+  }
   gst_element_set_state(pipeline, GST_STATE_PLAYING);
   GstElement* src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
   GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
@@ -131,6 +152,7 @@ std::unique_ptr<Run> run(const torch::Tensor& strip, const std::vector<Piece>& p
   gst_object_unref(src);
   gst_object_unref(sink);
   gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(filter);
   gst_object_unref(pipeline);
   return r;
 }
@@ -240,6 +262,21 @@ TEST(ElementWeb, ADiscontinuityClosesOpenRegionsAndIsReported) {
     EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
     EXPECT_EQ(found[1].second.web_y, resumed) << "the rest starts the new web";
   }
+}
+
+// Another tiling while playing ends the web ("settings") and starts a new one: every buffer
+// still comes out, in order, the held ones of the old web first.
+TEST(ElementWeb, ATilingChangeMidStreamEndsTheWebAndLosesNoBuffer) {
+  const auto strip = pefm_test::web_texture(6 * kRows, kWidth, 35);
+  const auto r = run(strip, consecutive(6), std::string(kTiling) + " continuous=true", 3);
+  ASSERT_TRUE(r->eos) << r->error;
+  ASSERT_EQ(r->buffers.size(), 6u);
+  for (size_t i = 0; i < r->buffers.size(); ++i) {
+    EXPECT_EQ(GST_BUFFER_PTS(r->buffers[i]), i * GST_SECOND / 10);
+    EXPECT_EQ(gst_buffer_get_pefm_meta(r->buffers[i])->web_row, i * kRows);
+  }
+  ASSERT_EQ(r->web_messages.size(), 1u);
+  EXPECT_STREQ(gst_structure_get_string(r->web_messages[0], "reason"), "settings");
 }
 
 // A defect running into the last row: EOS reports it with the last buffer ("eos").

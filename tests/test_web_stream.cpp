@@ -14,6 +14,7 @@
 #include "common.h"
 #include "pefm/frame_detector.h"
 #include "pefm/postprocess.h"
+#include "pefm/testing.h"
 #include "pefm/web_stream.h"
 
 namespace {
@@ -160,6 +161,18 @@ TEST(WebStream, StitchedMapEqualsTheWholeStripsMapAtEverySplit) {
     const auto map = stitched(fed);
     ASSERT_EQ(map.sizes(), reference.sizes());
     EXPECT_LE((map - reference).abs().max().item<float>(), tolerance) << heights.size() << " buffers";
+  }
+  // Two frame rows per map row (128 px tiles into the 64 px model), odd buffer heights: the
+  // map rows split between buffers by rounding still tile the whole map exactly.
+  const pefm::TileOptions coarse{128, 40};
+  const auto coarse_reference = map_of(whole(strip, coarse));
+  for (const auto& heights : {random_heights(331, 2, 70, 4), std::vector<int>{3, 101, 77, 150}}) {
+    pefm::WebStream web(detector(), coarse, 100000);
+    const auto fed = feed(web, strip, heights);
+    ASSERT_EQ(fed.buffers.size(), heights.size());
+    const auto map = stitched(fed);
+    ASSERT_EQ(map.sizes(), coarse_reference.sizes());
+    EXPECT_LE((map - coarse_reference).abs().max().item<float>(), 1e-5f * coarse_reference.abs().max().item<float>());
   }
   // Without continuous mode: each buffer inspected on its own.
   std::vector<torch::Tensor> parts;
@@ -313,6 +326,28 @@ TEST(WebStream, RowsHeldBackStayWithinTheStatedBound) {
     row += h;
     EXPECT_LE(again.held_rows(), kTiles.size + (kTiles.size - kTiles.overlap) + h);
   }
+}
+
+// A failure mid-web (here an injected one, as CUDA running out of memory) drops the web
+// and every result not yet taken; the next buffer starts a fresh web.
+TEST(WebStream, AFailureDropsTheWebAndTheNextBufferStartsAFreshOne) {
+  const auto strip = texture_image(256, 96, 12);
+  auto det = std::make_shared<pefm::FrameDetector>(pefm_test::tiny_model(21), pefm::DetectorOptions{"cpu"});
+  pefm::WebStream web(det, kTiles, 1000);
+  feed(web, strip.slice(0, 0, 192), {64, 64, 64}, {}, "");
+  ASSERT_GT(web.ready() + web.pending(), 0u);
+  pefm::testing::inject_failures(*det, 1, "injected");
+  const auto next = strip.slice(0, 192, 256).contiguous();
+  EXPECT_THROW(web.push(rgb_view(next), 192, 3, {}), std::exception);
+  EXPECT_EQ(web.pending(), 0u);
+  EXPECT_EQ(web.ready(), 0u);
+  EXPECT_EQ(web.next_row(), -1);
+  web.push(rgb_view(next), 192, 4, {});
+  EXPECT_EQ(web.next_row(), 256);
+  web.finish("eos");
+  const auto out = web.take_ready();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].tag, 4u);
 }
 
 // A flush forgets the pending buffers (their tags come back) and reports the regions open

@@ -52,6 +52,7 @@ DecisionInfo FrameDetector::decision_info() const {
   }
   return d;
 }
+int64_t FrameDetector::input_size() const { return impl_->detector.image_size(); }
 std::string FrameDetector::device() const { return impl_->detector.device().str(); }
 
 int FrameDetector::trained_tile() const {

@@ -109,15 +109,22 @@ FrameInput yuv_pixels(const FrameView& f) {
 
 }  // namespace
 
-FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context) {
-  check_frame(frame);
-  auto in = is_yuv(frame.format) ? yuv_pixels(frame) : packed_pixels(frame);
+FrameInput stream_scope(StreamContext* context, const torch::Device& device) {
+  FrameInput in;
   if (!context || !device.is_cuda()) return in;
 #if PEFM_TORCH_CUDA
   auto& impl = context->impl();
   if (!impl.stream) impl.stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
   in.scope = std::make_unique<FrameInput::StreamScope>(*impl.stream);
 #endif
+  return in;
+}
+
+FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context) {
+  check_frame(frame);
+  auto in = is_yuv(frame.format) ? yuv_pixels(frame) : packed_pixels(frame);
+  if (!context || !device.is_cuda()) return in;
+  in.scope = std::move(stream_scope(context, device).scope);
   in.pixels = context->impl().upload(in.pixels, device);
   return in;
 }

@@ -41,13 +41,15 @@ TileLayout::TileLayout(const Detector& detector, const TileOptions& tiles, int w
   batch = static_cast<size_t>(std::clamp<int64_t>(16 * 256 * 256 / (S * S), 1, 16));
 }
 
-int64_t TileLayout::map_row(int y) const { return std::min<int64_t>(map_h - fit_h, std::llround(y * scale)); }
+int64_t TileLayout::map_row(int64_t y) const {
+  return std::min<int64_t>(map_h - fit_h, std::llround(static_cast<double>(y) * scale));
+}
 
 void blend_tiles(Detector& detector, const TileLayout& layout, const torch::Tensor& pixels, int64_t pixel_row0,
-                 const ChannelMap& channels, const std::vector<int>& rows, torch::Tensor& acc, torch::Tensor& wsum,
+                 const ChannelMap& channels, const std::vector<int64_t>& rows, torch::Tensor& acc, torch::Tensor& wsum,
                  int64_t acc_row0, const std::function<void()>& between_batches) {
-  std::vector<std::pair<int, int>> origins;
-  for (int y0 : rows) {
+  std::vector<std::pair<int64_t, int>> origins;
+  for (int64_t y0 : rows) {
     for (int x0 : layout.xs) origins.emplace_back(y0, x0);
   }
   for (size_t i = 0; i < origins.size(); i += layout.batch) {
@@ -84,8 +86,9 @@ torch::Tensor tiled_map(Detector& detector, const FrameInput& input, const TileO
   const int64_t mh = std::max<int64_t>(1, std::llround(H * s));
   const TileLayout layout(detector, tiles, W, std::min(tiles.size, H), mh);
   auto acc = torch::zeros({mh, layout.map_w}), wsum = torch::zeros({mh, layout.map_w});
-  blend_tiles(detector, layout, input.pixels, 0, input.channels, tile_origins(H, tiles.size, tiles.overlap), acc, wsum,
-              0, between_batches);
+  const auto ys = tile_origins(H, tiles.size, tiles.overlap);
+  blend_tiles(detector, layout, input.pixels, 0, input.channels, std::vector<int64_t>(ys.begin(), ys.end()), acc, wsum, 0,
+              between_batches);
   return acc / wsum.clamp_min(1e-6);
 }
 

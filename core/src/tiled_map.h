@@ -30,7 +30,7 @@ struct TileLayout {
   size_t batch;          // tiles per detector call
 
   // Map row of a tile whose top is at frame row `y` (clamped to the map's end).
-  int64_t map_row(int y) const;
+  int64_t map_row(int64_t y) const;
 };
 
 // Scores the tiles with tops at frame rows `rows` (each across the whole width, `layout.xs`)
@@ -38,7 +38,7 @@ struct TileLayout {
 // r - acc_row0). `pixels` [H, W, C] holds frame rows from `pixel_row0` on.
 // `between_batches` runs before each detector call (it may throw to abandon the work).
 void blend_tiles(Detector& detector, const TileLayout& layout, const torch::Tensor& pixels, int64_t pixel_row0,
-                 const ChannelMap& channels, const std::vector<int>& rows, torch::Tensor& acc, torch::Tensor& wsum,
+                 const ChannelMap& channels, const std::vector<int64_t>& rows, torch::Tensor& acc, torch::Tensor& wsum,
                  int64_t acc_row0, const std::function<void()>& between_batches);
 
 // Tiles of `tiles.size` frame pixels, each resized to the model's input, their maps fitted

@@ -60,7 +60,9 @@ struct WebStream::Impl {
   int step() const { return std::max(1, tiles.size - std::clamp(tiles.overlap, 0, tiles.size - 1)); }
   int64_t map_row(int64_t frame_row) const { return std::llround(static_cast<double>(frame_row) * scale()); }
 
-  void reset() {
+  // Closes the web; `drop_ready` also forgets the results not yet taken (after an error).
+  void reset(bool drop_ready = false) {
+    if (drop_ready) ready.clear();
     open = false;
     pixels = torch::Tensor();
     pixel_row0 = total = 0;
@@ -82,7 +84,7 @@ struct WebStream::Impl {
     wsum = wsum.defined() ? torch::cat({wsum, extra}) : extra.clone();
   }
 
-  void score(const TileLayout& l, const std::vector<int>& tops, StreamContext* context) {
+  void score(const TileLayout& l, const std::vector<int64_t>& tops, StreamContext* context) {
     if (tops.empty()) return;
     grow(l.map_row(tops.back()) + l.fit_h);
     const auto stop_if_cancelled = [context] {
@@ -94,9 +96,9 @@ struct WebStream::Impl {
   // Scores the grid tiles the rows received allow (at the end, the rest) and returns the
   // first map row that is not final.
   int64_t advance(bool at_end, StreamContext* context) {
-    std::vector<int> tops;
+    std::vector<int64_t> tops;
     while (next_tile + tiles.size <= total) {
-      tops.push_back(static_cast<int>(next_tile));
+      tops.push_back(next_tile);
       last_tile = next_tile;
       next_tile += step();
     }
@@ -108,7 +110,7 @@ struct WebStream::Impl {
     const int th = static_cast<int>(std::min<int64_t>(tiles.size, total));
     if (last_tile < 0 || last_tile + tiles.size < total) {
       const TileLayout end_layout(detector, tiles, width, th, map_h);
-      score(end_layout, {static_cast<int>(total - th)}, context);
+      score(end_layout, {total - th}, context);
     }
     return map_h;
   }
@@ -216,6 +218,17 @@ int64_t WebStream::held_rows_bound() const {
 void WebStream::push(const FrameView& frame, int64_t web_row, uint64_t tag, const Thresholds& thresholds,
                      StreamContext* context) {
   auto& d = *impl_;
+  try {
+    push_checked(frame, web_row, tag, thresholds, context);
+  } catch (...) {
+    d.reset(true);
+    throw;
+  }
+}
+
+void WebStream::push_checked(const FrameView& frame, int64_t web_row, uint64_t tag, const Thresholds& thresholds,
+                             StreamContext* context) {
+  auto& d = *impl_;
   if (d.open && (frame.width != d.width || frame.format != d.format || web_row != d.web_row0 + d.total)) {
     throw std::invalid_argument("a " + std::to_string(frame.width) + "x" + std::to_string(frame.height) +
                                 " buffer at web row " + std::to_string(web_row) + " does not continue the web (" +
@@ -223,7 +236,7 @@ void WebStream::push(const FrameView& frame, int64_t web_row, uint64_t tag, cons
                                 "): end it first");
   }
   d.owner->impl().fail_if_injected();
-  check_tiles(d.tiles, frame.width, std::min(frame.height, d.tiles.size), d.detector.image_size());
+  check_tiles(d.tiles, frame.width, frame.height, d.detector.image_size());
   if (frame.height * d.scale() < 1.0) {
     throw std::invalid_argument("tile-size " + std::to_string(d.tiles.size) + ": a buffer of " +
                                 std::to_string(frame.height) + " rows is less than one heat-map row; continuous mode "
@@ -231,7 +244,7 @@ void WebStream::push(const FrameView& frame, int64_t web_row, uint64_t tag, cons
                                 std::to_string(d.tiles.size) + " / " + std::to_string(d.detector.image_size()) +
                                 ") rows");
   }
-  try {
+  {
     torch::InferenceMode guard;
     const auto input = frame_input(frame, d.detector.device(), context);
     if (!d.open) {
@@ -250,9 +263,6 @@ void WebStream::push(const FrameView& frame, int64_t web_row, uint64_t tag, cons
     d.pending.push_back({tag, d.total, frame.height, thresholds});
     d.total += frame.height;
     d.release(d.advance(false, context), false, "");
-  } catch (...) {
-    d.reset();
-    throw;
   }
 }
 
@@ -268,13 +278,14 @@ std::vector<FrameRegion> WebStream::finish(const std::string& why, StreamContext
   if (!d.open) return orphans;
   try {
     torch::InferenceMode guard;
+    const auto scope = stream_scope(context, d.detector.device());  // where the pixels were uploaded
     if (d.pending.empty()) {
       for (const auto& w : d.regions->close_all(why)) orphans.push_back(d.to_frame(w, nullptr));
     } else {
       d.release(d.advance(true, context), true, why);
     }
   } catch (...) {
-    d.reset();
+    d.reset(true);
     throw;
   }
   d.reset();
@@ -287,14 +298,16 @@ std::vector<FrameRegion> WebStream::drop(const std::string& why, std::vector<uin
   if (d.open) {
     for (const auto& w : d.regions->close_all(why)) closed.push_back(d.to_frame(w, nullptr));
     if (dropped) {
+      for (const auto& b : d.ready) dropped->push_back(b.tag);
       for (const auto& p : d.pending) dropped->push_back(p.tag);
     }
   }
-  d.reset();
+  d.reset(true);
   return closed;
 }
 
 size_t WebStream::pending() const { return impl_->pending.size(); }
+size_t WebStream::ready() const { return impl_->ready.size(); }
 int64_t WebStream::next_row() const { return impl_->open ? impl_->web_row0 + impl_->total : -1; }
 int64_t WebStream::held_rows() const {
   return impl_->pixels.defined() ? impl_->pixels.size(0) : 0;

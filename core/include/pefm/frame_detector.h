@@ -75,6 +75,8 @@ class FrameDetector {
   // Tile size the model was trained on (pefm-train --tile), 0 for whole images; throws
   // std::invalid_argument for a stored value outside 0 and kMinTileSize..65536.
   int trained_tile() const;
+  // The model's input size in pixels (a tile of tile-size pixels becomes input_size ones).
+  int64_t input_size() const;
   // Where it runs, as resolve_device() accepts it ("cpu", "cuda:0").
   std::string device() const;
 

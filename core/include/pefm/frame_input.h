@@ -34,6 +34,11 @@ struct FrameInput {
 // they stay in host memory (the detector moves them).
 FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context = nullptr);
 
+// With a `context` on a CUDA `device`: a FrameInput without pixels whose scope makes the
+// context's stream current while it lives (work that continues a frame's, such as the end
+// of a web); else an empty one.
+FrameInput stream_scope(StreamContext* context, const torch::Device& device);
+
 // The frame as float RGB in 0..1, [H, W, 3]: packed formats reordered, gray replicated,
 // YUV converted with the frame's matrix (kr, kb) and range, chroma repeated (nearest). This
 // is what the detector sees of a frame.

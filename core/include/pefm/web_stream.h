@@ -56,7 +56,8 @@ class WebStream {
   // starts a web anywhere; later ones must continue it: the same width and format, starting
   // where the last one ended (else std::invalid_argument: a discontinuity is the caller's
   // to report, with finish()). Also throws what FrameDetector::process throws (bad frames,
-  // tilings, Cancelled); the web is then dropped.
+  // tilings, Cancelled). Whatever it throws, the web is dropped with every result not yet
+  // taken (start again with the next buffer).
   void push(const FrameView& frame, int64_t web_row, uint64_t tag, const Thresholds& thresholds,
             StreamContext* context = nullptr);
 
@@ -70,17 +71,21 @@ class WebStream {
   std::vector<FrameRegion> finish(const std::string& why, StreamContext* context = nullptr);
 
   // Forgets the web without scoring the rest (flush): returns the tags of the buffers that
-  // were pending (never ready) in `dropped`, and the regions that were open, closed with
-  // `why` (web extents only).
+  // were pending in `dropped` (results ready and not taken are forgotten too), and the
+  // regions that were open, closed with `why` (web extents only).
   std::vector<FrameRegion> drop(const std::string& why, std::vector<uint64_t>* dropped = nullptr);
 
   size_t pending() const;
+  // Results ready and not yet taken.
+  size_t ready() const;
   // Web row the next buffer must start at; -1 when no web is open.
   int64_t next_row() const;
   // Frame rows of pixels held now (the memory the web costs beyond the pending buffers).
   int64_t held_rows() const;
 
  private:
+  void push_checked(const FrameView& frame, int64_t web_row, uint64_t tag, const Thresholds& thresholds,
+                    StreamContext* context);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
