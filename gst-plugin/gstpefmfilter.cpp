@@ -50,6 +50,7 @@
 #include <chrono>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -822,44 +823,55 @@ pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & f
     post_frame_message (self, buf, frame_number, fs.thresholds, nullptr, why, fs.scale);
 }
 
-/* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
- * copied), runs the detector and draws the overlay. Errors are posted here. */
+/* Maps @buf (for writing when @write), runs @work on the frame and records its processing
+ * time; what @work throws is posted as the element's error naming @what ("frame 12"). */
 static GstFlowReturn
-inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
-    pefm::FrameResult * result)
+run_on_frame (GstPefmFilter * self, GstBuffer * buf, bool write, const std::string & what,
+    const std::function < void (const pefm::FrameView &) > &work)
 {
   GstVideoFilter *filter = GST_VIDEO_FILTER (self);
-  const bool draw = fs.overlay != pefm::OverlayMode::kNone;
   GstVideoFrame frame;
-  if (!gst_video_frame_map (&frame, &filter->in_info, buf, draw ? GST_MAP_READWRITE : GST_MAP_READ)) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map frame %" G_GUINT64_FORMAT " for %s", frame_number,
-            draw ? "drawing" : "reading"), (NULL));
+  if (!gst_video_frame_map (&frame, &filter->in_info, buf, write ? GST_MAP_READWRITE : GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map %s for %s", what.c_str (),
+            write ? "drawing" : "reading"), (NULL));
     return GST_FLOW_ERROR;
   }
   const pefm::FrameView view = frame_view (self, &frame);
   const auto t0 = std::chrono::steady_clock::now ();
   GstFlowReturn ret = GST_FLOW_OK;
   try {
-    *result = detect (self, view, fs.thresholds, fs.tiles, fs.threads);
-    pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, result->region_level);
+    work (view);
   } catch (const pefm::Cancelled &) {
-    GST_DEBUG_OBJECT (self, "frame %" G_GUINT64_FORMAT " abandoned: stopping", frame_number);
+    GST_DEBUG_OBJECT (self, "%s abandoned: stopping", what.c_str ());
     ret = GST_FLOW_FLUSHING;
   } catch (const std::invalid_argument & e) {
     /* a frame or setting pefm refuses; what() names the property (tile-size, tile-overlap)
      * or what the frame lacks */
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect frame %" G_GUINT64_FORMAT " (%dx%d): %s",
-            frame_number, view.width, view.height, e.what ()), (NULL));
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect %s (%dx%d): %s", what.c_str (), view.width,
+            view.height, e.what ()), (NULL));
     ret = GST_FLOW_ERROR;
   } catch (const std::exception & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on frame %" G_GUINT64_FORMAT,
-            frame_number), ("%s", e.what ()));
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on %s", what.c_str ()),
+        ("%s", e.what ()));
     ret = GST_FLOW_ERROR;
   }
   gst_video_frame_unmap (&frame);
   if (ret == GST_FLOW_OK)
     note_processing_time (self, elapsed_since (t0), false);
   return ret;
+}
+
+/* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
+ * copied), runs the detector and draws the overlay. Errors are posted here. */
+static GstFlowReturn
+inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
+    pefm::FrameResult * result)
+{
+  return run_on_frame (self, buf, fs.overlay != pefm::OverlayMode::kNone,
+      "frame " + std::to_string (frame_number), [&](const pefm::FrameView & view) {
+        *result = detect (self, view, fs.thresholds, fs.tiles, fs.threads);
+        pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, result->region_level);
+      });
 }
 
 /* GST_FLOW_OK when caps are negotiated and a model is loaded; else the error, posted. */
@@ -1096,32 +1108,17 @@ web_submit (GstPefmFilter * self, GstBuffer * buf)
     gst_buffer_unref (buf);
     return ret;
   }
-  GstVideoFrame frame;
-  if (!gst_video_frame_map (&frame, &filter->in_info, buf, GST_MAP_READ)) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map frame %" G_GUINT64_FORMAT " for reading",
-            frame_number), (NULL));
+  /* PefmWeb::push takes buf, even when it throws (the mapping holds its own reference);
+   * when the frame cannot be mapped it is not taken */
+  bool taken = false;
+  ret = run_on_frame (self, buf, false, "the buffer at web row " + std::to_string (st.web->next_row ()),
+      [&](const pefm::FrameView & view) {
+        pefm::use_cpu_threads (fs.threads);
+        taken = true;
+        st.web->push (buf, view, fs.thresholds, st.stream.get ());
+      });
+  if (!taken)
     gst_buffer_unref (buf);
-    return GST_FLOW_ERROR;
-  }
-  const pefm::FrameView view = frame_view (self, &frame);
-  const auto t0 = std::chrono::steady_clock::now ();
-  try {
-    pefm::use_cpu_threads (fs.threads);
-    st.web->push (buf, view, fs.thresholds, st.stream.get ());    /* takes buf, even when it throws */
-  } catch (const pefm::Cancelled &) {
-    ret = GST_FLOW_FLUSHING;
-  } catch (const std::invalid_argument & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect the %dx%d buffer at web row %" G_GUINT64_FORMAT ": %s",
-            view.width, view.height, st.web->next_row (), e.what ()), (NULL));
-    ret = GST_FLOW_ERROR;
-  } catch (const std::exception & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on the buffer at web row %"
-            G_GUINT64_FORMAT, st.web->next_row ()), ("%s", e.what ()));
-    ret = GST_FLOW_ERROR;
-  }
-  gst_video_frame_unmap (&frame);
-  if (ret == GST_FLOW_OK)
-    note_processing_time (self, elapsed_since (t0), false);
   return ret;
 }
 

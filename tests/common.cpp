@@ -188,6 +188,18 @@ torch::Tensor web_texture(int64_t h, int64_t w, uint64_t seed) {
   return (img.clamp(0, 1) * 255).round().to(torch::kUInt8);
 }
 
+pefm::FrameView rgb_view(const torch::Tensor& img) {
+  pefm::FrameView v;
+  v.format = pefm::FrameFormat::kRGB;
+  v.height = static_cast<int>(img.size(0));
+  v.width = static_cast<int>(img.size(1));
+  v.planes[0] = img.data_ptr<uint8_t>();
+  v.strides[0] = v.width * 3;
+  return v;
+}
+
+torch::Tensor map_of(const pefm::FrameResult& r) { return torch::tensor(r.map).view({r.map_height, r.map_width}); }
+
 torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto ys = torch::arange(h, torch::kFloat32).view({h, 1});

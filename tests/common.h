@@ -8,6 +8,8 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "pefm/frame.h"
+#include "pefm/frame_result.h"
 #include "pefm/model.h"
 #include "sanitized.h"
 
@@ -102,6 +104,11 @@ torch::Tensor web_texture(int64_t h, int64_t w, uint64_t seed);
 torch::Tensor texture_image(int64_t h, int64_t w, uint64_t seed);
 // Copy of `img` with a bright square of `size` px at (y, x).
 torch::Tensor paste_patch(const torch::Tensor& img, int64_t y, int64_t x, int64_t size);
+
+// A contiguous [H, W, 3] uint8 RGB tensor as the frame the core reads (no copy).
+pefm::FrameView rgb_view(const torch::Tensor& img);
+// A FrameResult's map as an [h, w] tensor.
+torch::Tensor map_of(const pefm::FrameResult& r);
 
 // Decodes an uncompressed 24/32-bit BMP into [H, W, 3] uint8 RGB.
 torch::Tensor read_bmp(const std::string& path);

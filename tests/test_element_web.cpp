@@ -167,14 +167,8 @@ std::vector<Piece> consecutive(int n) {
 std::vector<Box> whole_strip_regions(const torch::Tensor& strip) {
   const auto det = pefm::FrameDetector::acquire(web_model(), {"cpu"});
   const auto img = strip.contiguous();
-  pefm::FrameView v;
-  v.format = pefm::FrameFormat::kRGB;
-  v.height = static_cast<int>(img.size(0));
-  v.width = static_cast<int>(img.size(1));
-  v.planes[0] = img.data_ptr<uint8_t>();
-  v.strides[0] = v.width * 3;
   std::vector<Box> out;
-  for (const auto& g : det->process(v, {}, {64, 16}).regions) {
+  for (const auto& g : det->process(pefm_test::rgb_view(img), {}, {64, 16}).regions) {
     out.push_back({static_cast<guint64>(g.y), static_cast<guint64>(g.height), g.x, g.width});
   }
   return out;

@@ -10,27 +10,15 @@
 
 namespace {
 
+using pefm_test::map_of;
 using pefm_test::paste_patch;
+using pefm_test::rgb_view;
 using pefm_test::texture_image;
 
 // An uncalibrated tiny model (64 px input): maps are raw and unclamped.
 pefm::FrameDetector& detector() {
   static pefm::FrameDetector det(pefm_test::tiny_model(21), {"cpu"});
   return det;
-}
-
-pefm::FrameView rgb_view(torch::Tensor& img) {
-  pefm::FrameView v;
-  v.format = pefm::FrameFormat::kRGB;
-  v.height = static_cast<int>(img.size(0));
-  v.width = static_cast<int>(img.size(1));
-  v.planes[0] = img.data_ptr<uint8_t>();
-  v.strides[0] = v.width * 3;
-  return v;
-}
-
-torch::Tensor map_of(const pefm::FrameResult& r) {
-  return torch::tensor(r.map).view({r.map_height, r.map_width});
 }
 
 torch::Tensor process(torch::Tensor img, const pefm::TileOptions& tiles) {

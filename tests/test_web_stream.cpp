@@ -19,7 +19,9 @@
 
 namespace {
 
+using pefm_test::map_of;
 using pefm_test::paste_patch;
+using pefm_test::rgb_view;
 using pefm_test::texture_image;
 
 // An uncalibrated tiny model (64 px input): raw maps, thresholds on the raw scale.
@@ -33,20 +35,6 @@ std::shared_ptr<pefm::FrameDetector> trained() {
   static auto det =
       std::make_shared<pefm::FrameDetector>(pefm_test::trained_texture_model(64, 64, true), pefm::DetectorOptions{"cpu"});
   return det;
-}
-
-pefm::FrameView rgb_view(const torch::Tensor& img) {
-  pefm::FrameView v;
-  v.format = pefm::FrameFormat::kRGB;
-  v.height = static_cast<int>(img.size(0));
-  v.width = static_cast<int>(img.size(1));
-  v.planes[0] = img.data_ptr<uint8_t>();
-  v.strides[0] = v.width * 3;
-  return v;
-}
-
-torch::Tensor map_of(const pefm::FrameResult& r) {
-  return torch::tensor(r.map).view({r.map_height, r.map_width});
 }
 
 // The strip inspected as one frame.
