@@ -83,11 +83,26 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
   return out;
 }
 
+namespace {
+
+// The NaN policy on a raw map: float32, contiguous, on the CPU, NaN 0, infinities the
+// largest float.
+torch::Tensor finite_raw(const torch::Tensor& raw_map) {
+  return torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
+                           std::numeric_limits<float>::max(), 0.0);
+}
+
+// A finite raw map normalised (NaN from the calibration's arithmetic: 0).
+torch::Tensor normalized_finite(const torch::Tensor& raw, const Calibration& calibration) {
+  return torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+}
+
+}  // namespace
+
 FrameResult score_map(const torch::Tensor& raw_map, const Calibration& calibration, const Thresholds& thresholds,
                       int width, int height) {
-  const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
-                                     std::numeric_limits<float>::max(), 0.0);
-  const auto norm = normalized_map(raw, calibration);
+  const auto raw = finite_raw(raw_map);
+  const auto norm = normalized_finite(raw, calibration);
   FrameResult r;
   r.raw_score = raw.max().item<float>();
   r.score = static_cast<float>(calibration.normalize(static_cast<double>(r.raw_score)));
@@ -102,8 +117,7 @@ FrameResult score_map(const torch::Tensor& raw_map, const Calibration& calibrati
 }
 
 torch::Tensor normalized_map(const torch::Tensor& raw_map, const Calibration& calibration) {
-  const auto raw = torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32), 0.0, std::numeric_limits<float>::max(), 0.0);
-  return torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+  return normalized_finite(finite_raw(raw_map), calibration);
 }
 
 float region_level(const Calibration& calibration, const Thresholds& thresholds) {

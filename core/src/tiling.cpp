@@ -6,9 +6,11 @@
 
 namespace pefm {
 
+int tile_step(int tile, int overlap) { return std::max(1, tile - std::max(0, std::min(overlap, tile - 1))); }
+
 std::vector<int> tile_origins(int length, int tile, int overlap) {
   if (tile <= 0 || length <= tile) return {0};
-  const int step = std::max(1, tile - std::max(0, std::min(overlap, tile - 1)));
+  const int step = tile_step(tile, overlap);
   std::vector<int> out;
   for (int o = 0;; o += step) {
     if (o + tile >= length) {

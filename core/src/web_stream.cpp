@@ -57,7 +57,7 @@ struct WebStream::Impl {
   std::optional<WebRegions> regions;
 
   double scale() const { return static_cast<double>(detector.image_size()) / tiles.size; }
-  int step() const { return std::max(1, tiles.size - std::clamp(tiles.overlap, 0, tiles.size - 1)); }
+  int step() const { return tile_step(tiles.size, tiles.overlap); }
   int64_t map_row(int64_t frame_row) const { return std::llround(static_cast<double>(frame_row) * scale()); }
 
   // Closes the web; `drop_ready` also forgets the results not yet taken (after an error).
@@ -140,6 +140,11 @@ struct WebStream::Impl {
     return g;
   }
 
+  // The blended raw map of map rows [m0, m1).
+  torch::Tensor blended(int64_t m0, int64_t m1) const {
+    return acc.slice(0, m0 - acc_row0, m1 - acc_row0) / wsum.slice(0, m0 - acc_row0, m1 - acc_row0).clamp_min(1e-6);
+  }
+
   // Makes the pending buffers whose map rows (and, unless `at_end`, the next map row) are
   // below `final_row` ready; at the end, the last one takes the open regions closed `why`.
   void release(int64_t final_row, bool at_end, const std::string& why) {
@@ -149,20 +154,17 @@ struct WebStream::Impl {
       const int64_t m0 = map_row(p.row), m1 = map_row(p.row + p.rows);
       const bool last = pending.size() == 1;
       if (!at_end && m1 + 1 > final_row) break;
-      const auto raw = acc.slice(0, m0 - acc_row0, m1 - acc_row0) / wsum.slice(0, m0 - acc_row0, m1 - acc_row0).clamp_min(1e-6);
       WebBuffer b;
       b.tag = p.tag;
       b.web_row = web_row0 + p.row;
       b.rows = p.rows;
       b.thresholds = p.thresholds;
-      b.result = score_map(raw, cal, p.thresholds, width, p.rows);
+      b.result = score_map(blended(m0, m1), cal, p.thresholds, width, p.rows);
       auto ended = regions->add_band(m0, b.result.map.data(), m1 - m0, b.result.region_level);
       std::vector<WebRegion> more;
       if (!last) {
         const auto& next = pending[1];
-        const auto row = normalized_map(acc.slice(0, m1 - acc_row0, m1 + 1 - acc_row0) /
-                                            wsum.slice(0, m1 - acc_row0, m1 + 1 - acc_row0).clamp_min(1e-6),
-                                        cal);
+        const auto row = normalized_map(blended(m1, m1 + 1), cal);
         more = regions->end_unless_continued(row.data_ptr<float>(), region_level(cal, next.thresholds));
       } else if (at_end) {
         more = regions->close_all(why);
@@ -206,7 +208,7 @@ WebStream::WebStream(std::shared_ptr<FrameDetector> detector, const TileOptions&
 WebStream::~WebStream() = default;
 
 int64_t WebStream::held_rows_bound(const TileOptions& tiles, int64_t model_input) {
-  const int64_t step = std::max(1, tiles.size - std::clamp(tiles.overlap, 0, tiles.size - 1));
+  const int64_t step = tile_step(tiles.size, tiles.overlap);
   const int64_t map_row_rows = (tiles.size + model_input - 1) / std::max<int64_t>(1, model_input);
   return tiles.size + step + map_row_rows + 1;
 }

@@ -29,4 +29,8 @@ void check_tiles(const TileOptions& tiles, int width, int height, int64_t input_
 // the end; a frame shorter than a tile gets one tile of the frame's length.
 std::vector<int> tile_origins(int length, int tile, int overlap);
 
+// The distance between neighbouring tile origins (tile - overlap, the overlap clamped to
+// 0..tile-1): tile_origins' grid, and the grid continuous mode lays on a web.
+int tile_step(int tile, int overlap);
+
 }  // namespace pefm
