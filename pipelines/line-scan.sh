@@ -19,6 +19,8 @@ model=$1 in=$2 out=$3
 shift 3
 [ -d "$in" ] || { echo "line-scan.sh: '$in' is not a folder" >&2; exit 2; }
 mkdir -p "$out"
+# the overlays are NNNNN.png, the names strips have: never write them over the strips
+[ "$(realpath "$in")" != "$(realpath "$out")" ] || { echo "line-scan.sh: OUT_DIR '$out' is the strips folder; give another" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 n=0
