@@ -313,7 +313,8 @@ calibration_structure (const pefm::DecisionInfo & d)
         "asked-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_target,
         "stated-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_bound,
         "false-alarm-upper95", G_TYPE_DOUBLE, d.false_alarm_upper95,
-        "folds", G_TYPE_INT64, d.folds, NULL);
+        "folds", G_TYPE_INT64, d.folds,
+        "groups", G_TYPE_INT64, d.groups, NULL);
   if (std::isfinite (d.region_rate_target))
     gst_structure_set (s,
         "asked-pixel-false-alarm-rate", G_TYPE_DOUBLE, d.region_rate_target,
@@ -1497,7 +1498,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * conformal threshold (pefm-train --false-alarm-rate) "asked-false-alarm-rate",
    * "stated-false-alarm-rate" (what the threshold guarantees for a new normal frame at
    * threshold 0.5), "false-alarm-upper95" (the rate at most, with 95 % confidence over the
-   * calibration images) and "folds"; for a model with a region threshold
+   * calibration images), "folds" and "groups" (the exchangeable groups the images formed,
+   * pefm-train --groups; "images" when each stood alone); for a model with a region threshold
    * "asked-pixel-false-alarm-rate", "pixel-false-alarm-rate" (the fraction of normal
    * calibration pixels at or above it) and "images-with-regions" (the fraction of normal
    * calibration images holding a region at region-threshold 0.5). The rates hold at

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <cmath>
+#include <numeric>
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -93,6 +94,97 @@ TEST(FalseAlarmThreshold, NewNormalScoresExceedItAtTheStatedRate) {
   // Exceeded in about 5 % of calibration sets (sd 0.0034).
   EXPECT_NEAR(above_upper95 / double(trials), 0.05, 0.012);
   EXPECT_LT(mean3std_alarms / double(trials), 0.05) << "mean + 3 std states no rate; here it is far below 0.1";
+}
+
+// With groups of one image each the grouped rule is the image rule.
+TEST(FalseAlarmThreshold, GroupsOfOneAreTheImageRule) {
+  const auto draws = torch::rand({57}, at::make_generator<at::CPUGeneratorImpl>(11)).to(torch::kFloat64);
+  const std::vector<double> s(draws.data_ptr<double>(), draws.data_ptr<double>() + draws.numel());
+  std::vector<int64_t> own(s.size());
+  std::iota(own.begin(), own.end(), int64_t{100});
+  for (double target : {0.01, 0.05, 0.1, 0.3}) {
+    const auto a = pefm::conformal_threshold(s, target), b = pefm::conformal_threshold(s, target, own);
+    EXPECT_EQ(a.threshold, b.threshold) << target;
+    EXPECT_EQ(a.rank, b.rank) << target;
+    EXPECT_NEAR(a.bound, b.bound, 1e-12) << target;
+    EXPECT_EQ(a.enough, b.enough) << target;
+    EXPECT_EQ(b.units, 57);
+    EXPECT_DOUBLE_EQ(a.above, b.above) << target;
+  }
+}
+
+// Groups are the units: an image weighs 1 / |its group|, and the groups (not the images)
+// set what the data supports.
+TEST(FalseAlarmThreshold, GroupsAreTheUnits) {
+  const std::vector<double> s = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<int64_t> g = {0, 0, 1, 1, 2, 2, 3, 3};
+  // (W + 1) / 5 <= 0.4: W(6) = 1 (7 and 8, half a group each), W(5) = 1.5.
+  auto t = pefm::conformal_threshold(s, 0.4, g);
+  EXPECT_TRUE(t.enough);
+  EXPECT_DOUBLE_EQ(t.threshold, 6.0);
+  EXPECT_EQ(t.rank, 6);
+  EXPECT_EQ(t.units, 4);
+  EXPECT_DOUBLE_EQ(t.above, 1.0);
+  EXPECT_NEAR(t.bound, 0.4, 1e-12);
+  // As 8 separate images the same target allows 3 above: rank ceil(9 * 0.6) = 6, bound 1/3.
+  EXPECT_NEAR(pefm::conformal_threshold(s, 0.4).bound, 1.0 / 3, 1e-12);
+  // 4 groups support 1/5 at best; 8 images would support 1/9.
+  t = pefm::conformal_threshold(s, 0.15, g);
+  EXPECT_FALSE(t.enough);
+  EXPECT_DOUBLE_EQ(t.threshold, 8.0);
+  EXPECT_NEAR(t.bound, 0.2, 1e-12);
+  EXPECT_TRUE(pefm::conformal_threshold(s, 0.15).enough);
+  // Ties: equal scores are never above one another.
+  t = pefm::conformal_threshold({1, 2, 2, 2, 3}, 0.5, {0, 1, 2, 3, 4});
+  EXPECT_DOUBLE_EQ(t.threshold, 2.0);
+  EXPECT_EQ(t.rank, 4);
+  EXPECT_NEAR(t.bound, 2.0 / 6, 1e-12);
+  EXPECT_THROW(pefm::conformal_threshold(s, 0.4, {0, 1}), std::invalid_argument);
+
+  pefm::Calibration c;
+  c.set_false_alarm_threshold(s, 0.4, 2, g);
+  EXPECT_EQ(c.groups, 4);
+  EXPECT_DOUBLE_EQ(c.false_alarm_upper95, pefm::clopper_pearson_upper(1, 4));
+  c.set_false_alarm_threshold(s, 0.4, 2);
+  EXPECT_EQ(c.groups, 8);
+}
+
+// The grouped guarantee by simulation: a production line where some parts are photographed
+// once and others nine times, and the once-photographed parts score higher (another
+// fixture, say). A new image comes from a new part. Pooling images as if each were its own
+// part lets the nine-image parts set the threshold, and new images exceed it far more often
+// than stated; the grouped rule holds the rate for images of new parts.
+TEST(FalseAlarmThreshold, GroupedRuleHoldsForImagesOfNewGroups) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const int trials = 3000, m = 40;
+  int grouped_alarms = 0, pooled_alarms = 0;
+  for (int trial = 0; trial < trials; ++trial) {
+    // m + 1 parts: part m is the new one. Size 1 or 9 with equal odds; a part's offset
+    // (N(0, 1), + 1.5 for single captures) shared by its images, plus N(0, 0.3) each.
+    const auto kind = torch::rand({m + 1}, gen).lt(0.5);
+    const auto offset = torch::randn({m + 1}, gen).to(torch::kFloat64) + kind.to(torch::kFloat64) * 1.5;
+    std::vector<double> s;
+    std::vector<int64_t> g;
+    double fresh = 0;
+    for (int p = 0; p <= m; ++p) {
+      const int size = kind[p].item<bool>() ? 1 : 9;
+      const auto v = offset[p] + torch::randn({size}, gen).to(torch::kFloat64) * 0.3;
+      if (p == m) {
+        fresh = v[torch::randint(size, {1}, gen).item<int64_t>()].item<double>();
+        break;
+      }
+      for (int i = 0; i < size; ++i) {
+        s.push_back(v[i].item<double>());
+        g.push_back(p);
+      }
+    }
+    grouped_alarms += fresh > pefm::conformal_threshold(s, 0.1, g).threshold;
+    pooled_alarms += fresh > pefm::conformal_threshold(s, 0.1).threshold;
+  }
+  const double grouped = grouped_alarms / double(trials), pooled = pooled_alarms / double(trials);
+  EXPECT_LE(grouped, 0.1 + 0.011) << "binomial sd 0.0055";
+  EXPECT_GE(grouped, 0.06) << "the grouped rule should not be far more careful than it says";
+  EXPECT_GT(pooled, 0.15) << "pooling images of unequal parts should break the stated rate here";
 }
 
 TEST(FalseAlarmThreshold, ClopperPearsonUpperBound) {

@@ -164,7 +164,7 @@ TEST_F(Cli, HelpListsEveryOptionAndUnknownOptionsFail) {
   EXPECT_EQ(h.status, 0);
   for (const char* opt : {"--data", "--output", "--source", "--target", "--image-size", "--epochs", "--batch-size",
                           "--lr", "--weight-decay", "--latent", "--pe", "--device", "--seed", "--val-fraction",
-                          "--folds", "--false-alarm-rate", "--threads", "--resume"}) {
+                          "--folds", "--groups", "--false-alarm-rate", "--threads", "--resume"}) {
     EXPECT_NE(h.output.find(opt), std::string::npos) << opt;
   }
   const auto bad = run({train_bin(), "--bogus", "1"});
@@ -843,6 +843,69 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
   *(std::find(one.begin(), one.end(), "--folds") + 1) = "1";
   r = run(one);
   EXPECT_EQ(r.status, 2) << r.output;
+}
+
+// --groups: images of one part (several captures) never straddle a split, and the stated
+// rate counts parts. Seven, two and one images: with 3 folds, each fold scores a whole part.
+TEST_F(Cli, GroupsKeepAPartOnOneSideOfEverySplit) {
+  const auto write_groups = [&](const std::string& name, const std::string& extra, int last) {
+    std::ofstream f(out_.file(name));
+    f << "file,group\n# captures of three parts\n" << extra;
+    for (int i = 0; i <= last; ++i) {
+      // Relative to the groups file's folder (7 of them), or absolute.
+      const auto image = dir_->file("good/" + std::to_string(100 + i) + ".png");
+      f << (i < 7 ? fs::relative(image, out_.path()).string() : image) << "," << (i < 7 ? "A" : i < 9 ? "B" : "C") << "\n";
+    }
+    f << dir_->file("cat/test/good/000.png") << ",D\n";  // not a training image: ignored
+    return out_.file(name);
+  };
+  const auto groups = write_groups("groups.csv", "", 9);
+  auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 1);
+  *(std::find(args.begin(), args.end(), "--folds") + 1) = "3";
+  args.erase(std::find(args.begin(), args.end(), "--val-fraction"), std::find(args.begin(), args.end(), "--val-fraction") + 2);
+  args.insert(args.end(), {"--false-alarm-rate", "0.3", "--groups", groups});
+  auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* says : {"groups: 10 images in 3 groups (1 entries name no training image: ignored)",
+                           "trained on 3, scored 7", "trained on 8, scored 2", "trained on 9, scored 1",
+                           "a new normal image of a new group exceeds it", "10 images in 3 groups, each scored",
+                           "did not train on its group", "over these calibration groups"})
+    EXPECT_NE(r.output.find(says), std::string::npos) << says << "\n" << r.output;
+  const auto model = pefm::load_model(out_.file("m.pt"));
+  EXPECT_EQ(model.calibration.groups, 3);
+  EXPECT_EQ(model.calibration.images, 10);
+  EXPECT_NEAR(model.calibration.false_alarm_bound, 0.25, 1e-9);  // (0 + 1) / (3 + 1): the largest score
+  EXPECT_EQ(model.training.at("groups"), fs::weakly_canonical(groups).string());
+  // pefm-eval says what the stated rate counts.
+  const auto json = out_.file("eval.json");
+  r = run({eval_bin(), "--model", out_.file("m.pt"), "--data", dir_->file("cat"), "--device", "cpu", "--json", json});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("with 95 % confidence over its calibration groups"), std::string::npos) << r.output;
+  EXPECT_EQ(parse_json(pefm_test::slurp(json)).at("operating_point").at("calibration_groups"), 3);
+
+  // A hold-out takes whole parts too: 7, 2 or 1 images, never round(0.34 * 10) = 3.
+  auto hold = tiny_train(dir_->file("good"), out_.file("h.pt"), 1);
+  *(std::find(hold.begin(), hold.end(), "--val-fraction") + 1) = "0.34";
+  hold.insert(hold.end(), {"--groups", groups});
+  r = run(hold);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto held = std::stoi(pefm::load_model(out_.file("h.pt")).training.at("val_images"));
+  EXPECT_TRUE(held == 7 || held == 2 || held == 1) << held;
+
+  // An image without a group, a malformed line, an image in two groups: refused, named.
+  const auto refused = [&](const std::string& file, const std::string& says) {
+    auto a = args;
+    *(std::find(a.begin(), a.end(), "--groups") + 1) = file;
+    const auto e = run(a);
+    EXPECT_EQ(e.status, 2) << e.output;
+    EXPECT_NE(e.output.find(says), std::string::npos) << says << "\n" << e.output;
+    EXPECT_EQ(e.output.find("epoch 1/"), std::string::npos) << e.output;
+  };
+  refused(write_groups("missing.csv", "", 8), "gives no group for 1 of the 10 training images, e.g. '");
+  refused(write_groups("missing.csv", "", 8), "109.png");
+  refused(write_groups("bad.csv", "no comma here\n", 9), "bad.csv' line 3: expected IMAGE,GROUP");
+  refused(write_groups("twice.csv", dir_->file("good/109.png") + ",A\n", 9), "109.png' is already in group 'A'");
+  refused(out_.file("absent.csv"), "--groups '" + out_.file("absent.csv") + "' cannot be read");
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {

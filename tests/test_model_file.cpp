@@ -99,8 +99,18 @@ TEST_F(ModelFile, AStatedFalseAlarmRateRoundTripsAndAForeignMethodIsRefused) {
   EXPECT_EQ(c.folds, 5);
   EXPECT_DOUBLE_EQ(c.false_alarm_upper95, model_->calibration.false_alarm_upper95);
   EXPECT_DOUBLE_EQ(c.threshold, model_->calibration.threshold);
+  EXPECT_EQ(c.groups, 30);
   // Values no writer makes are refused, naming the key.
   const auto good = model_->calibration;
+  std::vector<int64_t> parts;
+  for (int i = 0; i < 30; ++i) parts.push_back(i / 3);
+  model_->calibration.set_false_alarm_threshold(scores, 0.1, 5, parts);
+  pefm::save_model(*model_, path_);
+  EXPECT_EQ(pefm::load_model(path_).calibration.groups, 10);
+  model_->calibration.groups = 31;
+  pefm::save_model(*model_, path_);
+  EXPECT_NE(error_of([&] { pefm::load_model(path_); }).find("calibration.groups 31 is not in 1..30"), std::string::npos);
+  model_->calibration = good;
   model_->calibration.folds = 1;
   pefm::save_model(*model_, path_);
   EXPECT_NE(error_of([&] { pefm::load_model(path_); }).find("calibration.folds"), std::string::npos);

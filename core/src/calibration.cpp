@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <numeric>
 #include <stdexcept>
 
 #include <torch/torch.h>
@@ -88,11 +90,55 @@ Calibration Calibration::from_normal(const torch::Tensor& maps, const torch::Ten
   return c;
 }
 
-ConformalThreshold conformal_threshold(std::vector<double> scores, double target) {
+namespace {
+
+// conformal_threshold with groups (see calibration.h).
+ConformalThreshold grouped_threshold(const std::vector<double>& scores, double target, const std::vector<int64_t>& group) {
+  std::map<int64_t, int64_t> size;
+  for (int64_t g : group) ++size[g];
+  const auto m = static_cast<int64_t>(size.size());
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
+  const auto level = [&](double w) { return (w + 1.0) / static_cast<double>(m + 1); };
+  // Walking down from the largest score: W(t) of each distinct score t is the weight of
+  // the scores above it. The threshold is the lowest t whose level is still <= target.
+  ConformalThreshold t;
+  t.units = m;
+  t.enough = level(0.0) <= target + 1e-12;
+  double w = 0.0;
+  size_t i = order.size();
+  t.threshold = scores[order.back()];
+  t.rank = static_cast<int64_t>(order.size());
+  while (i > 0) {
+    // scores[order[j]] for j in [lo, i) are equal: the candidate t, with weight w above it.
+    size_t lo = i - 1;
+    while (lo > 0 && scores[order[lo - 1]] == scores[order[i - 1]]) --lo;
+    if (t.enough && level(w) > target + 1e-12) break;
+    t.threshold = scores[order[i - 1]];
+    t.rank = static_cast<int64_t>(i);
+    t.above = w;
+    if (!t.enough) break;  // the largest score, the best the groups support
+    for (size_t j = lo; j < i; ++j) w += 1.0 / static_cast<double>(size[group[order[j]]]);
+    i = lo;
+  }
+  t.bound = level(t.above);
+  return t;
+}
+
+}  // namespace
+
+ConformalThreshold conformal_threshold(std::vector<double> scores, double target, const std::vector<int64_t>& group) {
   if (scores.empty()) throw std::invalid_argument("a false-alarm threshold needs at least one normal image's score");
   if (!(target > 0.0 && target < 1.0)) throw std::invalid_argument("the false-alarm rate must lie in (0, 1)");
   for (double v : scores) {
     if (!std::isfinite(v)) throw std::invalid_argument("a false-alarm threshold got a non-finite score");
+  }
+  if (!group.empty()) {
+    if (group.size() != scores.size())
+      throw std::invalid_argument("a false-alarm threshold got " + std::to_string(group.size()) + " group labels for " +
+                                  std::to_string(scores.size()) + " scores");
+    return grouped_threshold(scores, target, group);
   }
   std::sort(scores.begin(), scores.end());
   const auto n = static_cast<int64_t>(scores.size());
@@ -111,6 +157,8 @@ ConformalThreshold conformal_threshold(std::vector<double> scores, double target
   }
   t.threshold = scores[static_cast<size_t>(t.rank - 1)];
   t.bound = 1.0 - static_cast<double>(t.rank) / static_cast<double>(n + 1);
+  t.units = n;
+  t.above = static_cast<double>(n - t.rank);
   return t;
 }
 
@@ -136,8 +184,9 @@ double clopper_pearson_upper(int64_t k, int64_t n, double confidence) {
   return hi;
 }
 
-void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t fold_count) {
-  const auto t = conformal_threshold(scores, target);
+void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t fold_count,
+                                            const std::vector<int64_t>& group) {
+  const auto t = conformal_threshold(scores, target, group);
   method = "conformal";
   threshold = t.threshold;
   // base (the normalised 0) stays below the threshold: a high rate can put the threshold
@@ -147,8 +196,10 @@ void Calibration::set_false_alarm_threshold(const std::vector<double>& scores, d
   false_alarm_target = target;
   false_alarm_bound = t.bound;
   folds = fold_count;
+  images = static_cast<int64_t>(scores.size());  // the images the threshold was set on
+  groups = t.units;
+  false_alarm_upper95 = clopper_pearson_upper(static_cast<int64_t>(std::ceil(t.above - 1e-9)), t.units);
   const auto n = static_cast<int64_t>(scores.size());
-  false_alarm_upper95 = clopper_pearson_upper(n - t.rank, n);
   int64_t above = 0;
   for (double v : scores) above += v > threshold;
   val_false_positive_rate = static_cast<double>(above) / static_cast<double>(n);

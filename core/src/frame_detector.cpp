@@ -44,6 +44,7 @@ DecisionInfo FrameDetector::decision_info() const {
     d.false_alarm_bound = c.false_alarm_bound;
     d.false_alarm_upper95 = c.false_alarm_upper95;
     d.folds = c.folds;
+    d.groups = c.groups;
   }
   if (std::isfinite(c.region_threshold)) {
     d.region_rate_target = c.region_rate_target;

@@ -134,6 +134,7 @@ Container model_container(const Model& model, const char* format) {
       c.meta["calibration.false_alarm_target"] = fmt(cal.false_alarm_target);
       c.meta["calibration.false_alarm_bound"] = fmt(cal.false_alarm_bound);
       c.meta["calibration.folds"] = std::to_string(cal.folds);
+      c.meta["calibration.groups"] = std::to_string(cal.groups);
       c.meta["calibration.false_alarm_upper95"] = fmt(cal.false_alarm_upper95);
     }
     if (std::isfinite(cal.region_threshold)) {
@@ -310,6 +311,11 @@ Model container_model(const Container& c, const std::string& origin, const char*
       if (cal.folds < 2 || cal.folds > 1000)
         throw ModelFileError("model file '" + origin + "': calibration.folds " + std::to_string(cal.folds) + " is not in 2..1000");
       cal.false_alarm_upper95 = rate("calibration.false_alarm_upper95");
+      // Files from before --groups: every image stood alone.
+      cal.groups = meta.has("calibration.groups") ? meta.integer("calibration.groups") : cal.images;
+      if (cal.groups < 1 || cal.groups > cal.images)
+        throw ModelFileError("model file '" + origin + "': calibration.groups " + std::to_string(cal.groups) +
+                             " is not in 1.." + std::to_string(cal.images) + " (calibration.images)");
     } else if (cal.method != "mean+3std") {
       throw ModelFileError("model file '" + origin + "': unknown calibration.method '" + cal.method + "'");
     }

@@ -350,7 +350,7 @@ int run(int argc, char** argv) {
               << clopper_pearson_upper(d.false_positives, d.false_positives + d.true_negatives) * 100 << " %";
     if (cal.method == "conformal")
       std::cout << "; the model states <= " << cal.false_alarm_bound * 100 << " % (<= " << cal.false_alarm_upper95 * 100
-                << " % with 95 % confidence over its calibration images)";
+                << " % with 95 % confidence over its calibration " << (cal.groups < cal.images ? "groups" : "images") << ")";
     std::cout << "\n";
   }
   else
@@ -420,8 +420,9 @@ int run(int argc, char** argv) {
       o << std::fixed << std::setprecision(2);
       o << "The model states: a new normal image exceeds its threshold with probability at most "
         << cal.false_alarm_bound * 100 << " % (asked " << cal.false_alarm_target * 100 << " %; at most "
-        << cal.false_alarm_upper95 * 100 << " % with 95 % confidence over its " << cal.images
-        << " calibration images). Measured here: " << at_model->false_alarm_rate() * 100 << " %, 95 % upper bound "
+        << cal.false_alarm_upper95 * 100 << " % with 95 % confidence over its " << cal.images << " calibration images"
+        << (cal.groups < cal.images ? " in " + std::to_string(cal.groups) + " groups" : std::string())
+        << "). Measured here: " << at_model->false_alarm_rate() * 100 << " %, 95 % upper bound "
         << clopper_pearson_upper(at_model->false_positives, at_model->false_positives + at_model->true_negatives) * 100
         << " %.";
       rep.stated_rate = o.str();
@@ -477,6 +478,7 @@ int run(int argc, char** argv) {
       operating_point["false_alarm_rate_upper95"] =
           clopper_pearson_upper(at_model->false_positives, at_model->false_positives + at_model->true_negatives);
       operating_point["calibration_images"] = cal.images;
+      operating_point["calibration_groups"] = stated ? cli::Json(cal.groups) : cli::Json(nullptr);
     }
     cli::write_json(json, {{"model", args.get("model")},
                            {"data", args.get("data")},

@@ -2,12 +2,14 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <numeric>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -93,12 +95,50 @@ std::string source_key(const std::string& path) {
   return ec ? path : canonical.string();
 }
 
-// Every sample's source image as a group number: tiles of one image share it, so a split
-// never puts one image on both sides.
-std::vector<size_t> source_groups(const std::vector<Sample>& samples, size_t* n_groups) {
+// --groups: the group of each source image (source_key -> label); empty: each image its own.
+using Groups = std::map<std::string, std::string>;
+
+// The label of a source image: its group's, or its own name.
+const std::string& unit_label(const Groups& groups, const std::string& key) {
+  const auto it = groups.find(key);
+  return it == groups.end() ? key : it->second;
+}
+
+// Reads a --groups file: "image,group" lines (the last comma splits them), the image
+// relative to the file's folder or absolute; blank lines, '#' comments and a "file,group"
+// header are skipped. Throws cli::UsageError naming the file and line.
+Groups read_groups(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw cli::UsageError("--groups '" + path + "' cannot be read");
+  const auto folder = std::filesystem::path(path).parent_path();
+  Groups groups;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[line.find_first_not_of(" \t")] == '#') continue;
+    const auto comma = line.rfind(',');
+    const auto where = "--groups '" + path + "' line " + std::to_string(number) + ": ";
+    if (comma == std::string::npos || comma == 0 || comma + 1 == line.size())
+      throw cli::UsageError(where + "expected IMAGE,GROUP, got '" + line.substr(0, 200) + "'");
+    const std::string file = line.substr(0, comma), label = line.substr(comma + 1);
+    if (number == 1 && file == "file" && label == "group") continue;
+    const auto image = std::filesystem::path(file).is_absolute() ? std::filesystem::path(file) : folder / file;
+    const auto [it, fresh] = groups.emplace(source_key(image.string()), label);
+    if (!fresh && it->second != label)
+      throw cli::UsageError(where + "'" + file + "' is already in group '" + it->second + "'");
+  }
+  if (groups.empty()) throw cli::UsageError("--groups '" + path + "' names no image");
+  return groups;
+}
+
+// Every sample's exchangeable unit as a number: its source image, or with --groups the
+// source image's group. Tiles of one image, and images of one group, share it, so a split
+// never puts them on both sides.
+std::vector<size_t> source_groups(const std::vector<Sample>& samples, const Groups& groups, size_t* n_groups) {
   std::map<std::string, size_t> ids;
   std::vector<size_t> group(samples.size());
-  for (size_t i = 0; i < samples.size(); ++i) group[i] = ids.emplace(source_key(samples[i].path), ids.size()).first->second;
+  for (size_t i = 0; i < samples.size(); ++i)
+    group[i] = ids.emplace(unit_label(groups, source_key(samples[i].path)), ids.size()).first->second;
   *n_groups = ids.size();
   return group;
 }
@@ -161,12 +201,13 @@ std::shared_ptr<Model> train_model(const ModelConfig& config, const std::string&
 }
 
 // Cross-fitting: each source image scored by a model trained, with the same settings,
-// on the other folds only. Returns false when interrupted.
-bool cross_fit(const std::vector<Sample>& samples, int folds, const ModelConfig& config, const std::string& src_weights,
-               const std::string& tgt_weights, const TrainOptions& opts, int64_t epochs, const torch::Device& device,
-               std::vector<torch::Tensor>* maps, std::map<std::string, double>* image_scores) {
+// on the other folds only (folds of whole groups). Returns false when interrupted.
+bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int folds, const ModelConfig& config,
+               const std::string& src_weights, const std::string& tgt_weights, const TrainOptions& opts, int64_t epochs,
+               const torch::Device& device, std::vector<torch::Tensor>* maps,
+               std::map<std::string, double>* image_scores) {
   size_t n_groups = 0;
-  const auto group = source_groups(samples, &n_groups);
+  const auto group = source_groups(samples, groups, &n_groups);
   const auto order = shuffled_groups(n_groups, opts.seed + 1);
   std::vector<int> fold_of(n_groups);
   for (size_t r = 0; r < order.size(); ++r) fold_of[order[r]] = static_cast<int>(r % static_cast<size_t>(folds));
@@ -298,9 +339,11 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   return trials;
 }
 
-// The rule above; fills each trial's gain, its standard error and eligibility. Throws when
-// no variant gave finite scores.
-PeMode choose_pe(std::vector<PeTrial>& trials) {
+// The rule above; fills each trial's gain, its standard error and eligibility. `unit[i]` is
+// probe i's exchangeable unit (source image or --groups group): the gains are averaged per
+// unit and the standard error taken over units, as images of one group are not independent
+// evidence. Throws when no variant gave finite scores.
+PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit) {
   const PeTrial* none = nullptr;
   for (const auto& t : trials) {
     if (t.pe == PeMode::kNone) none = &t;
@@ -317,10 +360,16 @@ PeMode choose_pe(std::vector<PeTrial>& trials) {
   const PeTrial* chosen = none;
   for (auto& t : trials) {
     if (t.pe == PeMode::kNone) continue;
-    std::vector<double> d;
-    for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size(); ++i) {
-      if (std::isfinite(t.per_image[i]) && std::isfinite(none->per_image[i])) d.push_back(t.per_image[i] - none->per_image[i]);
+    std::map<size_t, std::pair<double, int>> per_unit;  // sum of gains, count
+    for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size() && i < unit.size(); ++i) {
+      if (std::isfinite(t.per_image[i]) && std::isfinite(none->per_image[i])) {
+        auto& [sum, count] = per_unit[unit[i]];
+        sum += t.per_image[i] - none->per_image[i];
+        ++count;
+      }
     }
+    std::vector<double> d;
+    for (const auto& [u, sc] : per_unit) d.push_back(sc.first / sc.second);
     if (d.size() < 2) continue;
     double mean = 0, var = 0;
     for (double v : d) mean += v;
@@ -380,6 +429,9 @@ int run(int argc, char** argv) {
   args.option("folds", "K", "cross-fitting folds for the threshold (K extra trainings on (K-1)/K of the images); "
               "0: hold out --val-fraction instead, threshold mean + 3 std, no stated rate", "5");
   args.option("val-fraction", "F", "with --folds 0: share of images held out for calibration", "0.1");
+  args.option("groups", "FILE", "IMAGE,GROUP lines (IMAGE relative to FILE's folder): images of one part or one pass "
+              "(several captures, neighbouring video frames) stay on one side of every split, and the stated rate "
+              "counts groups, not images; every training image needs a group", "");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("tile", "N", "train on N x N tiles of native pixels (line-scan / high resolution; use the same tile-size in pefmfilter)", "0");
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
@@ -463,10 +515,35 @@ int run(int argc, char** argv) {
             << (pe_auto ? std::string("auto") : to_string(config.pe)) << ", " << to_string(config.resize) << " resize, on " << device_name(device) << "\n";
 
   int64_t skipped = 0;
+  const Groups groups = args.has("groups") ? read_groups(args.get("groups")) : Groups{};
   auto samples = load_images(args.all("data"), &skipped);
   if (cli::stop_requested()) {
     std::cout << "interrupted before training; nothing written\n";
     return 130;
+  }
+  if (!groups.empty()) {
+    // Every image in a group; entries for other images (a test set's) are ignored.
+    std::set<std::string> keys, labels;
+    std::string first_missing;
+    int64_t missing = 0;
+    for (const auto& sample : samples) {
+      const auto key = source_key(sample.path);
+      keys.insert(key);
+      const auto it = groups.find(key);
+      if (it != groups.end()) {
+        labels.insert(it->second);
+      } else if (missing++ == 0) {
+        first_missing = sample.path;
+      }
+    }
+    if (missing > 0) {
+      throw cli::UsageError("--groups '" + args.get("groups") + "' gives no group for " + std::to_string(missing) + " of the " +
+                            std::to_string(samples.size()) + " training images, e.g. '" + first_missing +
+                            "' (IMAGE is relative to the groups file's folder)");
+    }
+    std::cout << "groups: " << samples.size() << " images in " << labels.size() << " groups";
+    if (groups.size() > keys.size()) std::cout << " (" << groups.size() - keys.size() << " entries name no training image: ignored)";
+    std::cout << "\n";
   }
   if (tile > 0) {
     // Native-resolution tiles, laid out exactly as pefmfilter tile-size=N cuts frames.
@@ -486,7 +563,7 @@ int run(int argc, char** argv) {
   // With --folds 0, a deterministic hold-out: source images shuffled by seed, the first
   // val_fraction of them (all their tiles) held out.
   size_t n_groups = 0;
-  const auto group = source_groups(samples, &n_groups);
+  const auto group = source_groups(samples, groups, &n_groups);
   const auto order = shuffled_groups(n_groups, opts.seed);
   size_t n_val = static_cast<size_t>(std::llround(val_fraction * static_cast<double>(n_groups)));
   if (val_fraction > 0 && n_val == 0 && n_groups >= 2) n_val = 1;
@@ -500,12 +577,15 @@ int run(int argc, char** argv) {
     // Said before any training: every fold needs an image, and F needs enough of them.
     if (n_groups < static_cast<size_t>(folds)) {
       throw cli::UsageError("--folds " + std::to_string(folds) + " needs at least " + std::to_string(folds) +
-                            " source images; the --data folders hold " + std::to_string(n_groups));
+                            (groups.empty() ? " source images; the --data folders hold "
+                                            : " groups; the --groups file puts the images in ") +
+                            std::to_string(n_groups));
     }
     const auto supported = conformal_threshold(std::vector<double>(n_groups, 0.0), false_alarm_rate);
     if (!supported.enough) {
-      std::cout << "WARNING: too few images for a false-alarm rate of " << percent(false_alarm_rate) << ": "
-                << n_groups << " images support " << percent(supported.bound) << " at best (1/(n+1)); "
+      const char* unit = groups.empty() ? " images" : " groups";
+      std::cout << "WARNING: too few" << unit << " for a false-alarm rate of " << percent(false_alarm_rate) << ": "
+                << n_groups << unit << " support " << percent(supported.bound) << " at best (1/(n+1)); "
                 << static_cast<int64_t>(std::ceil(1.0 / false_alarm_rate - 1.0)) << " are needed\n";
     }
   }
@@ -518,6 +598,7 @@ int run(int argc, char** argv) {
       {"val_fraction", folds > 0 ? "0" : args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
       {"tile", std::to_string(tile)}, {"folds", std::to_string(folds)},
+      {"groups", args.has("groups") ? source_key(args.get("groups")) : std::string()},
       {"false_alarm_rate", args.get("false-alarm-rate")},
       {"pixel_false_alarm_rate", args.get("pixel-false-alarm-rate")},
   };
@@ -538,14 +619,20 @@ int run(int argc, char** argv) {
   if (pe_auto && !args.has("resume")) {
     // Probe images: a fifth of the source images, never the tiles of one image on both sides.
     size_t n_src = 0;
-    const auto src_group = source_groups(train, &n_src);
-    if (n_src < 2) throw cli::UsageError("--pe auto needs at least 2 source images to hold some out");
+    const auto src_group = source_groups(train, groups, &n_src);
+    if (n_src < 2)
+      throw cli::UsageError(groups.empty() ? "--pe auto needs at least 2 source images to hold some out"
+                                           : "--pe auto needs at least 2 groups (--groups) to hold some out");
     const auto src_order = shuffled_groups(n_src, opts.seed + 2);
     const size_t n_probe = std::clamp<size_t>(static_cast<size_t>(std::llround(0.2 * static_cast<double>(n_src))), 1, n_src - 1);
     std::vector<bool> is_probe(n_src, false);
     for (size_t r = 0; r < n_probe; ++r) is_probe[src_order[r]] = true;
     std::vector<Sample> fit, probe;
-    for (size_t i = 0; i < train.size(); ++i) (is_probe[src_group[i]] ? probe : fit).push_back(train[i]);
+    std::vector<size_t> probe_unit;
+    for (size_t i = 0; i < train.size(); ++i) {
+      (is_probe[src_group[i]] ? probe : fit).push_back(train[i]);
+      if (is_probe[src_group[i]]) probe_unit.push_back(src_group[i]);
+    }
     const int64_t search_epochs = std::max<int64_t>(1, (epochs + 2) / 3);
     std::cout << "pe auto: add, none and concat each trained " << search_epochs << " epochs on " << fit.size()
               << " images, scored on " << probe.size() << " held-out images and a synthetic defect in each\n";
@@ -556,8 +643,9 @@ int run(int argc, char** argv) {
       return 130;
     }
     pe_auto_seconds = seconds_since(t_auto);
-    config.pe = choose_pe(trials);
+    config.pe = choose_pe(trials, probe_unit);
     cli::Json evidence = {{"choice", to_string(config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
+                          {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                           {"epochs", search_epochs}, {"seconds", pe_auto_seconds},
                           {"criterion", "none unless add or concat gains per-image pixel AUROC over none on the "
                                         "synthetic defects by more than 2 standard errors and pools no worse "
@@ -616,8 +704,9 @@ int run(int argc, char** argv) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration: " + differs);
     }
     for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile",
-                            "folds", "false_alarm_rate"}) {
-      if (ck.model.training[key] != settings[key]) {
+                            "folds", "groups", "false_alarm_rate"}) {
+      const auto was = ck.model.training.find(key);
+      if ((was == ck.model.training.end() ? std::string() : was->second) != settings[key]) {
         throw cli::UsageError(std::string("--resume: '") + ckpt_path + "' was made with " + key + "=" +
                               ck.model.training[key] + ", this run has " + settings[key]);
       }
@@ -692,17 +781,23 @@ int run(int argc, char** argv) {
     // Cross-fitted scores of every image; the threshold is their conformal quantile.
     std::vector<torch::Tensor> maps;
     std::map<std::string, double> image_scores;
-    if (!cross_fit(train, folds, config, src_weights, tgt_weights, opts, epochs, device, &maps, &image_scores)) {
+    if (!cross_fit(train, groups, folds, config, src_weights, tgt_weights, opts, epochs, device, &maps, &image_scores)) {
       std::cout << "\ninterrupted during cross-fitting: no model written; '" << ckpt_path
                 << "' holds the trained model; run the same command with --resume to calibrate and save\n";
       return 130;
     }
     std::vector<double> scores;
-    for (const auto& [path, v] : image_scores) scores.push_back(v);
+    std::vector<int64_t> score_group;  // with --groups: each score's group
+    std::map<std::string, int64_t> group_ids;
+    for (const auto& [path, v] : image_scores) {
+      scores.push_back(v);
+      if (!groups.empty())
+        score_group.push_back(group_ids.emplace(unit_label(groups, path), static_cast<int64_t>(group_ids.size())).first->second);
+    }
     const auto score_t = torch::tensor(scores, torch::kFloat64);
     const auto normal_maps = torch::cat(maps);
     shared->calibration = Calibration::from_normal(normal_maps, score_t);
-    shared->calibration.set_false_alarm_threshold(scores, false_alarm_rate, folds);
+    shared->calibration.set_false_alarm_threshold(scores, false_alarm_rate, folds, score_group);
     shared->calibration.set_region_threshold(normal_maps, scores, pixel_rate);
   } else {
     // Calibration on the held-out normal images (or, without any, the training images).
@@ -736,16 +831,20 @@ int run(int argc, char** argv) {
               << (pe_auto_seconds > 0 ? ", chosen in " + cli::format_duration(pe_auto_seconds) : std::string(", from the checkpoint"))
               << ")";
   if (cal.method == "conformal") {
-    std::cout << "\n  threshold    " << cal.threshold << " (raw): a new normal image exceeds it with probability <= "
-              << percent(cal.false_alarm_bound) << " (asked: " << percent(cal.false_alarm_target) << "; conformal, "
-              << cal.images << " images each scored by a model of " << cal.folds << " folds that did not train on it)\n";
+    const bool grouped = !groups.empty();
+    std::cout << "\n  threshold    " << cal.threshold << " (raw): a new normal image" << (grouped ? " of a new group" : "")
+              << " exceeds it with probability <= " << percent(cal.false_alarm_bound) << " (asked: "
+              << percent(cal.false_alarm_target) << "; conformal, " << cal.images << " images"
+              << (grouped ? " in " + std::to_string(cal.groups) + " groups," : "") << " each scored by a model of "
+              << cal.folds << " folds that did not train on " << (grouped ? "its group" : "it") << ")\n";
     if (cal.false_alarm_bound > cal.false_alarm_target + 1e-12) {
-      std::cout << "  WARNING      too few images for " << percent(cal.false_alarm_target) << ": " << cal.images
-                << " images support " << percent(cal.false_alarm_bound) << " at best (1/(n+1)); "
+      const char* unit = grouped ? " groups" : " images";
+      std::cout << "  WARNING      too few" << unit << " for " << percent(cal.false_alarm_target) << ": " << cal.groups
+                << unit << " support " << percent(cal.false_alarm_bound) << " at best (1/(n+1)); "
                 << static_cast<int64_t>(std::ceil(1.0 / cal.false_alarm_target - 1.0)) << " are needed\n";
     }
-    std::cout << "  confidence   with 95 % probability over these calibration images the rate is <= "
-              << percent(cal.false_alarm_upper95) << "\n"
+    std::cout << "  confidence   with 95 % probability over these calibration " << (grouped ? "groups" : "images")
+              << " the rate is <= " << percent(cal.false_alarm_upper95) << (grouped ? " (approximate)" : "") << "\n"
               << "               (both hold for scores of the fold models; the shipped model, trained on all images,\n"
               << "               may score new normal images differently: pefm-eval measures the rate on good test images)\n";
   } else {

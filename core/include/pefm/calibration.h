@@ -50,9 +50,14 @@ struct Calibration {
   double false_alarm_target = NAN;     // F asked for (pefm-train --false-alarm-rate)
   double false_alarm_bound = NAN;      // what the threshold guarantees: 1 - k / (n + 1)
   int64_t folds = 0;                   // cross-fitting folds the scores came from
+  // Exchangeable units the images formed (pefm-train --groups: captures of one part, frames
+  // of one pass, which a fold keeps together); `images` when every image stood alone.
+  int64_t groups = 0;
   // With 95 % probability over the draw of the n calibration images, the false-alarm rate
   // of this threshold is at most this (the rate given the calibration set follows
-  // Beta(n + 1 - k, k) for continuous scores: clopper_pearson_upper(n - k, n)).
+  // Beta(n + 1 - k, k) for continuous scores: clopper_pearson_upper(n - k, n)). With groups,
+  // the m groups are the trials and their weight above the threshold (rounded up) the
+  // events: an approximation, as the images of a group are not independent.
   double false_alarm_upper95 = NAN;
 
   // The region threshold: raw pixel score at region-threshold 0.5; NaN when the model has
@@ -85,10 +90,13 @@ struct Calibration {
   static Calibration from_normal(const torch::Tensor& maps, const torch::Tensor& scores);
 
   // Replaces the threshold by the conformal one for `target` (conformal_threshold) on
-  // `scores`, n normal images' scores from models that did not train on them, and records
-  // the rate, its bound and the 95 % bound given the calibration set. Throws
-  // std::invalid_argument for an empty or non-finite `scores` or a target outside (0, 1).
-  void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds);
+  // `scores`, n normal images' scores from models that did not train on them (nor on any
+  // image of their group: `group`, empty when every image stands alone), and records the
+  // rate, its bound and the 95 % bound given the calibration set. Throws
+  // std::invalid_argument for an empty or non-finite `scores`, a `group` of another length
+  // or a target outside (0, 1).
+  void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds,
+                                 const std::vector<int64_t>& group = {});
 
   // Sets the region threshold to the order statistic of the pixel scores in `maps` (normal
   // images' maps, [N, H, W], from models that did not train on them) that at most a
@@ -105,13 +113,25 @@ struct Calibration {
 // <= 1 - k / (n + 1) = bound <= target. With n < 1 / target - 1 there are too few scores
 // for `target`: k is then n (the largest score) and the bound 1 / (n + 1), the smallest
 // rate n scores support.
+//
+// Images in groups (`group[i]`: score i's group; empty: each score alone). Captures of one
+// part, or neighbouring frames of a video, are not exchangeable with each other, only the
+// groups are (a new image comes from a new part). The threshold is then the smallest score
+// t with (W(t) + 1) / (m + 1) <= target, m groups, W(t) the groups' share of images above
+// t (an image weighs 1 / |its group|), and bound = (W(t) + 1) / (m + 1). For a random image
+// of a new group exchangeable with the m, P(new > t) <= target: the same rule on all m + 1
+// groups gives a threshold t* <= t (the new group counts 1 here, at most 1 there), and by
+// exchangeability the new group's share above t* averages the m + 1 shares, at most
+// target. With one image per group this is the rule above (W = n - k).
 struct ConformalThreshold {
   double threshold = 0.0;
-  int64_t rank = 0;  // k, 1-based
+  int64_t rank = 0;    // k, 1-based: the scores at or below the threshold
   double bound = 0.0;
-  bool enough = true;  // n supports `target`
+  bool enough = true;  // n (m) supports `target`
+  int64_t units = 0;   // n, or m with groups
+  double above = 0.0;  // n - k, or W(threshold) with groups
 };
-ConformalThreshold conformal_threshold(std::vector<double> scores, double target);
+ConformalThreshold conformal_threshold(std::vector<double> scores, double target, const std::vector<int64_t>& group = {});
 
 // One-sided upper confidence bound on a binomial rate after `k` events in `n` trials
 // (Clopper-Pearson): the p with P(X <= k | n, p) = 1 - confidence; 1 when k == n.

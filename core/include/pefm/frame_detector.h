@@ -41,6 +41,7 @@ struct DecisionInfo {
                                         // calibration images, the rate at most
   int64_t images = 0;                   // normal images the threshold was set on
   int64_t folds = 0;                    // cross-fitting folds (conformal)
+  int64_t groups = 0;                   // exchangeable groups of those images (conformal)
   // The region threshold (NaN for models without one, whose regions are cut at the image
   // threshold): the pixel false-alarm rate asked for, the fraction of normal calibration
   // pixels at or above it and of normal calibration images holding a region at it.
