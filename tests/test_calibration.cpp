@@ -96,7 +96,8 @@ TEST(FalseAlarmThreshold, NewNormalScoresExceedItAtTheStatedRate) {
   EXPECT_LT(mean3std_alarms / double(trials), 0.05) << "mean + 3 std states no rate; here it is far below 0.1";
 }
 
-// With groups of one image each the grouped rule is the image rule.
+// With groups of one image each the grouped rule is the image rule (continuous scores: no
+// ties).
 TEST(FalseAlarmThreshold, GroupsOfOneAreTheImageRule) {
   const auto draws = torch::rand({57}, at::make_generator<at::CPUGeneratorImpl>(11)).to(torch::kFloat64);
   const std::vector<double> s(draws.data_ptr<double>(), draws.data_ptr<double>() + draws.numel());

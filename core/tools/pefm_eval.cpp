@@ -418,7 +418,8 @@ int run(int argc, char** argv) {
     if (cal.method == "conformal") {
       std::ostringstream o;
       o << std::fixed << std::setprecision(2);
-      o << "The model states: a new normal image exceeds its threshold with probability at most "
+      o << "The model states: " << (cal.groups < cal.images ? "a normal image of a new part" : "a new normal image")
+        << " exceeds its threshold with probability at most "
         << cal.false_alarm_bound * 100 << " % (asked " << cal.false_alarm_target * 100 << " %; at most "
         << cal.false_alarm_upper95 * 100 << " % with 95 % confidence over its " << cal.images << " calibration images"
         << (cal.groups < cal.images ? " in " + std::to_string(cal.groups) + " groups" : std::string())

@@ -99,29 +99,42 @@ std::string source_key(const std::string& path) {
 using Groups = std::map<std::string, std::string>;
 
 // The label of a source image: its group's, or its own name.
-const std::string& unit_label(const Groups& groups, const std::string& key) {
+std::string unit_label(const Groups& groups, const std::string& key) {
   const auto it = groups.find(key);
   return it == groups.end() ? key : it->second;
 }
 
-// Reads a --groups file: "image,group" lines (the last comma splits them), the image
-// relative to the file's folder or absolute; blank lines, '#' comments and a "file,group"
-// header are skipped. Throws cli::UsageError naming the file and line.
+std::string trimmed(const std::string& s) {
+  const auto first = s.find_first_not_of(" \t");
+  return first == std::string::npos ? std::string() : s.substr(first, s.find_last_not_of(" \t") - first + 1);
+}
+
+// Reads a --groups file: "image,group" lines (the last comma splits them: a group name has
+// no comma), the image relative to the file's folder or absolute, spaces around either
+// dropped; blank lines, '#' comments, a UTF-8 byte order mark and a header ("file,group"
+// or "image,group", before any entry) are skipped. Throws cli::UsageError naming the file
+// and line.
 Groups read_groups(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw cli::UsageError("--groups '" + path + "' cannot be read");
   const auto folder = std::filesystem::path(path).parent_path();
   Groups groups;
   std::string line;
+  bool first_entry = true;
   for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos || line[line.find_first_not_of(" \t")] == '#') continue;
+    line = trimmed(line);
+    if (line.empty() || line[0] == '#') continue;
     const auto comma = line.rfind(',');
     const auto where = "--groups '" + path + "' line " + std::to_string(number) + ": ";
-    if (comma == std::string::npos || comma == 0 || comma + 1 == line.size())
+    const std::string file = comma == std::string::npos ? "" : trimmed(line.substr(0, comma));
+    const std::string label = comma == std::string::npos ? "" : trimmed(line.substr(comma + 1));
+    if (file.empty() || label.empty())
       throw cli::UsageError(where + "expected IMAGE,GROUP, got '" + line.substr(0, 200) + "'");
-    const std::string file = line.substr(0, comma), label = line.substr(comma + 1);
-    if (number == 1 && file == "file" && label == "group") continue;
+    const bool header = first_entry && (file == "file" || file == "image") && label == "group";
+    first_entry = false;
+    if (header) continue;
     const auto image = std::filesystem::path(file).is_absolute() ? std::filesystem::path(file) : folder / file;
     const auto [it, fresh] = groups.emplace(source_key(image.string()), label);
     if (!fresh && it->second != label)
@@ -129,6 +142,32 @@ Groups read_groups(const std::string& path) {
   }
   if (groups.empty()) throw cli::UsageError("--groups '" + path + "' names no image");
   return groups;
+}
+
+// What --resume compares: the training images' groups, not the file's name (an edited
+// file would move images across the hold-out; a moved one changes nothing). Empty without
+// --groups.
+std::string groups_digest(const Groups& groups, const std::vector<Sample>& train, const std::vector<Sample>& val) {
+  if (groups.empty()) return "";
+  std::map<std::string, std::string> used;
+  for (const auto* set : {&train, &val}) {
+    for (const auto& s : *set) {
+      const auto key = source_key(s.path);
+      used.emplace(key, unit_label(groups, key));
+    }
+  }
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over "image\0group\0" in image order
+  std::set<std::string> labels;
+  for (const auto& [image, label] : used) {
+    labels.insert(label);
+    for (const auto* part : {&image, &label}) {
+      for (unsigned char c : *part) h = (h ^ c) * 1099511628211ull;
+      h *= 1099511628211ull;  // the 0 separator
+    }
+  }
+  std::ostringstream s;
+  s << used.size() << " images in " << labels.size() << " groups, " << std::hex << h;
+  return s.str();
 }
 
 // Every sample's exchangeable unit as a number: its source image, or with --groups the
@@ -228,18 +267,20 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 
 // --pe auto: the position-code variants compared on normal images alone.
 //
-// A fifth of the source images (by image, seed-shuffled) becomes a probe set; each probe
-// image gets one synthetic defect (a patch cut from another training image and pasted
-// with its colours jittered, a colour blotch, or a patch flipped in place: a seam, a stain,
-// a local disorder of the structure) with its mask. Each variant is trained with the
-// run's settings on the other images for a third of the epochs and scores the probe
-// images and their defective copies.
+// A fifth of the source images (or of the --groups groups; seed-shuffled) becomes a probe
+// set; each probe image gets one synthetic defect (a patch cut from another training image
+// and pasted with its colours jittered, a colour blotch, or a patch flipped in place: a
+// seam, a stain, a local disorder of the structure) with its mask, and a misaligned normal
+// copy (a window of 85-95 % of it at a random place: the part shifted and a little larger).
+// Each variant is trained with the run's settings on the other images for a third of the
+// epochs and scores the probe images, their defective and their misaligned copies.
 //
 // The position code is an assumption (parts sit at the same place in every image), so it is
 // taken only on evidence: none, unless add or concat localises the synthetic defects better
-// image by image (mean paired gain in each defective probe's own pixel AUROC over none,
-// above two standard errors) and pools no worse (mean of pixel AUROC and AUPRO over the
-// whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
+// (per probe image, the defect's pixel AUROC against the normal pixels of the image and of
+// its misaligned copy; the paired gain over none averaged per source image or group, its
+// mean above two standard errors over them) and pools no worse (mean of pixel AUROC and
+// AUPRO over the whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
 // full training (plus features).
 struct PeTrial {
   PeMode pe = PeMode::kNone;
@@ -310,7 +351,24 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     probes.push_back({probe[i].path, img});
     masks.push_back(to_s(mask));
   }
+  // And a misaligned copy of each probe image, normal all over: a window of 85-95 % of its
+  // sides at a random place, so the part sits shifted and a little larger, as a part placed
+  // less exactly would. The position code's risk: it must not call such a part anomalous.
+  std::mt19937_64 place(opts.seed + 4);
+  for (size_t i = 0; i < probe.size(); ++i) {
+    const auto& img = probe[i].pixels;
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    const double side = 0.85 + 0.1 * u(place);
+    const int64_t h = img.size(0), w = img.size(1);
+    const int64_t ch = std::max<int64_t>(1, std::llround(side * static_cast<double>(h)));
+    const int64_t cw = std::max<int64_t>(1, std::llround(side * static_cast<double>(w)));
+    const int64_t y0 = static_cast<int64_t>(u(place) * static_cast<double>(h - ch + 1));
+    const int64_t x0 = static_cast<int64_t>(u(place) * static_cast<double>(w - cw + 1));
+    probes.push_back({probe[i].path, img.slice(0, y0, y0 + ch).slice(1, x0, x0 + cw).contiguous()});
+    masks.push_back(torch::zeros({S, S}, torch::kBool));
+  }
   const auto mask_t = torch::stack(masks);
+  const auto n_probe = static_cast<int64_t>(probe.size());
   std::vector<PeTrial> trials;
   const bool tty = cli::stderr_is_tty();
   for (PeMode pe : {PeMode::kAdd, PeMode::kNone, PeMode::kConcat}) {
@@ -329,8 +387,11 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     t.pixel_auroc = auroc(m, mask_t);
     t.aupro = aupro(m, mask_t);
     t.seconds = seconds_since(t0);
-    for (size_t i = probe.size(); i < probes.size(); ++i)
-      t.per_image.push_back(auroc(m[static_cast<int64_t>(i)], mask_t[static_cast<int64_t>(i)]));
+    // Each defect against the normal pixels of its own image and of its misaligned copy.
+    for (int64_t i = 0; i < n_probe; ++i) {
+      const auto pair = torch::stack({m[n_probe + i], m[2 * n_probe + i]});
+      t.per_image.push_back(auroc(pair, torch::stack({mask_t[n_probe + i], mask_t[2 * n_probe + i]})));
+    }
     std::cerr << (tty ? "\r\033[K" : "") << "pe " << to_string(pe) << ": synthetic defects pixel AUROC "
               << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << ", AUPRO " << t.aupro * 100 << "  "
               << cli::format_duration(t.seconds) << std::defaultfloat << std::endl;
@@ -585,7 +646,8 @@ int run(int argc, char** argv) {
     if (!supported.enough) {
       const char* unit = groups.empty() ? " images" : " groups";
       std::cout << "WARNING: too few" << unit << " for a false-alarm rate of " << percent(false_alarm_rate) << ": "
-                << n_groups << unit << " support " << percent(supported.bound) << " at best (1/(n+1)); "
+                << n_groups << unit << " support " << percent(supported.bound) << " at best ("
+                << (groups.empty() ? "1/(n+1)" : "1/(m+1)") << "); "
                 << static_cast<int64_t>(std::ceil(1.0 / false_alarm_rate - 1.0)) << " are needed\n";
     }
   }
@@ -598,7 +660,7 @@ int run(int argc, char** argv) {
       {"val_fraction", folds > 0 ? "0" : args.get("val-fraction")}, {"train_images", std::to_string(train.size())},
       {"val_images", std::to_string(val.size())}, {"skipped_images", std::to_string(skipped)},
       {"tile", std::to_string(tile)}, {"folds", std::to_string(folds)},
-      {"groups", args.has("groups") ? source_key(args.get("groups")) : std::string()},
+      {"groups", groups_digest(groups, train, val)}, {"groups_file", args.has("groups") ? args.get("groups") : ""},
       {"false_alarm_rate", args.get("false-alarm-rate")},
       {"pixel_false_alarm_rate", args.get("pixel-false-alarm-rate")},
   };
@@ -635,7 +697,8 @@ int run(int argc, char** argv) {
     }
     const int64_t search_epochs = std::max<int64_t>(1, (epochs + 2) / 3);
     std::cout << "pe auto: add, none and concat each trained " << search_epochs << " epochs on " << fit.size()
-              << " images, scored on " << probe.size() << " held-out images and a synthetic defect in each\n";
+              << " images, scored on " << probe.size() << " held-out images, a synthetic defect in each and a "
+              << "misaligned copy of each\n";
     const auto t_auto = Clock::now();
     auto trials = compare_pe(fit, probe, config, src_weights, tgt_weights, opts, search_epochs, device);
     if (trials.empty()) {
@@ -647,9 +710,11 @@ int run(int argc, char** argv) {
     cli::Json evidence = {{"choice", to_string(config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
                           {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                           {"epochs", search_epochs}, {"seconds", pe_auto_seconds},
-                          {"criterion", "none unless add or concat gains per-image pixel AUROC over none on the "
-                                        "synthetic defects by more than 2 standard errors and pools no worse "
-                                        "(mean of pixel AUROC and AUPRO); then the larger gain"}};
+                          {"criterion", "none unless add or concat gains pixel AUROC over none on the synthetic "
+                                        "defects (each against its image's and its misaligned copy's normal "
+                                        "pixels; averaged per source image or group) by more than 2 standard "
+                                        "errors and pools no worse (mean of pixel AUROC and AUPRO); then the "
+                                        "larger gain"}};
     for (const auto& t : trials) {
       evidence["trials"].push_back({{"pe", to_string(t.pe)}, {"pixel_auroc", t.pixel_auroc}, {"aupro", t.aupro},
                                     {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
@@ -840,7 +905,8 @@ int run(int argc, char** argv) {
     if (cal.false_alarm_bound > cal.false_alarm_target + 1e-12) {
       const char* unit = grouped ? " groups" : " images";
       std::cout << "  WARNING      too few" << unit << " for " << percent(cal.false_alarm_target) << ": " << cal.groups
-                << unit << " support " << percent(cal.false_alarm_bound) << " at best (1/(n+1)); "
+                << unit << " support " << percent(cal.false_alarm_bound) << " at best (" << (grouped ? "1/(m+1)" : "1/(n+1)")
+                << "); "
                 << static_cast<int64_t>(std::ceil(1.0 / cal.false_alarm_target - 1.0)) << " are needed\n";
     }
     std::cout << "  confidence   with 95 % probability over these calibration " << (grouped ? "groups" : "images")
@@ -849,7 +915,7 @@ int run(int argc, char** argv) {
               << "               may score new normal images differently: pefm-eval measures the rate on good test images)\n";
   } else {
     std::cout << "\n  calibration  threshold " << cal.threshold << " (raw), mean + 3 std of " << cal.images
-              << " held-out images, no stated false-alarm rate (--folds 0); above it: "
+              << (val.empty() ? " training" : " held-out") << " images, no stated false-alarm rate (--folds 0); above it: "
               << cal.val_false_positive_rate * 100 << " % of them\n";
   }
   std::cout << "  regions      threshold " << cal.region_threshold << " (raw): " << small_percent(cal.region_rate)

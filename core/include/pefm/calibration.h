@@ -119,13 +119,19 @@ struct Calibration {
 // groups are (a new image comes from a new part). The threshold is then the smallest score
 // t with (W(t) + 1) / (m + 1) <= target, m groups, W(t) the groups' share of images above
 // t (an image weighs 1 / |its group|), and bound = (W(t) + 1) / (m + 1). For a random image
-// of a new group exchangeable with the m, P(new > t) <= target: the same rule on all m + 1
-// groups gives a threshold t* <= t (the new group counts 1 here, at most 1 there), and by
-// exchangeability the new group's share above t* averages the m + 1 shares, at most
-// target. With one image per group this is the rule above (W = n - k).
+// of a new group exchangeable with the m, P(new > t) <= target. Why: let W'(t) be W(t) plus
+// the new group's share above t (at most 1), and t* the smallest score of all m + 1 groups
+// with W'(t*) / (m + 1) <= target. W'(t) <= W(t) + 1, so t* <= t, and the new group's share
+// above t is at most its share above t*. t* treats the m + 1 groups alike, so by
+// exchangeability the new group's expected share above t* is the average share,
+// E[W'(t*)] / (m + 1) <= target. (With too few groups, the largest score and 1 / (m + 1)
+// in its place.) The rate is per group, then per image within it: where group sizes vary
+// with the scores it is not the rate over a pool of images. Without ties, groups of one
+// image are the rule above (W = n - k); with ties that rule errs on the safe side (its
+// bound counts tied scores as above).
 struct ConformalThreshold {
   double threshold = 0.0;
-  int64_t rank = 0;    // k, 1-based: the scores at or below the threshold
+  int64_t rank = 0;    // k, 1-based (with groups: the scores at or below the threshold)
   double bound = 0.0;
   bool enough = true;  // n (m) supports `target`
   int64_t units = 0;   // n, or m with groups
