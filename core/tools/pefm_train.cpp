@@ -285,8 +285,8 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 struct PeTrial {
   PeMode pe = PeMode::kNone;
   double pixel_auroc = NAN, aupro = NAN, seconds = 0;
-  std::vector<double> per_image;  // each defective probe's own pixel AUROC
-  double gain = NAN, gain_se = NAN;  // mean paired per-image gain over none, its standard error
+  std::vector<double> per_image;  // each defect's pixel AUROC (against its image and misaligned copy)
+  double gain = NAN, gain_se = NAN;  // mean paired gain over none (per unit), its standard error
   bool eligible = false;
   double merit() const { return (pixel_auroc + aupro) / 2.0; }
 };
@@ -686,7 +686,9 @@ int run(int argc, char** argv) {
       throw cli::UsageError(groups.empty() ? "--pe auto needs at least 2 source images to hold some out"
                                            : "--pe auto needs at least 2 groups (--groups) to hold some out");
     const auto src_order = shuffled_groups(n_src, opts.seed + 2);
-    const size_t n_probe = std::clamp<size_t>(static_cast<size_t>(std::llround(0.2 * static_cast<double>(n_src))), 1, n_src - 1);
+    // At least 2 held-out units where 4 or more exist: one gives no standard error.
+    const size_t n_probe = std::clamp<size_t>(static_cast<size_t>(std::llround(0.2 * static_cast<double>(n_src))),
+                                              n_src >= 4 ? 2 : 1, n_src - 1);
     std::vector<bool> is_probe(n_src, false);
     for (size_t r = 0; r < n_probe; ++r) is_probe[src_order[r]] = true;
     std::vector<Sample> fit, probe;
@@ -727,8 +729,9 @@ int run(int argc, char** argv) {
       std::cout << "; " << to_string(t.pe) << " " << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << " / "
                 << t.aupro * 100;
       if (t.pe != PeMode::kNone && std::isfinite(t.gain))
-        std::cout << ", per-image gain over none " << t.gain * 100 << " +- " << t.gain_se * 100
-                  << (t.eligible ? "" : " (not taken)");
+        std::cout << ", gain over none " << t.gain * 100 << " +- " << t.gain_se * 100 << (t.eligible ? "" : " (not taken)");
+      else if (t.pe != PeMode::kNone)
+        std::cout << ", no gain: fewer than 2 held-out " << (groups.empty() ? "images" : "groups") << " (not taken)";
       std::cout << std::defaultfloat;
     }
     std::cout << "; " << cli::format_duration(pe_auto_seconds) << ")\n";
