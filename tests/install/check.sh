@@ -14,8 +14,11 @@ installed() {
 meson setup "$work/usr" --prefix=/usr -Dtests=disabled -Dexamples=disabled -Dcuda=disabled > "$work/usr.log"
 pluginsdir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
 fail=0
+# The lists are read whole before grep looks: `installed ... | grep -q` lets grep exit at the
+# first match, python3 then dies of a broken pipe, and pipefail reports a miss.
+usr_files=$(installed "$work/usr")
 want() {
-  if installed "$work/usr" | grep -qx "$1"; then echo "install: $1"; else echo "install: MISSING $1" >&2; fail=1; fi
+  if grep -qx "$1" <<< "$usr_files"; then echo "install: $1"; else echo "install: MISSING $1" >&2; fail=1; fi
 }
 want "$pluginsdir/libgstpefm.so"
 libdir=/usr/$(meson introspect "$work/usr" --buildoptions | python3 -c 'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "libdir"][0])')
@@ -28,7 +31,8 @@ if ! grep -q "where GStreamer does not look by default: export GST_PLUGIN_PATH="
   echo "install: meson setup --prefix=/opt/pefm does not say where the plugin goes" >&2
   fail=1
 fi
-installed "$work/opt" | grep -q "^/opt/pefm/.*/gstreamer-1.0/libgstpefm.so$" || { echo "install: plugin not under /opt/pefm" >&2; fail=1; }
+opt_files=$(installed "$work/opt")
+grep -q "^/opt/pefm/.*/gstreamer-1.0/libgstpefm.so$" <<< "$opt_files" || { echo "install: plugin not under /opt/pefm" >&2; fail=1; }
 # The element's object is compiled without LibTorch's include folders (README, Architecture).
 element_cmd=$(ninja -C "$work/usr" -t commands gst-plugin/libgstpefm.so | grep -E -- '-c [^ ]*gst-plugin/gstpefmfilter\.cpp' || true)
 if [ -z "$element_cmd" ]; then
