@@ -416,6 +416,7 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   const auto chosen = m.training.at("pe_auto");
   EXPECT_EQ(chosen, pefm::to_string(m.config.pe));
   EXPECT_NE(r.output.find("pe auto: chose " + chosen), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("pe auto: add's gain over none by kind of defect: blotch "), std::string::npos) << r.output;
   const auto evidence = parse_json(m.training.at("pe_auto_evidence"));
   ASSERT_EQ(evidence.at("trials").size(), 3u) << evidence;
   // The rule: none unless add or concat is eligible (a per-image gain over none above two
@@ -430,6 +431,12 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   for (const auto& t : evidence.at("trials")) {
     if (t.at("pe") == "none") continue;
     ASSERT_TRUE(t.at("gain_over_none").is_number()) << t;
+    // The gain by kind of defect, the kinds in turn: the 2 probe images hold a pasted patch
+    // and a blotch.
+    const auto& by_kind = t.at("gain_by_kind");
+    ASSERT_EQ(by_kind.size(), 2u) << t;
+    EXPECT_EQ(by_kind.at("cut-paste").at("images").get<int>(), 1) << t;
+    EXPECT_EQ(by_kind.at("blotch").at("images").get<int>(), 1) << t;
     const double gain = t.at("gain_over_none").get<double>(), se = t.at("gain_se").get<double>();
     const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
     const bool eligible = gain > 2 * se && merit >= none_merit;

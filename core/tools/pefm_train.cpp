@@ -23,6 +23,7 @@
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
 #include "pefm/preprocess.h"
+#include "pefm/synthetic_defect.h"
 #include "pefm/tiling.h"
 #include "pefm/trainer.h"
 #include "pefm/weights.h"
@@ -268,12 +269,12 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 // --pe auto: the position-code variants compared on normal images alone.
 //
 // A fifth of the source images (or of the --groups groups; seed-shuffled) becomes a probe
-// set; each probe image gets one synthetic defect (a patch cut from another training image
-// and pasted with its colours jittered, a colour blotch, or a patch flipped in place: a
-// seam, a stain, a local disorder of the structure) with its mask, and a misaligned normal
-// copy (a window of 85-95 % of it at a random place: the part shifted and a little larger).
-// Each variant is trained with the run's settings on the other images for a third of the
-// epochs and scores the probe images, their defective and their misaligned copies.
+// set; each probe image gets one synthetic defect with its mask (synthetic_defect.h: a
+// pasted patch, a blotch, a flipped patch, a local warp or a thin scar, the kinds in turn;
+// grey on grey images) and a misaligned normal copy (a window of 85-95 % of it at a random
+// place: the part shifted and a little larger). Each variant is trained with the run's
+// settings on the other images for a third of the epochs and scores the probe images, their
+// defective and their misaligned copies.
 //
 // The position code is an assumption (parts sit at the same place in every image), so it is
 // taken only on evidence: none, unless add or concat localises the synthetic defects better
@@ -282,62 +283,27 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 // mean above two standard errors over them) and pools no worse (mean of pixel AUROC and
 // AUPRO over the whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
 // full training (plus features).
+DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
+
 struct PeTrial {
   PeMode pe = PeMode::kNone;
   double pixel_auroc = NAN, aupro = NAN, seconds = 0;
   std::vector<double> per_image;  // each defect's pixel AUROC (against its image and misaligned copy)
   double gain = NAN, gain_se = NAN;  // mean paired gain over none (per unit), its standard error
+  std::map<std::string, std::pair<double, int>> gain_by_kind;  // per defect kind: mean paired gain over none, images
   bool eligible = false;
   double merit() const { return (pixel_auroc + aupro) / 2.0; }
 };
-
-// One synthetic defect in a copy of `img` ([H, W, 3] uint8); `donor` lends patches.
-// Returns the defective image and its mask ([H, W] bool).
-std::pair<torch::Tensor, torch::Tensor> synthetic_defect(const torch::Tensor& img, const torch::Tensor& donor, int kind,
-                                                         std::mt19937_64& rng) {
-  const int64_t h = img.size(0), w = img.size(1);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
-  const int64_t dh = std::max<int64_t>(2, static_cast<int64_t>(h * (0.08 + 0.17 * u(rng))));
-  const int64_t dw = std::max<int64_t>(2, static_cast<int64_t>(w * (0.08 + 0.17 * u(rng))));
-  const int64_t y0 = static_cast<int64_t>(u(rng) * static_cast<double>(h - dh + 1));
-  const int64_t x0 = static_cast<int64_t>(u(rng) * static_cast<double>(w - dw + 1));
-  auto out = img.clone();
-  auto mask = torch::zeros({h, w}, torch::kBool);
-  auto region = out.slice(0, y0, y0 + dh).slice(1, x0, x0 + dw);
-  if (kind == 0) {
-    // Cut and paste, colours jittered: a patch of the donor at another place.
-    const int64_t sh = std::min(dh, donor.size(0)), sw = std::min(dw, donor.size(1));
-    const int64_t sy = static_cast<int64_t>(u(rng) * static_cast<double>(donor.size(0) - sh + 1));
-    const int64_t sx = static_cast<int64_t>(u(rng) * static_cast<double>(donor.size(1) - sw + 1));
-    auto patch = donor.slice(0, sy, sy + sh).slice(1, sx, sx + sw).to(torch::kFloat32);
-    const auto gain = torch::tensor({0.7 + 0.6 * u(rng), 0.7 + 0.6 * u(rng), 0.7 + 0.6 * u(rng)}, torch::kFloat32);
-    region.slice(0, 0, sh).slice(1, 0, sw).copy_((patch * gain).clamp(0, 255).to(torch::kUInt8));
-    mask.slice(0, y0, y0 + sh).slice(1, x0, x0 + sw).fill_(true);
-  } else if (kind == 1) {
-    // A colour blotch: an ellipse of one colour, half transparent.
-    const auto yy = torch::arange(dh, torch::kFloat32).view({-1, 1}), xx = torch::arange(dw, torch::kFloat32).view({1, -1});
-    const auto e = ((yy - (dh - 1) / 2.0) / (dh / 2.0)).pow(2) + ((xx - (dw - 1) / 2.0) / (dw / 2.0)).pow(2);
-    const auto inside = e.le(1.0);
-    const double alpha = 0.4 + 0.4 * u(rng);
-    const auto colour = torch::tensor({255 * u(rng), 255 * u(rng), 255 * u(rng)}, torch::kFloat32);
-    const auto blended = region.to(torch::kFloat32) * (1 - alpha) + colour * alpha;
-    region.copy_(torch::where(inside.unsqueeze(2), blended, region.to(torch::kFloat32)).round().to(torch::kUInt8));
-    mask.slice(0, y0, y0 + dh).slice(1, x0, x0 + dw).copy_(inside);
-  } else {
-    // The structure disordered in place: the patch turned upside down and mirrored.
-    region.copy_(region.flip({0, 1}).clone());
-    mask.slice(0, y0, y0 + dh).slice(1, x0, x0 + dw).fill_(true);
-  }
-  return {out, mask};
-}
 
 // Trains each variant on `fit` for `epochs` and scores the probe images and their
 // synthetic defects. Returns an empty vector when interrupted.
 std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vector<Sample>& probe, const ModelConfig& config,
                                 const std::string& src_weights, const std::string& tgt_weights, const TrainOptions& opts,
                                 int64_t epochs, const torch::Device& device) {
-  // Probe set: every probe image as it is, then a defective copy of each.
-  std::mt19937_64 rng(opts.seed + 3);
+  // Probe set: every probe image as it is, then a defective copy of each (the kinds in
+  // turn), then a misaligned normal copy of each: the position code's risk, it must not call
+  // a part placed less exactly anomalous.
+  std::mt19937_64 rng(opts.seed + 3), place(opts.seed + 4);
   std::vector<Sample> probes = probe;
   std::vector<torch::Tensor> masks;
   const int64_t S = config.image_size;
@@ -347,24 +313,12 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   for (size_t i = 0; i < probe.size(); ++i) masks.push_back(torch::zeros({S, S}, torch::kBool));
   for (size_t i = 0; i < probe.size(); ++i) {
     const auto& donor = fit[static_cast<size_t>(rng() % fit.size())].pixels;
-    auto [img, mask] = synthetic_defect(probe[i].pixels, donor, static_cast<int>(i % 3), rng);
-    probes.push_back({probe[i].path, img});
-    masks.push_back(to_s(mask));
+    const auto defect = synthetic_defect(probe[i].pixels, donor, probe_kind(i), rng());
+    probes.push_back({probe[i].path, defect.image});
+    masks.push_back(to_s(defect.mask));
   }
-  // And a misaligned copy of each probe image, normal all over: a window of 85-95 % of its
-  // sides at a random place, so the part sits shifted and a little larger, as a part placed
-  // less exactly would. The position code's risk: it must not call such a part anomalous.
-  std::mt19937_64 place(opts.seed + 4);
   for (size_t i = 0; i < probe.size(); ++i) {
-    const auto& img = probe[i].pixels;
-    std::uniform_real_distribution<double> u(0.0, 1.0);
-    const double side = 0.85 + 0.1 * u(place);
-    const int64_t h = img.size(0), w = img.size(1);
-    const int64_t ch = std::max<int64_t>(1, std::llround(side * static_cast<double>(h)));
-    const int64_t cw = std::max<int64_t>(1, std::llround(side * static_cast<double>(w)));
-    const int64_t y0 = static_cast<int64_t>(u(place) * static_cast<double>(h - ch + 1));
-    const int64_t x0 = static_cast<int64_t>(u(place) * static_cast<double>(w - cw + 1));
-    probes.push_back({probe[i].path, img.slice(0, y0, y0 + ch).slice(1, x0, x0 + cw).contiguous()});
+    probes.push_back({probe[i].path, misaligned_copy(probe[i].pixels, place())});
     masks.push_back(torch::zeros({S, S}, torch::kBool));
   }
   const auto mask_t = torch::stack(masks);
@@ -422,13 +376,16 @@ PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit) 
   for (auto& t : trials) {
     if (t.pe == PeMode::kNone) continue;
     std::map<size_t, std::pair<double, int>> per_unit;  // sum of gains, count
+    std::map<std::string, std::pair<double, int>> per_kind;
     for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size() && i < unit.size(); ++i) {
       if (std::isfinite(t.per_image[i]) && std::isfinite(none->per_image[i])) {
-        auto& [sum, count] = per_unit[unit[i]];
-        sum += t.per_image[i] - none->per_image[i];
-        ++count;
+        for (auto* sc : {&per_unit[unit[i]], &per_kind[to_string(probe_kind(i))]}) {
+          sc->first += t.per_image[i] - none->per_image[i];
+          ++sc->second;
+        }
       }
     }
+    for (const auto& [kind, sc] : per_kind) t.gain_by_kind[kind] = {sc.first / sc.second, sc.second};
     std::vector<double> d;
     for (const auto& [u, sc] : per_unit) d.push_back(sc.first / sc.second);
     if (d.size() < 2) continue;
@@ -718,12 +675,15 @@ int run(int argc, char** argv) {
                                         "errors and pools no worse (mean of pixel AUROC and AUPRO); then the "
                                         "larger gain"}};
     for (const auto& t : trials) {
+      cli::Json by_kind = cli::Json::object();
+      for (const auto& [kind, g] : t.gain_by_kind) by_kind[kind] = {{"gain", g.first}, {"images", g.second}};
       evidence["trials"].push_back({{"pe", to_string(t.pe)}, {"pixel_auroc", t.pixel_auroc}, {"aupro", t.aupro},
                                     {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
-                                    {"seconds", t.seconds}});
+                                    {"gain_by_kind", by_kind}, {"seconds", t.seconds}});
     }
     settings["pe_auto"] = to_string(config.pe);
     settings["pe_auto_evidence"] = pefm::json_text(evidence, -1);
+    const auto precision = std::cout.precision();
     std::cout << "pe auto: chose " << to_string(config.pe) << " (pixel AUROC / AUPRO on synthetic defects";
     for (const auto& t : trials) {
       std::cout << "; " << to_string(t.pe) << " " << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << " / "
@@ -735,6 +695,15 @@ int run(int argc, char** argv) {
       std::cout << std::defaultfloat;
     }
     std::cout << "; " << cli::format_duration(pe_auto_seconds) << ")\n";
+    for (const auto& t : trials) {
+      if (t.gain_by_kind.empty()) continue;
+      std::cout << "pe auto: " << to_string(t.pe) << "'s gain over none by kind of defect:";
+      for (const auto& [kind, g] : t.gain_by_kind)
+        std::cout << " " << kind << " " << std::showpos << std::fixed << std::setprecision(2) << g.first * 100
+                  << std::noshowpos << " (" << g.second << ")";
+      std::cout << std::defaultfloat << "\n";
+    }
+    std::cout.precision(precision);
   }
 
   Model model;
