@@ -171,16 +171,22 @@ std::string groups_digest(const Groups& groups, const std::vector<Sample>& train
   return s.str();
 }
 
-// Every sample's exchangeable unit as a number: its source image, or with --groups the
-// source image's group. Tiles of one image, and images of one group, share it, so a split
+// Each source image's exchangeable unit (`keys` are source_key()s) as a number, in order of
+// first appearance: the image itself, or with --groups its group. *n_units: how many.
+std::vector<size_t> number_units(const std::vector<std::string>& keys, const Groups& groups, size_t* n_units) {
+  std::map<std::string, size_t> ids;
+  std::vector<size_t> unit(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) unit[i] = ids.emplace(unit_label(groups, keys[i]), ids.size()).first->second;
+  *n_units = ids.size();
+  return unit;
+}
+
+// Every sample's unit: tiles of one image, and images of one group, share it, so a split
 // never puts them on both sides.
 std::vector<size_t> source_groups(const std::vector<Sample>& samples, const Groups& groups, size_t* n_groups) {
-  std::map<std::string, size_t> ids;
-  std::vector<size_t> group(samples.size());
-  for (size_t i = 0; i < samples.size(); ++i)
-    group[i] = ids.emplace(unit_label(groups, source_key(samples[i].path)), ids.size()).first->second;
-  *n_groups = ids.size();
-  return group;
+  std::vector<std::string> keys;
+  for (const auto& s : samples) keys.push_back(source_key(s.path));
+  return number_units(keys, groups, n_groups);
 }
 
 // The groups in an order shuffled by `seed`.
@@ -824,12 +830,15 @@ int run(int argc, char** argv) {
       return 130;
     }
     std::vector<double> scores;
-    std::vector<int64_t> score_group;  // with --groups: each score's group
-    std::map<std::string, int64_t> group_ids;
-    for (const auto& [path, v] : image_scores) {
+    std::vector<std::string> keys;
+    for (const auto& [key, v] : image_scores) {
       scores.push_back(v);
-      if (!groups.empty())
-        score_group.push_back(group_ids.emplace(unit_label(groups, path), static_cast<int64_t>(group_ids.size())).first->second);
+      keys.push_back(key);
+    }
+    std::vector<int64_t> score_group;  // with --groups: each score's group
+    if (!groups.empty()) {
+      size_t n_score_groups = 0;
+      for (size_t g : number_units(keys, groups, &n_score_groups)) score_group.push_back(static_cast<int64_t>(g));
     }
     const auto score_t = torch::tensor(scores, torch::kFloat64);
     const auto normal_maps = torch::cat(maps);
