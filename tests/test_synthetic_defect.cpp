@@ -24,9 +24,10 @@ torch::Tensor textured(int64_t h, int64_t w, bool grey) {
   return torch::stack({r, g, b}, 2).round().to(torch::kUInt8);
 }
 
+// Colour noise from integer hashing, the same with every LibTorch (no generator involved).
 torch::Tensor random_colour(int64_t h, int64_t w) {
-  torch::manual_seed(7);
-  return torch::randint(0, 256, {h, w, 3}, torch::kUInt8);
+  const auto i = torch::arange(h * w * 3, torch::kInt64);
+  return (i * static_cast<int64_t>(2654435761)).remainder(1000003).remainder(256).to(torch::kUInt8).view({h, w, 3});
 }
 
 std::vector<DefectKind> all_kinds() {
@@ -105,7 +106,7 @@ TEST(SyntheticDefect, GoldenValuesForOneSeed) {
   const auto image = textured(96, 128, /*grey=*/false);
   const auto donor = random_colour(70, 90);
   const std::vector<std::pair<int64_t, double>> golden = {
-      {234, 49254}, {186, 30270}, {234, 36996}, {127, 6934}, {50, 7777}};
+      {234, 49871}, {186, 30270}, {234, 36996}, {127, 6934}, {50, 8784}};
   for (auto k : all_kinds()) {
     const auto d = pefm::synthetic_defect(image, donor, k, 12345);
     const auto n = d.mask.sum().item<int64_t>();
