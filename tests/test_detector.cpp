@@ -315,6 +315,51 @@ TEST(Trainer, SameSeedSameWeights) {
   EXPECT_TRUE(torch::equal(run(), run()));
 }
 
+// share_cache: a model trained on another trainer's features of the same images (as the
+// --pe auto search's three variants are) ends exactly where its own extraction would; a
+// model of another image size is refused.
+TEST(Trainer, SharedFeaturesTrainAsItsOwnExtractionWould) {
+  const auto images = pefm::preprocess(
+      torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2), texture_image(64, 64, 3)}), {}, 64);
+  pefm::TrainOptions opts;
+  opts.batch_size = 2;
+  auto other = pefm_test::tiny_model(5);  // the same seed: the same (random) backbones
+  pefm::Trainer first(*other, opts, torch::kCPU);
+  first.add_images(images);
+  first.train_epoch();  // consolidates its cache; a sharer must not mind
+  auto own = pefm_test::tiny_model(5);
+  {
+    pefm::Trainer t(*own, opts, torch::kCPU);
+    t.add_images(images);
+    t.train_epoch();
+    t.train_epoch();
+  }
+  auto shared = pefm_test::tiny_model(5);
+  {
+    pefm::Trainer t(*shared, opts, torch::kCPU);
+    t.share_cache(first);
+    EXPECT_EQ(t.cached_images(), 3);
+    t.train_epoch();
+    t.train_epoch();
+  }
+  const auto a = own->net->mapping(1).named_parameters()["decoder_t.2.weight"];
+  const auto b = shared->net->mapping(1).named_parameters()["decoder_t.2.weight"];
+  EXPECT_TRUE(torch::equal(a, b)) << (a - b).abs().max().item<float>();
+  auto config = pefm_test::tiny_config();
+  config.image_size = 96;
+  pefm::Model larger = pefm::Model::create(config);
+  pefm::Trainer t(larger, opts, torch::kCPU);
+  try {
+    t.share_cache(first);
+    FAIL() << "features of 64 px images trained a 96 px model";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("share_cache: features of mobilenet_v2 -> resnet18 at 64 px cannot train "
+                                         "mobilenet_v2 -> resnet18 at 96 px"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Trainer, ResumeContinuesExactlyWhereItStopped) {
   const auto images = pefm::preprocess(
       torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2), texture_image(64, 64, 3)}), {}, 64);

@@ -45,6 +45,17 @@ void Trainer::clear_cache() {
   }
 }
 
+void Trainer::share_cache(const Trainer& other) {
+  const auto& a = model_.config;
+  const auto& b = other.model_.config;
+  TORCH_CHECK(a.source_arch == b.source_arch && a.target_arch == b.target_arch && a.image_size == b.image_size,
+              "share_cache: features of ", b.source_arch, " -> ", b.target_arch, " at ", b.image_size,
+              " px cannot train ", a.source_arch, " -> ", a.target_arch, " at ", a.image_size, " px");
+  TORCH_CHECK(other.device_ == device_, "share_cache: features on ", other.device_, ", training on ", device_);
+  cache_s_ = other.cache_s_;
+  cache_t_ = other.cache_t_;
+}
+
 EpochResult Trainer::train_epoch(const BatchCallback& on_batch) {
   TORCH_CHECK(cached_images() > 0, "no training images were added");
   // Consolidate the cache once; later epochs find single tensors.

@@ -6,6 +6,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -225,25 +226,35 @@ size_t map_stride_for(size_t samples) { return std::max<size_t>(1, (samples + kM
 
 // A model of `config` (initialised from `seed`) trained on `fit` for `epochs`, with a
 // progress bar named "`what` epoch E/N"; null when interrupted.
+// Trains a model on `fit` (or, given `features`, on that trainer's features of the same
+// images). With `keep`, the trainer is handed back, its features with it; it refers to the
+// returned model, which must outlive it. Returns null when interrupted.
 std::shared_ptr<Model> train_model(const ModelConfig& config, const std::string& src_weights,
                                    const std::string& tgt_weights, uint64_t seed, const TrainOptions& opts,
                                    int64_t epochs, const torch::Device& device, const std::vector<Sample>& fit,
-                                   const std::string& what) {
+                                   const std::string& what, const Trainer* features = nullptr,
+                                   std::unique_ptr<Trainer>* keep = nullptr) {
   const bool tty = cli::stderr_is_tty();
   torch::manual_seed(seed);
   auto model = std::make_shared<Model>(Model::create(config, src_weights, tgt_weights));
-  Trainer trainer(*model, opts, device);
-  for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
-    trainer.add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config));
+  auto trainer = std::make_unique<Trainer>(*model, opts, device);
+  if (features) {
+    trainer->share_cache(*features);
+  } else {
+    for (size_t i = 0; i < fit.size() && !cli::stop_requested(); i += 32)
+      trainer->add_images(preprocess_batch(fit, i, std::min(fit.size(), i + 32), config));
+  }
   for (int64_t epoch = 1; epoch <= epochs && !cli::stop_requested(); ++epoch) {
     std::optional<cli::Progress> bar;
-    trainer.train_epoch([&](int64_t done, int64_t total) {
+    trainer->train_epoch([&](int64_t done, int64_t total) {
       if (!bar) bar.emplace(what + " epoch " + std::to_string(epoch) + "/" + std::to_string(epochs), total, tty);
       bar->update(done);
       return !cli::stop_requested();
     });
   }
-  return cli::stop_requested() ? nullptr : model;
+  if (cli::stop_requested()) return nullptr;
+  if (keep) *keep = std::move(trainer);
+  return model;
 }
 
 // Cross-fitting: each source image scored by a model trained, with the same settings,
@@ -288,7 +299,8 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 // its misaligned copy; the paired gain over none averaged per source image or group, its
 // mean above two standard errors over them) and pools no worse (mean of pixel AUROC and
 // AUPRO over the whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
-// full training (plus features).
+// full training's epochs, one extraction of the fit set's features (shared by the three)
+// and three scorings of the probe images and their copies.
 DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
 
 struct PeTrial {
@@ -329,32 +341,48 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   }
   const auto mask_t = torch::stack(masks);
   const auto n_probe = static_cast<int64_t>(probe.size());
+  // Resized once for the three variants (the position code does not change the input).
+  std::vector<torch::Tensor> probe_batches;
+  for (size_t i = 0; i < probes.size(); i += 32)
+    probe_batches.push_back(preprocess_batch(probes, i, std::min(probes.size(), i + 32), config));
   std::vector<PeTrial> trials;
   const bool tty = cli::stderr_is_tty();
+  // The fit set's backbone features, extracted once: the variants differ only above them.
+  std::shared_ptr<Model> first_model;      // outlives first_trainer, which refers to it
+  std::unique_ptr<Trainer> first_trainer;
   for (PeMode pe : {PeMode::kAdd, PeMode::kNone, PeMode::kConcat}) {
     const auto t0 = Clock::now();
     ModelConfig c = config;
     c.pe = pe;
-    const auto model = train_model(c, src_weights, tgt_weights, opts.seed, opts, epochs, device, fit, "pe " + to_string(pe));
+    std::unique_ptr<Trainer> trainer;
+    const auto model = train_model(c, src_weights, tgt_weights, opts.seed, opts, epochs, device, fit, "pe " + to_string(pe),
+                                   first_trainer.get(), first_trainer ? nullptr : &trainer);
     if (!model) return {};
+    if (!first_trainer) {
+      first_model = model;
+      first_trainer = std::move(trainer);
+    }
+    const double t_train = seconds_since(t0);
     Detector detector(model, {device.str()});
     std::vector<torch::Tensor> maps;
-    for (size_t i = 0; i < probes.size(); i += 32)
-      maps.push_back(detector.detect_preprocessed(preprocess_batch(probes, i, std::min(probes.size(), i + 32), c)).maps.cpu());
+    for (const auto& batch : probe_batches) maps.push_back(detector.detect_preprocessed(batch).maps.cpu());
     const auto m = torch::cat(maps);
+    const double t_score = seconds_since(t0) - t_train;
     PeTrial t;
     t.pe = pe;
     t.pixel_auroc = auroc(m, mask_t);
     t.aupro = aupro(m, mask_t);
-    t.seconds = seconds_since(t0);
     // Each defect against the normal pixels of its own image and of its misaligned copy.
     for (int64_t i = 0; i < n_probe; ++i) {
       const auto pair = torch::stack({m[n_probe + i], m[2 * n_probe + i]});
       t.per_image.push_back(auroc(pair, torch::stack({mask_t[n_probe + i], mask_t[2 * n_probe + i]})));
     }
+    t.seconds = seconds_since(t0);
     std::cerr << (tty ? "\r\033[K" : "") << "pe " << to_string(pe) << ": synthetic defects pixel AUROC "
               << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << ", AUPRO " << t.aupro * 100 << "  "
-              << cli::format_duration(t.seconds) << std::defaultfloat << std::endl;
+              << cli::format_duration(t.seconds) << " (training " << cli::format_duration(t_train) << ", scoring "
+              << cli::format_duration(t_score) << ", metrics " << cli::format_duration(t.seconds - t_train - t_score)
+              << ")" << std::defaultfloat << std::endl;
     trials.push_back(t);
   }
   return trials;

@@ -44,6 +44,11 @@ class Trainer {
   int64_t cached_images() const;
   // Drops the cache (e.g. after training, before calibration).
   void clear_cache();
+  // Trains on `other`'s cached features (shared, not copied) instead of extracting them
+  // again: models that differ only in what sits on top of the backbones (the position
+  // code, the latent widths) train on one extraction. Both models must have been created
+  // from the same backbone weights; their architectures and image size are checked.
+  void share_cache(const Trainer& other);
 
   // One pass over the cache in a seeded random order, one Adam per scale.
   EpochResult train_epoch(const BatchCallback& on_batch = nullptr);
