@@ -401,8 +401,8 @@ TEST_F(Cli, TileTrainsOnTilesCutAsTheElementCutsFramesAndRecordsTheSize) {
 }
 
 // --pe auto trains each variant briefly on four fifths of the images, scores synthetic
-// defects pasted into the other fifth, keeps the best (mean of pixel AUROC and AUPRO),
-// and records the choice and its evidence in the model.
+// defects pasted into the other fifth, applies its rule (none unless a code gains
+// significantly), and records the choice and its evidence in the model.
 TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   const auto model = out_.file("auto.pt");
   auto args = tiny_train(dir_->file("good"), model, 3);
@@ -437,6 +437,14 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
     ASSERT_EQ(by_kind.size(), 2u) << t;
     EXPECT_EQ(by_kind.at("cut-paste").at("images").get<int>(), 1) << t;
     EXPECT_EQ(by_kind.at("blotch").at("images").get<int>(), 1) << t;
+    // Without --groups each image is its own unit: the gain is the kinds' gains weighted by
+    // their images.
+    double weighted = 0, images = 0;
+    for (const auto& [kind, g] : by_kind.items()) {
+      weighted += g.at("gain").get<double>() * g.at("images").get<double>();
+      images += g.at("images").get<double>();
+    }
+    EXPECT_NEAR(t.at("gain_over_none").get<double>(), weighted / images, 1e-9) << t;
     const double gain = t.at("gain_over_none").get<double>(), se = t.at("gain_se").get<double>();
     const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
     const bool eligible = gain > 2 * se && merit >= none_merit;
@@ -447,6 +455,7 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   EXPECT_EQ(evidence.at("choice").get<std::string>(), chosen);
   EXPECT_EQ(evidence.at("probe_images").get<int>(), 2);
   EXPECT_EQ(evidence.at("probe_units").get<int>(), 2);  // without --groups: each image its own
+  EXPECT_EQ(evidence.at("features_extracted_by").get<std::string>(), "add");  // the first trained, shared after
   // An unknown mode is refused naming the option and the choices.
   args = tiny_train(dir_->file("good"), out_.file("bad.pt"), 1);
   args.insert(args.end(), {"--pe", "sometimes"});

@@ -323,18 +323,26 @@ TEST(Trainer, SharedFeaturesTrainAsItsOwnExtractionWould) {
       torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2), texture_image(64, 64, 3)}), {}, 64);
   pefm::TrainOptions opts;
   opts.batch_size = 2;
-  auto other = pefm_test::tiny_model(5);  // the same seed: the same (random) backbones
+  // The same seed gives the same (random) backbones whatever the position code, which is
+  // built on top of them: features of an add model train concat models, as in the search.
+  const auto with_pe = [](pefm::PeMode pe) {
+    auto config = pefm_test::tiny_config();
+    config.pe = pe;
+    torch::manual_seed(5);
+    return std::make_shared<pefm::Model>(pefm::Model::create(config));
+  };
+  auto other = with_pe(pefm::PeMode::kAdd);
   pefm::Trainer first(*other, opts, torch::kCPU);
   first.add_images(images);
   first.train_epoch();  // consolidates its cache; a sharer must not mind
-  auto own = pefm_test::tiny_model(5);
+  auto own = with_pe(pefm::PeMode::kConcat);
   {
     pefm::Trainer t(*own, opts, torch::kCPU);
     t.add_images(images);
     t.train_epoch();
     t.train_epoch();
   }
-  auto shared = pefm_test::tiny_model(5);
+  auto shared = with_pe(pefm::PeMode::kConcat);
   {
     pefm::Trainer t(*shared, opts, torch::kCPU);
     t.share_cache(first);

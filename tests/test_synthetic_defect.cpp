@@ -81,7 +81,7 @@ TEST_P(SyntheticDefectKinds, StaysGreyOnAGreyImageWhateverTheDonor) {
 
 TEST_P(SyntheticDefectKinds, SmallAndUniformImagesGiveADefectNotAnError) {
   // 2 x 2 is the smallest image; a uniform one cannot show a flip or a warp, and after eight
-  // draws the last is returned.
+  // draws the most visible is returned (the first, when none changes anything).
   const auto tiny = textured(2, 2, false);
   const auto d = pefm::synthetic_defect(tiny, random_colour(1, 1), GetParam(), 5);
   EXPECT_EQ(d.image.sizes(), tiny.sizes());
@@ -89,6 +89,21 @@ TEST_P(SyntheticDefectKinds, SmallAndUniformImagesGiveADefectNotAnError) {
   const auto f = pefm::synthetic_defect(flat, flat, GetParam(), 5);
   EXPECT_EQ(f.image.sizes(), flat.sizes());
   EXPECT_EQ(f.mask.sizes(), (std::vector<int64_t>{40, 40}));
+}
+
+// A flat image with structure in one corner: a single flip mostly lands on flat grey and
+// changes nothing; drawn again up to 8 times, most defects come out visible.
+TEST(SyntheticDefect, AnInvisibleDrawIsDrawnAgain) {
+  auto image = torch::full({64, 64, 3}, 128, torch::kUInt8);
+  image.slice(0, 0, 24).slice(1, 0, 24).copy_(textured(24, 24, /*grey=*/true));
+  int visible = 0;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    const auto d = pefm::synthetic_defect(image, image, DefectKind::kFlip, seed);
+    const auto change = (d.image.to(torch::kFloat32) - image.to(torch::kFloat32)).abs().mean(2);
+    visible += d.mask.any().item<bool>() && change.masked_select(d.mask).mean().item<double>() >= 4.0;
+  }
+  // One draw touches the corner about a quarter of the time; eight, nearly always.
+  EXPECT_GE(visible, 15) << "of 20";
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, SyntheticDefectKinds, ::testing::ValuesIn(all_kinds()),

@@ -225,10 +225,10 @@ void score_samples(const std::shared_ptr<Model>& model, const std::string& devic
 size_t map_stride_for(size_t samples) { return std::max<size_t>(1, (samples + kMaxCalibrationMaps - 1) / kMaxCalibrationMaps); }
 
 // A model of `config` (initialised from `seed`) trained on `fit` for `epochs`, with a
-// progress bar named "`what` epoch E/N"; null when interrupted.
-// Trains a model on `fit` (or, given `features`, on that trainer's features of the same
-// images). With `keep`, the trainer is handed back, its features with it; it refers to the
-// returned model, which must outlive it. Returns null when interrupted.
+// progress bar named "`what` epoch E/N"; null when interrupted. Given `features` (a
+// trainer of a model with the same backbones, holding `fit`'s features), it trains on
+// those instead of extracting them again. With `keep`, the trainer is handed back with its
+// features; it refers to the returned model, which must outlive it.
 std::shared_ptr<Model> train_model(const ModelConfig& config, const std::string& src_weights,
                                    const std::string& tgt_weights, uint64_t seed, const TrainOptions& opts,
                                    int64_t epochs, const torch::Device& device, const std::vector<Sample>& fit,
@@ -301,17 +301,19 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 // AUPRO over the whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
 // full training's epochs, one extraction of the fit set's features (shared by the three)
 // and three scorings of the probe images and their copies.
-DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
-
 struct PeTrial {
   PeMode pe = PeMode::kNone;
   double pixel_auroc = NAN, aupro = NAN, seconds = 0;
+  double train_seconds = 0, score_seconds = 0;  // the first variant's training includes the shared features
   std::vector<double> per_image;  // each defect's pixel AUROC (against its image and misaligned copy)
   double gain = NAN, gain_se = NAN;  // mean paired gain over none (per unit), its standard error
   std::map<std::string, std::pair<double, int>> gain_by_kind;  // per defect kind: mean paired gain over none, images
   bool eligible = false;
   double merit() const { return (pixel_auroc + aupro) / 2.0; }
 };
+
+// The kind of synthetic defect of probe image i: the kinds in turn.
+DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
 
 // Trains each variant on `fit` for `epochs` and scores the probe images and their
 // synthetic defects. Returns an empty vector when interrupted.
@@ -341,10 +343,17 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   }
   const auto mask_t = torch::stack(masks);
   const auto n_probe = static_cast<int64_t>(probe.size());
-  // Resized once for the three variants (the position code does not change the input).
+  // Resized once for the three variants (the position code does not change the input),
+  // when that holds under 1 GiB; else again for each.
+  const bool keep_batches = static_cast<double>(probes.size()) * 3.0 * static_cast<double>(S * S) * 4.0 < 1073741824.0;
   std::vector<torch::Tensor> probe_batches;
-  for (size_t i = 0; i < probes.size(); i += 32)
-    probe_batches.push_back(preprocess_batch(probes, i, std::min(probes.size(), i + 32), config));
+  const auto probe_batch = [&](size_t b) {
+    return keep_batches ? probe_batches[b]
+                        : preprocess_batch(probes, b * 32, std::min(probes.size(), b * 32 + 32), config);
+  };
+  const size_t n_batches = (probes.size() + 31) / 32;
+  for (size_t b = 0; keep_batches && b < n_batches; ++b)
+    probe_batches.push_back(preprocess_batch(probes, b * 32, std::min(probes.size(), b * 32 + 32), config));
   std::vector<PeTrial> trials;
   const bool tty = cli::stderr_is_tty();
   // The fit set's backbone features, extracted once: the variants differ only above them.
@@ -365,11 +374,13 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     const double t_train = seconds_since(t0);
     Detector detector(model, {device.str()});
     std::vector<torch::Tensor> maps;
-    for (const auto& batch : probe_batches) maps.push_back(detector.detect_preprocessed(batch).maps.cpu());
+    for (size_t b = 0; b < n_batches; ++b) maps.push_back(detector.detect_preprocessed(probe_batch(b)).maps.cpu());
     const auto m = torch::cat(maps);
     const double t_score = seconds_since(t0) - t_train;
     PeTrial t;
     t.pe = pe;
+    t.train_seconds = t_train;
+    t.score_seconds = t_score;
     t.pixel_auroc = auroc(m, mask_t);
     t.aupro = aupro(m, mask_t);
     // Each defect against the normal pixels of its own image and of its misaligned copy.
@@ -703,6 +714,7 @@ int run(int argc, char** argv) {
     cli::Json evidence = {{"choice", to_string(config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
                           {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                           {"epochs", search_epochs}, {"seconds", pe_auto_seconds},
+                          {"features_extracted_by", to_string(trials.front().pe)},  // in its train_seconds
                           {"criterion", "none unless add or concat gains pixel AUROC over none on the synthetic "
                                         "defects (each against its image's and its misaligned copy's normal "
                                         "pixels; averaged per source image or group) by more than 2 standard "
@@ -713,7 +725,8 @@ int run(int argc, char** argv) {
       for (const auto& [kind, g] : t.gain_by_kind) by_kind[kind] = {{"gain", g.first}, {"images", g.second}};
       evidence["trials"].push_back({{"pe", to_string(t.pe)}, {"pixel_auroc", t.pixel_auroc}, {"aupro", t.aupro},
                                     {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
-                                    {"gain_by_kind", by_kind}, {"seconds", t.seconds}});
+                                    {"gain_by_kind", by_kind}, {"seconds", t.seconds},
+                                    {"train_seconds", t.train_seconds}, {"score_seconds", t.score_seconds}});
     }
     settings["pe_auto"] = to_string(config.pe);
     settings["pe_auto_evidence"] = pefm::json_text(evidence, -1);
