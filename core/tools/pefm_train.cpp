@@ -346,14 +346,13 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   // Resized once for the three variants (the position code does not change the input),
   // when that holds under 1 GiB; else again for each.
   const bool keep_batches = static_cast<double>(probes.size()) * 3.0 * static_cast<double>(S * S) * 4.0 < 1073741824.0;
-  std::vector<torch::Tensor> probe_batches;
-  const auto probe_batch = [&](size_t b) {
-    return keep_batches ? probe_batches[b]
-                        : preprocess_batch(probes, b * 32, std::min(probes.size(), b * 32 + 32), config);
+  const auto resized_batch = [&](size_t b) {
+    return preprocess_batch(probes, b * 32, std::min(probes.size(), b * 32 + 32), config);
   };
   const size_t n_batches = (probes.size() + 31) / 32;
-  for (size_t b = 0; keep_batches && b < n_batches; ++b)
-    probe_batches.push_back(preprocess_batch(probes, b * 32, std::min(probes.size(), b * 32 + 32), config));
+  std::vector<torch::Tensor> probe_batches;
+  for (size_t b = 0; keep_batches && b < n_batches; ++b) probe_batches.push_back(resized_batch(b));
+  const auto probe_batch = [&](size_t b) { return keep_batches ? probe_batches[b] : resized_batch(b); };
   std::vector<PeTrial> trials;
   const bool tty = cli::stderr_is_tty();
   // The fit set's backbone features, extracted once: the variants differ only above them.
