@@ -23,6 +23,7 @@
 #include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/frame_detector.h"
+#include "pefm/metrics.h"
 #include "pefm/model_file.h"
 #include "pefm/state_dict.h"
 
@@ -1017,6 +1018,53 @@ TEST_F(Cli, EvalReportsMetricsJsonAndPictures) {
     ++pictures;
   }
   EXPECT_EQ(pictures, 6);
+
+  // --pro-regions, on defects whose region has a hole: the same test images, each patch's
+  // mask a square ring (its 8 x 8 middle left out; the patch there scores high). `filled`
+  // (the default, the PEFM authors' count) counts the hole's predicted pixels, `exact`
+  // (MVTec's) does not. The JSON's AUPRO, overall and for the type, is pefm::aupro of the
+  // model's maps with the count asked for, and the JSON names it.
+  const auto ring = out_.file("ring");
+  fs::copy(dir_->file("cat"), ring, fs::copy_options::recursive);
+  std::vector<torch::Tensor> ring_frames, ring_masks;
+  for (const char* type_name : {"good", "patch"}) {
+    const std::string type = type_name;
+    for (int i = 0; i < 3; ++i) {
+      const auto name = "00" + std::to_string(i);
+      const auto img = pefm::io::read_image(ring + "/test/" + type + "/" + name + ".png");
+      ring_frames.push_back(torch::from_blob(const_cast<uint8_t*>(img.pixels.data()),
+                                             {1, img.height, img.width, img.channels}, torch::kUInt8)
+                                .clone());
+      auto mask = torch::zeros({img.height, img.width, 1}, torch::kUInt8);
+      if (type == "patch") {
+        mask.slice(0, 20, 36).slice(1, 10 + 10 * i, 26 + 10 * i).fill_(255);
+        mask.slice(0, 24, 32).slice(1, 14 + 10 * i, 22 + 10 * i).fill_(0);
+        write_image(ring + "/ground_truth/patch/" + name + "_mask.png", mask);
+      }
+      // Resized as pefm-eval resizes masks: nearest pixel centres.
+      ring_masks.push_back(
+          torch::_upsample_nearest_exact2d(mask.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})[0][0].gt(127));
+    }
+  }
+  // One batch in pefm-eval's order (types, then names sorted), as its --batch-size 16 runs it.
+  const auto ring_maps = det.detect(ring_frames).maps.cpu();
+  const auto ring_truth = torch::stack(ring_masks);
+  const double want_filled = pefm::aupro(ring_maps, ring_truth);
+  const double want_exact = pefm::aupro(ring_maps, ring_truth, 1000, 0.3, pefm::ProRegions::kExact);
+  ASSERT_GT(want_filled - want_exact, 0.01) << "the holes are not scored: this test set cannot tell the counts apart";
+  for (const auto& [mode, want] :
+       std::vector<std::pair<std::string, double>>{{"filled", want_filled}, {"exact", want_exact}}) {
+    const auto e = run({eval_bin(), "--model", model, "--data", ring, "--device", "cpu", "--json", json,
+                        "--pro-regions", mode});
+    ASSERT_EQ(e.status, 0) << e.output;
+    const auto rep = parse_json(pefm_test::slurp(json));
+    EXPECT_EQ(rep.at("aupro_regions").get<std::string>(), mode);
+    EXPECT_NEAR(rep.at("aupro").get<double>(), want, 1e-4) << mode;
+    EXPECT_NEAR(rep.at("per_type").at("patch").at("aupro").get<double>(), want, 1e-4) << mode;
+  }
+  // Without the option: filled.
+  ASSERT_EQ(run({eval_bin(), "--model", model, "--data", ring, "--device", "cpu", "--json", json}).status, 0);
+  EXPECT_NEAR(parse_json(pefm_test::slurp(json)).at("aupro").get<double>(), want_filled, 1e-4);
 }
 
 TEST_F(Cli, EvalNamesAMissingMaskAndABadModel) {
