@@ -9,6 +9,8 @@
 #include <array>
 #include <cctype>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -351,16 +353,26 @@ TEST_F(ModelFile, DevicesAndFifosAreNotReadForever) {
   EXPECT_NE(fmsg.find("is not a regular file"), std::string::npos) << fmsg;
 }
 
-// The analytic shapes the loader checks against are the network's own.
 // Model files as users have them: every layout pefm has written, produced from the layout
 // itself by tests/data/make_model_files.py (not by pefm's writer), so a change to writer and
 // reader together that breaks existing files fails here. Each must keep its config, its
-// calibration, its provenance and the anomaly map of an independent reference.
-class OldModelFiles : public ::testing::TestWithParam<const char*> {};
+// calibration, its provenance and the anomaly map of an independent reference; what a file
+// lacks because it was written before the field existed must read as the default its
+// comment in model_file.cpp states.
+std::shared_ptr<pefm::Model> load_fixture(const std::string& name) {
+  return std::make_shared<pefm::Model>(pefm::load_model(pefm_test::data_dir() + "/models/" + name));
+}
 
-TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
-  const auto path = pefm_test::data_dir() + "/models/" + GetParam();
-  auto model = std::make_shared<pefm::Model>(pefm::load_model(path));
+uint32_t format_version_of(const std::string& name) {
+  const auto bytes = pefm_test::slurp(pefm_test::data_dir() + "/models/" + name);
+  uint32_t v = 0;
+  if (bytes.size() >= 12) std::memcpy(&v, bytes.data() + 8, 4);
+  return v;
+}
+
+// What every fixture holds alike: the config (but the resize filter), the calibration's
+// statistics, the provenance and the weights.
+void expect_fixture_model(const std::shared_ptr<pefm::Model>& model) {
   const auto& cfg = model->config;
   EXPECT_EQ(cfg.source_arch, "mobilenet_v2");
   EXPECT_EQ(cfg.target_arch, "mobilenet_v2");
@@ -368,7 +380,6 @@ TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
   EXPECT_EQ(cfg.pe, pefm::PeMode::kAdd);
   EXPECT_EQ(cfg.latent, (std::array<int64_t, 3>{4, 8, 12}));
   EXPECT_EQ(cfg.fusion, pefm::Fusion::kMean);
-  EXPECT_EQ(cfg.resize, pefm::Resize::kBilinear) << "version 1 files were trained on bilinear resizing";
   const auto& cal = model->calibration;
   ASSERT_TRUE(cal.valid);
   EXPECT_EQ(cal.images, 7);
@@ -383,8 +394,6 @@ TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
   EXPECT_EQ(model->training["epochs"], "3");
   EXPECT_EQ(model->training["note"], "line one\nline two");
   EXPECT_DOUBLE_EQ(cal.normalize(0.875), 0.5);
-  EXPECT_TRUE(std::isnan(cal.region_threshold)) << "written before region thresholds";
-  EXPECT_DOUBLE_EQ(cal.region_raw(0.5), cal.threshold) << "regions cut at the image threshold, as they were";
 
   const auto expected = pefm::read_state_dict(pefm_test::data_dir() + "/models/expected_maps.pt");
   const auto& want = expected.at("map");
@@ -400,6 +409,35 @@ TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
   EXPECT_LT((det.detect_preprocessed(expected.at("input")).maps - want).abs().max().item<double>(), 1e-4 * scale);
 }
 
+// No region threshold in the file: every field of it unset, and region-threshold on the
+// image scale (calibration.h: region_raw = denormalize), so 0.5 cuts regions at the image
+// threshold, as before the region threshold existed.
+void expect_regions_at_the_image_threshold(const pefm::Calibration& cal) {
+  EXPECT_TRUE(std::isnan(cal.region_threshold)) << cal.region_threshold;
+  EXPECT_TRUE(std::isnan(cal.region_rate_target)) << cal.region_rate_target;
+  EXPECT_TRUE(std::isnan(cal.region_rate)) << cal.region_rate;
+  EXPECT_TRUE(std::isnan(cal.region_image_rate)) << cal.region_image_rate;
+  EXPECT_EQ(cal.region_pixels, 0);
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.5), cal.threshold) << "regions cut at the image threshold, as they were";
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.75), cal.denormalize(0.75));
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.75), 1.1875);  // 0.25 + 1.5 * (0.875 - 0.25)
+  EXPECT_DOUBLE_EQ(cal.region_cut(0.5), cal.threshold);
+}
+
+class OldModelFiles : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(OldModelFiles, KeepLoadingWithTheirConfigCalibrationAndMap) {
+  ASSERT_EQ(format_version_of(GetParam()), 1u);
+  const auto model = load_fixture(GetParam());
+  ASSERT_NO_FATAL_FAILURE(expect_fixture_model(model));
+  EXPECT_EQ(model->config.resize, pefm::Resize::kBilinear) << "version 1 files were trained on bilinear resizing";
+  const auto& cal = model->calibration;
+  EXPECT_EQ(cal.method, "mean+3std") << "written before stated false-alarm rates";
+  EXPECT_TRUE(std::isnan(cal.false_alarm_bound));
+  EXPECT_EQ(cal.groups, 0) << "no stated rate, no groups";
+  expect_regions_at_the_image_threshold(cal);
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryLayout, OldModelFiles,
                          ::testing::Values("v1-2026-11-28-first.pefm", "v1-2026-11-28-taps.pefm"),
                          [](const auto& info) {
@@ -409,6 +447,51 @@ INSTANTIATE_TEST_SUITE_P(EveryLayout, OldModelFiles,
                            return name;
                          });
 
+// The stated false-alarm rate as pefm-train wrote it by default from 2026-11-29 to
+// 2026-11-30 (before --groups): method, rate, bound, folds and 95 % bound, no
+// calibration.groups.
+void expect_conformal_without_groups(const pefm::Calibration& cal) {
+  EXPECT_EQ(cal.method, "conformal");
+  EXPECT_EQ(cal.false_alarm_target, 0.125);
+  EXPECT_EQ(cal.false_alarm_bound, 0.125);
+  EXPECT_EQ(cal.folds, 5);
+  EXPECT_EQ(cal.false_alarm_upper95, 0.34816);
+  EXPECT_EQ(cal.groups, cal.images) << "before --groups every calibration image stood alone";
+  EXPECT_EQ(cal.groups, 7);
+}
+
+// Format version 2 as its first writer (commit 8e3cd51) wrote it: config.resize, a
+// conformal threshold, but no calibration.groups and no region threshold.
+TEST(Version2ModelFiles, FromBeforeGroupsAndRegionThresholdsLoadWithTheirDefaults) {
+  const char* name = "v2-2026-11-29-resize.pefm";
+  ASSERT_EQ(format_version_of(name), 2u);
+  const auto model = load_fixture(name);
+  ASSERT_NO_FATAL_FAILURE(expect_fixture_model(model));
+  EXPECT_EQ(model->config.resize, pefm::Resize::kLanczos);
+  expect_conformal_without_groups(model->calibration);
+  expect_regions_at_the_image_threshold(model->calibration);
+}
+
+// Version 2 with a region threshold (commit 13a3efb) but still without calibration.groups
+// (commit d47d203): the region threshold as stored, groups == images.
+TEST(Version2ModelFiles, WithARegionThresholdFromBeforeGroupsLoadWithEveryImageAlone) {
+  const char* name = "v2-2026-11-30-regions.pefm";
+  ASSERT_EQ(format_version_of(name), 2u);
+  const auto model = load_fixture(name);
+  ASSERT_NO_FATAL_FAILURE(expect_fixture_model(model));
+  EXPECT_EQ(model->config.resize, pefm::Resize::kBilinear);
+  const auto& cal = model->calibration;
+  expect_conformal_without_groups(cal);
+  EXPECT_EQ(cal.region_threshold, 0.625);
+  EXPECT_EQ(cal.region_rate_target, 0.0001);
+  EXPECT_DOUBLE_EQ(cal.region_rate, 2.0 / 28672);
+  EXPECT_DOUBLE_EQ(cal.region_image_rate, 1.0 / 7);
+  EXPECT_EQ(cal.region_pixels, 28672);
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.5), 0.625);
+  EXPECT_DOUBLE_EQ(cal.region_raw(0.25), 0.4375);  // 0.25 + 0.5 * (0.625 - 0.25)
+}
+
+// The analytic shapes the loader checks against are the network's own.
 TEST(MappingShapes, AreExactlyTheParametersOfTheNetwork) {
   for (const auto pe : {pefm::PeMode::kAdd, pefm::PeMode::kConcat}) {
     const int64_t cs = 32, ct = 96, latent = 5;
