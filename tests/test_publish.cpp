@@ -17,6 +17,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -443,17 +445,30 @@ std::string find_program(const std::string& name) {
   return "";
 }
 
-int free_port() {
-  const int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
+// A loopback port bound and held without listen(): a connection to it is refused, and no
+// other process can take the port while this lives (a port found free, then closed, can be).
+class RefusingPort {
+ public:
+  RefusingPort() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port_ = ntohs(a.sin_port);
+  }
+  ~RefusingPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 // A child process with stdout and stderr appended to `log`; SIGTERM and reaped on stop().
 class Child {
@@ -471,6 +486,14 @@ class Child {
   }
   ~Child() { stop(); }
   bool running() const { return pid_ > 0; }
+  // Whether the process has ended (it is then reaped), or never started.
+  bool exited() {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    return true;
+  }
   void stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
@@ -491,9 +514,13 @@ std::string text_of(const std::string& path) {
   return text.str();
 }
 
-// Waits (polling) until `path` contains `needle`.
+// `text` up to its last newline: what a writer still writing has finished.
+std::string complete_lines(const std::string& text) { return text.substr(0, text.rfind('\n') + 1); }
+
+// Waits (polling) until `path` contains `needle`, `seconds` at most (more under the
+// sanitizers).
 bool wait_for_text(const std::string& path, const std::string& needle, int seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds * pefm_test::kTimeoutScale);
   while (std::chrono::steady_clock::now() < end) {
     if (text_of(path).find(needle) != std::string::npos) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -501,34 +528,70 @@ bool wait_for_text(const std::string& path, const std::string& needle, int secon
   return false;
 }
 
-// mosquitto on 127.0.0.1:port, keeping sessions across a restart (so that the test's
-// subscriber misses nothing published while it reconnects).
+// mosquitto on 127.0.0.1, keeping sessions across a restart (so that the test's
+// subscriber misses nothing published while it reconnects). The first start() finds the
+// port by binding it: mosquitto is started on a port, and on another when it cannot bind
+// that one; a port found free beforehand could be taken before mosquitto bound it.
 class Broker {
  public:
-  Broker(const pefm_test::TempDir& dir, int port) : dir_(dir), port_(port) {
-    std::ofstream conf(dir.file("mosquitto.conf"));
-    conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\nlog_type all\n"
-         << "persistence_location " << dir.path() << "/\n";
-    // As root mosquitto would switch to the user "mosquitto", who cannot write here.
-    if (geteuid() == 0) conf << "user root\n";
-  }
+  explicit Broker(const pefm_test::TempDir& dir) : dir_(dir) {}
+  // Starts mosquitto, on the port of the first start once there was one (pefmpublish
+  // reconnects there); false when it does not run.
   bool start() {
-    const std::string log = dir_.file("broker.log");
-    const size_t before = text_of(log).size();
-    child_ = std::make_unique<Child>(
-        std::vector<std::string>{find_program("mosquitto"), "-c", dir_.file("mosquitto.conf")}, log);
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < end) {
-      if (text_of(log).find("running", before) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (port_ > 0) return launch(port_) == Launch::kRunning;
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      const int port = candidate_port();
+      const Launch how = launch(port);
+      if (how == Launch::kRunning) {
+        port_ = port;
+        return true;
+      }
+      if (how == Launch::kHung) return false;
     }
     return false;
   }
   void stop() { child_.reset(); }
+  int port() const { return port_; }
 
  private:
+  enum class Launch { kRunning, kExited, kHung };
+
+  // Below Linux's ephemeral range (32768-60999), from which outgoing connections get their
+  // ports: nothing takes the port in passing while the broker is down for its restart.
+  static int candidate_port() {
+    static std::mt19937 rng(std::random_device{}());
+    return std::uniform_int_distribution<int>(20000, 32000)(rng);
+  }
+
+  // mosquitto on `port`, once its log says it runs (it has bound the port), or it exits
+  // (the port is taken: "Address already in use").
+  Launch launch(int port) {
+    {
+      std::ofstream conf(dir_.file("mosquitto.conf"));
+      conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\nlog_type all\n"
+           << "persistence_location " << dir_.path() << "/\n";
+      // As root mosquitto would switch to the user "mosquitto", who cannot write here.
+      if (geteuid() == 0) conf << "user root\n";
+    }
+    const std::string log = dir_.file("broker.log");
+    const size_t before = text_of(log).size();
+    child_ = std::make_unique<Child>(
+        std::vector<std::string>{find_program("mosquitto"), "-c", dir_.file("mosquitto.conf")}, log);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10 * pefm_test::kTimeoutScale);
+    while (std::chrono::steady_clock::now() < end) {
+      if (text_of(log).find("running", before) != std::string::npos) return Launch::kRunning;
+      if (child_->exited()) {
+        child_.reset();
+        return Launch::kExited;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    child_.reset();
+    return Launch::kHung;
+  }
+
   const pefm_test::TempDir& dir_;
-  int port_;
+  int port_ = 0;
   std::unique_ptr<Child> child_;
 };
 
@@ -537,9 +600,9 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
   if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
     GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
   pefm_test::TempDir dir;
-  const int port = free_port();
-  Broker broker(dir, port);
+  Broker broker(dir);
   ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
+  const int port = broker.port();
   // A persistent subscriber (clean session off, QoS 1): what is published while it is away
   // waits for it in the broker.
   const std::string received = dir.file("received.txt");
@@ -585,13 +648,13 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
   const auto arrived_all = [&] {
     std::set<int> frames;
     int events = 0;
-    for (const auto& l : json_lines(text_of(received))) {
+    for (const auto& l : json_lines(complete_lines(text_of(received)))) {  // mosquitto_sub may be mid-line
       if (l.at("type") == "frame") frames.insert(l.at("frame").get<int>());
       else ++events;
     }
     return frames.size() == 30 && events >= 8;
   };
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30 * pefm_test::kTimeoutScale);
   while (!arrived_all() && std::chrono::steady_clock::now() < end)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   sub.stop();
@@ -617,10 +680,13 @@ TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) 
 }
 
 TEST(Publish, ABrokerThatNeverAnswersCostsNoFramesAndDropsAreCountedAndReported) {
-  // Nothing listens on this port: the lines pile up to max-buffered, the oldest frame
-  // lines go, events stay, and the frames pass as if nothing happened.
+  // Nothing listens on this port (held for the whole test): the lines pile up to
+  // max-buffered, the oldest frame lines go, events stay, and the frames pass as if nothing
+  // happened.
   PEFM_MQTT_OR_SKIP();
-  Pipeline p("method=mqtt address=127.0.0.1:" + std::to_string(free_port()) +
+  const RefusingPort refusing;
+  ASSERT_GT(refusing.port(), 0);
+  Pipeline p("method=mqtt address=127.0.0.1:" + std::to_string(refusing.port()) +
              " max-buffered=5 drain-timeout=0");
   ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
   EXPECT_EQ(p.feed("..........AA........"), 20);
