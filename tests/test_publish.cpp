@@ -1,5 +1,6 @@
 // pefmpublish: JSON lines and defect events from GstPefmMeta, to a file and to a real
-// mosquitto broker on 127.0.0.1 that the test starts, stops mid-stream and restarts.
+// mosquitto broker on 127.0.0.1 that the test starts, stops mid-stream and restarts; and
+// behind a real pefmfilter.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gst/app/gstappsink.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -29,6 +31,7 @@
 
 #include "common.h"
 #include "gstpefmmeta.h"
+#include "pefm/model_file.h"
 
 extern char** environ;
 
@@ -89,6 +92,20 @@ GstBuffer* frame_buffer(char kind, guint64 index) {
     gst_pefm_meta_set_regions(m, 1, &r);
   }
   return buf;
+}
+
+// pefmpublish's `stats` property.
+json publish_stats(GstElement* pub) {
+  GstStructure* s = nullptr;
+  g_object_get(pub, "stats", &s, nullptr);
+  json j;
+  for (const char* f : {"posted", "sent", "dropped", "buffered", "connects"}) {
+    guint64 v = 0;
+    gst_structure_get_uint64(s, f, &v);
+    j[f] = v;
+  }
+  gst_structure_free(s);
+  return j;
 }
 
 // appsrc ! pefmpublish <props> ! appsink, fed frame by frame.
@@ -165,18 +182,7 @@ class Pipeline {
     gst_message_unref(m);
     return text;
   }
-  json stats() {
-    GstStructure* s = nullptr;
-    g_object_get(pub_, "stats", &s, nullptr);
-    json j;
-    for (const char* f : {"posted", "sent", "dropped", "buffered", "connects"}) {
-      guint64 v = 0;
-      gst_structure_get_uint64(s, f, &v);
-      j[f] = v;
-    }
-    gst_structure_free(s);
-    return j;
-  }
+  json stats() { return publish_stats(pub_); }
 
  private:
   GstElement* pipeline_ = nullptr;
@@ -430,6 +436,190 @@ TEST(Publish, BadSettingsAreClearErrorsNamingTheProperty) {
     EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
     EXPECT_NE(p.error().find("location"), std::string::npos);
   }
+}
+
+// ---------------------------------------------------------------- behind a real pefmfilter
+
+constexpr int kFrameW = 96, kFrameH = 64;
+
+// A tiny random-weight model calibrated on clean textures, made once for the suite: enough
+// for pefmfilter to attach real metadata (what it decides is not what is tested here).
+const std::string& filter_model() {
+  static const pefm_test::TempDir dir;
+  static const std::string path = [] {
+    const auto model = pefm_test::tiny_model(1);
+    pefm_test::calibrate_on_textures(model, kFrameH, kFrameW);
+    const std::string file = dir.file("tiny.pt");
+    pefm::save_model(*model, file);
+    return file;
+  }();
+  return path;
+}
+
+// What pefmfilter attached to one frame, as the frame left pefmpublish.
+struct FilterFrame {
+  bool anomalous = false, calibrated = false;
+  float score = 0, raw_score = 0, threshold = 0;
+  guint map_width = 0, map_height = 0;
+  std::vector<GstPefmRegion> regions;
+};
+
+// appsrc ! pefmfilter ! pefmpublish <publish_props> ! appsink, one frame per character of
+// `pattern` ('.' a clean texture, 'A' one with a bright patch), run to EOS and stopped
+// (pefmpublish drains as it stops). Returns each frame's meta; `stats` gets pefmpublish's.
+std::vector<FilterFrame> run_filter_pipeline(const std::string& pattern, const std::string& publish_props,
+                                             json* stats) {
+  const std::string desc = "appsrc name=src format=time caps=video/x-raw,format=RGB,width=" +
+                           std::to_string(kFrameW) + ",height=" + std::to_string(kFrameH) +
+                           ",framerate=10/1 ! pefmfilter device=cpu model=\"" + filter_model() +
+                           "\" ! pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false";
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(desc.c_str(), &err);
+  if (err) ADD_FAILURE() << err->message;
+  g_clear_error(&err);
+  if (!pipeline) return {};
+  GstElement* src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstElement* pub = gst_bin_get_by_name(GST_BIN(pipeline), "pub");
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstBus* bus = gst_element_get_bus(pipeline);
+  EXPECT_NE(gst_element_set_state(pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    auto img = pefm_test::texture_image(kFrameH, kFrameW, 700 + i);
+    if (pattern[i] == 'A') img = pefm_test::paste_patch(img, 20, 30, 16);
+    img = img.contiguous();
+    const auto size = static_cast<gsize>(img.numel());
+    GstBuffer* buf = gst_buffer_new_allocate(nullptr, size, nullptr);
+    gst_buffer_fill(buf, 0, img.data_ptr<uint8_t>(), size);
+    GST_BUFFER_PTS(buf) = i * (GST_SECOND / 10);
+    GST_BUFFER_DURATION(buf) = GST_SECOND / 10;
+    EXPECT_EQ(gst_app_src_push_buffer(GST_APP_SRC(src), buf), GST_FLOW_OK);
+  }
+  gst_app_src_end_of_stream(GST_APP_SRC(src));
+  GstMessage* done = gst_bus_timed_pop_filtered(bus, 60 * pefm_test::kTimeoutScale * GST_SECOND,
+                                                static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  std::string why = done ? "" : "no EOS";
+  if (done && GST_MESSAGE_TYPE(done) == GST_MESSAGE_ERROR) {
+    GError* e = nullptr;
+    gchar* dbg = nullptr;
+    gst_message_parse_error(done, &e, &dbg);
+    why = std::string(e->message) + " | " + (dbg ? dbg : "");
+    g_clear_error(&e);
+    g_free(dbg);
+  }
+  if (done) gst_message_unref(done);
+  EXPECT_EQ(why, "");
+  // After EOS the samples wait in appsink: a zero timeout takes each, then returns null.
+  std::vector<FilterFrame> frames;
+  while (GstSample* sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 0)) {
+    FilterFrame f;
+    const GstPefmMeta* m = gst_buffer_get_pefm_meta(gst_sample_get_buffer(sample));
+    EXPECT_NE(m, nullptr) << "frame " << frames.size() << " left pefmfilter without its meta";
+    if (m) {
+      f.anomalous = m->anomalous;
+      f.calibrated = m->calibrated;
+      f.score = m->score;
+      f.raw_score = m->raw_score;
+      f.threshold = m->threshold;
+      f.map_width = m->map_width;
+      f.map_height = m->map_height;
+      f.regions.assign(m->regions, m->regions + m->n_regions);
+    }
+    frames.push_back(f);
+    gst_sample_unref(sample);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  *stats = publish_stats(pub);  // the last run's, kept after stop
+  gst_object_unref(bus);
+  gst_object_unref(sink);
+  gst_object_unref(pub);
+  gst_object_unref(src);
+  gst_object_unref(pipeline);
+  return frames;
+}
+
+// pefmpublish's `lines` for `frames` (what pefmfilter attached, in stream order): a "frame"
+// line per frame, numbered 0..N-1 and stamped with the times fed, with every field the
+// element documents and the meta's values; a defect start and end per run of anomalous frames.
+void expect_lines_match(const std::vector<json>& lines, const std::vector<FilterFrame>& frames,
+                        const std::string& source) {
+  const auto frame_lines = of_type(lines, "frame");
+  ASSERT_EQ(frame_lines.size(), frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const json& f = frame_lines[i];
+    const FilterFrame& m = frames[i];
+    SCOPED_TRACE("frame " + std::to_string(i) + ": " + f.dump());
+    for (const char* key : {"type", "source", "frame", "pts", "running_time", "stream_time", "decision", "score",
+                            "raw_score", "threshold", "region_threshold", "region_level", "anomalous", "calibrated",
+                            "map", "regions"})
+      EXPECT_TRUE(f.contains(key)) << "no '" << key << "'";
+    EXPECT_EQ(f.at("frame"), i);
+    EXPECT_EQ(f.at("source"), source);
+    const guint64 t = i * 100000000ull;  // 10 frames/s from 0
+    EXPECT_EQ(f.at("pts"), t);
+    EXPECT_EQ(f.at("running_time"), t);
+    EXPECT_EQ(f.at("stream_time"), t);
+    EXPECT_EQ(f.at("decision"), m.anomalous ? "anomalous" : "normal");
+    EXPECT_EQ(f.at("anomalous"), m.anomalous);
+    EXPECT_EQ(f.at("calibrated"), m.calibrated);
+    EXPECT_TRUE(m.calibrated);
+    // Scores are written rounded to 6 decimals.
+    EXPECT_NEAR(f.at("score").get<double>(), m.score, 1e-6);
+    EXPECT_NEAR(f.at("raw_score").get<double>(), m.raw_score, 1e-6);
+    EXPECT_NEAR(f.at("threshold").get<double>(), m.threshold, 1e-6);
+    EXPECT_GT(m.map_width, 0u);
+    EXPECT_EQ(f.at("map"), json({m.map_width, m.map_height}));
+    const json& regions = f.at("regions");
+    ASSERT_EQ(regions.size(), m.regions.size());
+    for (size_t k = 0; k < m.regions.size(); ++k) {
+      const GstPefmRegion& r = m.regions[k];
+      const json& g = regions[k];
+      EXPECT_EQ(g.at("x"), r.x);
+      EXPECT_EQ(g.at("y"), r.y);
+      EXPECT_EQ(g.at("width"), r.width);
+      EXPECT_EQ(g.at("height"), r.height);
+      EXPECT_EQ(g.at("area"), r.area);
+      EXPECT_NEAR(g.at("peak").get<double>(), r.peak, 1e-6);
+    }
+  }
+  // end-frames=1 (the default): the first normal frame after a run of anomalous ones ends
+  // the defect, which names its last frame; a run still open at the end ends at EOS.
+  std::vector<std::string> expected, events;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const bool last = i + 1 == frames.size();
+    if (frames[i].anomalous && (i == 0 || !frames[i - 1].anomalous))
+      expected.push_back("defect-started@" + std::to_string(i));
+    if (frames[i].anomalous && (last || !frames[i + 1].anomalous))
+      expected.push_back("defect-ended@" + std::to_string(i) + (last ? ":eos" : ":normal"));
+  }
+  for (const auto& l : lines) {
+    const auto type = l.at("type").get<std::string>();
+    if (type == "frame") continue;
+    EXPECT_TRUE(type == "defect-started" || type == "defect-ended") << l;
+    events.push_back(type + "@" + std::to_string(l.at("frame").get<int>()) +
+                     (type == "defect-ended" ? ":" + l.at("reason").get<std::string>() : std::string()));
+  }
+  EXPECT_EQ(events, expected);
+}
+
+// A real pefmfilter ! pefmpublish pipeline: every frame pefmfilter inspected becomes a line
+// of the file carrying the meta's decision, scores, map and regions; the file is JSON lines.
+TEST(Publish, BehindPefmfilterEveryFrameGetsALineWithItsResult) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("results.jsonl");
+  const std::string pattern = "..AA...A..";
+  json stats;
+  const auto frames =
+      run_filter_pipeline(pattern, "method=file location=" + path + " source-id=cam1 drain-timeout=20000", &stats);
+  ASSERT_EQ(frames.size(), pattern.size()) << "frames lost on the way";
+  const std::string text = pefm_test::slurp(path);
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text.back(), '\n') << "the last line is unfinished";
+  const auto lines = json_lines(text);  // each line parsed strictly
+  EXPECT_EQ(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')), lines.size()) << "empty lines:\n" << text;
+  expect_lines_match(lines, frames, "cam1");
+  EXPECT_EQ(stats["posted"], lines.size()) << stats;
+  EXPECT_EQ(stats["sent"], stats["posted"]) << stats;
+  EXPECT_EQ(stats["dropped"], 0u) << stats;
 }
 
 // ---------------------------------------------------------------- a real broker
@@ -700,6 +890,53 @@ TEST(Publish, ABrokerThatNeverAnswersCostsNoFramesAndDropsAreCountedAndReported)
   EXPECT_NE(warnings.find("dropping"), std::string::npos) << warnings;
   EXPECT_NE(warnings.find("dropped 22 of 22"), std::string::npos) << warnings;  // the last 5 at stop
   release(messages);
+}
+
+// The same pipeline publishing to a real broker: a subscriber gets every line.
+TEST(Publish, BehindPefmfilterEveryFrameReachesAnMqttSubscriber) {
+  PEFM_MQTT_OR_SKIP();
+  if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
+    GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
+  pefm_test::TempDir dir;
+  Broker broker(dir);
+  ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
+  const std::string port = std::to_string(broker.port());
+  const std::string received = dir.file("received.txt");
+  Child sub({find_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", port, "-t", "line2/pefm", "-q", "1", "-i",
+             "pefm-test-filter-sub"},
+            received);
+  ASSERT_TRUE(wait_for_text(dir.file("broker.log"), "Sending SUBACK to pefm-test-filter-sub", 10))
+      << text_of(dir.file("broker.log"));
+
+  const std::string pattern = "..AA...A..";
+  json stats;
+  const auto frames = run_filter_pipeline(
+      pattern, "method=mqtt address=127.0.0.1:" + port + " topic=line2/pefm qos=1 source-id=cam1 drain-timeout=20000",
+      &stats);
+  ASSERT_EQ(frames.size(), pattern.size()) << "frames lost on the way";
+  EXPECT_EQ(stats["dropped"], 0u) << stats;
+  EXPECT_EQ(stats["sent"], stats["posted"]) << stats;  // each acknowledged by the broker
+  // Acknowledged by the broker is not yet received by the subscriber: wait for the lines.
+  const auto posted = stats["posted"].get<size_t>();
+  const auto newlines = [&] {
+    const std::string text = text_of(received);
+    return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  };
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30 * pefm_test::kTimeoutScale);
+  while (newlines() < posted && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  sub.stop();
+  broker.stop();
+
+  // QoS 1 is "at least once": a resent line would arrive twice, as the same text.
+  std::set<std::string> seen;
+  std::string unique;
+  std::istringstream in(complete_lines(text_of(received)));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && seen.insert(line).second) unique += line + "\n";
+  const auto lines = json_lines(unique);
+  EXPECT_EQ(lines.size(), posted) << text_of(received);
+  expect_lines_match(lines, frames, "cam1");
 }
 
 }  // namespace
