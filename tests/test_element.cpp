@@ -637,6 +637,71 @@ TEST(Overlay, ContoursAndHeatMapHaveTheirColoursExactlyWhereTheMapSaysInRgbI420A
   }
 }
 
+// pefmoverlay's `threshold` is the level its contours are drawn at, read for each frame;
+// negative (the default) means the meta's region_level. On a meta of our own -- a cone of
+// heat peaking at 0.9 over (48, 32), falling by 1/30 per pixel, regions cut at 0.3 -- the
+// outline is the ring of radius 18 by default, of radius 9 at 0.6, and nothing at 0.95,
+// above the peak: each time byte for byte what the core draws at that level.
+TEST(Element, OverlayElementDrawsContoursAtItsThresholdElseAtTheMetasRegionLevel) {
+  constexpr double kPeak = 0.9, kFall = 30.0;
+  constexpr float kRegionLevel = 0.3f;
+  pefm::FrameResult cone;
+  cone.map_width = kW;
+  cone.map_height = kH;
+  for (int y = 0; y < kH; ++y) {
+    for (int x = 0; x < kW; ++x) {
+      cone.map.push_back(static_cast<float>(std::max(0.0, kPeak - std::hypot(x - 48, y - 32) / kFall)));
+    }
+  }
+  GstVideoInfo info;
+  gst_video_info_set_format(&info, GST_VIDEO_FORMAT_RGB, kW, kH);
+  GstBuffer* original = rgb_buffer(texture_image(kH, kW, 5));
+  GstHarness* h = gst_harness_new_parse("pefmoverlay overlay=contours");
+  gst_harness_set_src_caps_str(h, caps_for(GST_VIDEO_FORMAT_RGB).c_str());
+  GstElement* overlay = gst_harness_find_element(h, "pefmoverlay");
+  ASSERT_NE(overlay, nullptr);
+  struct Case {
+    double threshold, radius;  // radius of the disc outlined; 0: nothing drawn
+  };
+  for (const Case c : {Case{-1.0, 18.0}, Case{0.6, 9.0}, Case{0.95, 0.0}}) {
+    g_object_set(overlay, "threshold", c.threshold, nullptr);
+    GstBuffer* in = gst_buffer_copy_deep(original);
+    GstPefmMeta* m = gst_buffer_add_pefm_meta(in);
+    gst_pefm_meta_set_map(m, kW, kH, cone.map.data(), 1.0, 1.0);
+    m->region_level = kRegionLevel;
+    m->score = static_cast<gfloat>(kPeak);
+    m->anomalous = TRUE;
+    m->calibrated = TRUE;
+    GstBuffer* out = gst_harness_push_and_pull(h, in);
+    ASSERT_NE(out, nullptr);
+    GstBuffer* expected = gst_buffer_copy_deep(original);
+    GstVideoFrame f;
+    ASSERT_TRUE(gst_video_frame_map(&f, &info, expected, GST_MAP_READWRITE));
+    pefm::draw_overlay(view_of(&f), cone, pefm::OverlayMode::kContours, 0.5,
+                       c.threshold >= 0 ? c.threshold : static_cast<double>(kRegionLevel));
+    gst_video_frame_unmap(&f);
+    EXPECT_EQ(bytes(out), bytes(expected)) << "threshold " << c.threshold;
+    const auto changed = changed_pixels(original, out, &info);
+    if (c.radius == 0) {
+      EXPECT_TRUE(changed.empty()) << changed.size() << " pixels drawn at threshold " << c.threshold << ", above the peak";
+    } else {
+      // A 2 px outline just inside the circle where the cone crosses the level.
+      size_t off_ring = 0;
+      for (const auto& [x, y] : changed) {
+        const double d = std::hypot(x - 48, y - 32);
+        off_ring += d > c.radius + 0.01 || d < c.radius - 2.5;
+      }
+      EXPECT_GT(changed.size(), 20u) << "threshold " << c.threshold;
+      EXPECT_EQ(off_ring, 0u) << "of " << changed.size() << " pixels drawn at threshold " << c.threshold;
+    }
+    gst_buffer_unref(expected);
+    gst_buffer_unref(out);
+  }
+  gst_object_unref(overlay);
+  gst_buffer_unref(original);
+  gst_harness_teardown(h);
+}
+
 TEST(Element, RenegotiatesSizeAndFormatMidStream) {
   GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB));
   GstVideoInfo info;

@@ -1,12 +1,16 @@
 // pefmfilter continuous=true (line-scan webs) in real pipelines: buffers of one strip in
-// through appsrc, out through appsink, with their metadata and messages.
+// through appsrc, out through appsink, with their metadata and messages; under a GstHarness
+// where events go between the buffers (flush, segment, caps) or the LATENCY query is asked.
 #include <gst/app/gstappsink.h>
+#include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -16,6 +20,7 @@
 #include "gstpefmmeta.h"
 #include "pefm/frame_detector.h"
 #include "pefm/model_file.h"
+#include "pefm/web_stream.h"
 
 namespace {
 
@@ -46,6 +51,16 @@ std::ostream& operator<<(std::ostream& os, const Box& b) {
   return os << "rows " << b.y << "+" << b.height << " cols " << b.x << "+" << b.width;
 }
 
+// Every region of every buffer, with the buffer it came with.
+std::vector<std::pair<size_t, GstPefmRegion>> regions_of(const std::vector<GstBuffer*>& buffers) {
+  std::vector<std::pair<size_t, GstPefmRegion>> out;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const GstPefmMeta* m = gst_buffer_get_pefm_meta(buffers[i]);
+    for (guint r = 0; m && r < m->n_regions; ++r) out.emplace_back(i, m->regions[r]);
+  }
+  return out;
+}
+
 // What came out of one run.
 struct Run {
   std::vector<GstBuffer*> buffers;
@@ -57,15 +72,7 @@ struct Run {
     for (auto* s : frame_messages) gst_structure_free(s);
     for (auto* s : web_messages) gst_structure_free(s);
   }
-  // Every region of every buffer, with the buffer it came with.
-  std::vector<std::pair<size_t, GstPefmRegion>> regions() const {
-    std::vector<std::pair<size_t, GstPefmRegion>> out;
-    for (size_t i = 0; i < buffers.size(); ++i) {
-      const GstPefmMeta* m = gst_buffer_get_pefm_meta(buffers[i]);
-      for (guint r = 0; m && r < m->n_regions; ++r) out.emplace_back(i, m->regions[r]);
-    }
-    return out;
-  }
+  std::vector<std::pair<size_t, GstPefmRegion>> regions() const { return regions_of(buffers); }
 };
 
 // One buffer of the strip: rows [index * kRows, + kRows), with offsets counting buffers.
@@ -74,6 +81,23 @@ struct Piece {
   guint64 offset;
   bool discont = false;
 };
+
+// Rows [row, row + rows) of the strip as the `offset`-th buffer of the stream (offsets count
+// buffers, at 10 per second).
+GstBuffer* strip_buffer(const torch::Tensor& strip, int64_t row, int64_t rows, guint64 offset) {
+  const auto t = strip.slice(0, row, row + rows).contiguous();
+  GstBuffer* b = gst_buffer_new_memdup(t.data_ptr<uint8_t>(), static_cast<gsize>(t.numel()));
+  GST_BUFFER_PTS(b) = offset * GST_SECOND / 10;
+  GST_BUFFER_DURATION(b) = GST_SECOND / 10;
+  GST_BUFFER_OFFSET(b) = offset;
+  GST_BUFFER_OFFSET_END(b) = offset + 1;
+  return b;
+}
+
+std::string web_caps(int rows) {
+  return "video/x-raw,format=RGB,width=" + std::to_string(kWidth) + ",height=" + std::to_string(rows) +
+         ",framerate=10/1";
+}
 
 // Sets tile-overlap=0 on pefmfilter when its `at`-th buffer arrives (in the streaming
 // thread, before the element sees it): a change of tiling at a known buffer.
@@ -92,9 +116,8 @@ GstPadProbeReturn change_overlap(GstPad*, GstPadProbeInfo*, gpointer data) {
 std::unique_ptr<Run> run(const torch::Tensor& strip, const std::vector<Piece>& pieces, const std::string& props,
                          int change_at = -1) {
   auto r = std::make_unique<Run>();
-  const std::string launch = "appsrc name=src format=time caps=video/x-raw,format=RGB,width=" + std::to_string(kWidth) +
-                             ",height=" + std::to_string(kRows) +
-                             ",framerate=10/1 ! pefmfilter device=cpu overlay=none emit-messages=true " + props +
+  const std::string launch = "appsrc name=src format=time caps=" + web_caps(kRows) +
+                             " ! pefmfilter device=cpu overlay=none emit-messages=true " + props +
                              " model=\"" + web_model() + "\" name=filter ! appsink name=sink sync=false wait-on-eos=false";
   GstElement* pipeline = gst_parse_launch(launch.c_str(), nullptr);
   EXPECT_NE(pipeline, nullptr) << launch;
@@ -110,12 +133,7 @@ std::unique_ptr<Run> run(const torch::Tensor& strip, const std::vector<Piece>& p
   GstElement* src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
   GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
   for (const auto& p : pieces) {
-    const auto rows = strip.slice(0, p.index * kRows, (p.index + 1) * kRows).contiguous();
-    GstBuffer* b = gst_buffer_new_memdup(rows.data_ptr<uint8_t>(), static_cast<gsize>(rows.numel()));
-    GST_BUFFER_PTS(b) = p.offset * GST_SECOND / 10;
-    GST_BUFFER_DURATION(b) = GST_SECOND / 10;
-    GST_BUFFER_OFFSET(b) = p.offset;
-    GST_BUFFER_OFFSET_END(b) = p.offset + 1;
+    GstBuffer* b = strip_buffer(strip, p.index * kRows, kRows, p.offset);
     if (p.discont) GST_BUFFER_FLAG_SET(b, GST_BUFFER_FLAG_DISCONT);
     GstFlowReturn ret = GST_FLOW_OK;
     g_signal_emit_by_name(src, "push-buffer", b, &ret);
@@ -175,6 +193,73 @@ std::vector<Box> whole_strip_regions(const torch::Tensor& strip) {
 }
 
 Box web_box(const GstPefmRegion& g) { return {g.web_y, g.web_height, g.web_x, g.web_width}; }
+
+// pefmfilter continuous=true with the tiling above (and `props`) under a GstHarness, for
+// streams with events between their buffers: everything runs in the test's thread, so what
+// came out after each push or event is known. Buffers out are collected in order, the
+// element's messages read from a bus of our own.
+struct WebHarness {
+  GstHarness* h = nullptr;
+  GstBus* bus = nullptr;
+  std::vector<GstBuffer*> out;
+  std::vector<GstStructure*> frame_messages, web_messages;
+
+  explicit WebHarness(const std::string& props) {
+    const std::string launch = "pefmfilter device=cpu overlay=none emit-messages=true continuous=true " +
+                               std::string(kTiling) + " " + props + " model=\"" + web_model() + "\"";
+    h = gst_harness_new_parse(launch.c_str());
+    bus = gst_bus_new();
+    gst_element_set_bus(h->element, bus);
+    gst_harness_set_src_caps_str(h, web_caps(kRows).c_str());
+  }
+  ~WebHarness() {
+    for (auto* b : out) gst_buffer_unref(b);
+    for (auto* s : frame_messages) gst_structure_free(s);
+    for (auto* s : web_messages) gst_structure_free(s);
+    gst_element_set_bus(h->element, nullptr);
+    gst_object_unref(bus);
+    gst_harness_teardown(h);
+  }
+  WebHarness(const WebHarness&) = delete;
+  WebHarness& operator=(const WebHarness&) = delete;
+
+  GstFlowReturn push(const torch::Tensor& strip, int64_t row, int64_t rows, guint64 offset) {
+    return gst_harness_push(h, strip_buffer(strip, row, rows, offset));
+  }
+  gboolean push_event(GstEvent* event) { return gst_harness_push_event(h, event); }
+  // Takes the buffers that came out since the last call; returns how many came out in all.
+  size_t collect() {
+    while (GstBuffer* b = gst_harness_try_pull(h)) out.push_back(b);
+    return out.size();
+  }
+  // Takes the messages posted since the last call.
+  void take_messages() {
+    while (GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ELEMENT)) {
+      const GstStructure* s = gst_message_get_structure(msg);
+      if (gst_structure_has_name(s, "pefm")) frame_messages.push_back(gst_structure_copy(s));
+      else if (gst_structure_has_name(s, "pefm-web")) web_messages.push_back(gst_structure_copy(s));
+      gst_message_unref(msg);
+    }
+  }
+  const GstPefmMeta* meta(size_t i) const { return gst_buffer_get_pefm_meta(out[i]); }
+};
+
+guint64 uint64_field(const GstStructure* s, const char* name) {
+  guint64 v = G_MAXUINT64;
+  EXPECT_TRUE(gst_structure_get_uint64(s, name, &v)) << name;
+  return v;
+}
+
+// The "region" structures of a message's "boxes".
+std::vector<const GstStructure*> boxes_of(const GstStructure* s) {
+  std::vector<const GstStructure*> out;
+  const GValue* boxes = gst_structure_get_value(s, "boxes");
+  EXPECT_NE(boxes, nullptr);
+  for (guint i = 0; boxes && i < gst_value_array_get_size(boxes); ++i) {
+    out.push_back(gst_value_get_structure(gst_value_array_get_value(boxes, i)));
+  }
+  return out;
+}
 
 // A 20-px defect across the boundary of buffers 0 and 1: one region, reported once, with
 // buffer 1, with the extent the whole strip gives it, in pixels and millimetres; in the
@@ -293,6 +378,230 @@ TEST(ElementWeb, ContinuousModeWithoutTilesIsAnErrorNamingTileSize) {
   EXPECT_NE(r->error.find("continuous"), std::string::npos) << r->error;
   EXPECT_NE(r->error.find("tile-size"), std::string::npos) << r->error;
   EXPECT_TRUE(r->buffers.empty());
+}
+
+// A flush mid-web drops the buffers the web holds: they never come out, and a "pefm-web"
+// message (reason "flush") counts them and carries the region that was open, as far as
+// it was seen (a defect across buffers 0 and 1: buffer 0's rows). The buffers after the
+// flush start a new web where the message says, and nothing of the old one is reported.
+TEST(ElementWeb, AFlushDropsTheHeldBuffersAndReportsThem) {
+  const auto strip = paste_patch(pefm_test::web_texture(5 * kRows, kWidth, 32), 54, 30, 20);
+  WebHarness w("");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(w.push(strip, i * kRows, kRows, i), GST_FLOW_OK);
+  // Buffer 0 leaves once the tile at row 96, below its last row, is scored (rows to 160
+  // in); buffers 1 and 2 wait for rows still to come.
+  ASSERT_EQ(w.collect(), 1u);
+  ASSERT_TRUE(w.push_event(gst_event_new_flush_start()));
+  ASSERT_TRUE(w.push_event(gst_event_new_flush_stop(TRUE)));
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  ASSERT_TRUE(w.push_event(gst_event_new_segment(&segment)));
+  w.take_messages();
+  ASSERT_EQ(w.web_messages.size(), 1u);
+  const GstStructure* m = w.web_messages[0];
+  EXPECT_STREQ(gst_structure_get_string(m, "event"), "discontinuity");
+  EXPECT_STREQ(gst_structure_get_string(m, "reason"), "flush");
+  guint dropped = 0;
+  EXPECT_TRUE(gst_structure_get_uint(m, "dropped-buffers", &dropped));
+  EXPECT_EQ(dropped, 2u);
+  const auto boxes = boxes_of(m);
+  ASSERT_EQ(boxes.size(), 1u) << "the region open in buffer 0";
+  EXPECT_STREQ(gst_structure_get_string(boxes[0], "closed-by"), "flush");
+  EXPECT_EQ(uint64_field(boxes[0], "web-y") + uint64_field(boxes[0], "web-height"), static_cast<guint64>(kRows));
+  for (int i = 3; i < 5; ++i) ASSERT_EQ(w.push(strip, i * kRows, kRows, i), GST_FLOW_OK);
+  ASSERT_TRUE(w.push_event(gst_event_new_eos()));
+  ASSERT_EQ(w.collect(), 3u) << "buffers 1 and 2 never come out";
+  const guint64 offsets[] = {0, 3, 4};
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(GST_BUFFER_PTS(w.out[i]), offsets[i] * GST_SECOND / 10) << i;
+  EXPECT_EQ(w.meta(1)->web_row, uint64_field(m, "web-row")) << "the new web starts where the message says";
+  for (const auto& [i, g] : regions_of(w.out)) {
+    EXPECT_GE(g.web_y, 3u * kRows) << "buffer " << i << " reports a region of the dropped web";
+  }
+  w.take_messages();
+  EXPECT_EQ(w.web_messages.size(), 1u);
+}
+
+// A new segment mid-web ends the web ("segment"), as a discontinuity does: the buffer it
+// held leaves before the segment, the defect across it is reported in two parts, the first
+// closed by "segment" with buffer 0, and a "pefm-web" message says where the next web
+// starts.
+TEST(ElementWeb, ANewSegmentEndsTheWebAndSendsTheHeldBufferFirst) {
+  const auto strip = paste_patch(pefm_test::web_texture(3 * kRows, kWidth, 32), 54, 30, 20);
+  WebHarness w("");
+  ASSERT_EQ(w.push(strip, 0, kRows, 0), GST_FLOW_OK);
+  ASSERT_EQ(w.collect(), 0u) << "buffer 0 waits for the rows after it";
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  segment.base = GST_SECOND;  // running time goes on from elsewhere
+  ASSERT_TRUE(w.push_event(gst_event_new_segment(&segment)));
+  EXPECT_EQ(w.collect(), 1u) << "the held buffer leaves before the segment";
+  for (int i = 1; i < 3; ++i) ASSERT_EQ(w.push(strip, i * kRows, kRows, i), GST_FLOW_OK);
+  ASSERT_TRUE(w.push_event(gst_event_new_eos()));
+  ASSERT_EQ(w.collect(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(GST_BUFFER_PTS(w.out[i]), i * GST_SECOND / 10);
+    EXPECT_EQ(w.meta(i)->web_row, i * kRows);
+  }
+  w.take_messages();
+  ASSERT_EQ(w.web_messages.size(), 1u);
+  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "event"), "discontinuity");
+  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "reason"), "segment");
+  EXPECT_EQ(uint64_field(w.web_messages[0], "web-row"), static_cast<guint64>(kRows));
+  const auto found = regions_of(w.out);
+  ASSERT_EQ(found.size(), 2u) << "the part before the segment and the part after";
+  EXPECT_EQ(found[0].first, 0u);
+  EXPECT_STREQ(found[0].second.closed_by, "segment");
+  EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
+  EXPECT_EQ(found[1].second.web_y, static_cast<guint64>(kRows)) << "the rest starts the new web";
+}
+
+// New caps mid-web end the web ("caps"): the buffer it held leaves before them, the defect
+// across the change is reported in two parts, and the web rows go on counting through
+// buffers of the new height, each with the map of its own rows.
+TEST(ElementWeb, NewCapsMidStreamEndTheWebAndTheRowsGoOnCounting) {
+  constexpr int kHalf = kRows / 2;
+  const auto strip = paste_patch(pefm_test::web_texture(2 * kRows, kWidth, 32), 54, 30, 20);
+  WebHarness w("");
+  ASSERT_EQ(w.push(strip, 0, kRows, 0), GST_FLOW_OK);
+  ASSERT_EQ(w.collect(), 0u) << "buffer 0 waits for the rows after it";
+  gst_harness_set_src_caps_str(w.h, web_caps(kHalf).c_str());
+  EXPECT_EQ(w.collect(), 1u) << "the held buffer leaves before the new caps";
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(w.push(strip, kRows + i * kHalf, kHalf, 1 + i), GST_FLOW_OK);
+  ASSERT_TRUE(w.push_event(gst_event_new_eos()));
+  ASSERT_EQ(w.collect(), 3u);
+  const guint64 first_rows[] = {0, kRows, kRows + kHalf};
+  const guint heights[] = {kRows, kHalf, kHalf};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(w.meta(i)->web_row, first_rows[i]) << i;
+    EXPECT_EQ(w.meta(i)->map_height, heights[i]) << i;
+  }
+  w.take_messages();
+  // The segment that follows new caps finds no web open: one message.
+  ASSERT_EQ(w.web_messages.size(), 1u);
+  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "reason"), "caps");
+  EXPECT_EQ(uint64_field(w.web_messages[0], "web-row"), static_cast<guint64>(kRows));
+  const auto found = regions_of(w.out);
+  ASSERT_EQ(found.size(), 2u) << "the part before the change and the part after";
+  EXPECT_EQ(found[0].first, 0u);
+  EXPECT_STREQ(found[0].second.closed_by, "caps");
+  EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
+  EXPECT_EQ(found[1].second.web_y, static_cast<guint64>(kRows));
+}
+
+// A scratch along the web (20-px defects stacked from row 20 to 220) is one region, ended
+// with the buffer where it ends. With max-region-rows=64 it is reported in parts while it
+// goes on: each part but the last closed by "max-rows" with the buffer where it passed 64
+// rows, up to that buffer's last row, and together the parts are the whole region, row for
+// row and pixel for pixel.
+TEST(ElementWeb, MaxRegionRowsReportsALongScratchInPartsThatMakeTheWhole) {
+  auto strip = pefm_test::web_texture(5 * kRows, kWidth, 37);
+  for (int64_t y = 20; y < 220; y += 20) strip = paste_patch(strip, y, 30, 20);
+  const auto scratch_regions = [](const Run& r) {
+    std::vector<std::pair<size_t, GstPefmRegion>> out;
+    for (const auto& f : r.regions()) {
+      const GstPefmRegion& g = f.second;
+      if (g.web_x < 50 && g.web_x + g.web_width > 30 && g.web_y < 220 && g.web_y + g.web_height > 20) out.push_back(f);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second.web_y < b.second.web_y; });
+    return out;
+  };
+  const auto whole_run = run(strip, consecutive(5), std::string(kTiling) + " continuous=true");
+  ASSERT_TRUE(whole_run->eos) << whole_run->error;
+  const auto whole = scratch_regions(*whole_run);
+  ASSERT_EQ(whole.size(), 1u) << "one region along the scratch";
+  const GstPefmRegion& all = whole[0].second;
+  EXPECT_STREQ(all.closed_by, "ended");
+  ASSERT_GT(all.web_height, 2u * 64u) << "long enough for two parts";
+  const auto split_run = run(strip, consecutive(5), std::string(kTiling) + " continuous=true max-region-rows=64");
+  ASSERT_TRUE(split_run->eos) << split_run->error;
+  ASSERT_EQ(split_run->buffers.size(), 5u);
+  const auto parts = scratch_regions(*split_run);
+  ASSERT_GE(parts.size(), 2u) << "not split at 64 rows";
+  guint64 row = all.web_y, area = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const auto& [buffer, g] = parts[i];
+    EXPECT_EQ(g.web_y, row) << "part " << i << " starts where the last one ended";
+    row = g.web_y + g.web_height;
+    area += g.area;
+    if (i + 1 < parts.size()) {
+      EXPECT_STREQ(g.closed_by, "max-rows") << i;
+      EXPECT_GT(g.web_height, 64u) << i;
+      EXPECT_EQ(row, (buffer + 1) * kRows) << "part " << i << " ends with the buffer it is reported with";
+    } else {
+      EXPECT_STREQ(g.closed_by, "ended");
+    }
+  }
+  EXPECT_EQ(row, all.web_y + all.web_height);
+  EXPECT_EQ(area, all.area);
+}
+
+// In continuous mode the LATENCY answer adds the time of the buffers the web may hold
+// back, on top of upstream's latency and the processing time (the `stats` latency): up to
+// tile-size + a tile step + a map row after a buffer (WebStream::held_rows_bound, 114 rows
+// here), that is two buffers of 64 rows at 10 per second, 200 ms. No buffer is held longer.
+TEST(ElementWeb, LatencyQueryAddsTheBuffersTheWebHoldsBack) {
+  const auto strip = pefm_test::web_texture(4 * kRows, kWidth, 36);
+  const int64_t input = pefm::FrameDetector::acquire(web_model(), {"cpu"})->input_size();
+  const int64_t held_rows = pefm::WebStream::held_rows_bound(pefm::TileOptions{64, 16}, input);
+  const GstClockTime web_latency = static_cast<GstClockTime>((held_rows + kRows - 1) / kRows) * GST_SECOND / 10;
+  EXPECT_EQ(web_latency, 2 * GST_SECOND / 10) << held_rows << " rows";
+  constexpr GstClockTime kUpstream = 7 * GST_MSECOND;
+  WebHarness w("");
+  gst_harness_set_upstream_latency(w.h, kUpstream);
+  GstElement* filter = gst_harness_find_element(w.h, "pefmfilter");
+  ASSERT_NE(filter, nullptr);
+  size_t most_held = 0;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(w.push(strip, i * kRows, kRows, i), GST_FLOW_OK);
+    most_held = std::max(most_held, static_cast<size_t>(i + 1) - w.collect());
+    const GstClockTime min = gst_harness_query_latency(w.h);
+    GstStructure* stats = nullptr;
+    g_object_get(filter, "stats", &stats, nullptr);
+    ASSERT_NE(stats, nullptr);
+    const guint64 processing = uint64_field(stats, "latency");
+    gst_structure_free(stats);
+    EXPECT_GT(processing, 0u) << "no processing time measured";
+    EXPECT_EQ(min, kUpstream + processing + web_latency) << "after buffer " << i;
+  }
+  EXPECT_GE(most_held, 1u);
+  EXPECT_LE(most_held * (GST_SECOND / 10), web_latency) << most_held << " buffers held at once";
+  gst_object_unref(filter);
+}
+
+// message-mode=anomalous in continuous mode: a buffer gets a message when it is anomalous
+// or reports a web region (a defect can end in a buffer that is not anomalous itself). On
+// a clean strip at threshold 1 no buffer is anomalous. With regions cut only where the map
+// saturates (region-threshold 1) there are none, and no message; cut at the median normal
+// pixel (region-threshold 0), regions end in some buffers, and exactly those get one
+// message each, counting their regions.
+TEST(ElementWeb, AnomalousMessageModePostsTheBuffersThatReportRegions) {
+  const auto strip = pefm_test::web_texture(4 * kRows, kWidth, 38);
+  for (const std::string region_threshold : {"1.0", "0.0"}) {
+    const auto r = run(strip, consecutive(4), std::string(kTiling) +
+                                                  " continuous=true message-mode=anomalous threshold=1.0 "
+                                                  "region-threshold=" + region_threshold);
+    ASSERT_TRUE(r->eos) << r->error;
+    ASSERT_EQ(r->buffers.size(), 4u);
+    std::map<GstClockTime, guint> want;  // buffer (PTS) -> its regions
+    for (auto* b : r->buffers) {
+      const GstPefmMeta* m = gst_buffer_get_pefm_meta(b);
+      ASSERT_NE(m, nullptr);
+      ASSERT_FALSE(m->anomalous) << "score " << m->score << " at threshold 1";
+      if (m->n_regions > 0) want[GST_BUFFER_PTS(b)] = m->n_regions;
+    }
+    if (region_threshold == "1.0") {
+      ASSERT_TRUE(want.empty()) << "regions where the map saturates, on a clean strip";
+    } else {
+      ASSERT_FALSE(want.empty()) << "no region at the median normal pixel";
+    }
+    std::map<GstClockTime, guint> posted;
+    for (const GstStructure* s : r->frame_messages) {
+      guint regions = 0;
+      EXPECT_TRUE(gst_structure_get_uint(s, "regions", &regions));
+      EXPECT_TRUE(posted.emplace(uint64_field(s, "timestamp"), regions).second) << "two messages for one buffer";
+    }
+    EXPECT_EQ(posted, want) << "region-threshold " << region_threshold;
+  }
 }
 
 }  // namespace
