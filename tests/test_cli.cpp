@@ -14,6 +14,8 @@
 #include <tuple>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -474,6 +476,20 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
     if (eligible && gain > best_gain) best_gain = gain, best = t.at("pe").get<std::string>();
   }
   EXPECT_EQ(chosen, best) << evidence;
+  // The gains again, from each probe's own scores: the variant's AUROC minus none's.
+  const auto& probes = evidence.at("probes");
+  ASSERT_EQ(probes.size(), 2u) << evidence;
+  EXPECT_EQ(probes[0].at("kind"), "cut-paste");
+  EXPECT_EQ(probes[1].at("kind"), "blotch");
+  for (const auto& t : evidence.at("trials")) {
+    if (t.at("pe") == "none") continue;
+    const auto pe = t.at("pe").get<std::string>();
+    std::vector<double> d;
+    for (const auto& p : probes) d.push_back(p.at("pixel_auroc").at(pe).get<double>() - p.at("pixel_auroc").at("none").get<double>());
+    const double mean = (d[0] + d[1]) / 2, se = std::abs(d[0] - d[1]) / 2;  // two units: sd / sqrt(2)
+    EXPECT_NEAR(t.at("gain_over_none").get<double>(), mean, 1e-12) << t;
+    EXPECT_NEAR(t.at("gain_se").get<double>(), se, 1e-12) << t;
+  }
   EXPECT_EQ(evidence.at("choice").get<std::string>(), chosen);
   EXPECT_EQ(evidence.at("probe_images").get<int>(), 2);
   EXPECT_EQ(evidence.at("probe_units").get<int>(), 2);  // without --groups: each image its own
@@ -839,7 +855,9 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
     return args;
   };
   const auto model = out_.file("m.pt");
-  auto r = run(with_folds(model, "0.25"));
+  auto first = with_folds(model, "0.25");
+  first.insert(first.end(), {"--pixel-false-alarm-rate", "0.02", "--train-scores", out_.file("train.csv")});
+  auto r = run(first);
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* says : {"fold 1/3: trained on", "fold 3/3: trained on", "3 cross-fitting folds",
                            "exceeds it with probability <= 18.18 %"})
@@ -856,6 +874,42 @@ TEST_F(Cli, CrossFittedThresholdStatesItsFalseAlarmRate) {
   EXPECT_NE(r.output.find("with 95 % probability over these calibration images the rate is <="), std::string::npos)
       << r.output;
   EXPECT_EQ(pefm::load_model(model).training.at("folds"), "3");
+  // The region threshold comes from the pixel rate, not from the image rate.
+  EXPECT_DOUBLE_EQ(cal.region_rate_target, 0.02);
+  EXPECT_LE(cal.region_rate, 0.02 + 1.0 / static_cast<double>(cal.region_pixels));
+  // The audit: every image once, with the fold that held it out; one of the ten lies above
+  // the threshold, as the stated rank says.
+  std::istringstream csv(pefm_test::slurp(out_.file("train.csv")));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "file,group,fold,score,normalised,rank,scored_by");
+  std::set<std::string> files;
+  std::map<int, int> per_fold;
+  int above = 0, rank = 0;
+  double last = INFINITY;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> f;
+    std::stringstream fields(line);
+    for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
+    ASSERT_EQ(f.size(), 7u) << line;
+    files.insert(f[0]);
+    EXPECT_EQ(f[1], "") << line;  // no --groups
+    ++per_fold[std::stoi(f[2])];
+    const double score = std::stod(f[3]);
+    EXPECT_LE(score, last) << line;  // most anomalous first
+    last = score;
+    EXPECT_EQ(std::stoi(f[5]), ++rank) << line;
+    EXPECT_EQ(f[6], "out-of-fold") << line;
+    above += score > cal.threshold;
+  }
+  EXPECT_EQ(files.size(), 10u);
+  EXPECT_EQ(per_fold.size(), 3u);
+  EXPECT_EQ(above, 1);
+  EXPECT_NE(r.output.find("check these are really good parts"), std::string::npos) << r.output;
+  const auto record = parse_json(pefm::load_model(model).training.at("train_audit"));
+  EXPECT_EQ(record.at("scored_by"), "out-of-fold");
+  EXPECT_EQ(record.at("images").get<int>(), 10);
+  EXPECT_EQ(record.at("top").size(), 5u);
 
   // 10 images cannot support 1 %: said, with what they support (1/11) and what is needed.
   r = run(with_folds(out_.file("few.pt"), "0.01"));
@@ -937,6 +991,20 @@ TEST_F(Cli, GroupsKeepAPartOnOneSideOfEverySplit) {
   const auto held = std::stoi(pefm::load_model(out_.file("h.pt")).training.at("val_images"));
   EXPECT_TRUE(held == 7 || held == 2 || held == 1) << held;
 
+  // --pe auto's probe images are whole groups too: of 3 groups, one (never images of two).
+  auto probe = tiny_train(dir_->file("good"), out_.file("p.pt"), 3);
+  *(std::find(probe.begin(), probe.end(), "--val-fraction") + 1) = "0";
+  probe.insert(probe.end(), {"--groups", groups, "--pe", "auto"});
+  r = run(probe);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto evidence = parse_json(pefm::load_model(out_.file("p.pt")).training.at("pe_auto_evidence"));
+  EXPECT_EQ(evidence.at("probe_units").get<int>(), 1) << evidence;
+  std::set<std::string> probed;
+  for (const auto& p : evidence.at("probes")) probed.insert(fs::path(p.at("file").get<std::string>()).filename());
+  const std::set<std::string> a = {"100.png", "101.png", "102.png", "103.png", "104.png", "105.png", "106.png"},
+                              b = {"107.png", "108.png"}, c = {"109.png"};
+  EXPECT_TRUE(probed == a || probed == b || probed == c) << evidence.at("probes");
+
   // An image without a group, a malformed line, an image in two groups: refused, named.
   const auto refused = [&](const std::string& file, const std::string& says) {
     auto a = args;
@@ -951,6 +1019,63 @@ TEST_F(Cli, GroupsKeepAPartOnOneSideOfEverySplit) {
   refused(write_groups("bad.csv", "no comma here\n", 9), "bad.csv' line 3: expected IMAGE,GROUP");
   refused(write_groups("twice.csv", dir_->file("good/109.png") + ",A\n", 9), "109.png' is already in group 'A'");
   refused(out_.file("absent.csv"), "--groups '" + out_.file("absent.csv") + "' cannot be read");
+}
+
+// The training-set audit on real images: a defective part (MVTec AD transistor, misplaced:
+// the transistor missing) slipped into a folder of good ones comes first, scored by a fold model that never saw it, and
+// that out-of-fold score is above what the shipped model, which trained on it, gives it.
+TEST_F(Cli, TrainingAuditPutsADefectivePartInTheGoodFolderFirst) {
+  PEFM_SHARED_OR_SKIP(source, "models/mobilenet_v2_torchvision_imagenet.pth");
+  PEFM_SHARED_OR_SKIP(target, "models/mobilenet_v2_tfslim_imagenet.pth");
+  PEFM_SHARED_OR_SKIP(defect, "datasets/mvtec-transistor/test/misplaced/003.png");
+  PEFM_SHARED_OR_SKIP(mask, "datasets/mvtec-transistor/ground_truth/misplaced/003_mask.png");
+  PEFM_SHARED_OR_SKIP(good, "datasets/mvtec-transistor/train/good");
+  const auto data = out_.file("good");
+  fs::create_directories(data);
+  std::vector<fs::path> goods;
+  for (const auto& e : fs::directory_iterator(good)) goods.push_back(e.path());
+  std::sort(goods.begin(), goods.end());
+  ASSERT_GE(goods.size(), 15u);
+  for (size_t i = 0; i < 15; ++i) fs::copy_file(goods[i], data + "/" + goods[i].filename().string());
+  const auto slipped = data + "/" + goods[7].stem().string() + "b.png";  // named like a good one
+  fs::copy_file(defect, slipped);
+
+  const auto model = out_.file("m.pt"), scores = out_.file("train.jsonl");
+  auto r = run({train_bin(), "--data", data, "--output", model, "--source", "mobilenet_v2=" + source,
+                "--target", "mobilenet_v2=" + target, "--image-size", "128", "--latent", "32,64,128",
+                "--epochs", "60", "--batch-size", "8", "--device", "cpu", "--folds", "4", "--train-scores", scores});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1. " + slipped), std::string::npos) << r.output;
+  std::istringstream lines(pefm_test::slurp(scores));
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(lines, line)) rows.push_back(parse_json(line));
+  ASSERT_EQ(rows.size(), 16u);
+  EXPECT_EQ(rows[0].at("file"), slipped) << rows[0] << "\n" << r.output;
+  EXPECT_EQ(rows[0].at("rank"), 1);
+  EXPECT_EQ(rows[0].at("scored_by"), "out-of-fold");
+  EXPECT_TRUE(rows[0].at("group").is_null());
+  const int fold = rows[0].at("fold").get<int>();
+  EXPECT_TRUE(fold >= 1 && fold <= 4) << rows[0];
+  EXPECT_EQ(parse_json(pefm::load_model(model).training.at("train_audit")).at("top")[0].at("file"), slipped);
+
+  // The shipped model's score of the same image, through pefm-eval.
+  const auto cat = out_.file("cat");
+  for (const char* d : {"/test/good", "/test/misplaced", "/ground_truth/misplaced"}) fs::create_directories(cat + d);
+  fs::copy_file(goods[20], cat + "/test/good/000.png");
+  fs::copy_file(defect, cat + "/test/misplaced/000.png");
+  fs::copy_file(mask, cat + "/ground_truth/misplaced/000_mask.png");
+  const auto eval_scores = out_.file("eval.jsonl");
+  r = run({eval_bin(), "--model", model, "--data", cat, "--device", "cpu", "--scores", eval_scores});
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::istringstream evals(pefm_test::slurp(eval_scores));
+  double shipped = NAN;
+  while (std::getline(evals, line)) {
+    const auto e = parse_json(line);
+    if (e.at("type") == "misplaced") shipped = e.at("raw_score").get<double>();
+  }
+  ASSERT_TRUE(std::isfinite(shipped)) << pefm_test::slurp(eval_scores);
+  EXPECT_GT(rows[0].at("score").get<double>(), shipped) << "the fold model never saw it; the shipped model trained on it";
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
@@ -1040,35 +1165,46 @@ TEST_F(Cli, EvalReportsMetricsJsonAndPictures) {
   }
   EXPECT_EQ(pictures, 6);
 
-  // --pro-regions, on defects whose region has a hole: the same test images, each patch's
-  // mask a square ring (its 8 x 8 middle left out; the patch there scores high). `filled`
-  // (the default, the PEFM authors' count) counts the hole's predicted pixels, `exact`
-  // (MVTec's) does not. The JSON's AUPRO, overall and for the type, is pefm::aupro of the
-  // model's maps with the count asked for, and the JSON names it.
+  // --pro-regions, on defects whose region has a hole: the same test images, each defect's
+  // mask a 16 x 16 square ring whose 6 x 6 hole holds the image's hottest map pixel (away
+  // from the border; the tiny model barely sees the pasted patch, so the ring is placed by
+  // the map, not by the patch).
+  // `filled` (the default, the PEFM authors' count) counts the hole's predicted pixels,
+  // `exact` (MVTec's) does not. The JSON's AUPRO, overall and for the type, is pefm::aupro
+  // of the model's maps with the count asked for, and the JSON names it.
   const auto ring = out_.file("ring");
   fs::copy(dir_->file("cat"), ring, fs::copy_options::recursive);
   std::vector<torch::Tensor> ring_frames, ring_masks;
+  std::vector<std::string> ring_types, ring_names;
   for (const char* type_name : {"good", "patch"}) {
-    const std::string type = type_name;
     for (int i = 0; i < 3; ++i) {
-      const auto name = "00" + std::to_string(i);
-      const auto img = pefm::io::read_image(ring + "/test/" + type + "/" + name + ".png");
+      ring_types.push_back(type_name);
+      ring_names.push_back("00" + std::to_string(i));
+      const auto img = pefm::io::read_image(ring + "/test/" + ring_types.back() + "/" + ring_names.back() + ".png");
       ring_frames.push_back(torch::from_blob(const_cast<uint8_t*>(img.pixels.data()),
                                              {1, img.height, img.width, img.channels}, torch::kUInt8)
                                 .clone());
-      auto mask = torch::zeros({img.height, img.width, 1}, torch::kUInt8);
-      if (type == "patch") {
-        mask.slice(0, 20, 36).slice(1, 10 + 10 * i, 26 + 10 * i).fill_(255);
-        mask.slice(0, 24, 32).slice(1, 14 + 10 * i, 22 + 10 * i).fill_(0);
-        write_image(ring + "/ground_truth/patch/" + name + "_mask.png", mask);
-      }
-      // Resized as pefm-eval resizes masks: nearest pixel centres.
-      ring_masks.push_back(
-          torch::_upsample_nearest_exact2d(mask.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})[0][0].gt(127));
     }
   }
   // One batch in pefm-eval's order (types, then names sorted), as its --batch-size 16 runs it.
   const auto ring_maps = det.detect(ring_frames).maps.cpu();
+  for (size_t k = 0; k < ring_frames.size(); ++k) {
+    const int64_t h = ring_frames[k].size(1), w = ring_frames[k].size(2);
+    auto mask = torch::zeros({h, w, 1}, torch::kUInt8);
+    if (ring_types[k] == "patch") {
+      const auto m = ring_maps[static_cast<int64_t>(k)].reshape({S, S});
+      const int64_t my0 = 12 * S / h, my1 = (h - 12) * S / h, mx0 = 12 * S / w, mx1 = (w - 12) * S / w;
+      const auto inside = m.slice(0, my0, my1).slice(1, mx0, mx1).contiguous();
+      const int64_t at = inside.argmax().item<int64_t>();
+      const int64_t cy = ((my0 + at / inside.size(1)) * h + h / 2) / S, cx = ((mx0 + at % inside.size(1)) * w + w / 2) / S;
+      mask.slice(0, cy - 8, cy + 8).slice(1, cx - 8, cx + 8).fill_(255);
+      mask.slice(0, cy - 3, cy + 3).slice(1, cx - 3, cx + 3).fill_(0);
+      write_image(ring + "/ground_truth/patch/" + ring_names[k] + "_mask.png", mask);
+    }
+    // Resized as pefm-eval resizes masks: nearest pixel centres.
+    ring_masks.push_back(
+        torch::_upsample_nearest_exact2d(mask.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})[0][0].gt(127));
+  }
   const auto ring_truth = torch::stack(ring_masks);
   const double want_filled = pefm::aupro(ring_maps, ring_truth);
   const double want_exact = pefm::aupro(ring_maps, ring_truth, 1000, 0.3, pefm::ProRegions::kExact);

@@ -31,6 +31,13 @@ std::string json_text(const Json& value, int indent) {
   return pefm::json_text(value, indent) + "\n";
 }
 
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
 void write_json(const std::string& path, const Json& value, int indent) {
   const auto text = json_text(value, indent);
   if (path == "-") {
@@ -69,6 +76,8 @@ bool holds_kind(const std::string& path, OutputKind kind) {
   const auto start = head.find_first_not_of(" \t\r\n");
   if (kind == OutputKind::kScores)  // pefm-eval --scores: its CSV header, or JSON lines
     return start == std::string::npos || head.compare(start, 16, "file,type,score,") == 0 || head[start] == '{';
+  if (kind == OutputKind::kTrainScores)  // pefm-train --train-scores: its CSV header, or JSON lines
+    return start == std::string::npos || head.compare(start, 17, "file,group,fold,s") == 0 || head[start] == '{';
   if (kind == OutputKind::kHtml) {  // an HTML page (pefm-eval --report writes "<!DOCTYPE html>")
     std::string lower = head.substr(start == std::string::npos ? head.size() : start);
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -107,6 +116,7 @@ void check_output_file(const std::string& option, const std::string& path, Outpu
                      (kind == OutputKind::kModel  ? "a pefm model file"
                       : kind == OutputKind::kJson ? "a JSON file"
                       : kind == OutputKind::kHtml ? "an HTML page"
+                      : kind == OutputKind::kTrainScores ? "a pefm-train scores file"
                                                   : "a pefm-eval scores file") +
                      "; refusing to replace it (remove it first if that is what you want)");
   }

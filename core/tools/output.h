@@ -23,10 +23,13 @@ void write_json(const std::string& path, const Json& value, int indent = 2);
 // control characters escaped; indent < 0 gives one line) and a newline.
 std::string json_text(const Json& value, int indent = 2);
 
+// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
+std::string csv_field(const std::string& v);
+
 // What an output file will hold: an existing file at that path is replaced only when it
 // already holds the same kind, so a typo cannot overwrite an image, a weights file or the
 // model being read.
-enum class OutputKind { kModel, kJson, kScores, kHtml };
+enum class OutputKind { kModel, kJson, kScores, kTrainScores, kHtml };
 
 // Checks an output file before any work: not a folder, its folder exists and is writable,
 // not the same file (device and inode) as any of `inputs`, and an existing file there of

@@ -170,14 +170,6 @@ std::string decisions_line(const Decisions& d) {
   return o.str();
 }
 
-// One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
-  std::string q = "\"";
-  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
 int run(int argc, char** argv) {
   cli::Args args("pefm-eval", "--model MODEL.pt --data CATEGORY_DIR [options]",
                  "Evaluates a model on an MVTec-AD-layout category: test/<type>/*.png, with\n"
@@ -379,7 +371,7 @@ int run(int argc, char** argv) {
       const double shown = cal.valid ? cal.normalize(raw_scores[i]) : raw_scores[i];
       const std::string decision = !cal.valid ? "undecided" : raw_scores[i] >= cal.threshold ? "anomalous" : "normal";
       if (csv) {
-        text << csv_field(files[i]) << "," << csv_field(types[i]) << "," << pefm::json_text(shown) << ","
+        text << cli::csv_field(files[i]) << "," << cli::csv_field(types[i]) << "," << pefm::json_text(shown) << ","
              << pefm::json_text(raw_scores[i]) << "," << decision << "\n";
       } else {
         text << pefm::json_text(cli::Json{{"file", files[i]}, {"type", types[i]}, {"score", shown},

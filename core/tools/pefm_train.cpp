@@ -21,8 +21,10 @@
 #include "pefm/calibration.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
+#include "pefm/file_util.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
+#include "pefm/pe_choice.h"
 #include "pefm/preprocess.h"
 #include "pefm/synthetic_defect.h"
 #include "pefm/tiling.h"
@@ -258,11 +260,12 @@ std::shared_ptr<Model> train_model(const ModelConfig& config, const std::string&
 }
 
 // Cross-fitting: each source image scored by a model trained, with the same settings,
-// on the other folds only (folds of whole groups). Returns false when interrupted.
+// on the other folds only (folds of whole groups); `fold_of_image`: the fold (1-based)
+// that held each image out. Returns false when interrupted.
 bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int folds, const ModelConfig& config,
                const std::string& src_weights, const std::string& tgt_weights, const TrainOptions& opts, int64_t epochs,
                const torch::Device& device, std::vector<torch::Tensor>* maps,
-               std::map<std::string, double>* image_scores) {
+               std::map<std::string, double>* image_scores, std::map<std::string, int>* fold_of_image) {
   size_t n_groups = 0;
   const auto group = source_groups(samples, groups, &n_groups);
   const auto order = shuffled_groups(n_groups, opts.seed + 1);
@@ -277,6 +280,7 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
                                    device, fit, "fold " + std::to_string(f + 1) + "/" + std::to_string(folds));
     if (!model) break;
     score_samples(model, device.str(), held, map_stride_for(samples.size()), maps, image_scores);
+    for (const auto& s : held) (*fold_of_image)[source_key(s.path)] = f + 1;
     std::cerr << (tty ? "\r\033[K" : "") << "fold " << f + 1 << "/" << folds << ": trained on " << fit.size()
               << ", scored " << held.size() << "  " << cli::format_duration(seconds_since(t_fold)) << std::endl;
   }
@@ -286,31 +290,12 @@ bool cross_fit(const std::vector<Sample>& samples, const Groups& groups, int fol
 // --pe auto: the position-code variants compared on normal images alone.
 //
 // A fifth of the source images (or of the --groups groups; seed-shuffled) becomes a probe
-// set; each probe image gets one synthetic defect with its mask (synthetic_defect.h: a
-// pasted patch, a blotch, a flipped patch, a local warp or a thin scar, the kinds in turn;
-// grey on grey images) and a misaligned normal copy (a window of 85-95 % of it at a random
-// place: the part shifted and a little larger). Each variant is trained with the run's
-// settings on the other images for a third of the epochs and scores the probe images, their
-// defective and their misaligned copies.
-//
-// The position code is an assumption (parts sit at the same place in every image), so it is
-// taken only on evidence: none, unless add or concat localises the synthetic defects better
-// (per probe image, the defect's pixel AUROC against the normal pixels of the image and of
-// its misaligned copy; the paired gain over none averaged per source image or group, its
-// mean above two standard errors over them) and pools no worse (mean of pixel AUROC and
-// AUPRO over the whole probe set); of those, the larger gain. The search costs about 3 x 0.8 x 1/3 of one
-// full training's epochs, one extraction of the fit set's features (shared by the three)
-// and three scorings of the probe images and their copies.
-struct PeTrial {
-  PeMode pe = PeMode::kNone;
-  double pixel_auroc = NAN, aupro = NAN, seconds = 0;
-  double train_seconds = 0, score_seconds = 0;  // the first variant's training includes the shared features
-  std::vector<double> per_image;  // each defect's pixel AUROC (against its image and misaligned copy)
-  double gain = NAN, gain_se = NAN;  // mean paired gain over none (per unit), its standard error
-  std::map<std::string, std::pair<double, int>> gain_by_kind;  // per defect kind: mean paired gain over none, images
-  bool eligible = false;
-  double merit() const { return (pixel_auroc + aupro) / 2.0; }
-};
+// set; each probe image gets one synthetic defect with its mask (synthetic_defect.h, the
+// kinds in turn) and a misaligned normal copy (a window of 85-95 % of it at a random place:
+// the part shifted and a little larger). Each variant is trained with the run's settings on
+// the other images for a third of the epochs, sharing one extraction of their features,
+// and scores the probe images, their defective and their misaligned copies; choose_pe
+// (pe_choice.h) decides.
 
 // The kind of synthetic defect of probe image i: the kinds in turn.
 DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
@@ -398,52 +383,86 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
   return trials;
 }
 
-// The rule above; fills each trial's gain, its standard error and eligibility. `unit[i]` is
-// probe i's exchangeable unit (source image or --groups group): the gains are averaged per
-// unit and the standard error taken over units, as images of one group are not independent
-// evidence. Throws when no variant gave finite scores.
-PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit) {
-  const PeTrial* none = nullptr;
-  for (const auto& t : trials) {
-    if (t.pe == PeMode::kNone) none = &t;
+// The training-set audit: every calibration image's score, ranked from the most
+// anomalous-looking. A defective part in the good folders shows at the top, where it
+// also raises the threshold.
+struct AuditRow {
+  std::string file, group;  // group: empty without --groups
+  int fold = 0;             // the fold that held the image out (1-based); 0: no cross-fitting
+  double score = 0;
+  size_t rank = 0;          // 1: the highest score
+};
+
+std::vector<AuditRow> audit_rows(const std::map<std::string, double>& image_scores,
+                                 const std::map<std::string, int>& fold_of_image,
+                                 const std::map<std::string, std::string>& path_of, const Groups& groups) {
+  std::vector<AuditRow> rows;
+  for (const auto& [key, score] : image_scores) {
+    const auto path = path_of.find(key);
+    const auto fold = fold_of_image.find(key);
+    rows.push_back({path == path_of.end() ? key : path->second, groups.empty() ? "" : unit_label(groups, key),
+                    fold == fold_of_image.end() ? 0 : fold->second, score, 0});
   }
-  if (!none || !std::isfinite(none->merit())) {
-    // No baseline to compare with: the best finite merit.
-    const PeTrial* best = nullptr;
-    for (const auto& t : trials) {
-      if (std::isfinite(t.merit()) && (!best || t.merit() > best->merit())) best = &t;
+  std::stable_sort(rows.begin(), rows.end(), [](const AuditRow& a, const AuditRow& b) { return a.score > b.score; });
+  for (size_t i = 0; i < rows.size(); ++i) rows[i].rank = i + 1;
+  return rows;
+}
+
+constexpr size_t kAuditShown = 5;
+
+cli::Json audit_json(const AuditRow& r, const char* scored_by) {
+  return {{"file", r.file}, {"group", r.group.empty() ? cli::Json() : cli::Json(r.group)},
+          {"fold", r.fold > 0 ? cli::Json(r.fold) : cli::Json()}, {"score", r.score}, {"rank", r.rank},
+          {"scored_by", scored_by}};
+}
+
+// What the model file keeps of the audit: the few highest-scoring images.
+cli::Json audit_record(const std::vector<AuditRow>& rows, const char* scored_by) {
+  cli::Json top = cli::Json::array();
+  for (size_t i = 0; i < rows.size() && i < kAuditShown; ++i) top.push_back(audit_json(rows[i], scored_by));
+  return {{"scored_by", scored_by}, {"images", rows.size()}, {"top", top}};
+}
+
+void write_train_scores(const std::string& path, const std::vector<AuditRow>& rows, const char* scored_by,
+                        const Calibration& cal) {
+  const bool csv = std::filesystem::path(path).extension() == ".csv";
+  std::ostringstream text;
+  if (csv) text << "file,group,fold,score,normalised,rank,scored_by\n";
+  for (const auto& r : rows) {
+    const double normalised = cal.valid ? cal.normalize(r.score) : NAN;
+    if (csv) {
+      text << cli::csv_field(r.file) << "," << cli::csv_field(r.group) << "," << (r.fold > 0 ? std::to_string(r.fold) : "")
+           << "," << pefm::json_text(r.score) << "," << pefm::json_text(normalised) << "," << r.rank << "," << scored_by
+           << "\n";
+    } else {
+      auto line = audit_json(r, scored_by);
+      line["normalised"] = normalised;
+      text << pefm::json_text(line, -1) << "\n";
     }
-    if (!best) throw std::runtime_error("--pe auto: no variant gave finite scores on the synthetic defects");
-    return best->pe;
   }
-  const PeTrial* chosen = none;
-  for (auto& t : trials) {
-    if (t.pe == PeMode::kNone) continue;
-    std::map<size_t, std::pair<double, int>> per_unit;  // sum of gains, count
-    std::map<std::string, std::pair<double, int>> per_kind;
-    for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size() && i < unit.size(); ++i) {
-      if (std::isfinite(t.per_image[i]) && std::isfinite(none->per_image[i])) {
-        for (auto* sc : {&per_unit[unit[i]], &per_kind[to_string(probe_kind(i))]}) {
-          sc->first += t.per_image[i] - none->per_image[i];
-          ++sc->second;
-        }
-      }
+  write_file_atomically(path, text.str());
+  std::cout << "wrote " << path << "\n";
+}
+
+void print_audit(const std::vector<AuditRow>& rows, const char* scored_by, const Calibration& cal) {
+  const std::string what = std::string(scored_by) == "out-of-fold" ? "each scored by the fold model that did not train on it"
+                           : std::string(scored_by) == "held-out" ? "held-out images, scored by the shipped model"
+                                                                  : "scored by the shipped model, which trained on them";
+  std::cout << "  audit        the most anomalous-looking training images (" << what << "):\n";
+  for (size_t i = 0; i < rows.size() && i < kAuditShown; ++i) {
+    const auto& r = rows[i];
+    std::cout << "               " << r.rank << ". " << r.file << "  score " << r.score;
+    if (cal.valid) {
+      const double n = cal.normalize(r.score);
+      std::cout << " (normalised " << std::fixed << std::setprecision(3) << n << std::defaultfloat
+                << (r.score >= cal.threshold ? ", at or above the threshold" : "") << ")";
     }
-    for (const auto& [kind, sc] : per_kind) t.gain_by_kind[kind] = {sc.first / sc.second, sc.second};
-    std::vector<double> d;
-    for (const auto& [u, sc] : per_unit) d.push_back(sc.first / sc.second);
-    if (d.size() < 2) continue;
-    double mean = 0, var = 0;
-    for (double v : d) mean += v;
-    mean /= static_cast<double>(d.size());
-    for (double v : d) var += (v - mean) * (v - mean);
-    var /= static_cast<double>(d.size() - 1);
-    t.gain = mean;
-    t.gain_se = std::sqrt(var / static_cast<double>(d.size()));
-    t.eligible = mean > 2.0 * t.gain_se && std::isfinite(t.merit()) && t.merit() >= none->merit();
-    if (t.eligible && (chosen == none || t.gain > chosen->gain)) chosen = &t;
+    if (r.fold > 0) std::cout << "  fold " << r.fold;
+    if (!r.group.empty()) std::cout << "  group " << r.group;
+    std::cout << "\n";
   }
-  return chosen->pe;
+  std::cout << "               check these are really good parts: a defective one in the good folders raises the "
+               "threshold\n";
 }
 
 std::string percent(double v) {
@@ -496,6 +515,8 @@ int run(int argc, char** argv) {
               "counts groups, not images; every training image needs a group", "");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("tile", "N", "train on N x N tiles of native pixels (line-scan / high resolution; use the same tile-size in pefmfilter)", "0");
+  args.option("train-scores", "FILE", "write every training image's calibration score (out-of-fold with cross-fitting, "
+              "held-out with --folds 0), its group, fold and rank: CSV for FILE.csv, else JSON lines", "");
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
   if (!args.parse(argc, argv)) return 0;
 
@@ -545,6 +566,13 @@ int run(int argc, char** argv) {
     }
     cli::check_output_file("--output", output, cli::OutputKind::kModel, inputs);
     cli::check_output_file("--output", ckpt_path, cli::OutputKind::kModel, inputs);
+    if (args.has("train-scores")) {
+      const auto scores = source_key(args.get("train-scores"));
+      if (scores == source_key(output) || scores == source_key(ckpt_path))
+        throw cli::UsageError("--train-scores '" + args.get("train-scores") + "' is the model's own path");
+      inputs.insert(inputs.end(), {output, ckpt_path});
+      cli::check_output_file("--train-scores", args.get("train-scores"), cli::OutputKind::kTrainScores, inputs);
+    }
   }
   torch::Device device = torch::kCPU;
   try {
@@ -709,7 +737,9 @@ int run(int argc, char** argv) {
       return 130;
     }
     pe_auto_seconds = seconds_since(t_auto);
-    config.pe = choose_pe(trials, probe_unit);
+    std::vector<std::string> probe_kinds;
+    for (size_t i = 0; i < probe.size(); ++i) probe_kinds.push_back(to_string(probe_kind(i)));
+    config.pe = choose_pe(trials, probe_unit, probe_kinds);
     cli::Json evidence = {{"choice", to_string(config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
                           {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                           {"epochs", search_epochs}, {"seconds", pe_auto_seconds},
@@ -726,6 +756,14 @@ int run(int argc, char** argv) {
                                     {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
                                     {"gain_by_kind", by_kind}, {"seconds", t.seconds},
                                     {"train_seconds", t.train_seconds}, {"score_seconds", t.score_seconds}});
+    }
+    // Each probe's own scores, so that the gains can be recomputed from the evidence.
+    evidence["probes"] = cli::Json::array();
+    for (size_t i = 0; i < probe.size(); ++i) {
+      cli::Json auroc = cli::Json::object();
+      for (const auto& t : trials) auroc[to_string(t.pe)] = i < t.per_image.size() ? t.per_image[i] : NAN;
+      evidence["probes"].push_back({{"file", probe[i].path}, {"unit", probe_unit[i]}, {"kind", probe_kinds[i]},
+                                    {"pixel_auroc", auroc}});
     }
     settings["pe_auto"] = to_string(config.pe);
     settings["pe_auto_evidence"] = pefm::json_text(evidence, -1);
@@ -860,11 +898,15 @@ int run(int argc, char** argv) {
   }
 
   auto shared = std::make_shared<Model>(std::move(model));
+  // Each calibration image's score and the fold that held it out (the training-set audit).
+  std::map<std::string, double> image_scores;
+  std::map<std::string, int> fold_of_image;
+  const char* scored_by = folds > 0 ? "out-of-fold" : val.empty() ? "in-sample" : "held-out";
   if (folds > 0) {
     // Cross-fitted scores of every image; the threshold is their conformal quantile.
     std::vector<torch::Tensor> maps;
-    std::map<std::string, double> image_scores;
-    if (!cross_fit(train, groups, folds, config, src_weights, tgt_weights, opts, epochs, device, &maps, &image_scores)) {
+    if (!cross_fit(train, groups, folds, config, src_weights, tgt_weights, opts, epochs, device, &maps, &image_scores,
+                   &fold_of_image)) {
       std::cout << "\ninterrupted during cross-fitting: no model written; '" << ckpt_path
                 << "' holds the trained model; run the same command with --resume to calibrate and save\n";
       return 130;
@@ -890,7 +932,6 @@ int run(int argc, char** argv) {
     const auto& calib = val.empty() ? train : val;
     if (val.empty()) std::cout << "warning: no held-out images (--val-fraction 0); calibrating on training images, thresholds will be optimistic\n";
     std::vector<torch::Tensor> maps;
-    std::map<std::string, double> image_scores;
     score_samples(shared, device.str(), calib, map_stride_for(calib.size()), &maps, &image_scores);
     if (cli::stop_requested()) {
       std::cout << "interrupted: no model written; rerun with --resume to calibrate and save\n";
@@ -902,8 +943,15 @@ int run(int argc, char** argv) {
     shared->calibration = Calibration::from_normal(normal_maps, torch::tensor(scores, torch::kFloat64));
     shared->calibration.set_region_threshold(normal_maps, scores, pixel_rate);
   }
+  std::map<std::string, std::string> path_of;  // source_key -> the path as found in --data
+  for (const auto* set : {&train, &val}) {
+    for (const auto& sample : *set) path_of.emplace(source_key(sample.path), sample.path);
+  }
+  const auto audit = audit_rows(image_scores, fold_of_image, path_of, groups);
+  shared->training["train_audit"] = pefm::json_text(audit_record(audit, scored_by), -1);
   save_model(*shared, output);
   std::filesystem::remove(ckpt_path);
+  if (args.has("train-scores")) write_train_scores(args.get("train-scores"), audit, scored_by, shared->calibration);
 
   const auto& cal = shared->calibration;
   std::cout << "\nsummary\n"
@@ -953,6 +1001,7 @@ int run(int argc, char** argv) {
               << cal.region_pixels << " support " << small_percent(1.0 / static_cast<double>(cal.region_pixels + 1))
               << " at best; the region threshold is the largest normal pixel score\n";
   }
+  print_audit(audit, scored_by, shared->calibration);
   std::cout
             << "  output       " << output << " (" << cli::format_bytes(std::filesystem::file_size(output)) << ")\n"
             << "  total        " << cli::format_duration(seconds_since(t_start)) << "\n";
