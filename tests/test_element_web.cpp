@@ -496,7 +496,7 @@ TEST(ElementWeb, NewCapsMidStreamEndTheWebAndTheRowsGoOnCounting) {
 TEST(ElementWeb, MaxRegionRowsReportsALongScratchInPartsThatMakeTheWhole) {
   auto strip = pefm_test::web_texture(5 * kRows, kWidth, 37);
   for (int64_t y = 20; y < 220; y += 20) strip = paste_patch(strip, y, 30, 20);
-  const auto scratch_regions = [](const Run& r) {
+  const auto scratch_regions = [](const auto& r) {
     std::vector<std::pair<size_t, GstPefmRegion>> out;
     for (const auto& f : r.regions()) {
       const GstPefmRegion& g = f.second;

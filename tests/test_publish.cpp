@@ -466,13 +466,14 @@ struct FilterFrame {
 
 // appsrc ! pefmfilter ! pefmpublish <publish_props> ! appsink, one frame per character of
 // `pattern` ('.' a clean texture, 'A' one with a bright patch), run to EOS and stopped
-// (pefmpublish drains as it stops). Returns each frame's meta; `stats` gets pefmpublish's.
+// (pefmpublish drains as it stops; appsink posts EOS without waiting for its samples to be
+// taken). Returns each frame's meta; `stats` gets pefmpublish's.
 std::vector<FilterFrame> run_filter_pipeline(const std::string& pattern, const std::string& publish_props,
                                              json* stats) {
   const std::string desc = "appsrc name=src format=time caps=video/x-raw,format=RGB,width=" +
                            std::to_string(kFrameW) + ",height=" + std::to_string(kFrameH) +
                            ",framerate=10/1 ! pefmfilter device=cpu model=\"" + filter_model() +
-                           "\" ! pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false";
+                           "\" ! pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false wait-on-eos=false";
   GError* err = nullptr;
   GstElement* pipeline = gst_parse_launch(desc.c_str(), &err);
   if (err) ADD_FAILURE() << err->message;
