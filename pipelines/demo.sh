@@ -11,7 +11,8 @@
 #              (then the results only demonstrate the plumbing, and it says so);
 #   images:    ../shared/datasets/mtd (magnetic tiles, MVTec layout), else a synthetic
 #              set made by pefm-demo-data.
-# Results go to demo-output/ (or $OUT).
+# Results go to demo-output/ (or $OUT). QUICK=1 (CI's rehearsal) takes the first 24
+# training images and 2 test images of each type, and 1 epoch: the same steps in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pipelines/setup.sh
@@ -19,7 +20,8 @@ source pipelines/env.sh
 
 OUT=${OUT:-demo-output}
 SHARED=${PEFM_SHARED_DIR:-$(cd .. && pwd)/shared}
-EPOCHS=${EPOCHS:-5}
+QUICK=${QUICK:-0}
+EPOCHS=${EPOCHS:-$([ "$QUICK" = 1 ] && echo 1 || echo 5)}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*"; }
@@ -49,6 +51,28 @@ else
   data="$OUT/data"
   dataset="synthetic brushed metal with drawn scratches and spots ($data)"
   plumbing_only=1
+fi
+if [ "$QUICK" = 1 ]; then
+  # The same layout, a few images of each folder (links, nothing copied).
+  quick="$OUT/quick-data"
+  for dir in "$data"/train/good "$data"/test/*/; do
+    rel=${dir#"$data"/}
+    rel=${rel%/}
+    mkdir -p "$quick/$rel"
+    count=2
+    [ "$rel" = train/good ] && count=24
+    mapfile -t files < <(find "$dir" -maxdepth 1 -name '*.png' | sort)
+    for f in "${files[@]:0:$count}"; do
+      ln -s "$(realpath "$f")" "$quick/$rel/"
+      mask="$data/ground_truth/${rel#test/}/$(basename "$f" .png)_mask.png"
+      if [ "${rel#test/}" != "$rel" ] && [ -f "$mask" ]; then
+        mkdir -p "$quick/ground_truth/${rel#test/}"
+        ln -s "$(realpath "$mask")" "$quick/ground_truth/${rel#test/}/"
+      fi
+    done
+  done
+  data="$quick"
+  dataset="$dataset, quick: a few images of each folder"
 fi
 if [ $plumbing_only = 1 ]; then
   cat <<'WARN'

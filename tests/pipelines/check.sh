@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The user's scripts rehearsed on small data, their outputs checked: the demo (QUICK=1:
+# a few images of each folder, one epoch; real data and weights where ../shared has them)
+# and a line-scan web from pefm-demo-data through pipelines/line-scan.sh.
+#   tests/pipelines/check.sh [WORK_DIR]      (default build/pipelines-check, made anew)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+work=${1:-build/pipelines-check}
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "pipelines: FAILED: $*" >&2; exit 1; }
+count() { find "$1" -maxdepth 1 -name "$2" | wc -l; }
+
+QUICK=1 OUT="$work/demo" pipelines/demo.sh > "$work/demo.log" 2>&1 || { tail -40 "$work/demo.log"; fail "pipelines/demo.sh"; }
+samples=$(count "$work/demo/sample" '*.png')
+overlays=$(count "$work/demo/overlays" '*.png')
+lines=$(wc -l < "$work/demo/overlays/results.jsonl")
+[ "$samples" -gt 0 ] && [ "$overlays" -eq "$samples" ] && [ "$lines" -eq "$samples" ] \
+  || fail "demo: $samples sample images gave $overlays overlays and $lines result lines"
+python3 - "$work/demo/eval.json" "$work/demo/overlays/results.jsonl" <<'PY' || fail "demo: eval.json or results.jsonl"
+import json, math, sys
+report = json.load(open(sys.argv[1]))
+for key in ("image_auroc", "pixel_auroc", "aupro"):
+    v = report[key]
+    assert isinstance(v, (int, float)) and 0 <= v <= 1 and not math.isnan(v), f"{key}: {v}"
+for line in open(sys.argv[2]):
+    assert "score" in json.loads(line), line
+PY
+echo "pipelines: demo.sh ok ($samples images through pefmfilter, overlays and results lines; evaluated)"
+
+source pipelines/env.sh
+pefm-demo-data --web 4 --strip-rows 64 --width 256 --out "$work/web" > "$work/web.log"
+pefm-train --data "$work/web/train/good" --output "$work/web.pt" --tile 64 --image-size 64 --latent 8,8,8 \
+  --epochs 1 --folds 0 --val-fraction 0.2 --source mobilenet_v2=random --target resnet18=random >> "$work/web.log" 2>&1 \
+  || { tail -20 "$work/web.log"; fail "pefm-train --tile"; }
+pipelines/line-scan.sh "$work/web.pt" "$work/web/web" "$work/web-out" >> "$work/web.log" 2>&1 \
+  || { tail -20 "$work/web.log"; fail "pipelines/line-scan.sh"; }
+strips=$(count "$work/web/web" '*.png')
+overlays=$(count "$work/web-out" '*.png')
+lines=$(wc -l < "$work/web-out/results.jsonl")
+[ "$strips" -eq 4 ] && [ "$overlays" -eq 4 ] && [ "$lines" -eq 4 ] \
+  || fail "line-scan: $strips strips gave $overlays overlays and $lines result lines"
+grep -q "4 strips inspected as one web" "$work/web.log" || fail "line-scan: no summary line"
+echo "pipelines: line-scan.sh ok (4 strips inspected as one web)"
