@@ -14,6 +14,7 @@
 #include <tuple>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -166,6 +167,29 @@ class Cli : public ::testing::Test {
             "--batch-size", "4", "--device", "cpu", "--folds", "0", "--val-fraction", "0.2"};
   }
 
+  // Runs make_args(epochs) and interrupts it at its first checkpoint, mid-training. SIGINT
+  // goes out once the checkpoint exists, but a loaded machine may deliver it only after the
+  // last epoch (40 on cached features are over quickly): then it runs again with 400, so
+  // the test does not depend on how fast the signal lands. Returns the epochs of the
+  // interrupted run (`stopped_at`: those it completed), or 0 after a test failure.
+  static int interrupted_run(const std::function<std::vector<std::string>(int)>& make_args, const std::string& ckpt,
+                             int64_t* stopped_at) {
+    for (int epochs = 40; epochs <= 400; epochs *= 10) {
+      const auto args = make_args(epochs);
+      fs::remove(args[std::find(args.begin(), args.end(), "--output") - args.begin() + 1]);
+      fs::remove(ckpt);
+      const auto r = run_until_checkpoint(args, ckpt);
+      EXPECT_TRUE(r.status == 130 || r.status == 0) << r.output;
+      if (r.status == 130 && fs::exists(ckpt)) {
+        *stopped_at = pefm::load_checkpoint(ckpt).trainer_state.at("epochs_done").item<int64_t>();
+        // Stopped during calibration, the resumed run would only calibrate: resume not tested.
+        if (*stopped_at < epochs) return epochs;
+      }
+    }
+    ADD_FAILURE() << "the interruption came after the last epoch, even of 400";
+    return 0;
+  }
+
   static pefm_test::TempDir* dir_;
   pefm_test::TempDir out_;
 };
@@ -299,24 +323,9 @@ void expect_same_model(const std::string& a_path, const std::string& b_path) {
 TEST_F(Cli, ResumedRunEqualsAnUninterruptedRun) {
   const auto model = out_.file("resumed.pt");
   const auto ckpt = model + ".ckpt";
-  // SIGINT goes out once the first checkpoint exists, but a loaded machine may deliver it
-  // only after the last epoch (40 on cached features take about a second); the run is then
-  // repeated with 400, so the test does not depend on how fast the signal lands.
-  int epochs = 40;
   int64_t stopped_at = -1;
-  for (;; epochs *= 10) {
-    fs::remove(model);
-    fs::remove(ckpt);
-    const auto r = run_until_checkpoint(tiny_train(dir_->file("good"), model, epochs), ckpt);
-    ASSERT_TRUE(r.status == 130 || r.status == 0) << r.output;
-    if (r.status == 130) {
-      ASSERT_TRUE(fs::exists(ckpt)) << r.output;
-      stopped_at = pefm::load_checkpoint(ckpt).trainer_state.at("epochs_done").item<int64_t>();
-      // Stopped during calibration, the resumed run would only calibrate: resume not tested.
-      if (stopped_at < epochs) break;
-    }
-    ASSERT_LT(epochs, 400) << "the interruption came after the last of " << epochs << " epochs:\n" << r.output;
-  }
+  const int epochs = interrupted_run([&](int n) { return tiny_train(dir_->file("good"), model, n); }, ckpt, &stopped_at);
+  ASSERT_GT(epochs, 0);
   const auto straight = out_.file("straight.pt");
   ASSERT_EQ(run(tiny_train(dir_->file("good"), straight, epochs)).status, 0);
   auto args = tiny_train(dir_->file("good"), model, epochs);
@@ -1076,6 +1085,72 @@ TEST_F(Cli, TrainingAuditPutsADefectivePartInTheGoodFolderFirst) {
   }
   ASSERT_TRUE(std::isfinite(shipped)) << pefm_test::slurp(eval_scores);
   EXPECT_GT(rows[0].at("score").get<double>(), shipped) << "the fold model never saw it; the shipped model trained on it";
+}
+
+// --resize bilinear and --fusion product: recorded in the model, and pefm-eval scores each
+// image as a detector of that model does (the same raw score), so neither is lost between
+// training and evaluation.
+TEST_F(Cli, BilinearResizeAndProductFusionAreTrainedRecordedAndEvaluated) {
+  const auto model = out_.file("m.pt");
+  auto args = tiny_train(dir_->file("good"), model, 1);
+  args.insert(args.end(), {"--resize", "bilinear", "--fusion", "product"});
+  auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("bilinear resize"), std::string::npos) << r.output;
+  auto m = std::make_shared<pefm::Model>(pefm::load_model(model));
+  EXPECT_EQ(m->config.resize, pefm::Resize::kBilinear);
+  EXPECT_EQ(m->config.fusion, pefm::Fusion::kProduct);
+  const auto scores = out_.file("scores.jsonl");
+  r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--scores", scores});
+  ASSERT_EQ(r.status, 0) << r.output;
+  pefm::Detector det(m, {"cpu"});
+  std::istringstream lines(pefm_test::slurp(scores));
+  int checked = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const auto e = parse_json(line);
+    const auto img = pefm::io::read_image(e.at("file").get<std::string>());
+    const auto t = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {1, img.height, img.width, img.channels},
+                                    torch::kUInt8);
+    const double want = det.detect(t).scores[0].item<double>();
+    EXPECT_NEAR(e.at("raw_score").get<double>(), want, 1e-5 * std::max(1.0, std::abs(want))) << line;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6);
+  // Another filter or fusion than the model's gives other scores: the check above can fail.
+  auto lanczos = std::make_shared<pefm::Model>(pefm::load_model(model));
+  lanczos->config.resize = pefm::Resize::kLanczos;
+  const auto img = pefm::io::read_image(dir_->file("cat/test/patch/000.png"));
+  const auto t = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {1, img.height, img.width, img.channels},
+                                  torch::kUInt8);
+  EXPECT_NE(pefm::Detector(lanczos, {"cpu"}).detect(t).scores[0].item<double>(), det.detect(t).scores[0].item<double>());
+}
+
+// An interrupted --pe auto run resumes with the choice and the evidence it made before the
+// interruption: the search is not run again, and the model says where the choice came from.
+TEST_F(Cli, AResumedPeAutoRunKeepsItsChoiceAndEvidence) {
+  const auto model = out_.file("m.pt");
+  const auto ckpt = model + ".ckpt";
+  const auto with_auto = [&](int epochs) {
+    auto a = tiny_train(dir_->file("good"), model, epochs);
+    a.insert(a.end(), {"--pe", "auto"});
+    return a;
+  };
+  int64_t stopped_at = -1;
+  const int epochs = interrupted_run(with_auto, ckpt, &stopped_at);
+  ASSERT_GT(epochs, 0);
+  auto args = with_auto(epochs);
+  const auto before = pefm::load_checkpoint(ckpt).model.training;
+  ASSERT_FALSE(before.at("pe_auto").empty());
+  args.push_back("--resume");
+  const auto resumed = run(args);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(resumed.output.find("pe auto: add, none and concat each trained"), std::string::npos)
+      << "the search ran again:\n" << resumed.output;
+  EXPECT_NE(resumed.output.find("(auto, from the checkpoint)"), std::string::npos) << resumed.output;
+  const auto m = pefm::load_model(model);
+  EXPECT_EQ(m.training.at("pe_auto"), before.at("pe_auto"));
+  EXPECT_EQ(m.training.at("pe_auto_evidence"), before.at("pe_auto_evidence"));
+  EXPECT_EQ(pefm::to_string(m.config.pe), before.at("pe_auto"));
 }
 
 TEST_F(Cli, ResumeWithoutCheckpointOrWithOtherSettingsFails) {
