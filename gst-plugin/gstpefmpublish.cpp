@@ -36,12 +36,15 @@
 
 #include "gstpefmpublish.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gstpefmmeta.h"
 #include "pefmjson.h"
@@ -85,6 +88,7 @@ enum
   PROP_END_FRAMES,
   PROP_MAX_BUFFERED,
   PROP_DRAIN_TIMEOUT,
+  PROP_APPEND,
   PROP_STATS,
 };
 
@@ -105,6 +109,7 @@ struct PublishRun {
   guint end_frames = DEFAULT_END_FRAMES;
   guint64 frame = 0;            /* buffers seen */
   DefectTrack defect;
+  std::string location;         /* method=file: the results file */
 };
 
 struct _GstPefmPublish
@@ -114,6 +119,7 @@ struct _GstPefmPublish
   /* properties, under the object lock */
   GstPefmPublishMethod method;
   gchar *location;
+  gboolean append;
   gchar *address;
   gchar *topic;
   gint qos;
@@ -188,6 +194,7 @@ gst_pefm_publish_set_property (GObject * object, guint prop_id, const GValue * v
     case PROP_END_FRAMES: self->end_frames = g_value_get_uint (value); break;
     case PROP_MAX_BUFFERED: self->max_buffered = g_value_get_uint (value); break;
     case PROP_DRAIN_TIMEOUT: self->drain_timeout = g_value_get_uint (value); break;
+    case PROP_APPEND: self->append = g_value_get_boolean (value); break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -223,6 +230,7 @@ gst_pefm_publish_get_property (GObject * object, guint prop_id, GValue * value, 
     case PROP_END_FRAMES: g_value_set_uint (value, self->end_frames); break;
     case PROP_MAX_BUFFERED: g_value_set_uint (value, self->max_buffered); break;
     case PROP_DRAIN_TIMEOUT: g_value_set_uint (value, self->drain_timeout); break;
+    case PROP_APPEND: g_value_set_boolean (value, self->append); break;
     case PROP_STATS:
       g_value_take_boxed (value, stats_structure (self->run ? self->run->publisher->stats () : self->last_stats));
       break;
@@ -260,6 +268,57 @@ default_client_id (GstPefmPublish * self)
 
 static void end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason);
 
+/* The files the other elements of this pipeline name (a filesrc's or filesink's location,
+ * a pefmfilter's model): method=file never writes over one of them. */
+static std::vector < std::string >
+pipeline_files (GstPefmPublish * self)
+{
+  std::vector < std::string > files;
+  GstObject *top = GST_OBJECT (gst_object_ref (self));
+  while (GstObject * parent = gst_object_get_parent (top)) {
+    gst_object_unref (top);
+    top = parent;
+  }
+  if (GST_IS_BIN (top)) {
+    GstIterator *it = gst_bin_iterate_recurse (GST_BIN (top));
+    GValue item = G_VALUE_INIT;
+    while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+      GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+      for (const char *name : {"location", "model"}) {
+        GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (e), name);
+        if (e == GST_ELEMENT (self) || !spec || spec->value_type != G_TYPE_STRING || !(spec->flags & G_PARAM_READABLE))
+          continue;
+        gchar *value = NULL;
+        g_object_get (e, name, &value, NULL);
+        if (value)
+          files.push_back (value);
+        g_free (value);
+      }
+      g_value_reset (&item);
+    }
+    g_value_unset (&item);
+    gst_iterator_free (it);
+  }
+  gst_object_unref (top);
+  return files;
+}
+
+/* The results files pefmpublish finished in this process, as it left them: a later run on
+ * one of them (the pipeline played again) adds to it rather than replacing what the run
+ * before wrote. A file changed since is someone else's again. */
+static std::mutex written_lock;
+static std::set < std::string > written;
+
+static std::string
+file_identity (const std::string & path)
+{
+  struct stat st;
+  if (stat (path.c_str (), &st) != 0 || !S_ISREG (st.st_mode))
+    return "";
+  return std::to_string (st.st_dev) + ":" + std::to_string (st.st_ino) + ":" + std::to_string (st.st_size) + ":" +
+      std::to_string (st.st_mtim.tv_sec) + "." + std::to_string (st.st_mtim.tv_nsec);
+}
+
 static gboolean
 gst_pefm_publish_start (GstBaseTransform * trans)
 {
@@ -272,6 +331,7 @@ gst_pefm_publish_start (GstBaseTransform * trans)
   o.method = self->method == GST_PEFM_PUBLISH_FILE ? pefm::PublishMethod::kFile :
       self->method == GST_PEFM_PUBLISH_MQTT ? pefm::PublishMethod::kMqtt : pefm::PublishMethod::kStdout;
   o.location = self->location ? self->location : "";
+  o.append = self->append;
   address = self->address ? self->address : "";
   o.topic = self->topic ? self->topic : "";
   o.qos = self->qos;
@@ -283,6 +343,14 @@ gst_pefm_publish_start (GstBaseTransform * trans)
   run->end_frames = MAX (self->end_frames, 1u);
   GST_OBJECT_UNLOCK (self);
 
+  bool restarted = false;
+  if (o.method == pefm::PublishMethod::kFile) {
+    o.inputs = pipeline_files (self);
+    std::lock_guard < std::mutex > lock (written_lock);
+    const std::string id = file_identity (o.location);
+    restarted = !o.append && !id.empty () && written.count (id) > 0;
+    o.append = o.append || restarted;
+  }
   if (o.method == pefm::PublishMethod::kMqtt) {
     if (!pefm::parse_mqtt_address (address, &o.host, &o.port)) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("Invalid address \"%s\"", address.c_str ()),
@@ -303,6 +371,12 @@ gst_pefm_publish_start (GstBaseTransform * trans)
               pefm::PublishMethod::kMqtt ? "mqtt" : "stdout"));
     return FALSE;
   }
+  if (o.method == pefm::PublishMethod::kFile)
+    run->location = o.location;
+  if (restarted)
+    GST_ELEMENT_INFO (self, RESOURCE, OPEN_WRITE, ("Appending to '%s'", o.location.c_str ()),
+        ("pefmpublish wrote it earlier in this process: the lines of this run follow (frame numbers start at 0 "
+            "again); set another location for a file of its own"));
   GST_OBJECT_LOCK (self);
   self->run = run.release ();
   GST_OBJECT_UNLOCK (self);
@@ -324,6 +398,11 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   end_defect (trans, *run, "stop");
   run->publisher->close ();     /* sends what it can within drain-timeout */
   const pefm::PublisherStats stats = run->publisher->stats ();
+  run->publisher.reset ();      /* closes the file */
+  if (!run->location.empty ()) {
+    std::lock_guard < std::mutex > lock (written_lock);
+    written.insert (file_identity (run->location));
+  }
   GST_OBJECT_LOCK (self);
   self->last_stats = stats;
   GST_OBJECT_UNLOCK (self);
@@ -494,7 +573,11 @@ gst_pefm_publish_class_init (GstPefmPublishClass * klass)
       g_param_spec_enum ("method", "Method", "Where the JSON lines go",
           gst_pefm_publish_method_get_type (), DEFAULT_METHOD, flags));
   g_object_class_install_property (gobject_class, PROP_LOCATION,
-      g_param_spec_string ("location", "Location", "method=file: the file (replaced at start)", NULL, flags));
+      g_param_spec_string ("location", "Location", "method=file: the JSON-lines file, replaced at start (never a "
+          "file of another kind or one this pipeline uses); a restart in the same process adds to it", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_APPEND,
+      g_param_spec_boolean ("append", "Append", "method=file: add to an existing results file instead of replacing "
+          "it", FALSE, flags));
   g_object_class_install_property (gobject_class, PROP_ADDRESS,
       g_param_spec_string ("address", "Address", "method=mqtt: the broker, HOST:PORT", DEFAULT_ADDRESS, flags));
   g_object_class_install_property (gobject_class, PROP_TOPIC,

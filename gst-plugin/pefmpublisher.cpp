@@ -1,6 +1,10 @@
 // pefmpublish's sender: bounded queue + worker thread; file/stdout and MQTT (libmosquitto).
 #include "pefmpublisher.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -58,6 +62,60 @@ bool parse_mqtt_address(const std::string& address, std::string* host, int* port
   return true;
 }
 
+std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs) {
+  const auto fail = [&](const std::string& why) { throw std::runtime_error("location '" + location + "' " + why); };
+  if (location.empty()) throw std::runtime_error("method=file needs a location");
+  struct stat st {};
+  const bool exists = ::stat(location.c_str(), &st) == 0;
+  if (exists) {
+    if (S_ISDIR(st.st_mode)) fail("is a folder, not a file name");
+    // A FIFO or a character device streams the lines to whatever reads it: nothing to replace.
+    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+      std::FILE* f = std::fopen(location.c_str(), "w");
+      if (!f) fail(std::string("cannot be opened for writing: ") + std::strerror(errno));
+      return f;
+    }
+    if (!S_ISREG(st.st_mode)) fail("exists and is not a regular file; refusing to write to it");
+    for (const auto& in : inputs) {
+      struct stat other {};
+      if (!in.empty() && ::stat(in.c_str(), &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)
+        fail("is '" + in + "', which this pipeline also uses; refusing to overwrite it");
+    }
+    // Results are JSON lines: anything else there (a model, an image, notes) is not replaced.
+    char head[64];
+    std::FILE* probe = std::fopen(location.c_str(), "rb");
+    if (!probe) fail(std::string("cannot be read: ") + std::strerror(errno));
+    const size_t n = std::fread(head, 1, sizeof(head), probe);
+    std::fclose(probe);
+    size_t i = 0;
+    while (i < n && std::strchr(" \t\r\n", head[i])) ++i;
+    if (i < n && head[i] != '{')
+      fail("exists and is not a JSON-lines results file; refusing to replace it (remove it first if that is what you "
+           "want)");
+  }
+  if (append || !exists) {
+    const int fd = ::open(location.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fail(std::string("cannot be opened for writing: ") + std::strerror(errno));
+    std::FILE* f = ::fdopen(fd, "a");
+    if (!f) ::close(fd);
+    return f;
+  }
+  // A new file renamed over the old one: readers of the old results keep them whole.
+  std::string tmp = location + ".tmp-XXXXXX";
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) fail(std::string("cannot be replaced (no temporary file beside it): ") + std::strerror(errno));
+  ::fchmod(fd, 0644);
+  if (::rename(tmp.c_str(), location.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("cannot be replaced: " + why);
+  }
+  std::FILE* f = ::fdopen(fd, "a");
+  if (!f) ::close(fd);
+  return f;
+}
+
 bool publisher_has_mqtt() {
 #ifdef PEFM_HAVE_MOSQUITTO
   return true;
@@ -76,10 +134,8 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
       worker_ = std::thread(&Publisher::run_stream, this);
       break;
     case PublishMethod::kFile:
-      if (options_.location.empty()) throw std::runtime_error("method=file needs a location");
-      file_ = std::fopen(options_.location.c_str(), "w");
-      if (!file_)
-        throw std::runtime_error("cannot open '" + options_.location + "' for writing: " + std::strerror(errno));
+      file_ = open_results_file(options_.location, options_.append, options_.inputs);
+      if (!file_) throw std::runtime_error("cannot open '" + options_.location + "' for writing: " + std::strerror(errno));
       owns_file_ = true;
       stats_.connected = true;
       worker_ = std::thread(&Publisher::run_stream, this);

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 struct mosquitto;
 
@@ -23,7 +24,9 @@ enum class PublishMethod { kStdout, kFile, kMqtt };
 
 struct PublisherOptions {
   PublishMethod method = PublishMethod::kStdout;
-  std::string location;             // kFile: the file, truncated at start
+  std::string location;             // kFile: the file (open_results_file's rules)
+  bool append = false;              // kFile: add to an existing results file, else replace it
+  std::vector<std::string> inputs;  // kFile: files the pipeline reads or writes otherwise: refused
   std::string host = "localhost";   // kMqtt
   int port = 1883;
   std::string topic = "pefm/results";
@@ -52,6 +55,13 @@ using PublisherReport = std::function<void(const std::string& what, const Publis
 
 // "HOST:PORT", "HOST" (port 1883) or "[v6addr]:PORT" -> host, port; false if malformed.
 bool parse_mqtt_address(const std::string& address, std::string* host, int* port);
+
+// Opens method=file's results file as the tools treat their outputs: never a folder, a
+// device or FIFO, one of `inputs` (the same file, however named) or an existing file that
+// is not JSON lines (a model, an image); an existing results file is replaced in one step
+// (a new file renamed over it), or added to with `append`. Throws std::runtime_error
+// naming the file.
+std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs);
 
 // Whether this build can publish to MQTT (libmosquitto found at build time).
 bool publisher_has_mqtt();

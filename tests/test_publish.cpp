@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -621,6 +622,112 @@ TEST(Publish, BehindPefmfilterEveryFrameGetsALineWithItsResult) {
   EXPECT_EQ(stats["posted"], lines.size()) << stats;
   EXPECT_EQ(stats["sent"], stats["posted"]) << stats;
   EXPECT_EQ(stats["dropped"], 0u) << stats;
+}
+
+// The error a pipeline `desc` ends with when it cannot start ("" when it starts).
+std::string start_error(const std::string& desc) {
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(desc.c_str(), &err);
+  if (err) ADD_FAILURE() << err->message;
+  g_clear_error(&err);
+  if (!pipeline) return "no pipeline";
+  std::string why;
+  if (gst_element_set_state(pipeline, GST_STATE_PAUSED) == GST_STATE_CHANGE_FAILURE) {
+    GstBus* bus = gst_element_get_bus(pipeline);
+    if (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      GError* e = nullptr;
+      gst_message_parse_error(m, &e, nullptr);
+      why = e->message;
+      g_clear_error(&e);
+      gst_message_unref(m);
+    } else {
+      why = "failed without an error message";
+    }
+    gst_object_unref(bus);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+  return why;
+}
+
+// method=file follows the tools' output rules: the pipeline's own model, a file of another
+// kind and a folder are refused at start, untouched, naming the location; an existing
+// results file is replaced, or added to with append=true.
+TEST(Publish, FileOutputNeverReplacesTheModelOrAFileOfAnotherKind) {
+  pefm_test::TempDir dir;
+  const std::string model = filter_model(), bytes = pefm_test::slurp(model);
+  const auto pipeline = [&](const std::string& props) {
+    return "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=96,height=64 ! pefmfilter device=cpu model=\"" +
+           model + "\" ! pefmpublish " + props + " ! fakesink";
+  };
+  std::string e = start_error(pipeline("method=file location=\"" + model + "\""));
+  EXPECT_NE(e.find("location '" + model + "' is '" + model + "', which this pipeline also uses"), std::string::npos) << e;
+  EXPECT_EQ(pefm_test::slurp(model), bytes) << "the model was written to";
+  // The same model by another name (a link) is the same file.
+  const auto link = dir.file("link.pt");
+  std::filesystem::create_symlink(model, link);
+  e = start_error(pipeline("method=file location=\"" + link + "\""));
+  EXPECT_NE(e.find("which this pipeline also uses"), std::string::npos) << e;
+  EXPECT_EQ(pefm_test::slurp(model), bytes);
+  // Another model, an image: not results files.
+  const auto other = dir.file("other.pt");
+  pefm_test::spit(other, bytes);
+  e = start_error(pipeline("method=file location=\"" + other + "\""));
+  EXPECT_NE(e.find("exists and is not a JSON-lines results file"), std::string::npos) << e;
+  EXPECT_EQ(pefm_test::slurp(other), bytes);
+  e = start_error(pipeline("method=file location=\"" + dir.path() + "\""));
+  EXPECT_NE(e.find("is a folder"), std::string::npos) << e;
+
+  // A results file is replaced by this run's lines; with append=true they follow the old ones.
+  const auto results = dir.file("r.jsonl");
+  const std::string old_lines = "{\"type\":\"old\",\"n\":0}\n{\"type\":\"old\",\"n\":1}\n";
+  pefm_test::spit(results, old_lines);
+  json stats;
+  run_filter_pipeline("...", "method=file location=" + results, &stats);
+  auto lines = json_lines(pefm_test::slurp(results));
+  EXPECT_EQ(of_type(lines, "old").size(), 0u);
+  EXPECT_EQ(of_type(lines, "frame").size(), 3u);
+  pefm_test::spit(results, old_lines);
+  run_filter_pipeline("...", "method=file append=true location=" + results, &stats);
+  const auto text = pefm_test::slurp(results);
+  EXPECT_EQ(text.substr(0, old_lines.size()), old_lines);
+  lines = json_lines(text);
+  EXPECT_EQ(of_type(lines, "old").size(), 2u);
+  EXPECT_EQ(of_type(lines, "frame").size(), 3u);
+}
+
+// A second run in the same process (a pipeline played again, or a new one on the same
+// location) adds its lines to the results file, and says so on the bus, instead of
+// silently replacing the first run's. A file changed since (another writer) is replaced.
+TEST(Publish, ASecondRunInOneProcessAddsToTheResultsFileAndSaysSo) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("results.jsonl");
+  const auto run_frames = [&](const std::string& pattern) {
+    Pipeline p("method=file location=" + path);
+    EXPECT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed(pattern), static_cast<int>(pattern.size()));
+    auto messages = p.finish();
+    bool said = false;
+    for (auto* m : messages) {
+      if (GST_MESSAGE_TYPE(m) != GST_MESSAGE_INFO) continue;
+      GError* e = nullptr;
+      gst_message_parse_info(m, &e, nullptr);
+      said = said || std::string(e->message).find("Appending to '" + path + "'") != std::string::npos;
+      g_clear_error(&e);
+    }
+    release(messages);
+    return said;
+  };
+  EXPECT_FALSE(run_frames("..."));
+  ASSERT_EQ(of_type(json_lines(pefm_test::slurp(path)), "frame").size(), 3u);
+  EXPECT_TRUE(run_frames("..")) << "the second run did not say it appends";
+  const auto frames = of_type(json_lines(pefm_test::slurp(path)), "frame");
+  ASSERT_EQ(frames.size(), 5u) << "the first run's lines were lost";
+  EXPECT_EQ(frames[3].at("frame"), 0u);  // the second run numbers its frames from 0
+  // Rewritten by someone else since: not this process's results any more, replaced.
+  pefm_test::spit(path, "{\"type\":\"note\"}\n");
+  EXPECT_FALSE(run_frames(".."));
+  EXPECT_EQ(json_lines(pefm_test::slurp(path)).size(), 2u);
 }
 
 // ---------------------------------------------------------------- a real broker
