@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <cmath>
 #include <numeric>
+#include <random>
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -259,6 +260,37 @@ TEST(RegionThreshold, StaysAboveTheBaseForAHighRate) {
   c.set_region_threshold(maps, {1.0, 0.0}, 0.5);  // the quantile is the median, 0 = base
   EXPECT_GT(c.region_threshold, c.base);
   EXPECT_LT(c.region_raw(0.25), c.region_raw(0.5));
+}
+
+// What validate() refuses, no writer makes: random normal maps and their scores, at any
+// rate, fold count and grouping pefm-train accepts, always give a calibration that passes.
+TEST(CalibrationValidate, EveryCalibrationPefmWritesPasses) {
+  std::mt19937_64 rng(5);
+  torch::manual_seed(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t n = 2 + static_cast<int64_t>(rng() % 60);
+    const auto maps = torch::rand({n, 8, 8}, torch::kFloat64) * (0.1 + static_cast<double>(rng() % 100) / 10.0);
+    const auto scores_t = std::get<0>(maps.flatten(1).max(1));
+    std::vector<double> scores(scores_t.data_ptr<double>(), scores_t.data_ptr<double>() + n);
+    std::vector<int64_t> group;
+    int64_t m = n;
+    if (rng() % 2) {  // parts of 1..4 images
+      m = 0;
+      for (int64_t i = 0; i < n; ++m) {
+        const int64_t size = 1 + static_cast<int64_t>(rng() % 4);
+        for (int64_t j = 0; j < size && i < n; ++j, ++i) group.push_back(m);
+      }
+    }
+    if (m < 2) continue;
+    const double rates[] = {0.001, 0.01, 0.05, 0.2, 0.5};
+    const int64_t folds = 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(m - 1, 9)));
+    auto c = pefm::Calibration::from_normal(maps, scores_t);
+    c.set_false_alarm_threshold(scores, rates[rng() % 5], folds, group);
+    c.set_region_threshold(maps, scores, rates[rng() % 5]);
+    SCOPED_TRACE("trial " + std::to_string(trial) + ": " + std::to_string(n) + " images, " + std::to_string(m) +
+                 " groups, " + std::to_string(folds) + " folds");
+    EXPECT_NO_THROW(c.validate());
+  }
 }
 
 }  // namespace

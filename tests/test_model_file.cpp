@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <chrono>
@@ -130,6 +131,37 @@ TEST_F(ModelFile, AStatedFalseAlarmRateRoundTripsAndAForeignMethodIsRefused) {
   pefm::save_model(*model_, path_);
   const auto msg = error_of([&] { pefm::load_model(path_); });
   EXPECT_NE(msg.find("calibration.method"), std::string::npos) << msg;
+}
+
+// A calibration is checked as a whole at load: a combination no writer makes (and that
+// would flag every frame, or state a rate its images cannot support) is refused, naming
+// the field.
+TEST_F(ModelFile, ACalibrationNoWriterMakesIsRefusedNamingTheField) {
+  std::vector<double> scores;
+  for (int i = 0; i < 8; ++i) scores.push_back(0.5 + 0.01 * i);
+  model_->calibration.set_false_alarm_threshold(scores, 0.05, 4);  // 8 images state 1/9 at best
+  const auto good = model_->calibration;
+  pefm::save_model(*model_, path_);
+  EXPECT_NEAR(pefm::load_model(path_).calibration.false_alarm_bound, 1.0 / 9, 1e-12);
+  const auto refused = [&](const std::function<void(pefm::Calibration&)>& edit, const std::string& says) {
+    model_->calibration = good;
+    edit(model_->calibration);
+    pefm::save_model(*model_, path_);
+    const auto msg = error_of([&] { pefm::load_model(path_); });
+    EXPECT_NE(msg.find(says), std::string::npos) << says << "\n" << msg;
+  };
+  refused([](auto& c) { c.base = -1.0, c.threshold = -0.5; }, "calibration.threshold -0.5");
+  refused([](auto& c) { c.false_alarm_bound = 0.0; }, "calibration.false_alarm_bound 0");
+  refused([](auto& c) { c.false_alarm_bound = 0.05; }, "the least rate 8 units can state");
+  refused([](auto& c) { c.false_alarm_bound = 0.5; }, "above both the rate asked");
+  refused([](auto& c) { c.false_alarm_upper95 = c.false_alarm_bound / 2; }, "calibration.false_alarm_upper95");
+  refused([](auto& c) { c.folds = 1000; }, "calibration.folds 1000 is not in 2..8");
+  refused([](auto& c) { c.threshold = std::nextafter(c.base, 1.0); }, "by more than rounding");
+  refused([](auto& c) { c.image_std = -0.1; }, "calibration.image_std");
+  refused([](auto& c) { c.image_min = c.image_max + 1; }, "calibration.image_min");
+  refused([](auto& c) { std::reverse(c.pixel_quantiles.begin(), c.pixel_quantiles.end()); },
+          "calibration.pixel_quantiles are not in ascending order");
+  model_->calibration = good;
 }
 
 TEST_F(ModelFile, TheRegionThresholdRoundTripsAndImpossibleValuesAreRefused) {
@@ -578,3 +610,16 @@ TEST_F(CraftedCheckpoint, UnknownEntriesAreRefused) {
 }
 
 }  // namespace
+
+// `valid` other than 0 or 1, and header flags (none is defined): refused, not guessed at.
+TEST_F(CraftedModel, CalibrationValidOtherThanZeroOrOneAndHeaderFlagsAreRefused) {
+  auto msg = refused(crafted([](pefm::Container& c) { c.meta["calibration.valid"] = "2"; }));
+  EXPECT_NE(msg.find("calibration.valid '2' is not 0 or 1"), std::string::npos) << msg;
+  std::string flagged = bytes_;
+  flagged[12] = 1;  // "PEFMMODL" | u32 version | u32 flags
+  const size_t body = flagged.size() - 4 - 8;
+  const uint32_t crc = pefm::crc32(flagged.data(), body);
+  std::memcpy(flagged.data() + body, &crc, 4);
+  msg = refused(flagged);
+  EXPECT_NE(msg.find("has header flags 1 set"), std::string::npos) << msg;
+}

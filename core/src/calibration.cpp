@@ -29,6 +29,60 @@ std::vector<double> percentiles(const torch::Tensor& values) {
 
 }  // namespace
 
+void Calibration::validate() const {
+  if (!valid) return;
+  const auto fail = [](const std::string& field, const std::string& why) {
+    throw std::invalid_argument("calibration." + field + " " + why);
+  };
+  const auto check_number = [&](const char* field, double v) {
+    if (!std::isfinite(v)) fail(field, "is not a finite number");
+  };
+  for (const auto& [field, v] : {std::pair<const char*, double>{"threshold", threshold}, {"base", base},
+                                 {"image_mean", image_mean}, {"image_std", image_std}, {"image_min", image_min},
+                                 {"image_max", image_max}, {"pixel_mean", pixel_mean}, {"pixel_std", pixel_std}}) {
+    check_number(field, v);
+    // Scores are sums of squared residuals: never below 0.
+    if (v < 0) fail(field, std::to_string(v) + " is negative; scores and their spreads are not");
+  }
+  // Normalising divides by threshold - base: a difference at rounding level would turn
+  // noise into decisions.
+  if (!(threshold - base > 1e-6 * std::max(1.0, threshold)))
+    fail("threshold", std::to_string(threshold) + " is not above calibration.base " + std::to_string(base) +
+                          " by more than rounding");
+  if (image_min > image_max) fail("image_min", "is above calibration.image_max");
+  if (!(val_false_positive_rate >= 0 && val_false_positive_rate <= 1)) fail("val_false_positive_rate", "is not in 0..1");
+  for (const auto* q : {&image_quantiles, &pixel_quantiles}) {
+    const char* field = q == &image_quantiles ? "image_quantiles" : "pixel_quantiles";
+    for (size_t i = 0; i < q->size(); ++i) {
+      check_number(field, (*q)[i]);
+      if (i > 0 && (*q)[i] < (*q)[i - 1]) fail(field, "are not in ascending order (entry " + std::to_string(i) + ")");
+    }
+  }
+  if (method == "conformal") {
+    if (groups < 1 || groups > images) fail("groups", std::to_string(groups) + " is not in 1..calibration.images");
+    if (folds < 2 || folds > groups)
+      fail("folds", std::to_string(folds) + " is not in 2.." + std::to_string(groups) + " (one group at least a fold)");
+    // 1 - k / (n + 1) with k <= n (grouped: (W + 1) / (m + 1)): never below 1 / (m + 1).
+    const double least = 1.0 / static_cast<double>(groups + 1);
+    if (!(false_alarm_bound >= least * (1 - 1e-9) && false_alarm_bound <= 1))
+      fail("false_alarm_bound", std::to_string(false_alarm_bound) + " is below 1/(" + std::to_string(groups) +
+                                    " + 1), the least rate " + std::to_string(groups) + " units can state");
+    if (!(false_alarm_target > 0 && false_alarm_target <= 0.5)) fail("false_alarm_target", "is not in (0, 0.5]");
+    if (false_alarm_bound > std::max(false_alarm_target, least) * (1 + 1e-9))
+      fail("false_alarm_bound", "is above both the rate asked and the least the calibration units allow");
+    if (!(false_alarm_upper95 >= false_alarm_bound * (1 - 1e-9) && false_alarm_upper95 <= 1))
+      fail("false_alarm_upper95", "is below calibration.false_alarm_bound or above 1");
+  }
+  if (std::isfinite(region_threshold)) {
+    if (!(region_threshold > base)) fail("region_threshold", "is not above calibration.base");
+    for (const auto& [field, v] : {std::pair<const char*, double>{"region_rate", region_rate},
+                                   {"region_image_rate", region_image_rate}})
+      if (!(v >= 0 && v <= 1)) fail(field, "is not in 0..1");
+    if (!(region_rate_target > 0 && region_rate_target <= 0.5)) fail("region_rate_target", "is not in (0, 0.5]");
+    if (region_pixels < 1) fail("region_pixels", "is not positive");
+  }
+}
+
 double Calibration::normalize(double raw) const {
   if (!valid) return raw;
   const double span = threshold - base;

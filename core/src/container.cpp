@@ -173,7 +173,7 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
            " reads versions 1.." + std::to_string(kModelFormatVersion) +
            " (upgrade pefm to load it)");
   }
-  r.get<uint32_t>("flags");
+  const auto flags = r.get<uint32_t>("flags");
   // The checksum covers everything but the trailer: check it before trusting any size.
   if (bytes.size() < r.pos() + sizeof(uint32_t) + sizeof(kEnd)) r.fail("is truncated (no trailer)");
   const size_t body = bytes.size() - sizeof(uint32_t) - sizeof(kEnd);
@@ -183,6 +183,8 @@ Container decode_container(const std::string& bytes, const std::string& origin) 
   uint32_t stored_crc;
   std::memcpy(&stored_crc, bytes.data() + body, sizeof(stored_crc));
   if (crc32(bytes.data(), body) != stored_crc) r.fail("is corrupt (checksum mismatch)");
+  // No flag is defined: one set is a feature this pefm cannot honour, not something to ignore.
+  if (flags != 0) r.fail("has header flags " + std::to_string(flags) + " set; this pefm defines none");
 
   Container c;
   const auto meta_len = r.get<uint64_t>("metadata length");

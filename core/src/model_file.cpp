@@ -277,7 +277,10 @@ Model container_model(const Container& c, const std::string& origin, const char*
   model.net->eval();
 
   auto& cal = model.calibration;
-  cal.valid = meta.str("calibration.valid") == "1";
+  const std::string valid = meta.str("calibration.valid");
+  if (valid != "0" && valid != "1")
+    throw ModelFileError("model file '" + origin + "': calibration.valid '" + valid.substr(0, 20) + "' is not 0 or 1");
+  cal.valid = valid == "1";
   if (cal.valid) {
     cal.images = meta.integer("calibration.images");
     if (cal.images < 1 || cal.images > 1000000000) {
@@ -333,6 +336,11 @@ Model container_model(const Container& c, const std::string& origin, const char*
       if (cal.region_pixels < 1)
         throw ModelFileError("model file '" + origin + "': calibration.region_pixels " +
                              std::to_string(cal.region_pixels) + " is not positive");
+    }
+    try {
+      cal.validate();
+    } catch (const std::invalid_argument& e) {
+      throw ModelFileError("model file '" + origin + "': " + e.what());
     }
   }
   for (const auto& [k, v] : c.meta) {

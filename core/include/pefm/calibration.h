@@ -70,6 +70,13 @@ struct Calibration {
   double region_image_rate = NAN;
   int64_t region_pixels = 0;
 
+  // Checks a calibration read from a file as a whole: scores and spreads non-negative,
+  // base < threshold apart by more than rounding, quantiles in order, rates in 0..1, the
+  // stated rate no lower than its image (or group) count allows and no higher than asked
+  // unless that count allows no less, its 95 % bound at or above it, folds within the
+  // groups, the region threshold above base. Throws std::invalid_argument naming the field.
+  void validate() const;
+
   // Without valid calibration the raw value is returned unchanged.
   double normalize(double raw) const;
   torch::Tensor normalize(const torch::Tensor& raw) const;
