@@ -55,6 +55,7 @@ std::string read_bounded_file(const std::string& path, const std::string& kind, 
   const auto fail = [&](const std::string& why) { throw std::runtime_error(kind + " '" + path + "' " + why); };
   if (::fstat(fd, &st) != 0) fail(std::string("cannot be examined: ") + std::strerror(errno));
   // A device or FIFO (model=/dev/zero) would be read forever.
+  if (S_ISDIR(st.st_mode)) fail("is a folder, not a file");
   if (!S_ISREG(st.st_mode)) fail("is not a regular file");
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {

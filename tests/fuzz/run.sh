@@ -8,10 +8,10 @@
 #   FUZZERS="pth-reader" tests/fuzz/run.sh ...   # a subset
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-fuzzers=${FUZZERS:-"model-loader checkpoint pth-reader"}
-declare -A corpus=([model-loader]=corpus [checkpoint]=corpus-checkpoint [pth-reader]=corpus-pth)
-declare -A runs=([model-loader]=400000 [checkpoint]=4000 [pth-reader]=100000)
-declare -A max_len=([model-loader]=65536 [checkpoint]=262144 [pth-reader]=65536)
+fuzzers=${FUZZERS:-"model-loader checkpoint pth-reader groups"}
+declare -A corpus=([model-loader]=corpus [checkpoint]=corpus-checkpoint [pth-reader]=corpus-pth [groups]=corpus-groups)
+declare -A runs=([model-loader]=400000 [checkpoint]=4000 [pth-reader]=100000 [groups]=200000)
+declare -A max_len=([model-loader]=65536 [checkpoint]=262144 [pth-reader]=65536 [groups]=20000)
 targets=()
 for f in $fuzzers; do targets+=("tests/fuzz/fuzz-$f"); done
 tests/sanitize/build.sh "${targets[@]}"
