@@ -1,6 +1,7 @@
 // End-to-end tests of pefm-train, pefm-eval and pefm-bench, run as a user would run them.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -233,6 +234,16 @@ TEST_F(Cli, TrainsACalibratedModelAndReportsSkippedFiles) {
   EXPECT_FALSE(fs::exists(model + ".ckpt")) << "checkpoint is removed after a completed run";
 }
 
+// A hold-out of one image has no spread for mean + 3 std: said, not silently used.
+TEST_F(Cli, AThresholdFromOneHeldOutImageIsWarnedAbout) {
+  auto args = tiny_train(dir_->file("good"), out_.file("m.pt"), 1);
+  *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0.1";
+  const auto r = run(args);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("WARNING: the threshold rests on 1 image: mean + 3 std has no spread"), std::string::npos)
+      << r.output;
+}
+
 TEST_F(Cli, EmptyAndMissingFoldersAreErrorsNamingTheFolder) {
   fs::create_directories(out_.file("empty"));
   pefm_test::spit(out_.file("empty/readme.txt"), "no images");
@@ -367,6 +378,19 @@ TEST_F(Cli, ResumeWithChangedSettingsIsRefusedNamingTheSetting) {
     EXPECT_NE(refused.output.find(says), std::string::npos) << option << "\n" << refused.output;
     EXPECT_EQ(pefm_test::slurp(ckpt), before) << option << " touched the checkpoint";
   }
+  // Fewer epochs than the checkpoint holds: the fold models would train fewer than the
+  // model shipped, so the resume is refused. The same folder by another name and the same
+  // numbers written otherwise are the same settings (the refusal that comes is the epochs').
+  auto ck = pefm::load_checkpoint(ckpt);
+  ck.trainer_state["epochs_done"] = torch::tensor(int64_t{5});
+  pefm::save_checkpoint(ck.model, ck.trainer_state, ckpt);
+  auto fewer = tiny_train(dir_->file("good") + "/./", model, 3);
+  fewer.insert(fewer.end(), {"--lr", "0.0003", "--weight-decay", "1e-05", "--false-alarm-rate", "1e-2", "--resume"});
+  const auto refused = run(fewer);
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("holds 5 trained epochs, this run asks for --epochs 3"), std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("epoch 1/"), std::string::npos) << refused.output;
 }
 
 // Mean and sample standard deviation, computed here rather than by the code under test.
@@ -1027,7 +1051,21 @@ TEST_F(Cli, GroupsKeepAPartOnOneSideOfEverySplit) {
   refused(write_groups("missing.csv", "", 8), "109.png");
   refused(write_groups("bad.csv", "no comma here\n", 9), "bad.csv' line 3: expected IMAGE,GROUP");
   refused(write_groups("twice.csv", dir_->file("good/109.png") + ",A\n", 9), "109.png' is already in group 'A'");
-  refused(out_.file("absent.csv"), "--groups '" + out_.file("absent.csv") + "' cannot be read");
+  refused(out_.file("absent.csv"), "cannot open --groups file '" + out_.file("absent.csv") + "'");
+  // Files that are not a groups file: a folder, a FIFO (no writer: reading would block
+  // forever), an endless device, a NUL inside a line, a line beyond the bound.
+  refused(out_.path(), "--groups file '" + out_.path() + "' is a folder");
+  const auto fifo = out_.file("fifo.csv");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  refused(fifo, "--groups file '" + fifo + "' is not a regular file");
+  refused("/dev/zero", "--groups file '/dev/zero' is not a regular file");
+  {
+    std::ofstream f(out_.file("nul.csv"));
+    f << dir_->file("good/100.png") << ",A\n" << dir_->file("good/101.png") << std::string("\0,B\n", 4);
+  }
+  refused(out_.file("nul.csv"), "nul.csv' line 2: holds a NUL byte");
+  pefm_test::spit(out_.file("long.csv"), std::string(9000, 'x') + ",A\n");
+  refused(out_.file("long.csv"), "long.csv' line 1: longer than 8192 bytes");
 }
 
 // The training-set audit on real images: a defective part (MVTec AD transistor, misplaced:
@@ -1385,6 +1423,51 @@ TEST_F(Cli, EvalRefusesAMaskOfAnotherSize) {
                           "/test/patch/002.png' is 76x60"),
             std::string::npos)
       << r.output;
+}
+
+// Masks saved as 0/1 (common in other tools) are read as 0/255 are: nonzero is defect. A
+// mask of more grey levels is refused naming it, and two outputs on one path are refused
+// before any work.
+TEST_F(Cli, EvalReadsNonzeroMaskPixelsAsDefectAndRefusesGreyMasksAndSharedOutputs) {
+  const auto model = out_.file("m.pt");
+  ASSERT_EQ(run(tiny_train(dir_->file("good"), model, 1)).status, 0);
+  const auto eval_json = [&](const std::string& data, const std::string& json) {
+    const auto r = run({eval_bin(), "--model", model, "--data", data, "--device", "cpu", "--json", json});
+    EXPECT_EQ(r.status, 0) << r.output;
+    return parse_json(pefm_test::slurp(json));
+  };
+  const auto ones = out_.file("ones");
+  fs::copy(dir_->file("cat"), ones, fs::copy_options::recursive);
+  for (int i = 0; i < 3; ++i) {
+    const auto path = ones + "/ground_truth/patch/00" + std::to_string(i) + "_mask.png";
+    const auto img = pefm::io::read_image(path, pefm::io::PixelFormat::kGray);
+    auto mask = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 1}, torch::kUInt8);
+    write_image(path, mask.gt(0).to(torch::kUInt8));
+  }
+  const auto as_255 = eval_json(dir_->file("cat"), out_.file("a.json"));
+  const auto as_1 = eval_json(ones, out_.file("b.json"));
+  EXPECT_EQ(as_1.at("pixel_metrics"), "measured");
+  EXPECT_DOUBLE_EQ(as_1.at("pixel_auroc").get<double>(), as_255.at("pixel_auroc").get<double>());
+  EXPECT_DOUBLE_EQ(as_1.at("aupro").get<double>(), as_255.at("aupro").get<double>());
+
+  auto grey = torch::zeros({60, 76, 1}, torch::kUInt8);
+  grey.slice(0, 20, 36).slice(1, 10, 26).fill_(255);
+  grey.slice(0, 20, 22).slice(1, 10, 26).fill_(128);  // an antialiased edge
+  write_image(ones + "/ground_truth/patch/000_mask.png", grey);
+  auto r = run({eval_bin(), "--model", model, "--data", ones, "--device", "cpu"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("'" + ones + "/ground_truth/patch/000_mask.png' is not binary: it holds 2 nonzero grey levels"),
+            std::string::npos) << r.output;
+
+  const auto same = out_.file("same.out");
+  for (const auto& [first, second, says] :
+       {std::tuple<std::string, std::string, std::string>{"--json", "--scores", "--scores '" + same + "' is also --json's"},
+        {"--report", "--scores", "--report '" + same + "' is also --scores's"}}) {
+    r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", first, same, second, same});
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(same)) << "written before the refusal";
+  }
 }
 
 TEST_F(Cli, BenchReportsEveryBatchSizeAndTheLayoutInJson) {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -173,7 +174,8 @@ std::string decisions_line(const Decisions& d) {
 int run(int argc, char** argv) {
   cli::Args args("pefm-eval", "--model MODEL.pt --data CATEGORY_DIR [options]",
                  "Evaluates a model on an MVTec-AD-layout category: test/<type>/*.png, with\n"
-                 "ground_truth/<type>/<name>_mask.png for every defect type and test/good/ without.\n"
+                 "ground_truth/<type>/<name>_mask.png for every defect type and test/good/ without\n"
+                 "(masks: nonzero pixels are the defect, 0/255 or 0/1 alike; more grey levels are refused).\n"
                  "Image AUROC, pixel AUROC and AUPRO (1000 thresholds, FPR <= 0.3, rescaled FPR,\n"
                  "8-connected regions) overall and per defect type (that type + good); the image\n"
                  "decisions at the model's own threshold (false-alarm and miss rates, precision,\n"
@@ -213,6 +215,20 @@ int run(int argc, char** argv) {
   cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
   cli::check_output_file("--scores", args.get("scores"), cli::OutputKind::kScores, {args.get("model")});
   cli::check_output_file("--report", args.get("report"), cli::OutputKind::kHtml, {args.get("model")});
+  {
+    // Two outputs on one path: the second would replace the first, after both said "wrote".
+    std::map<std::string, std::string> taken;
+    for (const char* option : {"json", "scores", "report"}) {
+      const auto path = args.get(option);
+      if (path.empty() || path == "-") continue;
+      std::error_code ec;
+      const auto key = fs::weakly_canonical(path, ec).string();
+      const auto [it, fresh] = taken.emplace(ec ? path : key, option);
+      if (!fresh)
+        throw cli::UsageError(std::string("--") + option + " '" + path + "' is also --" + it->second +
+                              "'s file: give each output a file of its own");
+    }
+  }
   const double region_setting = args.number("region-threshold", 0.0, 1.0);
   ProRegions pro_regions = ProRegions::kFilled;
   if (args.get("pro-regions") == "exact")
@@ -260,11 +276,17 @@ int run(int argc, char** argv) {
                                    "x" + std::to_string(m.size(0)) + " but its image '" + tests[j].path + "' is " +
                                    std::to_string(img.size(1)) + "x" + std::to_string(img.size(0)));
         }
+        // Nonzero is defect, whatever the value (0/255 and 0/1 masks alike); more than one
+        // nonzero level is no binary mask (an antialiased or a label image), so it is refused.
+        const auto levels = torch::bincount(m.flatten().to(torch::kLong), {}, 256).slice(0, 1).gt(0).sum().item<int64_t>();
+        if (levels > 1)
+          throw cli::UsageError("ground-truth mask '" + tests[j].mask_path + "' is not binary: it holds " +
+                                std::to_string(levels) + " nonzero grey levels (pefm-eval reads nonzero as defect)");
         // PIL's NEAREST (pixel centres), as the reference evaluation resizes masks.
-        mask = torch::_upsample_nearest_exact2d(m.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
+        mask = torch::_upsample_nearest_exact2d(m.gt(0).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
                    .squeeze(0)
                    .squeeze(0)
-                   .gt(127);
+                   .gt(0.5);
       }
       xs.push_back(img.unsqueeze(0));
       imgs.push_back(img);

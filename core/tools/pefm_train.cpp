@@ -22,6 +22,7 @@
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/file_util.h"
+#include "pefm/groups.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
 #include "pefm/pe_choice.h"
@@ -108,43 +109,26 @@ std::string unit_label(const Groups& groups, const std::string& key) {
   return it == groups.end() ? key : it->second;
 }
 
-std::string trimmed(const std::string& s) {
-  const auto first = s.find_first_not_of(" \t");
-  return first == std::string::npos ? std::string() : s.substr(first, s.find_last_not_of(" \t") - first + 1);
-}
-
-// Reads a --groups file: "image,group" lines (the last comma splits them: a group name has
-// no comma), the image relative to the file's folder or absolute, spaces around either
-// dropped; blank lines, '#' comments, a UTF-8 byte order mark and a header ("file,group"
-// or "image,group", before any entry) are skipped. Throws cli::UsageError naming the file
-// and line.
+// Reads a --groups file (pefm/groups.h: bounded, a regular file, text): each image's group,
+// the image relative to the file's folder or absolute. Throws cli::UsageError naming the
+// file and line.
 Groups read_groups(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw cli::UsageError("--groups '" + path + "' cannot be read");
+  const std::string origin = "--groups '" + path + "'";
+  std::vector<GroupEntry> entries;
+  try {
+    entries = parse_groups(read_bounded_file(path, "--groups file", kMaxGroupsFileBytes), origin);
+  } catch (const std::exception& e) {
+    throw cli::UsageError(e.what());
+  }
   const auto folder = std::filesystem::path(path).parent_path();
   Groups groups;
-  std::string line;
-  bool first_entry = true;
-  for (int64_t number = 1; std::getline(in, line); ++number) {
-    if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    line = trimmed(line);
-    if (line.empty() || line[0] == '#') continue;
-    const auto comma = line.rfind(',');
-    const auto where = "--groups '" + path + "' line " + std::to_string(number) + ": ";
-    const std::string file = comma == std::string::npos ? "" : trimmed(line.substr(0, comma));
-    const std::string label = comma == std::string::npos ? "" : trimmed(line.substr(comma + 1));
-    if (file.empty() || label.empty())
-      throw cli::UsageError(where + "expected IMAGE,GROUP, got '" + line.substr(0, 200) + "'");
-    const bool header = first_entry && (file == "file" || file == "image") && label == "group";
-    first_entry = false;
-    if (header) continue;
-    const auto image = std::filesystem::path(file).is_absolute() ? std::filesystem::path(file) : folder / file;
-    const auto [it, fresh] = groups.emplace(source_key(image.string()), label);
-    if (!fresh && it->second != label)
-      throw cli::UsageError(where + "'" + file + "' is already in group '" + it->second + "'");
+  for (const auto& e : entries) {
+    const auto image = std::filesystem::path(e.image).is_absolute() ? std::filesystem::path(e.image) : folder / e.image;
+    const auto [it, fresh] = groups.emplace(source_key(image.string()), e.group);
+    if (!fresh && it->second != e.group)
+      throw cli::UsageError(origin + " line " + std::to_string(e.line) + ": '" + e.image + "' is already in group '" +
+                            it->second + "'");
   }
-  if (groups.empty()) throw cli::UsageError("--groups '" + path + "' names no image");
   return groups;
 }
 
@@ -381,6 +365,29 @@ std::vector<PeTrial> compare_pe(const std::vector<Sample>& fit, const std::vecto
     trials.push_back(t);
   }
   return trials;
+}
+
+// Whether a setting the checkpoint recorded is this run's: paths as files (--data d8 and
+// ./d8 are one folder), numbers as values (1e-2 is 0.01).
+bool same_setting(const std::string& key, const std::string& was, const std::string& now) {
+  if (was == now) return true;
+  const auto split = [](const std::string& joined) {
+    std::vector<std::string> parts;
+    std::stringstream in(joined);
+    for (std::string part; std::getline(in, part, ':');) parts.push_back(source_key(part));
+    return parts;
+  };
+  if (key == "data") return split(was) == split(now);
+  if (key == "lr" || key == "weight_decay" || key == "val_fraction" || key == "false_alarm_rate") {
+    const auto number = [](const std::string& text, double* v) {
+      char* end = nullptr;
+      *v = std::strtod(text.c_str(), &end);
+      return !text.empty() && end == text.c_str() + text.size();
+    };
+    double a = 0, b = 0;
+    return number(was, &a) && number(now, &b) && a == b;
+  }
+  return false;
 }
 
 // The training-set audit: every calibration image's score, ranked from the most
@@ -827,10 +834,20 @@ int run(int argc, char** argv) {
     for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile",
                             "folds", "groups", "false_alarm_rate"}) {
       const auto was = ck.model.training.find(key);
-      if ((was == ck.model.training.end() ? std::string() : was->second) != settings[key]) {
+      if (!same_setting(key, was == ck.model.training.end() ? std::string() : was->second, settings[key])) {
         throw cli::UsageError(std::string("--resume: '") + ckpt_path + "' was made with " + key + "=" +
                               ck.model.training[key] + ", this run has " + settings[key]);
       }
+    }
+    // The fold models train --epochs epochs: a shipped model with more would not be the
+    // model their scores calibrate.
+    const auto done = ck.trainer_state.find("epochs_done");
+    const int64_t held = done == ck.trainer_state.end() ? 0 : done->second.item<int64_t>();
+    if (held > epochs) {
+      throw cli::UsageError("--resume: '" + ckpt_path + "' holds " + std::to_string(held) + " trained epochs, this run " +
+                            "asks for --epochs " + std::to_string(epochs) + ": the model would have more epochs than " +
+                            "the fold models that set its threshold; use --epochs " + std::to_string(held) +
+                            " or more, or start over without --resume");
     }
     model = std::move(ck.model);
     resume_state = std::move(ck.trainer_state);
@@ -939,6 +956,9 @@ int run(int argc, char** argv) {
     }
     std::vector<double> scores;
     for (const auto& [path, v] : image_scores) scores.push_back(v);
+    if (scores.size() < 2)
+      std::cout << "WARNING: the threshold rests on " << scores.size() << " image: mean + 3 std has no spread; hold out "
+                << "more images (--val-fraction) or cross-fit (--folds)\n";
     const auto normal_maps = torch::cat(maps);
     shared->calibration = Calibration::from_normal(normal_maps, torch::tensor(scores, torch::kFloat64));
     shared->calibration.set_region_threshold(normal_maps, scores, pixel_rate);
