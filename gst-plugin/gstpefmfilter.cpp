@@ -78,6 +78,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_REGION_THRESHOLD 0.5
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
+/* The least pixels-per-mm / lines-per-mm other than 0: one pixel a metre. */
+static constexpr double kMinPixelsPerMm = 1e-3;
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
@@ -166,6 +168,7 @@ struct _GstPefmFilter
   gdouble overlay_alpha;
   gint tile_size;
   gint tile_overlap;
+  gint trained_tile;            /* the loaded model's (tile-size=-1), 0 before a model loads */
   gint threads;
   gboolean emit_messages;
   GstPefmMessageMode message_mode;
@@ -220,7 +223,7 @@ static void
 gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * value, GParamSpec * pspec)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (object);
-  gint refused_tile = 0;
+  std::string refused;         /* a tiling setting that would stop the stream, kept out */
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -249,16 +252,29 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       break;
     case PROP_TILE_SIZE:{
       const gint size = g_value_get_int (value);
+      const gint tile = size == -1 ? self->trained_tile : size;
       /* 1..kMinTileSize-1 would cut a frame into thousands of network inputs */
       if (size > 0 && size < pefm::kMinTileSize)
-        refused_tile = size;
+        refused = "tile-size " + std::to_string (size) + " refused: below the minimum of " +
+            std::to_string (pefm::kMinTileSize) + " pixels";
+      else if (tile > 0 && self->tile_overlap > tile / 2)
+        refused = "tile-size " + std::to_string (size) + " refused: tile-overlap " +
+            std::to_string (self->tile_overlap) + " is more than half of it";
       else
         self->tile_size = size;
       break;
     }
-    case PROP_TILE_OVERLAP:
-      self->tile_overlap = g_value_get_int (value);
+    case PROP_TILE_OVERLAP:{
+      const gint overlap = g_value_get_int (value);
+      const gint tile = self->tile_size == -1 ? self->trained_tile : self->tile_size;
+      /* checked against the tile now, not at the next frame, where it would stop the stream */
+      if (tile > 0 && overlap > tile / 2)
+        refused = "tile-overlap " + std::to_string (overlap) + " refused: more than half the tile-size " +
+            std::to_string (tile);
+      else
+        self->tile_overlap = overlap;
       break;
+    }
     case PROP_THREADS:
       self->threads = g_value_get_int (value);
       break;
@@ -278,11 +294,16 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       self->continuous = g_value_get_boolean (value);
       break;
     case PROP_PIXELS_PER_MM:
-      self->pixels_per_mm = g_value_get_double (value);
+    case PROP_LINES_PER_MM:{
+      /* 0 is "not set"; below one pixel a metre the millimetres overflow what JSON can carry */
+      const double v = g_value_get_double (value);
+      const char *name = prop_id == PROP_PIXELS_PER_MM ? "pixels-per-mm" : "lines-per-mm";
+      if (v > 0 && v < kMinPixelsPerMm)
+        refused = std::string (name) + " " + std::to_string (v) + " refused: 0 (not set) or at least 0.001";
+      else
+        (prop_id == PROP_PIXELS_PER_MM ? self->pixels_per_mm : self->lines_per_mm) = v;
       break;
-    case PROP_LINES_PER_MM:
-      self->lines_per_mm = g_value_get_double (value);
-      break;
+    }
     case PROP_MAX_REGION_ROWS:
       self->max_region_rows = g_value_get_int (value);
       break;
@@ -290,13 +311,14 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
-  const gint kept = self->tile_size;
+  const gint kept_size = self->tile_size, kept_overlap = self->tile_overlap;
   GST_OBJECT_UNLOCK (self);
   /* posted outside the object lock, which posting a message takes */
-  if (refused_tile != 0)
+  if (!refused.empty () && refused.rfind ("tile", 0) == 0)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-        ("tile-size %d refused: below the minimum of %d pixels; keeping %d", refused_tile,
-            pefm::kMinTileSize, kept), (NULL));
+        ("%s; keeping tile-size %d, tile-overlap %d", refused.c_str (), kept_size, kept_overlap), (NULL));
+  else if (!refused.empty ())
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s; keeping the value before", refused.c_str ()), (NULL));
 }
 
 /* The `calibration` property: how the loaded model decides and the false-alarm rate it
@@ -418,6 +440,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   }
   GST_OBJECT_LOCK (self);
   self->state->decision = self->state->detector->decision_info ();
+  self->trained_tile = self->state->detector->trained_tile ();
   self->state->frames = self->state->inspected = 0;
   self->state->skipped_late = self->state->skipped_interval = 0;
   self->state->earliest = GST_CLOCK_TIME_NONE;
@@ -1096,10 +1119,8 @@ web_submit (GstPefmFilter * self, GstBuffer * buf)
     if (st.web->open ())
       ret = end_web (self, "settings", fs.scale);
     try {
-      if (ret == GST_FLOW_OK) {
+      if (ret == GST_FLOW_OK)
         st.web->configure (st.detector, tiles, fs.max_region_rows);
-        update_web_latency (self, tiles);
-      }
     } catch (const std::exception & e) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("continuous=true: %s", e.what ()), (NULL));
       ret = GST_FLOW_ERROR;
@@ -1109,6 +1130,8 @@ web_submit (GstPefmFilter * self, GstBuffer * buf)
     gst_buffer_unref (buf);
     return ret;
   }
+  /* new caps (another height or frame rate) change it as much as another tiling does */
+  update_web_latency (self, tiles);
   /* PefmWeb::push takes buf, even when it throws (the mapping holds its own reference);
    * when the frame cannot be mapped it is not taken */
   bool taken = false;
@@ -1541,7 +1564,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * region's position and size in millimetres too (0: not set).
    */
   g_object_class_install_property (gobject_class, PROP_PIXELS_PER_MM,
-      g_param_spec_double ("pixels-per-mm", "Pixels per mm", "Pixels per millimetre across the web (0 = not set)",
+      g_param_spec_double ("pixels-per-mm", "Pixels per mm",
+          "Pixels per millimetre across the web (0 = not set, else at least 0.001)",
           0.0, 1e6, DEFAULT_PROP_PIXELS_PER_MM, playing_flags));
   /**
    * GstPefmFilter:lines-per-mm:
@@ -1551,7 +1575,7 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_LINES_PER_MM,
       g_param_spec_double ("lines-per-mm", "Lines per mm",
-          "Lines per millimetre along the web (0 = as pixels-per-mm)", 0.0, 1e6, DEFAULT_PROP_LINES_PER_MM,
+          "Lines per millimetre along the web (0 = as pixels-per-mm, else at least 0.001)", 0.0, 1e6, DEFAULT_PROP_LINES_PER_MM,
           playing_flags));
   /**
    * GstPefmFilter:max-region-rows:

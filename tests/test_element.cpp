@@ -875,9 +875,35 @@ TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
   GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 3), GST_VIDEO_FORMAT_RGB, &info));
   ASSERT_NE(out, nullptr);
   gst_buffer_unref(out);
-  // An overlap above half a tile: the frame is an error naming the property, not a stall.
+  // An overlap above half a tile, or a tile that makes the overlap so, would stop the
+  // stream at the next frame: refused when set, the old values kept, with a warning.
+  GstBus* warnings = gst_bus_new();
+  gst_element_set_bus(h->element, warnings);
   g_object_set(filter, "tile-overlap", 40, nullptr);
-  EXPECT_EQ(gst_harness_push(h, make_buffer(texture_image(kH, kW, 4), GST_VIDEO_FORMAT_RGB, &info)), GST_FLOW_ERROR);
+  g_object_set(filter, "tile-overlap", 20, nullptr);  // within half of 48: taken
+  g_object_set(filter, "tile-size", 32, nullptr);     // 20 is more than half of 32
+  gint size = 0, overlap = 0;
+  g_object_get(filter, "tile-size", &size, "tile-overlap", &overlap, nullptr);
+  EXPECT_EQ(size, 48);
+  EXPECT_EQ(overlap, 20);
+  std::vector<std::string> said;
+  while (GstMessage* m = gst_bus_pop_filtered(warnings, GST_MESSAGE_WARNING)) {
+    GError* err = nullptr;
+    gst_message_parse_warning(m, &err, nullptr);
+    said.push_back(err->message);
+    g_error_free(err);
+    gst_message_unref(m);
+  }
+  ASSERT_GE(said.size(), 2u);
+  EXPECT_NE(said[said.size() - 2].find("tile-overlap 40 refused: more than half the tile-size 48"), std::string::npos)
+      << said[said.size() - 2];
+  EXPECT_NE(said.back().find("tile-size 32 refused: tile-overlap 20 is more than half of it"), std::string::npos)
+      << said.back();
+  out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 4), GST_VIDEO_FORMAT_RGB, &info));
+  EXPECT_NE(out, nullptr) << "the stream stopped";
+  if (out) gst_buffer_unref(out);
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(warnings);
   gst_object_unref(filter);
   gst_harness_teardown(h);
 
@@ -898,6 +924,29 @@ TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
   gst_message_unref(msg);
   gst_element_set_bus(h->element, nullptr);
   gst_object_unref(bus);
+  gst_harness_teardown(h);
+}
+
+// A millimetre scale below one pixel a metre would give region sizes beyond what JSON
+// carries (inf, NaN): refused when set, the value before kept.
+TEST(Element, MillimetreScalesBelowOnePixelAMetreAreRefused) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "");
+  GstElement* filter = gst_harness_find_element(h, "pefmfilter");
+  ASSERT_NE(filter, nullptr);
+  for (const char* name : {"pixels-per-mm", "lines-per-mm"}) {
+    g_object_set(filter, name, 1e-300, nullptr);
+    double v = -1;
+    g_object_get(filter, name, &v, nullptr);
+    EXPECT_EQ(v, 0.0) << name;
+    g_object_set(filter, name, 10.0, nullptr);
+    g_object_set(filter, name, 1e-320, nullptr);
+    g_object_get(filter, name, &v, nullptr);
+    EXPECT_EQ(v, 10.0) << name;
+    g_object_set(filter, name, 0.0, nullptr);  // "not set" stays possible
+    g_object_get(filter, name, &v, nullptr);
+    EXPECT_EQ(v, 0.0) << name;
+  }
+  gst_object_unref(filter);
   gst_harness_teardown(h);
 }
 

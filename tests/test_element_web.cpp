@@ -456,8 +456,9 @@ TEST(ElementWeb, ANewSegmentEndsTheWebAndSendsTheHeldBufferFirst) {
 }
 
 // New caps mid-web end the web ("caps"): the buffer it held leaves before them, the defect
-// across the change is reported in two parts, and the web rows go on counting through
-// buffers of the new height, each with the map of its own rows.
+// across the change is reported in two parts, the web rows go on counting through
+// buffers of the new height, each with the map of its own rows, and the latency the web
+// adds is counted in buffers of the new height.
 TEST(ElementWeb, NewCapsMidStreamEndTheWebAndTheRowsGoOnCounting) {
   constexpr int kHalf = kRows / 2;
   const auto strip = paste_patch(pefm_test::web_texture(2 * kRows, kWidth, 32), 54, 30, 20);
@@ -466,7 +467,21 @@ TEST(ElementWeb, NewCapsMidStreamEndTheWebAndTheRowsGoOnCounting) {
   ASSERT_EQ(w.collect(), 0u) << "buffer 0 waits for the rows after it";
   gst_harness_set_src_caps_str(w.h, web_caps(kHalf).c_str());
   EXPECT_EQ(w.collect(), 1u) << "the held buffer leaves before the new caps";
+  gst_harness_set_upstream_latency(w.h, 0);
   for (int i = 0; i < 2; ++i) ASSERT_EQ(w.push(strip, kRows + i * kHalf, kHalf, 1 + i), GST_FLOW_OK);
+  // The rows the web holds back are now twice as many buffers: the LATENCY answer follows.
+  const int64_t input = pefm::FrameDetector::acquire(web_model(), {"cpu"})->input_size();
+  const int64_t held_rows = pefm::WebStream::held_rows_bound(pefm::TileOptions{64, 16}, input);
+  GstElement* filter = gst_harness_find_element(w.h, "pefmfilter");
+  ASSERT_NE(filter, nullptr);
+  GstStructure* stats = nullptr;
+  g_object_get(filter, "stats", &stats, nullptr);
+  ASSERT_NE(stats, nullptr);
+  const guint64 processing = uint64_field(stats, "latency");
+  gst_structure_free(stats);
+  gst_object_unref(filter);
+  EXPECT_EQ(gst_harness_query_latency(w.h),
+            processing + static_cast<GstClockTime>((held_rows + kHalf - 1) / kHalf) * GST_SECOND / 10);
   ASSERT_TRUE(w.push_event(gst_event_new_eos()));
   ASSERT_EQ(w.collect(), 3u);
   const guint64 first_rows[] = {0, kRows, kRows + kHalf};
