@@ -26,6 +26,9 @@ using Clock = std::chrono::steady_clock;
 // without bound, so pefm keeps the rest in its own bounded queue.
 constexpr uint64_t kMaxInFlight = 20;
 constexpr int kKeepAliveS = 15;
+// A server that takes the connection but never answers CONNECT is not an MQTT broker (or
+// not a working one): said after this long, then retried like any failed connection.
+constexpr int kConnackTimeoutS = 5;
 constexpr int kLoopTimeoutMs = 20;
 
 }  // namespace
@@ -317,6 +320,7 @@ void Publisher::run_mqtt() {
   Clock::time_point drain_deadline = Clock::time_point::max();
 
   Clock::time_point connected_since = Clock::time_point::max();
+  Clock::time_point socket_since = Clock::time_point::max();  // the TCP connection, before CONNACK
   auto lost = [&](std::string why) {
     socket_open = false;
     bool was_connected;
@@ -361,6 +365,7 @@ void Publisher::run_mqtt() {
         continue;
       }
       socket_open = true;
+      socket_since = Clock::now();
     }
     if (connected) {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -394,6 +399,10 @@ void Publisher::run_mqtt() {
     if (rc != MOSQ_ERR_SUCCESS) {
       connected_since = Clock::time_point::max();
       lost(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
+    } else if (!stats().connected && Clock::now() - socket_since > std::chrono::seconds(kConnackTimeoutS)) {
+      mosquitto_disconnect(mosq);
+      lost("no MQTT answer from " + options_.host + ":" + std::to_string(options_.port) + " within " +
+           std::to_string(kConnackTimeoutS) + " s of connecting (is it an MQTT broker?)");
     } else if (stats().connected) {
       // The backoff starts again only after a connection that lasted: a broker that
       // accepts and then drops the client (a duplicate client id) is not retried at once.

@@ -168,6 +168,21 @@ class Pipeline {
     while (GstMessage* m = gst_bus_pop(bus_)) out.push_back(m);
     return out;
   }
+  // Waits up to `seconds` (scaled for the sanitizers) for a pefm-publish message whose
+  // status holds `needle`; the element messages before it are dropped. Returns the
+  // statuses seen, one a line.
+  std::string wait_for_status(const std::string& needle, int seconds) {
+    std::string seen;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds * pefm_test::kTimeoutScale);
+    while (seen.find(needle) == std::string::npos && std::chrono::steady_clock::now() < end) {
+      GstMessage* m = gst_bus_timed_pop_filtered(bus_, GST_SECOND / 10, GST_MESSAGE_ELEMENT);
+      if (!m) continue;
+      if (gst_message_has_name(m, "pefm-publish"))
+        seen += std::string(gst_structure_get_string(gst_message_get_structure(m), "status")) + "\n";
+      gst_message_unref(m);
+    }
+    return seen;
+  }
   // Stops without EOS, as a state change or Ctrl-C does.
   void stop_now() { gst_element_set_state(pipeline_, GST_STATE_READY); }
   // The first error on the bus, or "".
@@ -998,6 +1013,32 @@ TEST(Publish, ABrokerThatNeverAnswersCostsNoFramesAndDropsAreCountedAndReported)
   EXPECT_NE(warnings.find("dropping"), std::string::npos) << warnings;
   EXPECT_NE(warnings.find("dropped 22 of 22"), std::string::npos) << warnings;  // the last 5 at stop
   release(messages);
+}
+
+// A server that accepts the connection but never speaks MQTT (a listening socket nobody
+// answers on): said within seconds as no MQTT answer, naming the address, and retried;
+// the frames flow meanwhile.
+TEST(Publish, AServerThatIsNotAnMqttBrokerIsSaidToBeOne) {
+  PEFM_MQTT_OR_SKIP();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(fd, 8), 0);  // the kernel completes connections; nothing reads them
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  Pipeline p("method=mqtt address=" + address + " drain-timeout=0");
+  ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+  EXPECT_EQ(p.feed("..."), 3);
+  const std::string says = "connection failed: no MQTT answer from " + address + " within 5 s";
+  const std::string statuses = p.wait_for_status(says, 30);
+  EXPECT_NE(statuses.find(says), std::string::npos) << statuses;
+  auto messages = p.finish();
+  release(messages);
+  close(fd);
 }
 
 // The same pipeline publishing to a real broker: a subscriber gets every line.
