@@ -282,7 +282,18 @@ pipeline_files (GstPefmPublish * self)
   if (GST_IS_BIN (top)) {
     GstIterator *it = gst_bin_iterate_recurse (GST_BIN (top));
     GValue item = G_VALUE_INIT;
-    while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    for (bool done = false; !done;) {
+      switch (gst_iterator_next (it, &item)) {
+        case GST_ITERATOR_OK:
+          break;
+        case GST_ITERATOR_RESYNC:  /* the bin changed while we looked: look again */
+          gst_iterator_resync (it);
+          files.clear ();
+          continue;
+        default:
+          done = true;
+          continue;
+      }
       GstElement *e = GST_ELEMENT (g_value_get_object (&item));
       for (const char *name : {"location", "model"}) {
         GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (e), name);
@@ -399,7 +410,7 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   run->publisher->close ();     /* sends what it can within drain-timeout */
   const pefm::PublisherStats stats = run->publisher->stats ();
   run->publisher.reset ();      /* closes the file */
-  if (!run->location.empty ()) {
+  if (!run->location.empty () && stats.sent > 0) {
     std::lock_guard < std::mutex > lock (written_lock);
     written.insert (file_identity (run->location));
   }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -26,8 +27,8 @@ using Clock = std::chrono::steady_clock;
 // without bound, so pefm keeps the rest in its own bounded queue.
 constexpr uint64_t kMaxInFlight = 20;
 constexpr int kKeepAliveS = 15;
-// A server that takes the connection but never answers CONNECT is not an MQTT broker (or
-// not a working one): said after this long, then retried like any failed connection.
+// No CONNACK this long after the connection began (no broker at the address, or a server
+// that is not an MQTT broker): said, then retried like any failed connection.
 constexpr int kConnackTimeoutS = 5;
 constexpr int kLoopTimeoutMs = 20;
 
@@ -65,57 +66,79 @@ bool parse_mqtt_address(const std::string& address, std::string* host, int* port
   return true;
 }
 
-std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs) {
+std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs,
+                             std::string* replacement, std::string* target) {
   const auto fail = [&](const std::string& why) { throw std::runtime_error("location '" + location + "' " + why); };
   if (location.empty()) throw std::runtime_error("method=file needs a location");
+  replacement->clear();
+  *target = location;
   struct stat st {};
-  const bool exists = ::stat(location.c_str(), &st) == 0;
-  if (exists) {
-    if (S_ISDIR(st.st_mode)) fail("is a folder, not a file name");
-    // A FIFO or a character device streams the lines to whatever reads it: nothing to replace.
-    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
-      std::FILE* f = std::fopen(location.c_str(), "w");
-      if (!f) fail(std::string("cannot be opened for writing: ") + std::strerror(errno));
-      return f;
-    }
-    if (!S_ISREG(st.st_mode)) fail("exists and is not a regular file; refusing to write to it");
-    for (const auto& in : inputs) {
-      struct stat other {};
-      if (!in.empty() && ::stat(in.c_str(), &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)
-        fail("is '" + in + "', which this pipeline also uses; refusing to overwrite it");
-    }
-    // Results are JSON lines: anything else there (a model, an image, notes) is not replaced.
-    char head[64];
-    std::FILE* probe = std::fopen(location.c_str(), "rb");
-    if (!probe) fail(std::string("cannot be read: ") + std::strerror(errno));
-    const size_t n = std::fread(head, 1, sizeof(head), probe);
-    std::fclose(probe);
-    size_t i = 0;
-    while (i < n && std::strchr(" \t\r\n", head[i])) ++i;
-    if (i < n && head[i] != '{')
-      fail("exists and is not a JSON-lines results file; refusing to replace it (remove it first if that is what you "
-           "want)");
+  if (::stat(location.c_str(), &st) != 0) {
+    // A new file: created now, with the permissions the umask gives.
+    const int fd = ::open(location.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) fail(std::string("cannot be created: ") + std::strerror(errno));
+    std::FILE* f = ::fdopen(fd, "a");
+    if (!f) ::close(fd);
+    return f;
   }
-  if (append || !exists) {
-    const int fd = ::open(location.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (S_ISDIR(st.st_mode)) fail("is a folder, not a file name");
+  // A FIFO or a character device streams the lines to whatever reads it: nothing to replace.
+  // Opened without waiting: a FIFO nobody reads would hold the state change forever.
+  if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+    const int fd = ::open(location.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+      fail(errno == ENXIO ? std::string("is a FIFO nobody reads; start its reader first")
+                          : std::string("cannot be opened for writing: ") + std::strerror(errno));
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    std::FILE* f = ::fdopen(fd, "a");
+    if (!f) ::close(fd);
+    return f;
+  }
+  if (!S_ISREG(st.st_mode)) fail("exists and is not a regular file; refusing to write to it");
+  for (const auto& in : inputs) {
+    struct stat other {};
+    if (!in.empty() && ::stat(in.c_str(), &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino)
+      fail("is '" + in + "', which this pipeline also uses; refusing to overwrite it");
+  }
+  // Only pefmpublish's own results are replaced or added to: JSON lines that begin with
+  // its "type" field (not a model, an image, a JSON report or another tool's JSON lines).
+  char head[64];
+  std::FILE* probe = std::fopen(location.c_str(), "rb");
+  if (!probe) fail(std::string("cannot be read: ") + std::strerror(errno));
+  const size_t n = std::fread(head, 1, sizeof(head), probe);
+  std::fclose(probe);
+  const std::string start(head, n);
+  const auto first = start.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && start.compare(first, 9, "{\"type\":\"") != 0)
+    fail("exists and is not a pefmpublish results file; refusing to replace it (remove it first if that is what "
+         "you want)");
+  // A link is followed: its target holds the results.
+  if (char* real = ::realpath(location.c_str(), nullptr)) {
+    *target = real;
+    std::free(real);
+  }
+  if (append) {
+    const int fd = ::open(target->c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (fd < 0) fail(std::string("cannot be opened for writing: ") + std::strerror(errno));
     std::FILE* f = ::fdopen(fd, "a");
     if (!f) ::close(fd);
     return f;
   }
-  // A new file renamed over the old one: readers of the old results keep them whole.
-  std::string tmp = location + ".tmp-XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) fail(std::string("cannot be replaced (no temporary file beside it): ") + std::strerror(errno));
-  ::fchmod(fd, 0644);
-  if (::rename(tmp.c_str(), location.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
+  // Replaced by a new file beside it, renamed over it before the first line (so a run that
+  // fails to start leaves the old results), with the old file's permissions.
+  std::string tmp = *target + ".tmp-XXXXXX";
+  const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0)
+    fail(std::string("cannot be replaced (no new file beside it: ") + std::strerror(errno) +
+         "); use append=true or another location");
+  ::fchmod(fd, st.st_mode & 07777);
+  std::FILE* f = ::fdopen(fd, "a");
+  if (!f) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    fail("cannot be replaced: " + why);
+    return nullptr;
   }
-  std::FILE* f = ::fdopen(fd, "a");
-  if (!f) ::close(fd);
+  *replacement = tmp;
   return f;
 }
 
@@ -137,7 +160,7 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
       worker_ = std::thread(&Publisher::run_stream, this);
       break;
     case PublishMethod::kFile:
-      file_ = open_results_file(options_.location, options_.append, options_.inputs);
+      file_ = open_results_file(options_.location, options_.append, options_.inputs, &replacement_, &target_);
       if (!file_) throw std::runtime_error("cannot open '" + options_.location + "' for writing: " + std::strerror(errno));
       owns_file_ = true;
       stats_.connected = true;
@@ -164,6 +187,7 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
 Publisher::~Publisher() {
   close();
   if (owns_file_ && file_) std::fclose(file_);
+  if (!replacement_.empty()) ::unlink(replacement_.c_str());  // no line came: the old file stays
 #ifdef PEFM_HAVE_MOSQUITTO
   if (mosq_) mosquitto_destroy(mosq_);
 #endif
@@ -243,6 +267,11 @@ void Publisher::run_stream() {
     in_flight_ = batch.size();
     lock.unlock();
     bool ok = true;
+    if (!replacement_.empty()) {  // the first lines: the new file takes the old one's place
+      ok = ::rename(replacement_.c_str(), target_.c_str()) == 0;
+      if (!ok) ::unlink(replacement_.c_str());
+      replacement_.clear();
+    }
     std::string text;
     for (const Line& l : batch) {
       text.assign(l.text).push_back('\n');  // one write per line: nothing else lands inside it
@@ -320,7 +349,7 @@ void Publisher::run_mqtt() {
   Clock::time_point drain_deadline = Clock::time_point::max();
 
   Clock::time_point connected_since = Clock::time_point::max();
-  Clock::time_point socket_since = Clock::time_point::max();  // the TCP connection, before CONNACK
+  Clock::time_point socket_since = Clock::time_point::max();  // connecting began, no CONNACK yet
   auto lost = [&](std::string why) {
     socket_open = false;
     bool was_connected;
@@ -402,7 +431,7 @@ void Publisher::run_mqtt() {
     } else if (!stats().connected && Clock::now() - socket_since > std::chrono::seconds(kConnackTimeoutS)) {
       mosquitto_disconnect(mosq);
       lost("no MQTT answer from " + options_.host + ":" + std::to_string(options_.port) + " within " +
-           std::to_string(kConnackTimeoutS) + " s of connecting (is it an MQTT broker?)");
+           std::to_string(kConnackTimeoutS) + " s (no broker there, or not an MQTT one)");
     } else if (stats().connected) {
       // The backoff starts again only after a connection that lasted: a broker that
       // accepts and then drops the client (a duplicate client id) is not retried at once.

@@ -56,12 +56,15 @@ using PublisherReport = std::function<void(const std::string& what, const Publis
 // "HOST:PORT", "HOST" (port 1883) or "[v6addr]:PORT" -> host, port; false if malformed.
 bool parse_mqtt_address(const std::string& address, std::string* host, int* port);
 
-// Opens method=file's results file as the tools treat their outputs: never a folder, a
-// device or FIFO, one of `inputs` (the same file, however named) or an existing file that
-// is not JSON lines (a model, an image); an existing results file is replaced in one step
-// (a new file renamed over it), or added to with `append`. Throws std::runtime_error
-// naming the file.
-std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs);
+// Opens method=file's results file as the tools treat their outputs: never a folder, one of
+// `inputs` (the same file, however named) or an existing file that is not pefmpublish's
+// JSON lines (a model, an image, a report). A new file is created; an existing results
+// file (a link's target) is added to with `append`, else replaced: the returned file is
+// then a new one, `*replacement`, to be renamed over `*target` before the first line is
+// written (a run that writes nothing leaves the old results). A FIFO without a reader is
+// refused rather than waited for. Throws std::runtime_error naming the location.
+std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs,
+                             std::string* replacement, std::string* target);
 
 // Whether this build can publish to MQTT (libmosquitto found at build time).
 bool publisher_has_mqtt();
@@ -98,6 +101,7 @@ class Publisher {
   PublisherReport report_;
   std::FILE* file_ = nullptr;
   bool owns_file_ = false;
+  std::string replacement_, target_;  // kFile: a new file not yet renamed over its target
   struct ::mosquitto* mosq_ = nullptr;  // kMqtt
 
   mutable std::mutex mutex_;

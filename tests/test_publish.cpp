@@ -688,20 +688,42 @@ TEST(Publish, FileOutputNeverReplacesTheModelOrAFileOfAnotherKind) {
   const auto other = dir.file("other.pt");
   pefm_test::spit(other, bytes);
   e = start_error(pipeline("method=file location=\"" + other + "\""));
-  EXPECT_NE(e.find("exists and is not a JSON-lines results file"), std::string::npos) << e;
+  EXPECT_NE(e.find("exists and is not a pefmpublish results file"), std::string::npos) << e;
   EXPECT_EQ(pefm_test::slurp(other), bytes);
   e = start_error(pipeline("method=file location=\"" + dir.path() + "\""));
   EXPECT_NE(e.find("is a folder"), std::string::npos) << e;
+  // Another tool's JSON (a pefm-eval report) is not pefmpublish's results either.
+  const auto report = dir.file("report.json");
+  pefm_test::spit(report, "{\n  \"image_auroc\": 0.9\n}\n");
+  e = start_error(pipeline("method=file location=\"" + report + "\""));
+  EXPECT_NE(e.find("is not a pefmpublish results file"), std::string::npos) << e;
+  // A FIFO nobody reads is refused, not waited for.
+  const auto fifo = dir.file("unread.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  e = start_error(pipeline("method=file location=\"" + fifo + "\""));
+  EXPECT_NE(e.find("is a FIFO nobody reads"), std::string::npos) << e;
 
   // A results file is replaced by this run's lines; with append=true they follow the old ones.
   const auto results = dir.file("r.jsonl");
   const std::string old_lines = "{\"type\":\"old\",\"n\":0}\n{\"type\":\"old\",\"n\":1}\n";
   pefm_test::spit(results, old_lines);
+  ASSERT_EQ(chmod(results.c_str(), 0640), 0);
+  // A pipeline that fails to start (its model is missing) leaves the old results whole.
+  e = start_error("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=96,height=64 ! pefmfilter device=cpu "
+                  "model=\"" + dir.file("missing.pt") + "\" ! pefmpublish method=file location=\"" + results +
+                  "\" ! fakesink");
+  EXPECT_NE(e.find("missing.pt"), std::string::npos) << e;
+  EXPECT_EQ(pefm_test::slurp(results), old_lines);
   json stats;
   run_filter_pipeline("...", "method=file location=" + results, &stats);
   auto lines = json_lines(pefm_test::slurp(results));
   EXPECT_EQ(of_type(lines, "old").size(), 0u);
   EXPECT_EQ(of_type(lines, "frame").size(), 3u);
+  struct stat st {};
+  ASSERT_EQ(stat(results.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u) << "the replaced file lost its permissions";
+  for (const auto& e2 : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(e2.path().string().find(".tmp-"), std::string::npos) << e2.path() << " left behind";
   pefm_test::spit(results, old_lines);
   run_filter_pipeline("...", "method=file append=true location=" + results, &stats);
   const auto text = pefm_test::slurp(results);
