@@ -78,6 +78,16 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_REGION_THRESHOLD 0.5
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
+/* printf into a std::string (values in messages: %g, where std::to_string rounds to 0). */
+static std::string
+printf_string (const char *format, double v)
+{
+  gchar *text = g_strdup_printf (format, v);
+  std::string out (text);
+  g_free (text);
+  return out;
+}
+
 /* The least pixels-per-mm / lines-per-mm other than 0: one pixel a metre. */
 static constexpr double kMinPixelsPerMm = 1e-3;
 #define DEFAULT_PROP_TILE_SIZE -1
@@ -168,7 +178,11 @@ struct _GstPefmFilter
   gdouble overlay_alpha;
   gint tile_size;
   gint tile_overlap;
-  gint trained_tile;            /* the loaded model's (tile-size=-1), 0 before a model loads */
+  /* start() .. stop(): what a tiling set while playing is checked against (under the lock) */
+  gboolean started;
+  gint trained_tile;            /* the loaded model's (tile-size=-1) */
+  gint64 input_size;            /* the model's input, px */
+  gint frame_width, frame_height;       /* negotiated; 0 before caps */
   gint threads;
   gboolean emit_messages;
   GstPefmMessageMode message_mode;
@@ -223,7 +237,7 @@ static void
 gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * value, GParamSpec * pspec)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (object);
-  std::string refused;         /* a tiling setting that would stop the stream, kept out */
+  std::string refused;         /* a setting that would stop the playing stream, kept out */
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
@@ -250,29 +264,33 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_OVERLAY_ALPHA:
       self->overlay_alpha = g_value_get_double (value);
       break;
-    case PROP_TILE_SIZE:{
-      const gint size = g_value_get_int (value);
-      const gint tile = size == -1 ? self->trained_tile : size;
-      /* 1..kMinTileSize-1 would cut a frame into thousands of network inputs */
-      if (size > 0 && size < pefm::kMinTileSize)
-        refused = "tile-size " + std::to_string (size) + " refused: below the minimum of " +
-            std::to_string (pefm::kMinTileSize) + " pixels";
-      else if (tile > 0 && self->tile_overlap > tile / 2)
-        refused = "tile-size " + std::to_string (size) + " refused: tile-overlap " +
-            std::to_string (self->tile_overlap) + " is more than half of it";
-      else
-        self->tile_size = size;
-      break;
-    }
+    case PROP_TILE_SIZE:
     case PROP_TILE_OVERLAP:{
-      const gint overlap = g_value_get_int (value);
-      const gint tile = self->tile_size == -1 ? self->trained_tile : self->tile_size;
-      /* checked against the tile now, not at the next frame, where it would stop the stream */
-      if (tile > 0 && overlap > tile / 2)
-        refused = "tile-overlap " + std::to_string (overlap) + " refused: more than half the tile-size " +
-            std::to_string (tile);
-      else
-        self->tile_overlap = overlap;
+      const gint v = g_value_get_int (value);
+      pefm::TileOptions tiles { prop_id == PROP_TILE_SIZE ? v : self->tile_size,
+        prop_id == PROP_TILE_OVERLAP ? v : self->tile_overlap };
+      const char *name = prop_id == PROP_TILE_SIZE ? "tile-size" : "tile-overlap";
+      if (tiles.size == -1)
+        tiles.size = self->trained_tile;
+      /* 1..kMinTileSize-1 would cut a frame into thousands of network inputs */
+      if (prop_id == PROP_TILE_SIZE && v > 0 && v < pefm::kMinTileSize) {
+        refused = std::string (name) + " " + std::to_string (v) + " refused: below the minimum of " +
+            std::to_string (pefm::kMinTileSize) + " pixels";
+      } else if (self->started && tiles.size > 0) {
+        /* while playing, checked now: at the next frame it would stop the stream (before
+         * start, start() and the first frame name a bad setting) */
+        try {
+          if (self->frame_width > 0)
+            pefm::check_tiles (tiles, self->frame_width, self->frame_height, self->input_size);
+          else if (tiles.overlap > tiles.size / 2)
+            throw std::invalid_argument ("tile-overlap " + std::to_string (tiles.overlap) +
+                " is more than half the tile-size " + std::to_string (tiles.size));
+        } catch (const std::invalid_argument & e) {
+          refused = std::string (name) + " " + std::to_string (v) + " refused: " + e.what ();
+        }
+      }
+      if (refused.empty ())
+        (prop_id == PROP_TILE_SIZE ? self->tile_size : self->tile_overlap) = v;
       break;
     }
     case PROP_THREADS:
@@ -298,8 +316,8 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       /* 0 is "not set"; below one pixel a metre the millimetres overflow what JSON can carry */
       const double v = g_value_get_double (value);
       const char *name = prop_id == PROP_PIXELS_PER_MM ? "pixels-per-mm" : "lines-per-mm";
-      if (v > 0 && v < kMinPixelsPerMm)
-        refused = std::string (name) + " " + std::to_string (v) + " refused: 0 (not set) or at least 0.001";
+      if (v > 0 && v < kMinPixelsPerMm && self->started)
+        refused = std::string (name) + " " + printf_string ("%g", v) + " refused: 0 (not set) or at least 0.001";
       else
         (prop_id == PROP_PIXELS_PER_MM ? self->pixels_per_mm : self->lines_per_mm) = v;
       break;
@@ -319,6 +337,8 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
         ("%s; keeping tile-size %d, tile-overlap %d", refused.c_str (), kept_size, kept_overlap), (NULL));
   else if (!refused.empty ())
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s; keeping the value before", refused.c_str ()), (NULL));
+  if (!refused.empty ())
+    GST_WARNING_OBJECT (self, "%s", refused.c_str ());     /* also before the element has a bus */
 }
 
 /* The `calibration` property: how the loaded model decides and the false-alarm rate it
@@ -404,7 +424,15 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   model = self->model ? self->model : "";
   device = self->device ? self->device : DEFAULT_PROP_DEVICE;
   precision = self->precision;
+  const double mm[] = { self->pixels_per_mm, self->lines_per_mm };
   GST_OBJECT_UNLOCK (self);
+  for (int i = 0; i < 2; ++i) {
+    if (mm[i] > 0 && mm[i] < kMinPixelsPerMm) {
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s %g is below 0.001 (one pixel a metre): set 0 (not set) or "
+              "a real scale", i == 0 ? "pixels-per-mm" : "lines-per-mm", mm[i]), (NULL));
+      return FALSE;
+    }
+  }
 
   if (model.empty ()) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
@@ -441,6 +469,8 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->state->decision = self->state->detector->decision_info ();
   self->trained_tile = self->state->detector->trained_tile ();
+  self->input_size = self->state->detector->input_size ();
+  self->started = TRUE;
   self->state->frames = self->state->inspected = 0;
   self->state->skipped_late = self->state->skipped_interval = 0;
   self->state->earliest = GST_CLOCK_TIME_NONE;
@@ -465,6 +495,10 @@ static gboolean
 gst_pefm_filter_stop (GstBaseTransform * trans)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
+  GST_OBJECT_LOCK (self);
+  self->started = FALSE;
+  self->trained_tile = self->frame_width = self->frame_height = 0;
+  GST_OBJECT_UNLOCK (self);
   self->state->web.reset ();    /* buffers still held back are released */
   self->state->stream.reset ();
   self->state->detector.reset ();
@@ -567,6 +601,10 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
             GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)), (NULL));
     return FALSE;
   }
+  GST_OBJECT_LOCK (self);
+  self->frame_width = GST_VIDEO_INFO_WIDTH (in_info);
+  self->frame_height = GST_VIDEO_INFO_HEIGHT (in_info);
+  GST_OBJECT_UNLOCK (self);
   GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, incaps);
 
   /* Warm-up: one blank frame of the negotiated size, so that the first LATENCY answer is a

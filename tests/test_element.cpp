@@ -895,9 +895,12 @@ TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
     gst_message_unref(m);
   }
   ASSERT_GE(said.size(), 2u);
-  EXPECT_NE(said[said.size() - 2].find("tile-overlap 40 refused: more than half the tile-size 48"), std::string::npos)
+  EXPECT_NE(said[said.size() - 2].find("tile-overlap 40 refused: tile-overlap 40 must be between 0 and half the "
+                                       "tile-size 48"),
+            std::string::npos)
       << said[said.size() - 2];
-  EXPECT_NE(said.back().find("tile-size 32 refused: tile-overlap 20 is more than half of it"), std::string::npos)
+  EXPECT_NE(said.back().find("tile-size 32 refused: tile-overlap 20 must be between 0 and half the tile-size 32"),
+            std::string::npos)
       << said.back();
   out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 4), GST_VIDEO_FORMAT_RGB, &info));
   EXPECT_NE(out, nullptr) << "the stream stopped";
@@ -963,8 +966,8 @@ guint64 stat(GstElement* filter, const char* name) {
 }
 
 // Stopping does not wait for a large frame: the frame in progress is abandoned between tile
-// batches. Shown by the element's count (the frame never finished), not by timing alone; the
-// time is compared with the same frame's whole time, so no fixed speed is assumed.
+// batches. Shown by the element's count and the sink (the frame never finished), not by
+// timing: the times are printed only.
 TEST(Element, StoppingAbandonsALargeFrameBetweenTiles) {
   constexpr int W = 512, H = 1024;  // 32 px tiles: 512 tiles, 32 batches
   pefm::FrameDetector core(std::make_shared<pefm::Model>(pefm::load_model(g_model)), {"cpu"});
@@ -1019,9 +1022,6 @@ TEST(Element, StoppingAbandonsALargeFrameBetweenTiles) {
   // NULL (reset on the next start).
   EXPECT_EQ(stat(filter, "inspected"), 0u) << "the frame was finished, not abandoned (stopping took " << stop << " s)";
   EXPECT_EQ(delivered.load(), 0) << "the frame was finished, not abandoned";
-  // Loose, as load on this machine may differ between the two timings: waiting for the
-  // frame would take most of `whole`; abandoning it takes one tile batch.
-  EXPECT_LT(stop, whole) << "stopping took " << stop << " s; the whole frame takes " << whole << " s";
   gst_object_unref(sink);
   gst_object_unref(filter);
   gst_object_unref(src);
