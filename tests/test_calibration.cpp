@@ -269,7 +269,9 @@ TEST(CalibrationValidate, EveryCalibrationPefmWritesPasses) {
   torch::manual_seed(5);
   for (int trial = 0; trial < 200; ++trial) {
     const int64_t n = 2 + static_cast<int64_t>(rng() % 60);
-    const auto maps = torch::rand({n, 8, 8}, torch::kFloat64) * (0.1 + static_cast<double>(rng() % 100) / 10.0);
+    // Scales down to residuals of 1e-9, and all-zero maps (identical scores).
+    const double scales[] = {0.0, 1e-9, 1e-4, 0.1, 1.0, 10.0};
+    const auto maps = torch::rand({n, 8, 8}, torch::kFloat64) * scales[rng() % 6];
     const auto scores_t = std::get<0>(maps.flatten(1).max(1));
     std::vector<double> scores(scores_t.data_ptr<double>(), scores_t.data_ptr<double>() + n);
     std::vector<int64_t> group;

@@ -367,8 +367,13 @@ TEST_F(Cli, ResumeWithChangedSettingsIsRefusedNamingTheSetting) {
     args.push_back("--resume");
     return run(args);
   };
+  // Other backbone weights (a copy elsewhere is another file): the fold models would be
+  // built from them, the shipped model keeps the checkpoint's.
+  const auto other_weights = out_.file("other.pth");
+  fs::copy_file(dir_->file("mobilenet_v2.pth"), other_weights);
   for (const auto& [option, value, says] :
        {std::tuple<std::string, std::string, std::string>{"--lr", "0.01", "lr="},
+        {"--source", "mobilenet_v2=" + other_weights, "source_weights="},
         {"--batch-size", "2", "batch_size="},
         {"--val-fraction", "0.5", "val_fraction="},
         {"--latent", "8,8,16", "another model configuration: latent 8,8,8 (this run: 8,8,16)"},

@@ -37,16 +37,21 @@ void Calibration::validate() const {
   const auto check_number = [&](const char* field, double v) {
     if (!std::isfinite(v)) fail(field, "is not a finite number");
   };
-  for (const auto& [field, v] : {std::pair<const char*, double>{"threshold", threshold}, {"base", base},
-                                 {"image_mean", image_mean}, {"image_std", image_std}, {"image_min", image_min},
-                                 {"image_max", image_max}, {"pixel_mean", pixel_mean}, {"pixel_std", pixel_std}}) {
+  for (const auto& [field, v] : {std::pair<const char*, double>{"threshold", threshold}, {"image_mean", image_mean},
+                                 {"image_std", image_std}, {"image_min", image_min}, {"image_max", image_max},
+                                 {"pixel_mean", pixel_mean}, {"pixel_std", pixel_std}}) {
     check_number(field, v);
     // Scores are sums of squared residuals: never below 0.
     if (v < 0) fail(field, std::to_string(v) + " is negative; scores and their spreads are not");
   }
+  check_number("base", base);
+  // The writers keep base at least 1e-6 + 1e-3 threshold below a tiny threshold, which
+  // can put it a little below 0; no further.
+  if (base < 0 && base < threshold - 1.000001 * (1e-6 + 1e-3 * threshold))
+    fail("base", std::to_string(base) + " is negative; normal scores are not");
   // Normalising divides by threshold - base: a difference at rounding level would turn
   // noise into decisions.
-  if (!(threshold - base > 1e-6 * std::max(1.0, threshold)))
+  if (!(threshold - base > 1e-9 * std::max(1.0, threshold)))
     fail("threshold", std::to_string(threshold) + " is not above calibration.base " + std::to_string(base) +
                           " by more than rounding");
   if (image_min > image_max) fail("image_min", "is above calibration.image_max");

@@ -5,6 +5,22 @@
 namespace pefm {
 namespace {
 
+// Control bytes shown as \xNN: an echoed line cannot drive the terminal.
+std::string printable(const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 std::string trimmed(const std::string& s) {
   const auto first = s.find_first_not_of(" \t");
   return first == std::string::npos ? std::string() : s.substr(first, s.find_last_not_of(" \t") - first + 1);
@@ -20,7 +36,8 @@ std::vector<GroupEntry> parse_groups(const std::string& text, const std::string&
     size_t end = text.find('\n', begin);
     if (end == std::string::npos) end = text.size();
     const auto where = [&] { return origin + " line " + std::to_string(number) + ": "; };
-    if (end - begin > kMaxGroupsLineBytes)
+    const size_t length = end - begin - (end > begin && text[end - 1] == '\r' ? 1 : 0);  // CRLF's CR not counted
+    if (length > kMaxGroupsLineBytes)
       throw std::invalid_argument(where() + "longer than " + std::to_string(kMaxGroupsLineBytes) + " bytes");
     std::string line = text.substr(begin, end - begin);
     begin = end + 1;
@@ -32,7 +49,7 @@ std::vector<GroupEntry> parse_groups(const std::string& text, const std::string&
     const std::string image = comma == std::string::npos ? "" : trimmed(line.substr(0, comma));
     const std::string group = comma == std::string::npos ? "" : trimmed(line.substr(comma + 1));
     if (image.empty() || group.empty())
-      throw std::invalid_argument(where() + "expected IMAGE,GROUP, got '" + line.substr(0, 200) + "'");
+      throw std::invalid_argument(where() + "expected IMAGE,GROUP, got '" + printable(line.substr(0, 200)) + "'");
     const bool header = first_entry && (image == "file" || image == "image") && group == "group";
     first_entry = false;
     if (header) continue;

@@ -282,6 +282,9 @@ int run(int argc, char** argv) {
         if (levels > 1)
           throw cli::UsageError("ground-truth mask '" + tests[j].mask_path + "' is not binary: it holds " +
                                 std::to_string(levels) + " nonzero grey levels (pefm-eval reads nonzero as defect)");
+        if (levels == 0)  // e.g. a 16-bit 0/1 mask, which reads as 0 in 8 bits
+          std::cerr << (tty ? "\r\033[K" : "") << "warning: ground-truth mask '" << tests[j].mask_path
+                    << "' marks no defect pixel (save masks as 8-bit, defect nonzero)\n";
         // PIL's NEAREST (pixel centres), as the reference evaluation resizes masks.
         mask = torch::_upsample_nearest_exact2d(m.gt(0).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
                    .squeeze(0)

@@ -377,7 +377,7 @@ bool same_setting(const std::string& key, const std::string& was, const std::str
     for (std::string part; std::getline(in, part, ':');) parts.push_back(source_key(part));
     return parts;
   };
-  if (key == "data") return split(was) == split(now);
+  if (key == "data" || key == "source_weights" || key == "target_weights") return split(was) == split(now);
   if (key == "lr" || key == "weight_decay" || key == "val_fraction" || key == "false_alarm_rate") {
     const auto number = [](const std::string& text, double* v) {
       char* end = nullptr;
@@ -831,8 +831,8 @@ int run(int argc, char** argv) {
     if (!differs.empty()) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' was made with another model configuration: " + differs);
     }
-    for (const char* key : {"data", "batch_size", "lr", "weight_decay", "seed", "val_fraction", "train_images", "tile",
-                            "folds", "groups", "false_alarm_rate"}) {
+    for (const char* key : {"data", "source_weights", "target_weights", "batch_size", "lr", "weight_decay", "seed",
+                            "val_fraction", "train_images", "tile", "folds", "groups", "false_alarm_rate"}) {
       const auto was = ck.model.training.find(key);
       if (!same_setting(key, was == ck.model.training.end() ? std::string() : was->second, settings[key])) {
         throw cli::UsageError(std::string("--resume: '") + ckpt_path + "' was made with " + key + "=" +
@@ -842,7 +842,7 @@ int run(int argc, char** argv) {
     // The fold models train --epochs epochs: a shipped model with more would not be the
     // model their scores calibrate.
     const auto done = ck.trainer_state.find("epochs_done");
-    const int64_t held = done == ck.trainer_state.end() ? 0 : done->second.item<int64_t>();
+    const int64_t held = done == ck.trainer_state.end() || done->second.numel() != 1 ? 0 : done->second.item<int64_t>();
     if (held > epochs) {
       throw cli::UsageError("--resume: '" + ckpt_path + "' holds " + std::to_string(held) + " trained epochs, this run " +
                             "asks for --epochs " + std::to_string(epochs) + ": the model would have more epochs than " +
@@ -969,6 +969,12 @@ int run(int argc, char** argv) {
   }
   const auto audit = audit_rows(image_scores, fold_of_image, path_of, groups);
   shared->training["train_audit"] = pefm::json_text(audit_record(audit, scored_by), -1);
+  try {  // what the model file reader will check, checked before the file exists
+    shared->calibration.validate();
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("the calibration this run made would be refused when loaded (") + e.what() +
+                             "): no model written; please report this with the command");
+  }
   save_model(*shared, output);
   std::filesystem::remove(ckpt_path);
   if (args.has("train-scores")) write_train_scores(args.get("train-scores"), audit, scored_by, shared->calibration);
