@@ -300,6 +300,238 @@ gst_pefm_meta_get_region (const GstPefmMeta * meta, guint index)
 }
 
 /**
+ * gst_pefm_meta_get_map:
+ * @meta: a #GstPefmMeta
+ * @n_values: (out): the number of values: map width x map height, 0 without a map
+ *
+ * The heat map as floats, row-major (gst_pefm_meta_get_map_size()); a copy, sized by the
+ * map's own bytes.
+ *
+ * Returns: (array length=n_values) (transfer full) (nullable): a copy of the map, or %NULL
+ */
+gfloat *
+gst_pefm_meta_get_map (const GstPefmMeta * meta, guint * n_values)
+{
+  gsize size = 0;
+  const gfloat *data;
+
+  g_return_val_if_fail (meta != NULL && n_values != NULL, NULL);
+  *n_values = 0;
+  if (!meta->map_bytes)
+    return NULL;
+  data = (const gfloat *) g_bytes_get_data (meta->map_bytes, &size);
+  size = MIN (size / sizeof (gfloat), (gsize) meta->map_width * meta->map_height);
+  if (size == 0 || size > G_MAXUINT)
+    return NULL;
+  *n_values = (guint) size;
+  return (gfloat *) g_memdup2 (data, size * sizeof (gfloat));
+}
+
+/**
+ * gst_pefm_meta_get_regions:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: (element-type GstPefmRegion) (transfer full): copies of the regions, highest
+ *   peak first
+ */
+GList *
+gst_pefm_meta_get_regions (const GstPefmMeta * meta)
+{
+  GList *out = NULL;
+  guint i;
+
+  g_return_val_if_fail (meta != NULL, NULL);
+  for (i = meta->n_regions; i > 0; i--)
+    out = g_list_prepend (out, gst_pefm_region_copy (&meta->regions[i - 1]));
+  return out;
+}
+
+/**
+ * gst_pefm_meta_get_score:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the normalised image score in 0..1 (0.5: the model's threshold)
+ */
+gfloat
+gst_pefm_meta_get_score (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  return meta->score;
+}
+
+/**
+ * gst_pefm_meta_get_raw_score:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the model's raw image score
+ */
+gfloat
+gst_pefm_meta_get_raw_score (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  return meta->raw_score;
+}
+
+/**
+ * gst_pefm_meta_get_threshold:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the image decision threshold in force for this frame (normalised)
+ */
+gfloat
+gst_pefm_meta_get_threshold (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  return meta->threshold;
+}
+
+/**
+ * gst_pefm_meta_get_region_threshold:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the region threshold in force for this frame (normalised)
+ */
+gfloat
+gst_pefm_meta_get_region_threshold (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  return meta->region_threshold;
+}
+
+/**
+ * gst_pefm_meta_get_region_level:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the heat-map value the regions were cut at
+ */
+gfloat
+gst_pefm_meta_get_region_level (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0.0f);
+  return meta->region_level;
+}
+
+/**
+ * gst_pefm_meta_is_anomalous:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: whether the frame's score reached its threshold
+ */
+gboolean
+gst_pefm_meta_is_anomalous (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, FALSE);
+  return meta->anomalous;
+}
+
+/**
+ * gst_pefm_meta_is_calibrated:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: whether the model carried calibration (else the scores are raw)
+ */
+gboolean
+gst_pefm_meta_is_calibrated (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, FALSE);
+  return meta->calibrated;
+}
+
+/**
+ * gst_pefm_meta_is_inspected:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: whether the detector ran on this frame (gst_pefm_meta_get_skip_reason() says why not)
+ */
+gboolean
+gst_pefm_meta_is_inspected (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, FALSE);
+  return meta->inspected;
+}
+
+/**
+ * gst_pefm_meta_is_continuous:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: whether the buffer was inspected as part of a continuous web
+ */
+gboolean
+gst_pefm_meta_is_continuous (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, FALSE);
+  return meta->continuous;
+}
+
+/**
+ * gst_pefm_meta_get_skip_reason:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: (transfer none) (nullable): why the frame was not inspected ("late",
+ *   "interval"), or %NULL
+ */
+const gchar *
+gst_pefm_meta_get_skip_reason (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  return meta->skip_reason;
+}
+
+/**
+ * gst_pefm_meta_get_map_size:
+ * @meta: a #GstPefmMeta
+ * @width: (out): the heat map's width
+ * @height: (out): its height
+ */
+void
+gst_pefm_meta_get_map_size (const GstPefmMeta * meta, guint * width, guint * height)
+{
+  g_return_if_fail (meta != NULL && width != NULL && height != NULL);
+  *width = meta->map_width;
+  *height = meta->map_height;
+}
+
+/**
+ * gst_pefm_meta_get_map_scale:
+ * @meta: a #GstPefmMeta
+ * @scale_x: (out): frame pixels per map pixel, horizontally
+ * @scale_y: (out): vertically
+ */
+void
+gst_pefm_meta_get_map_scale (const GstPefmMeta * meta, gdouble * scale_x, gdouble * scale_y)
+{
+  g_return_if_fail (meta != NULL && scale_x != NULL && scale_y != NULL);
+  *scale_x = meta->map_scale_x;
+  *scale_y = meta->map_scale_y;
+}
+
+/**
+ * gst_pefm_meta_get_n_regions:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: the number of regions
+ */
+guint
+gst_pefm_meta_get_n_regions (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0);
+  return meta->n_regions;
+}
+
+/**
+ * gst_pefm_meta_get_web_row:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: continuous mode: the buffer's first row on the web; else 0
+ */
+guint64
+gst_pefm_meta_get_web_row (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, 0);
+  return meta->web_row;
+}
+
+/**
  * gst_pefm_region_copy:
  * @region: a #GstPefmRegion
  *

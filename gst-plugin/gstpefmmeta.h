@@ -103,6 +103,9 @@ struct _GstPefmRegion {
  * is unchanged.
  */
 struct _GstPefmMeta {
+  /* Read in C as fields; bindings read them through the accessors below (copies), so that
+   * no binding can write a count or a pointer and read past an array. */
+  /*< private >*/
   GstMeta meta;
 
   gfloat raw_score;
@@ -153,6 +156,22 @@ gfloat gst_pefm_meta_score_at (const GstPefmMeta * meta, gdouble x, gdouble y);
 GstPefmMeta *gst_pefm_buffer_get_meta (GstBuffer * buffer);
 GBytes *gst_pefm_meta_get_map_bytes (const GstPefmMeta * meta);
 GstPefmRegion *gst_pefm_meta_get_region (const GstPefmMeta * meta, guint index);
+gfloat *gst_pefm_meta_get_map (const GstPefmMeta * meta, guint * n_values);
+GList *gst_pefm_meta_get_regions (const GstPefmMeta * meta);
+gfloat gst_pefm_meta_get_score (const GstPefmMeta * meta);
+gfloat gst_pefm_meta_get_raw_score (const GstPefmMeta * meta);
+gfloat gst_pefm_meta_get_threshold (const GstPefmMeta * meta);
+gfloat gst_pefm_meta_get_region_threshold (const GstPefmMeta * meta);
+gfloat gst_pefm_meta_get_region_level (const GstPefmMeta * meta);
+gboolean gst_pefm_meta_is_anomalous (const GstPefmMeta * meta);
+gboolean gst_pefm_meta_is_calibrated (const GstPefmMeta * meta);
+gboolean gst_pefm_meta_is_inspected (const GstPefmMeta * meta);
+gboolean gst_pefm_meta_is_continuous (const GstPefmMeta * meta);
+const gchar *gst_pefm_meta_get_skip_reason (const GstPefmMeta * meta);
+void gst_pefm_meta_get_map_size (const GstPefmMeta * meta, guint * width, guint * height);
+void gst_pefm_meta_get_map_scale (const GstPefmMeta * meta, gdouble * scale_x, gdouble * scale_y);
+guint gst_pefm_meta_get_n_regions (const GstPefmMeta * meta);
+guint64 gst_pefm_meta_get_web_row (const GstPefmMeta * meta);
 
 #define GST_PEFM_TYPE_REGION (gst_pefm_region_get_type ())
 GType gst_pefm_region_get_type (void);

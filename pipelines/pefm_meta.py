@@ -10,7 +10,6 @@ From a build tree, let GObject find the typelib and its library:
 
     GI_TYPELIB_PATH=build/gst-plugin LD_LIBRARY_PATH=build/gst-plugin pipelines/pefm_meta.py ...
 """
-import array
 import json
 import math
 import sys
@@ -30,17 +29,16 @@ def frame_result(index, buf):
     if meta is None:
         line["decision"] = "no-meta"
         return line
-    if not meta.inspected:
+    if not meta.is_inspected():
         line["decision"] = "uninspected"
     else:
-        line["decision"] = "anomalous" if meta.anomalous else "normal"
-    line["score"] = round(meta.score, 6)
-    line["threshold"] = round(meta.threshold, 6)
-    line["region_threshold"] = round(meta.region_threshold, 6)
-    line["region_level"] = round(meta.region_level, 6)
+        line["decision"] = "anomalous" if meta.is_anomalous() else "normal"
+    line["score"] = round(meta.get_score(), 6)
+    line["threshold"] = round(meta.get_threshold(), 6)
+    line["region_threshold"] = round(meta.get_region_threshold(), 6)
+    line["region_level"] = round(meta.get_region_level(), 6)
     regions = []
-    for i in range(meta.n_regions):
-        r = meta.get_region(i)
+    for r in meta.get_regions():  # copies; the meta itself is read-only here
         region = {"x": r.x, "y": r.y, "width": r.width, "height": r.height,
                   "area": r.area, "peak": round(r.peak, 6)}
         if r.web_height > 0:  # continuous line-scan mode: the whole extent on the web
@@ -51,13 +49,12 @@ def frame_result(index, buf):
                                "height_mm": round(r.height_mm, 6), "width_mm": round(r.width_mm, 6)})
         regions.append(region)
     line["regions"] = regions
-    if meta.continuous:
-        line["web_row"] = meta.web_row
-    line["map"] = [meta.map_width, meta.map_height]
-    data = meta.get_map_bytes()
-    if data is not None:
-        values = array.array("f")
-        values.frombytes(data.get_data())
+    if meta.is_continuous():
+        line["web_row"] = meta.get_web_row()
+    width, height = meta.get_map_size()
+    line["map"] = [width, height]
+    values = meta.get_map()  # a copy of the map's floats, row-major; empty without a map
+    if values:
         line["map_values"] = len(values)
         line["map_max"] = round(max(values), 6) if values else None
     return line

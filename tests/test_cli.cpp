@@ -656,6 +656,22 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
   }
   EXPECT_EQ(frames, 4) << c.output << py.output;
   EXPECT_GT(with_regions, 0) << "no frame held a region: the comparison saw no boxes\n" << c.output;
+
+  // The meta is read-only from Python: a count or pointer written there would let the C
+  // side read past its arrays. Values come through accessors, the map and regions as copies.
+  const std::string script =
+      "import gi\ngi.require_version('Gst', '1.0')\ngi.require_version('GstPefm', '1.0')\n"
+      "from gi.repository import Gst, GstPefm, GLib\nGst.init(None)\n"
+      "buf = Gst.Buffer.new_allocate(None, 4, None)  # the meta lives as long as its buffer\n"
+      "m = GstPefm.buffer_add_pefm_meta(buf)\n"
+      "for field, value in (('n_regions', 1000), ('map_width', 1000), ('score', 2.0)):\n"
+      "    try:\n        setattr(m, field, value)\n        print('wrote', field)\n"
+      "    except (RuntimeError, TypeError, AttributeError):\n        print('refused', field)\n"
+      "m.share_map(2, 2, GLib.Bytes.new(b'\\0' * 12), 1.0, 1.0)  # 3 floats for 2 x 2: not taken\n"
+      "print('map', len(m.get_map()), 'regions', len(m.get_regions()), 'region', m.get_region(0))\n";
+  const auto guard = run({python, "-c", script}, {lib_path, gi_path}, nullptr, /*stdout_only=*/true);
+  ASSERT_EQ(guard.status, 0) << guard.output;
+  EXPECT_EQ(guard.output, "refused n_regions\nrefused map_width\nrefused score\nmap 0 regions 0 region None\n");
 }
 
 // Image decisions at the model's own threshold and at the best-F1 threshold: the JSON's
