@@ -421,6 +421,22 @@ TEST(ElementWeb, AFlushDropsTheHeldBuffersAndReportsThem) {
   EXPECT_EQ(w.web_messages.size(), 1u);
 }
 
+
+// After an event ended the web at the end of its first buffer (`reason`): one pefm-web
+// message, the next web starting at that row, and the defect across it in two parts, the
+// first closed by the event with the first buffer.
+void expect_web_split_at_first_buffer(const WebHarness& w, const char* reason) {
+  ASSERT_EQ(w.web_messages.size(), 1u);
+  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "reason"), reason);
+  EXPECT_EQ(uint64_field(w.web_messages[0], "web-row"), static_cast<guint64>(kRows));
+  const auto found = regions_of(w.out);
+  ASSERT_EQ(found.size(), 2u) << "the part before the " << reason << " and the part after";
+  EXPECT_EQ(found[0].first, 0u);
+  EXPECT_STREQ(found[0].second.closed_by, reason);
+  EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
+  EXPECT_EQ(found[1].second.web_y, static_cast<guint64>(kRows)) << "the rest starts the new web";
+}
+
 // A new segment mid-web ends the web ("segment"), as a discontinuity does: the buffer it
 // held leaves before the segment, the defect across it is reported in two parts, the first
 // closed by "segment" with buffer 0, and a "pefm-web" message says where the next web
@@ -443,16 +459,8 @@ TEST(ElementWeb, ANewSegmentEndsTheWebAndSendsTheHeldBufferFirst) {
     EXPECT_EQ(w.meta(i)->web_row, i * kRows);
   }
   w.take_messages();
-  ASSERT_EQ(w.web_messages.size(), 1u);
-  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "event"), "discontinuity");
-  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "reason"), "segment");
-  EXPECT_EQ(uint64_field(w.web_messages[0], "web-row"), static_cast<guint64>(kRows));
-  const auto found = regions_of(w.out);
-  ASSERT_EQ(found.size(), 2u) << "the part before the segment and the part after";
-  EXPECT_EQ(found[0].first, 0u);
-  EXPECT_STREQ(found[0].second.closed_by, "segment");
-  EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
-  EXPECT_EQ(found[1].second.web_y, static_cast<guint64>(kRows)) << "the rest starts the new web";
+  EXPECT_STREQ(gst_structure_get_string(w.web_messages.at(0), "event"), "discontinuity");
+  expect_web_split_at_first_buffer(w, "segment");
 }
 
 // New caps mid-web end the web ("caps"): the buffer it held leaves before them, the defect
@@ -492,15 +500,7 @@ TEST(ElementWeb, NewCapsMidStreamEndTheWebAndTheRowsGoOnCounting) {
   }
   w.take_messages();
   // The segment that follows new caps finds no web open: one message.
-  ASSERT_EQ(w.web_messages.size(), 1u);
-  EXPECT_STREQ(gst_structure_get_string(w.web_messages[0], "reason"), "caps");
-  EXPECT_EQ(uint64_field(w.web_messages[0], "web-row"), static_cast<guint64>(kRows));
-  const auto found = regions_of(w.out);
-  ASSERT_EQ(found.size(), 2u) << "the part before the change and the part after";
-  EXPECT_EQ(found[0].first, 0u);
-  EXPECT_STREQ(found[0].second.closed_by, "caps");
-  EXPECT_EQ(found[0].second.web_y + found[0].second.web_height, static_cast<guint64>(kRows));
-  EXPECT_EQ(found[1].second.web_y, static_cast<guint64>(kRows));
+  expect_web_split_at_first_buffer(w, "caps");
 }
 
 // A scratch along the web (20-px defects stacked from row 20 to 220) is one region, ended

@@ -53,6 +53,11 @@ bool mqtt_built() {
 }
 #define PEFM_MQTT_OR_SKIP() \
   if (!mqtt_built()) GTEST_SKIP() << "built without libmosquitto (Debian: libmosquitto-dev)"
+// A real broker on 127.0.0.1 and a subscriber: the programs, besides libmosquitto.
+#define PEFM_BROKER_OR_SKIP()                                                                  \
+  PEFM_MQTT_OR_SKIP();                                                                         \
+  if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())              \
+  GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)"
 
 // One frame per character: '.' normal, 'A' anomalous, 'S' let through uninspected, '-'
 // no meta at all, 'W' a normal buffer of a continuous web (pefmfilter continuous=true) that
@@ -931,9 +936,7 @@ class Broker {
 };
 
 TEST(Publish, MqttEveryLineArrivesThroughABrokerRestartAndTheVideoKeepsFlowing) {
-  PEFM_MQTT_OR_SKIP();
-  if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
-    GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
+  PEFM_BROKER_OR_SKIP();
   pefm_test::TempDir dir;
   Broker broker(dir);
   ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
@@ -1065,9 +1068,7 @@ TEST(Publish, AServerThatIsNotAnMqttBrokerIsSaidToBeOne) {
 
 // The same pipeline publishing to a real broker: a subscriber gets every line.
 TEST(Publish, BehindPefmfilterEveryFrameReachesAnMqttSubscriber) {
-  PEFM_MQTT_OR_SKIP();
-  if (find_program("mosquitto").empty() || find_program("mosquitto_sub").empty())
-    GTEST_SKIP() << "mosquitto and mosquitto_sub not installed (Debian: mosquitto, mosquitto-clients)";
+  PEFM_BROKER_OR_SKIP();
   pefm_test::TempDir dir;
   Broker broker(dir);
   ASSERT_TRUE(broker.start()) << text_of(dir.file("broker.log"));
