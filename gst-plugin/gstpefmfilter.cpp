@@ -49,6 +49,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -90,6 +91,17 @@ printf_string (const char *format, double v)
 
 /* The least pixels-per-mm / lines-per-mm other than 0: one pixel a metre. */
 static constexpr double kMinPixelsPerMm = 1e-3;
+
+/* Whether a millimetre scale is neither 0 ("not set") nor at least kMinPixelsPerMm. Read
+ * from the bits: where denormals are flushed to zero (LibTorch may set that), a denormal
+ * compares equal to 0. */
+static bool
+scale_too_small (double v)
+{
+  guint64 bits;
+  memcpy (&bits, &v, sizeof bits);
+  return (bits << 1) != 0 && !(v >= kMinPixelsPerMm);
+}
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
@@ -316,7 +328,7 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       /* 0 is "not set"; below one pixel a metre the millimetres overflow what JSON can carry */
       const double v = g_value_get_double (value);
       const char *name = prop_id == PROP_PIXELS_PER_MM ? "pixels-per-mm" : "lines-per-mm";
-      if (v > 0 && v < kMinPixelsPerMm && self->started)
+      if (scale_too_small (v) && self->started)
         refused = std::string (name) + " " + printf_string ("%g", v) + " refused: 0 (not set) or at least 0.001";
       else
         (prop_id == PROP_PIXELS_PER_MM ? self->pixels_per_mm : self->lines_per_mm) = v;
@@ -427,7 +439,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   const double mm[] = { self->pixels_per_mm, self->lines_per_mm };
   GST_OBJECT_UNLOCK (self);
   for (int i = 0; i < 2; ++i) {
-    if (mm[i] > 0 && mm[i] < kMinPixelsPerMm) {
+    if (scale_too_small (mm[i])) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s %g is below 0.001 (one pixel a metre): set 0 (not set) or "
               "a real scale", i == 0 ? "pixels-per-mm" : "lines-per-mm", mm[i]), (NULL));
       return FALSE;
