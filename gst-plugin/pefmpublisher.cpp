@@ -66,6 +66,13 @@ bool parse_mqtt_address(const std::string& address, std::string* host, int* port
   return true;
 }
 
+// A stdio stream appending to `fd`, which it then owns; null (fd closed) when none can be made.
+static std::FILE* stream_of(int fd) {
+  std::FILE* f = ::fdopen(fd, "a");
+  if (!f) ::close(fd);
+  return f;
+}
+
 std::FILE* open_results_file(const std::string& location, bool append, const std::vector<std::string>& inputs,
                              std::string* replacement, std::string* target) {
   const auto fail = [&](const std::string& why) { throw std::runtime_error("location '" + location + "' " + why); };
@@ -77,9 +84,7 @@ std::FILE* open_results_file(const std::string& location, bool append, const std
     // A new file: created now, with the permissions the umask gives.
     const int fd = ::open(location.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) fail(std::string("cannot be created: ") + std::strerror(errno));
-    std::FILE* f = ::fdopen(fd, "a");
-    if (!f) ::close(fd);
-    return f;
+    return stream_of(fd);
   }
   if (S_ISDIR(st.st_mode)) fail("is a folder, not a file name");
   // A FIFO or a character device streams the lines to whatever reads it: nothing to replace.
@@ -90,9 +95,7 @@ std::FILE* open_results_file(const std::string& location, bool append, const std
       fail(errno == ENXIO ? std::string("is a FIFO nobody reads; start its reader first")
                           : std::string("cannot be opened for writing: ") + std::strerror(errno));
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    std::FILE* f = ::fdopen(fd, "a");
-    if (!f) ::close(fd);
-    return f;
+    return stream_of(fd);
   }
   if (!S_ISREG(st.st_mode)) fail("exists and is not a regular file; refusing to write to it");
   for (const auto& in : inputs) {
@@ -120,9 +123,7 @@ std::FILE* open_results_file(const std::string& location, bool append, const std
   if (append) {
     const int fd = ::open(target->c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (fd < 0) fail(std::string("cannot be opened for writing: ") + std::strerror(errno));
-    std::FILE* f = ::fdopen(fd, "a");
-    if (!f) ::close(fd);
-    return f;
+    return stream_of(fd);
   }
   // Replaced by a new file beside it, renamed over it before the first line (so a run that
   // fails to start leaves the old results), with the old file's permissions.
@@ -132,9 +133,8 @@ std::FILE* open_results_file(const std::string& location, bool append, const std
     fail(std::string("cannot be replaced (no new file beside it: ") + std::strerror(errno) +
          "); use append=true or another location");
   ::fchmod(fd, st.st_mode & 07777);
-  std::FILE* f = ::fdopen(fd, "a");
+  std::FILE* f = stream_of(fd);
   if (!f) {
-    ::close(fd);
     ::unlink(tmp.c_str());
     return nullptr;
   }
