@@ -19,7 +19,9 @@
  * exponential backoff; when the queue is full the oldest frame lines are dropped (events
  * last) and counted. The element says so: a warning on the bus for a lost connection and for
  * the first drop of a run, a `pefm-publish` element message for every change (status, sent,
- * dropped, buffered, connected), and the #GstPefmPublish:stats property.
+ * dropped, buffered, connected), and the #GstPefmPublish:stats property. At EOS it holds the
+ * EOS until the queue is sent (up to #GstPefmPublish:drain-timeout) and warns with the count
+ * of lines lost before the EOS goes on, so that gst-launch still shows it.
  *
  * ## Example launch lines
  * |[
@@ -110,6 +112,7 @@ struct PublishRun {
   guint64 frame = 0;            /* buffers seen */
   DefectTrack defect;
   std::string location;         /* method=file: the results file */
+  guint64 unsent_warned = 0;    /* dropped + still waiting, as warned at EOS */
 };
 
 struct _GstPefmPublish
@@ -417,10 +420,34 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->last_stats = stats;
   GST_OBJECT_UNLOCK (self);
-  if (stats.dropped > 0)
+  if (stats.dropped > run->unsent_warned)
     GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %"
             G_GUINT64_FORMAT " lines", stats.dropped, stats.posted), ("last error: %s", stats.last_error.c_str ()));
   return TRUE;
+}
+
+/* At EOS, before it goes on: the lines queued so far are sent (up to drain-timeout), and
+ * what was lost is warned about while the application still reads the bus; gst-launch
+ * stops reading it at the EOS message, before the element stops. */
+static void
+drain_at_eos (GstPefmPublish * self, PublishRun & run)
+{
+  GST_OBJECT_LOCK (self);
+  const guint timeout = self->drain_timeout;
+  GST_OBJECT_UNLOCK (self);
+  run.publisher->flush (static_cast < int >(MIN (timeout, (guint) G_MAXINT)));
+  const pefm::PublisherStats stats = run.publisher->stats ();
+  const guint64 unsent = stats.dropped + stats.buffered;
+  if (unsent <= run.unsent_warned)
+    return;
+  run.unsent_warned = unsent;
+  gchar *waiting = stats.buffered == 0 ? g_strdup ("") :
+      g_strdup_printf ("; %" G_GUINT64_FORMAT " more still waiting after drain-timeout (%u ms)", stats.buffered,
+      timeout);
+  GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+          " lines by the end of the stream%s", stats.dropped, stats.posted, waiting), ("last error: %s",
+          stats.last_error.c_str ()));
+  g_free (waiting);
 }
 
 /* The fields every line starts with. */
@@ -530,6 +557,7 @@ gst_pefm_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
     switch (GST_EVENT_TYPE (event)) {
       case GST_EVENT_EOS:
         end_defect (trans, *run, "eos");
+        drain_at_eos (self, *run);
         break;
       case GST_EVENT_FLUSH_STOP:
         end_defect (trans, *run, "flush");
@@ -616,7 +644,7 @@ gst_pefm_publish_class_init (GstPefmPublishClass * klass)
           G_MAXUINT, DEFAULT_MAX_BUFFERED, flags));
   g_object_class_install_property (gobject_class, PROP_DRAIN_TIMEOUT,
       g_param_spec_uint ("drain-timeout", "Drain timeout",
-          "Milliseconds the element may still send queued lines when stopping", 0, 600000,
+          "Milliseconds the element may still send queued lines at EOS (holding the EOS), and again when stopping", 0, 600000,
           DEFAULT_DRAIN_TIMEOUT, flags));
   /**
    * GstPefmPublish:stats:

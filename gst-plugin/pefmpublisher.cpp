@@ -228,6 +228,12 @@ PublisherStats Publisher::stats() const {
   return s;
 }
 
+bool Publisher::flush(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return settled_.wait_for(lock, std::chrono::milliseconds(std::max(timeout_ms, 0)),
+                           [this] { return queue_.empty() && in_flight_ == 0; });
+}
+
 void Publisher::close() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -281,6 +287,7 @@ void Publisher::run_stream() {
     const std::string why = ok ? "" : std::string("write failed: ") + std::strerror(errno);
     lock.lock();
     in_flight_ = 0;
+    settled_.notify_all();
     if (ok) {
       stats_.sent += batch.size();
       stats_.connected = true;
@@ -298,6 +305,7 @@ void Publisher::run_stream() {
   }
   stats_.dropped += queue_.size();  // left at the drain deadline
   queue_.clear();
+  settled_.notify_all();
 }
 
 #ifdef PEFM_HAVE_MOSQUITTO
@@ -325,6 +333,7 @@ struct MqttCallbacks {
     std::lock_guard<std::mutex> lock(self->mutex_);
     if (self->in_flight_ > 0) self->in_flight_--;
     self->stats_.sent++;
+    self->settled_.notify_all();
   }
 };
 
@@ -363,6 +372,7 @@ void Publisher::run_mqtt() {
       if (options_.qos == 0) {  // QoS 0 is not resent: what was handed over is gone
         stats_.dropped += in_flight_;
         in_flight_ = 0;
+        settled_.notify_all();
       }
     }
     report((was_connected ? "disconnected: " : "connection failed: ") + why + "; retrying in " +
@@ -417,6 +427,7 @@ void Publisher::run_mqtt() {
           // refused before libmosquitto took it, and it would be refused again
           in_flight_--;
           stats_.dropped++;
+          settled_.notify_all();
           stats_.last_error = std::string("a line was refused: ") + mosquitto_strerror(rc);
           break;
         }
@@ -449,6 +460,7 @@ void Publisher::run_mqtt() {
   queue_.clear();
   in_flight_ = 0;
   stats_.connected = false;
+  settled_.notify_all();
 }
 #else
 void Publisher::start_mqtt() {}

@@ -81,6 +81,9 @@ class Publisher {
   // Queues one line (no newline). Events are dropped only when the queue holds nothing
   // else. Returns false if something was dropped to make room.
   bool post(std::string line, bool event);
+  // Waits until every queued line is sent (or dropped), up to timeout_ms; keeps running.
+  // True when nothing is left waiting. For the end of a stream, before its EOS is posted.
+  bool flush(int timeout_ms);
   // Sends what it can within drain_timeout_ms, counts the rest as dropped, stops the worker.
   // (stdout and files: checked between batches; a write in progress is waited for.)
   void close();
@@ -106,6 +109,7 @@ class Publisher {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable settled_;  // a line left the queue or in-flight: for flush()
   std::deque<Line> queue_;
   PublisherStats stats_;
   bool closing_ = false;
