@@ -546,7 +546,8 @@ TEST_F(Cli, StdoutCarriesResultsProgressGoesToStderrAndJsonDashIsAllOfStdout) {
   for (const auto& bin : {train_bin(), eval_bin(), bench_bin()}) {
     const auto v = run({bin, "--version"});
     EXPECT_EQ(v.status, 0) << v.output;
-    EXPECT_NE(v.output.find(" 0.1.0 (LibTorch "), std::string::npos) << v.output;
+    EXPECT_NE(v.output.find(" 0.1.0\nLibTorch: " TORCH_VERSION " ("), std::string::npos) << v.output;
+    EXPECT_NE(v.output.find("\nCUDA: "), std::string::npos) << v.output;
   }
   const auto model = out_.file("m.pt");
   const auto train = run(tiny_train(dir_->file("good"), model, 2), {}, nullptr, /*stdout_only=*/true);

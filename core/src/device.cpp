@@ -1,12 +1,17 @@
 #include "pefm/device.h"
 
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #include "pefm-config.h"
 #if PEFM_TORCH_CUDA
@@ -78,6 +83,66 @@ std::string device_name(const torch::Device& device) {
   }
 #endif
   return device.str();
+}
+
+namespace {
+
+// The file a shared library `name` (e.g. "libtorch_cuda.so", or a versioned file
+// "libtorch_cuda.so.2.11" that a link points to) was mapped from, or "".
+std::string mapped_library(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    const auto slash = line.rfind('/');
+    if (slash != std::string::npos && line.compare(slash + 1, name.size(), name) == 0 &&
+        (line.size() == slash + 1 + name.size() || line[slash + 1 + name.size()] == '.'))
+      return line.substr(line.find('/'));
+  }
+  return "";
+}
+
+std::string file_and_size(const std::string& path) {
+  struct stat st {};
+  if (path.empty()) return "(not mapped)";
+  if (::stat(path.c_str(), &st) != 0) return path;
+  std::ostringstream s;
+  s << path << ", " << (st.st_size + (1 << 19)) / (1 << 20) << " MB";
+  return s.str();
+}
+
+}  // namespace
+
+std::string runtime_report() {
+  std::ostringstream r;
+  r << "LibTorch: " << TORCH_VERSION << " (" << file_and_size(mapped_library("libtorch_cpu.so")) << ")\n";
+  // libtorch_cuda registers its hooks from a static initialiser when it is loaded; a build
+  // whose linker dropped it has the default hooks, which know of no CUDA at all.
+  const bool registered = at::CUDAHooksRegistry()->Has("CUDAHooks");
+  r << "CUDA: ";
+  if (!registered) {
+    r << (PEFM_TORCH_CUDA ? "linked against a CUDA LibTorch but NOT registered: libtorch_cuda was not loaded"
+                          : "not registered (a CPU LibTorch, or libtorch_cuda was not loaded)");
+  } else {
+    const auto& hooks = at::detail::getCUDAHooks();
+    const long runtime = hooks.hasCUDART() ? hooks.versionCUDART() : 0;
+    r << "compiled in and registered (" << file_and_size(mapped_library("libtorch_cuda.so")) << "; CUDA runtime "
+      << runtime / 1000 << "." << runtime % 1000 / 10 << ")";
+#if PEFM_TORCH_CUDA
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    r << "; devices: " << (err == cudaSuccess ? count : 0);
+    if (err != cudaSuccess) r << " (cudaGetDeviceCount: " << cudaGetErrorString(err) << ")";
+    cudaGetLastError();  // the query's error is not sticky, but do not leave it behind
+#else
+    r << "; devices: " << hooks.getNumGPUs();
+#endif
+  }
+  r << "\npefm CUDA kernels: ";
+  if (PEFM_WITH_CUDA_KERNELS)
+    r << "compiled for " << PEFM_CUDA_ARCHS;
+  else
+    r << "not compiled (no nvcc at build time, or -Dcuda=disabled)";
+  r << "\nCPU threads: " << at::get_num_threads() << "\n";
+  return r.str();
 }
 
 }  // namespace pefm

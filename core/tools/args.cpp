@@ -5,9 +5,9 @@
 #include <sstream>
 
 #include <c10/util/Exception.h>
-#include <torch/version.h>
 
 #include "pefm-config.h"
+#include "pefm/device.h"
 
 namespace pefm {
 namespace cli {
@@ -34,7 +34,7 @@ bool Args::parse(int argc, char** argv) {
       return false;
     }
     if (arg == "--version") {
-      std::cout << program_ << " " << PEFM_VERSION << " (LibTorch " << TORCH_VERSION << ")\n";
+      std::cout << program_ << " " << PEFM_VERSION << "\n" << runtime_report();
       return false;
     }
     if (arg.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + arg + "' (see --help)");

@@ -19,4 +19,10 @@ bool cuda_available();
 // Human-readable device name ("CPU (2 threads)", "NVIDIA H200"), for logs and benchmarks.
 std::string device_name(const torch::Device& device);
 
+// What this process runs on, for --version and the CUDA link check: the LibTorch version
+// and the library file it was loaded from, whether CUDA is compiled in *and registered*
+// (libtorch_cuda loaded, its file and size, the CUDA runtime version) and how many devices
+// answer (or why none does), and pefm's own kernels. Several lines, each "key: value".
+std::string runtime_report();
+
 }  // namespace pefm
