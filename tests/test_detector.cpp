@@ -162,14 +162,17 @@ TEST(Detector, Bf16OnCpuMatchesFp32WithinFivePercent) {
 TEST(Detector, ChannelsLastLayoutGivesTheSameMaps) {
   const auto model = pefm_test::tiny_model(5);
   const auto frames = torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2)});
-  pefm::DetectorOptions nhwc{"cpu"};
-  nhwc.layout = pefm::DetectorOptions::Layout::kNhwc;
-  pefm::Detector a(model, {"cpu"}), b(model, nhwc);
+  pefm::DetectorOptions nchw{"cpu"};
+  nchw.layout = pefm::DetectorOptions::Layout::kNchw;
+  pefm::Detector a(model, nchw), b(model, {"cpu"});
   EXPECT_FALSE(a.channels_last());
-  EXPECT_TRUE(b.channels_last());
+  EXPECT_TRUE(b.channels_last()) << "the CPU defaults to NHWC";
   const auto ma = a.detect(frames).maps, mb = b.detect(frames).maps;
   EXPECT_LT((ma - mb).abs().max().item<float>(), 1e-4f * ma.max().item<float>());
   EXPECT_TRUE(pefm::Detector(model, {"cpu", pefm::Precision::kBf16}).channels_last()) << "bf16 defaults to NHWC";
+  pefm::DetectorOptions nhwc{"cpu"};
+  nhwc.layout = pefm::DetectorOptions::Layout::kNhwc;
+  EXPECT_TRUE(pefm::Detector(model, nhwc).channels_last());
 }
 
 // A GPU on this machine and a build against a CUDA LibTorch, yet no CUDA: what a dropped

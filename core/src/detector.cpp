@@ -38,11 +38,10 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   net_->eval();
   if (options.fold_batchnorm) net_->fold_batchnorm();
   move_module(*net_, device_, dtype_);
-  // oneDNN's bf16 convolutions are fastest on NHWC data (a 1x1 conv 256->456 at 64x64, one
-  // thread: 5.3 ms NHWC vs 6.6 ms NCHW bf16, 8.8 ms NCHW fp32).
+  // On NHWC data LibTorch 2.x hands every convolution to oneDNN; on NCHW its stride-1 1x1
+  // convolutions go through a plain GEMM, slower here in fp32 and in bf16.
   using Layout = DetectorOptions::Layout;
-  channels_last_ = !device_.is_cuda() && (options.layout == Layout::kNhwc ||
-                                          (options.layout == Layout::kAuto && dtype_ == torch::kBFloat16));
+  channels_last_ = !device_.is_cuda() && options.layout != Layout::kNchw;
   if (channels_last_) {
     for (auto& p : net_->parameters()) {
       if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));

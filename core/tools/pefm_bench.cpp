@@ -354,7 +354,7 @@ int run(int argc, char** argv) {
   args.option("soak", "N", "soak mode: N frames through the element, RSS tracked (no batch timing)");
   args.option("soak-warmup", "N", "frames before the starting RSS is taken", "1000");
   args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
-  args.option("layout", "L", "CPU layout: auto (NHWC for bf16), nchw or nhwc", "auto");
+  args.option("layout", "L", "CPU layout: auto (NHWC), nchw or nhwc", "auto");
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON; - for stdout");
   if (!args.parse(argc, argv)) return 0;
