@@ -52,12 +52,12 @@ version=$WANT
 echo "cxx20: torch $version headers in $headers"
 
 python3 - "$BUILD" "$headers/include" "$WORK" <<'PY'
-import concurrent.futures, glob, json, os, re, shlex, subprocess, sys
+import concurrent.futures, glob, hashlib, json, os, re, shlex, shutil, subprocess, sys
 build, include, work = sys.argv[1], sys.argv[2], sys.argv[3]
 source_root = os.getcwd()
 # the precompiled headers' sources, by the name the commands -include
-pch = {os.path.basename(p): os.path.abspath(p) for p in glob.glob("**/pch/*_pch.h", recursive=True)
-       if not p.startswith(("build", "subprojects"))}
+pch_sources = {os.path.basename(p): os.path.abspath(p) for p in glob.glob("**/pch/*_pch.h", recursive=True)
+               if not p.startswith(("build", "subprojects"))}
 API = "/torch/csrc/api/include"
 jobs, swapped = [], 0
 for entry in json.load(open(os.path.join(build, "compile_commands.json"))):
@@ -68,47 +68,72 @@ for entry in json.load(open(os.path.join(build, "compile_commands.json"))):
     # the build's LibTorch: ROOT/include and ROOT/include/torch/csrc/api/include
     api = next((w[len("-isystem"):] for w in words if w.startswith("-isystem") and w.endswith(API)), None)
     old_roots = {api, api[: -len(API)]} if api else set()
-    args, it = [], iter(words)
+    flags, pch, it = [words[0]], None, iter(words[1:])
     for a in it:
-        if a in ("-MD", "-fpch-preprocess", "-Winvalid-pch") or a.startswith("-fdiagnostics-color"):
-            continue
+        if a in ("-MD", "-fpch-preprocess", "-Winvalid-pch", "-c", src) or a.startswith(("-fdiagnostics-color", "-std=")):
+            continue  # -std: replaced below, whatever the build had
         if a in ("-MQ", "-MF", "-o"):
             next(it)
             continue
         if a == "-include":
-            name = next(it)
-            args += ["-include", pch.get(name, name)]
+            pch = pch_sources.get(next(it))
             continue
-        if a.startswith("-std="):
-            continue  # replaced below, whatever the build had
         if a.startswith("-isystem") and a[len("-isystem"):] in old_roots:
             a = "-isystem" + (include + API if a.endswith(API) else include)
             swapped += 1
-        elif a == "-c":
-            a = "-fsyntax-only"
-        args.append(a)
-    jobs.append((src, args + ["-std=c++20"], entry["directory"]))
+        flags.append(a)
+    jobs.append((src, flags + ["-std=c++20"], pch, entry["directory"]))
 
 if not jobs or swapped == 0:
     sys.exit("cxx20: no command names LibTorch's include folders: nothing would be checked")
 
-def compile_one(job):
-    src, args, cwd = job
+# The build's precompiled headers again, with C++20 and the new headers, one per set of
+# flags (a target's): LibTorch's headers are then parsed once per target, not per source.
+pch_jobs = {}
+for i, (src, flags, pch, cwd) in enumerate(jobs):
+    if not pch:
+        continue
+    key = hashlib.sha1(json.dumps([flags, pch, cwd]).encode()).hexdigest()[:12]
+    folder = os.path.join(work, "pch", key)
+    pch_jobs[key] = (flags, pch, cwd, folder)
+    jobs[i] = (src, flags + ["-Winvalid-pch", "-include", os.path.join(folder, os.path.basename(pch))], None, cwd)
+
+def run(args, cwd):
     r = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    return src, r.returncode, r.stderr
+    return r.returncode, r.stderr
+
+def make_pch(item):
+    flags, pch, cwd, folder = item
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(pch, folder)
+    return pch, run(flags + ["-x", "c++-header", pch, "-o", os.path.join(folder, os.path.basename(pch) + ".gch")], cwd)
+
+# Warnings count where they point into the project; GStreamer's and OpenCV's headers are
+# not included as system headers and have their own C++20 deprecations.
+warning_at = re.compile(r"^(\S+?):\d+:(?:\d+:)? warning:", re.M)
+def ours(path, cwd):
+    full = os.path.realpath(os.path.join(cwd, path))
+    return full.startswith(source_root + os.sep) and not full.startswith(
+        (os.path.join(source_root, "subprojects") + os.sep, os.path.realpath(build) + os.sep))
 
 failed, warned = [], []
-with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-    for src, rc, err in pool.map(compile_one, jobs):
-        name = os.path.relpath(os.path.normpath(os.path.join(build, src)), source_root)
-        if rc != 0:
-            failed.append(name)
-            sys.stderr.write(f"cxx20: {name} does not compile:\n{err[-4000:]}\n")
-        elif "warning:" in err:
-            warned.append(name)
-            sys.stderr.write(f"cxx20: {name} warns:\n{err[-2000:]}\n")
-print(f"cxx20: {len(jobs) - len(failed)} of {len(jobs)} sources compile with -std=c++20 against {include}"
-      + (f"; {len(warned)} with warnings" if warned else ""))
+def report(name, rc, err, cwd):
+    if rc != 0:
+        failed.append(name)
+        sys.stderr.write(f"cxx20: {name} does not compile:\n{err[-4000:]}\n")
+    elif any(ours(m, cwd) for m in warning_at.findall(err)) or "not used because" in err:
+        warned.append(name)
+        sys.stderr.write(f"cxx20: {name} warns:\n{err[-2000:]}\n")
+
+workers = os.cpu_count() or 2
+with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    for (pch, (rc, err)), item in zip(pool.map(make_pch, pch_jobs.values()), pch_jobs.values()):
+        report(os.path.relpath(pch, source_root), rc, err, item[2])
+    if not failed:
+        for (src, flags, _, cwd), (rc, err) in zip(jobs, pool.map(lambda j: run(j[1] + ["-fsyntax-only", j[0]], j[3]), jobs)):
+            report(os.path.relpath(os.path.normpath(os.path.join(cwd, src)), source_root), rc, err, cwd)
+print(f"cxx20: {len(jobs) - len(failed)} of {len(jobs)} sources ({len(pch_jobs)} precompiled headers) compile "
+      f"with -std=c++20 against {include}" + (f"; {len(warned)} with warnings of their own" if warned else ""))
 if failed or warned:
     sys.exit(1)
 PY
