@@ -21,6 +21,13 @@ namespace pefm {
 
 namespace {
 
+torch::Tensor imagenet_mean(const torch::TensorOptions& opts) {
+  return torch::tensor({kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]}, opts).view({1, 3, 1, 1});
+}
+torch::Tensor imagenet_std(const torch::TensorOptions& opts) {
+  return torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, opts).view({1, 3, 1, 1});
+}
+
 void check_frames(const torch::Tensor& frames, const ChannelMap& map) {
   TORCH_CHECK(frames.dim() == 4, "frames must be [N, H, W, C], got ", frames.sizes());
   TORCH_CHECK(map.channels == 1 || map.channels == 3 || map.channels == 4,
@@ -159,9 +166,7 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
 #endif
   if (resize == Resize::kLanczos) {
     const auto x = lanczos_cpu(frames.cpu(), map, size) / 255.0;
-    const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}).view({1, 3, 1, 1});
-    const auto stdv = torch::tensor({0.229f, 0.224f, 0.225f}).view({1, 3, 1, 1});
-    return ((x - mean) / stdv).to(frames.device(), dtype);
+    return ((x - imagenet_mean(x.options())) / imagenet_std(x.options())).to(frames.device(), dtype);
   }
   auto x = frames.to(torch::kFloat32);
   if (frames.scalar_type() == torch::kUInt8) x = x / 255.0;
@@ -179,10 +184,7 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
                                                   .align_corners(false)
                                                   .antialias(true));
   }
-  const auto opts = x.options();
-  const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}, opts).view({1, 3, 1, 1});
-  const auto stdv = torch::tensor({0.229f, 0.224f, 0.225f}, opts).view({1, 3, 1, 1});
-  return ((x - mean) / stdv).to(dtype);
+  return ((x - imagenet_mean(x.options())) / imagenet_std(x.options())).to(dtype);
 }
 
 }  // namespace pefm

@@ -6,11 +6,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "pixel_constants.h"
+
 namespace pefm {
 namespace resample {
-
-// Fixed-point fraction bits of 8-bit weights: 32 - 8 - 2, as PIL.
-constexpr int kPrecisionBits = 22;
 
 // One axis: output i reads inputs lo[i] .. lo[i] + count[i] - 1 with weights
 // weights[i * max_taps + j] (normalised to sum 1) and their fixed-point copies (what the

@@ -1,6 +1,7 @@
 // Fused preprocessing kernel; see kernels.h.
 #include <stdexcept>
 
+#include "../pixel_constants.h"
 #include "dispatch.cuh"
 
 namespace pefm {
@@ -61,14 +62,15 @@ __host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int o
       for (int c = 0; c < 3; ++c) acc[c] += w * load(f, p + f.rgb[c]);
     }
   }
-  const float mean[3] = {0.485f, 0.456f, 0.406f};
-  const float stdv[3] = {0.229f, 0.224f, 0.225f};
   const float norm = (wsum_x > 0.0f && wsum_y > 0.0f) ? 1.0f / (wsum_x * wsum_y) : 0.0f;
+  // element by element: device code may read a host constexpr array only in a constant expression
+  const float mean[3] = {kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]};
+  const float stdv[3] = {kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]};
   for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
 }
 
 __host__ __device__ inline int clip8(int v) {
-  const int s = v >> 22;  // resample::kPrecisionBits; arithmetic shift, as PIL
+  const int s = v >> resample::kPrecisionBits;  // arithmetic shift, as PIL
   return s < 0 ? 0 : s > 255 ? 255 : s;
 }
 
@@ -87,13 +89,14 @@ __host__ __device__ inline void pixel_lanczos(const FrameDesc& f, const LanczosT
                                               float rgb[3]) {
   const int xlo = t.x.lo[ox], xn = t.x.count[ox], ylo = t.y.lo[oy], yn = t.y.count[oy];
   const int64_t kx = static_cast<int64_t>(ox) * t.x.max_taps, ky = static_cast<int64_t>(oy) * t.y.max_taps;
-  const float mean[3] = {0.485f, 0.456f, 0.406f};
-  const float stdv[3] = {0.229f, 0.224f, 0.225f};
+  constexpr int half = 1 << (resample::kPrecisionBits - 1);  // the rounding, as PIL
+  const float mean[3] = {kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]};
+  const float stdv[3] = {kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]};
   for (int c = 0; c < 3; ++c) {
-    int acc = 1 << 21;
+    int acc = half;
     for (int j = 0; j < yn; ++j) {
       const int64_t row = n * f.stride_n + static_cast<int64_t>(ylo + j) * f.stride_h + f.rgb[c];
-      int h = 1 << 21;
+      int h = half;
       for (int i = 0; i < xn; ++i) h += sample8(f, row + static_cast<int64_t>(xlo + i) * f.stride_w) * t.x.fixed[kx + i];
       acc += clip8(h) * t.y.fixed[ky + j];
     }
