@@ -1479,8 +1479,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * detector and the heat map is stitched at frame scale: for line-scan strips and high
    * resolution, where resizing would erase small defects. Train with pefm-train --tile N.
    * Tiles are at least 32 pixels (smaller values are refused and the previous one kept),
-   * and a frame may be cut into at most 1024 tiles (else the frame is an error naming
-   * this property).
+   * and a frame may be cut into at most 1024 tiles of a model of up to 256 px, fewer for
+   * larger models (64 at 1024 px); beyond, an error names this property.
    */
   g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
       g_param_spec_int ("tile-size", "Tile size",

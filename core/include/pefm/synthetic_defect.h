@@ -10,7 +10,7 @@
 namespace pefm {
 
 // The kinds of synthetic defect, after the anomaly-synthesis literature (CutPaste's patch
-// and scar, DRAEM's local disorder) and the list (patches from other normal images,
+// and scar, DRAEM's local disorder) and what lines show (patches from other normal images,
 // local warps, colour blotches):
 //   kCutPaste  a patch of another normal image pasted at another place, its brightness
 //              (colour, on colour images) jittered: a seam, a foreign part;
