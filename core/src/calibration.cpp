@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <stdexcept>
@@ -88,10 +89,13 @@ void Calibration::validate() const {
   }
 }
 
-double Calibration::normalize(double raw) const {
+double Calibration::normalize_unclamped(double raw) const {
   if (!valid) return raw;
-  const double span = threshold - base;
-  return std::clamp(0.5 + 0.5 * (raw - threshold) / span, 0.0, 1.0);
+  return 0.5 + 0.5 * (raw - threshold) / (threshold - base);
+}
+
+double Calibration::normalize(double raw) const {
+  return valid ? std::clamp(normalize_unclamped(raw), 0.0, 1.0) : raw;
 }
 
 torch::Tensor Calibration::normalize(const torch::Tensor& raw) const {
@@ -294,6 +298,11 @@ void Calibration::set_region_threshold(const torch::Tensor& maps, const std::vec
     with_region += s >= region_threshold;
   }
   region_image_rate = static_cast<double>(with_region) / static_cast<double>(image_scores.size());
+}
+
+torch::Tensor finite_scores(const torch::Tensor& raw) {
+  const float top = std::numeric_limits<float>::max();
+  return torch::nan_to_num(raw.to(torch::kFloat32), top, top, 0.0);
 }
 
 }  // namespace pefm

@@ -95,11 +95,8 @@ Detection Detector::detect_preprocessed(const torch::Tensor& x) {
   }
   auto input = x.to(device_, dtype_);
   if (channels_last_) input = input.contiguous(torch::MemoryFormat::ChannelsLast);
-  auto maps = net_->anomaly_map(input).to(torch::kFloat32);
-  // Non-finite values (fp16 overflow, NaN in the input) never leave the detector:
-  // they become the largest finite score, which flags the frame instead of hiding it.
-  maps = torch::nan_to_num(maps, std::numeric_limits<float>::max(),
-                           std::numeric_limits<float>::max(), 0.0);
+  // Non-finite values never leave the detector (finite_scores: they flag the frame).
+  auto maps = finite_scores(net_->anomaly_map(input));
   auto scores = std::get<0>(maps.flatten(1).max(1));
   return {maps, scores};
 }

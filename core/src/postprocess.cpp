@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include <torch/torch.h>
 
@@ -85,11 +84,10 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
 
 namespace {
 
-// The NaN policy on a raw map: float32, contiguous, on the CPU, NaN 0, infinities the
-// largest float.
+// A raw map as the post-processing reads it: float32, contiguous, on the CPU, finite by
+// the detector's own policy (finite_scores).
 torch::Tensor finite_raw(const torch::Tensor& raw_map) {
-  return torch::nan_to_num(raw_map.to(torch::kCPU, torch::kFloat32).contiguous(), 0.0,
-                           std::numeric_limits<float>::max(), 0.0);
+  return finite_scores(raw_map.to(torch::kCPU)).contiguous();
 }
 
 // A finite raw map normalised (NaN from the calibration's arithmetic: 0).

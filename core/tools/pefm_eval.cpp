@@ -241,6 +241,9 @@ int run(int argc, char** argv) {
   // Pictures outline the regions the element would report: the region threshold on the
   // heat map's scale (uncalibrated maps, scaled to their own maximum: half of it).
   const double outline_level = cal.valid ? cal.normalize(cal.region_cut(region_setting)) : 0.5;
+  const auto heat_of = [&cal](const torch::Tensor& map) {
+    return cal.valid ? cal.normalize(map) : map / map.max().clamp_min(1e-12);
+  };
   const int64_t S = detector.image_size();
   const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
   const auto tests = discover(args.get("data"), with_masks);
@@ -311,8 +314,7 @@ int run(int argc, char** argv) {
       all_maps.push_back(maps[k]);
       all_scores.push_back(scores[k]);
       if (!maps_dir.empty()) {
-        // Uncalibrated models: each picture scaled to its own maximum.
-        const auto heat = cal.valid ? cal.normalize(maps[k]) : maps[k] / maps[k].max().clamp_min(1e-12);
+        const auto heat = heat_of(maps[k]);
         const double shown = cal.valid ? cal.normalize(scores[k].item<double>()) : scores[k].item<double>();
         const auto name = t.type + "_" + fs::path(t.path).stem().string() + ".png";
         io::write_png((fs::path(maps_dir) / name).string(),
@@ -419,9 +421,7 @@ int run(int argc, char** argv) {
     for (const auto& [type, s] : per_type) rep.rows.push_back({type, s.images, s.image_auroc, s.pixel_auroc, s.aupro});
     rep.rows.push_back({"overall", overall.images, overall.image_auroc, overall.pixel_auroc, overall.aupro});
     // The calibrated scale, not clamped to 0..1 (the histogram would pile up at both ends).
-    const auto scale = [&](double v) {
-      return cal.valid ? 0.5 + 0.5 * (v - cal.threshold) / (cal.threshold - cal.base) : v;
-    };
+    const auto scale = [&cal](double v) { return cal.normalize_unclamped(v); };
     for (double v : raw_scores) rep.scores.push_back(scale(v));
     rep.labels = label_v;
     rep.roc = roc_curve(raw_scores, label_v);
@@ -452,7 +452,7 @@ int run(int argc, char** argv) {
       const auto k = static_cast<int64_t>(i);
       try {
         const auto img = cli::to_tensor(io::read_image(files[i]));
-        const auto heat = cal.valid ? cal.normalize(maps[k]) : maps[k] / maps[k].max().clamp_min(1e-12);
+        const auto heat = heat_of(maps[k]);
         e.png = io::encode_png(cli::side_by_side(img, masks[k], heat, e.score, outline_level));
       } catch (const io::ImageError& err) {  // gone or changed since it was scored: the page says so
         std::cerr << "--report: no picture: " << err.what() << "\n";

@@ -79,6 +79,8 @@ struct Calibration {
 
   // Without valid calibration the raw value is returned unchanged.
   double normalize(double raw) const;
+  // The same scale, not clamped to 0..1 (for plots of scores beyond either end).
+  double normalize_unclamped(double raw) const;
   torch::Tensor normalize(const torch::Tensor& raw) const;
   // Raw score of a normalised value (inverse of normalize inside (0, 1)).
   double denormalize(double normalised) const;
@@ -149,5 +151,10 @@ ConformalThreshold conformal_threshold(std::vector<double> scores, double target
 // One-sided upper confidence bound on a binomial rate after `k` events in `n` trials
 // (Clopper-Pearson): the p with P(X <= k | n, p) = 1 - confidence; 1 when k == n.
 double clopper_pearson_upper(int64_t k, int64_t n, double confidence = 0.95);
+
+// The one policy for non-finite raw anomaly scores (fp16 overflow, NaN in a computation):
+// NaN and +inf become the largest finite float, so that the frame is flagged rather than
+// hidden; -inf becomes 0. Float32, on the scores' device.
+torch::Tensor finite_scores(const torch::Tensor& raw);
 
 }  // namespace pefm
