@@ -112,7 +112,8 @@ struct PublishRun {
   guint64 frame = 0;            /* buffers seen */
   DefectTrack defect;
   std::string location;         /* method=file: the results file */
-  guint64 unsent_warned = 0;    /* dropped + still waiting, as warned at EOS */
+  /* what the last EOS warning said: dropped, still waiting, out of posted */
+  guint64 warned_dropped = 0, warned_waiting = 0, warned_posted = 0;
 };
 
 struct _GstPefmPublish
@@ -420,7 +421,10 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->last_stats = stats;
   GST_OBJECT_UNLOCK (self);
-  if (stats.dropped > run->unsent_warned)
+  /* the lines waiting at that EOS were said to be lost unless sent; if nothing was posted
+   * since, those dropped at close() were already said */
+  const guint64 said = run->warned_dropped + (stats.posted == run->warned_posted ? run->warned_waiting : 0);
+  if (stats.dropped > said)
     GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %"
             G_GUINT64_FORMAT " lines", stats.dropped, stats.posted), ("last error: %s", stats.last_error.c_str ()));
   return TRUE;
@@ -430,17 +434,27 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
  * what was lost is warned about while the application still reads the bus; gst-launch
  * stops reading it at the EOS message, before the element stops. */
 static void
-drain_at_eos (GstPefmPublish * self, PublishRun & run)
+drain_at_eos (GstBaseTransform * trans, PublishRun & run)
 {
+  GstPefmPublish *self = GST_PEFM_PUBLISH (trans);
   GST_OBJECT_LOCK (self);
   const guint timeout = self->drain_timeout;
   GST_OBJECT_UNLOCK (self);
-  run.publisher->flush (static_cast < int >(MIN (timeout, (guint) G_MAXINT)));
+  /* in slices, so that a flushing seek or a state change (both set the pad flushing
+   * first) does not wait for the whole drain-timeout */
+  const gint64 deadline = g_get_monotonic_time () + (gint64) timeout * 1000;
+  for (;;) {
+    const gint64 left_ms = (deadline - g_get_monotonic_time ()) / 1000;
+    if (run.publisher->flush (static_cast < int >(CLAMP (left_ms, 0, 50))) || left_ms <= 0
+        || GST_PAD_IS_FLUSHING (trans->sinkpad))
+      break;
+  }
   const pefm::PublisherStats stats = run.publisher->stats ();
-  const guint64 unsent = stats.dropped + stats.buffered;
-  if (unsent <= run.unsent_warned)
+  if (stats.dropped <= run.warned_dropped && stats.buffered == 0)
     return;
-  run.unsent_warned = unsent;
+  run.warned_dropped = stats.dropped;
+  run.warned_waiting = stats.buffered;
+  run.warned_posted = stats.posted;
   gchar *waiting = stats.buffered == 0 ? g_strdup ("") :
       g_strdup_printf ("; %" G_GUINT64_FORMAT " more still waiting after drain-timeout (%u ms)", stats.buffered,
       timeout);
@@ -557,7 +571,7 @@ gst_pefm_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
     switch (GST_EVENT_TYPE (event)) {
       case GST_EVENT_EOS:
         end_defect (trans, *run, "eos");
-        drain_at_eos (self, *run);
+        drain_at_eos (trans, *run);
         break;
       case GST_EVENT_FLUSH_STOP:
         end_defect (trans, *run, "flush");
