@@ -6,8 +6,11 @@
 namespace pefm {
 
 // ImageNet's per-channel mean and standard deviation (R, G, B), as torchvision normalises.
-constexpr float kImageNetMean[3] = {0.485f, 0.456f, 0.406f};
-constexpr float kImageNetStd[3] = {0.229f, 0.224f, 0.225f};
+// Scalars too: device code may read a host constexpr scalar, not an element of an array.
+constexpr float kImageNetMeanR = 0.485f, kImageNetMeanG = 0.456f, kImageNetMeanB = 0.406f;
+constexpr float kImageNetStdR = 0.229f, kImageNetStdG = 0.224f, kImageNetStdB = 0.225f;
+constexpr float kImageNetMean[3] = {kImageNetMeanR, kImageNetMeanG, kImageNetMeanB};
+constexpr float kImageNetStd[3] = {kImageNetStdR, kImageNetStdG, kImageNetStdB};
 
 namespace resample {
 // Fixed-point fraction bits of 8-bit weights: 32 - 8 - 2, as PIL.

@@ -23,10 +23,9 @@ std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask);
 // that the map covers; highest peak first.
 std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold, int width, int height);
 
-// Raw map [h, w] of a width x height frame -> FrameResult. NaN policy: a NaN pixel scores
-// 0 and an infinite one the largest float, in raw and normalised maps alike, so every
-// map a caller sees is finite (the detector already turns the network's NaN into the
-// largest score, flagging the frame; this catches what tiling arithmetic can add).
+// Raw map [h, w] of a width x height frame -> FrameResult. NaN policy: the detector's
+// (finite_scores: NaN and +inf the largest float, flagging the frame; -inf 0), in raw and
+// normalised maps alike, so every map a caller sees is finite.
 // The frame is decided at `thresholds.image` (normalised); its regions are the areas of
 // the normalised map at or above FrameResult::region_level, the region cut
 // (calibration.region_cut(thresholds.region)) on the map's scale.

@@ -63,9 +63,8 @@ __host__ __device__ inline void pixel(const FrameDesc& f, int size, int n, int o
     }
   }
   const float norm = (wsum_x > 0.0f && wsum_y > 0.0f) ? 1.0f / (wsum_x * wsum_y) : 0.0f;
-  // element by element: device code may read a host constexpr array only in a constant expression
-  const float mean[3] = {kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]};
-  const float stdv[3] = {kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]};
+  const float mean[3] = {kImageNetMeanR, kImageNetMeanG, kImageNetMeanB};
+  const float stdv[3] = {kImageNetStdR, kImageNetStdG, kImageNetStdB};
   for (int c = 0; c < 3; ++c) rgb[c] = (acc[c] * norm - mean[c]) / stdv[c];
 }
 
@@ -90,8 +89,8 @@ __host__ __device__ inline void pixel_lanczos(const FrameDesc& f, const LanczosT
   const int xlo = t.x.lo[ox], xn = t.x.count[ox], ylo = t.y.lo[oy], yn = t.y.count[oy];
   const int64_t kx = static_cast<int64_t>(ox) * t.x.max_taps, ky = static_cast<int64_t>(oy) * t.y.max_taps;
   constexpr int half = 1 << (resample::kPrecisionBits - 1);  // the rounding, as PIL
-  const float mean[3] = {kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]};
-  const float stdv[3] = {kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]};
+  const float mean[3] = {kImageNetMeanR, kImageNetMeanG, kImageNetMeanB};
+  const float stdv[3] = {kImageNetStdR, kImageNetStdG, kImageNetStdB};
   for (int c = 0; c < 3; ++c) {
     int acc = half;
     for (int j = 0; j < yn; ++j) {
