@@ -128,16 +128,12 @@ struct Calibration {
 // groups are (a new image comes from a new part). The threshold is then the smallest score
 // t with (W(t) + 1) / (m + 1) <= target, m groups, W(t) the groups' share of images above
 // t (an image weighs 1 / |its group|), and bound = (W(t) + 1) / (m + 1). For a random image
-// of a new group exchangeable with the m, P(new > t) <= target. Why: let W'(t) be W(t) plus
-// the new group's share above t (at most 1), and t* the smallest score of all m + 1 groups
-// with W'(t*) / (m + 1) <= target. W'(t) <= W(t) + 1, so t* <= t, and the new group's share
-// above t is at most its share above t*. t* treats the m + 1 groups alike, so by
-// exchangeability the new group's expected share above t* is the average share,
-// E[W'(t*)] / (m + 1) <= target. (With too few groups, the largest score and 1 / (m + 1)
-// in its place.) The rate is per group, then per image within it: where group sizes vary
-// with the scores it is not the rate over a pool of images. Without ties, groups of one
-// image are the rule above (W = n - k); with ties that rule errs on the safe side (its
-// bound counts tied scores as above).
+// of a new group exchangeable with the m, P(new > t) <= target (docs/calibration.md has
+// the argument). With too few groups: the largest score, and 1 / (m + 1). The rate is per
+// group, then per image within it: where group sizes vary with the scores it is not the
+// rate over a pool of images. Without ties, groups of one image are the rule above
+// (W = n - k); with ties that rule errs on the safe side (its bound counts tied scores as
+// above).
 struct ConformalThreshold {
   double threshold = 0.0;
   int64_t rank = 0;    // k, 1-based (with groups: the scores at or below the threshold)
