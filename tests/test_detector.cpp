@@ -175,6 +175,27 @@ TEST(Detector, ChannelsLastLayoutGivesTheSameMaps) {
   EXPECT_TRUE(pefm::Detector(model, nhwc).channels_last());
 }
 
+// The fp32 CUDA path turns TF32 off only while detections run, and puts LibTorch's own
+// settings back after the last one (it used to turn TF32 off for the rest of the process).
+TEST(Detector, ExactFp32ScopeRestoresLibTorchsTf32Settings) {
+  auto& ctx = at::globalContext();
+  const bool cudnn = ctx.allowTF32CuDNN(), cublas = ctx.allowTF32CuBLAS();
+  ctx.setAllowTF32CuDNN(true);
+  ctx.setAllowTF32CuBLAS(true);
+  {
+    pefm::ExactFp32Scope outer;
+    EXPECT_FALSE(ctx.allowTF32CuDNN());
+    EXPECT_FALSE(ctx.allowTF32CuBLAS());
+    { pefm::ExactFp32Scope inner; }
+    EXPECT_FALSE(ctx.allowTF32CuDNN()) << "an inner scope's end restored TF32 under an outer one";
+    EXPECT_FALSE(ctx.allowTF32CuBLAS());
+  }
+  EXPECT_TRUE(ctx.allowTF32CuDNN());
+  EXPECT_TRUE(ctx.allowTF32CuBLAS());
+  ctx.setAllowTF32CuDNN(cudnn);
+  ctx.setAllowTF32CuBLAS(cublas);
+}
+
 // A GPU on this machine and a build against a CUDA LibTorch, yet no CUDA: what a dropped
 // libtorch_cuda link looks like. Every CUDA test would skip; this one fails instead.
 TEST(CudaLink, AGpuAndACudaLibTorchMeanCudaIsOn) {

@@ -3,6 +3,8 @@
 #include <stdexcept>
 
 #include <chrono>
+#include <mutex>
+#include <optional>
 
 #include <ATen/Context.h>
 #include <torch/cuda.h>
@@ -12,6 +14,41 @@
 #include "pefm/state_dict.h"
 
 namespace pefm {
+
+namespace {
+
+struct Tf32State {
+  std::mutex mutex;
+  int holders = 0;
+  bool cudnn = true, cublas = false;  // LibTorch's settings before the first holder
+};
+
+Tf32State& tf32_state() {
+  static Tf32State state;
+  return state;
+}
+
+}  // namespace
+
+ExactFp32Scope::ExactFp32Scope() {
+  auto& s = tf32_state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.holders++ > 0) return;
+  auto& ctx = at::globalContext();
+  s.cudnn = ctx.allowTF32CuDNN();
+  s.cublas = ctx.allowTF32CuBLAS();
+  ctx.setAllowTF32CuDNN(false);
+  ctx.setAllowTF32CuBLAS(false);
+}
+
+ExactFp32Scope::~ExactFp32Scope() {
+  auto& s = tf32_state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (--s.holders > 0) return;
+  auto& ctx = at::globalContext();
+  ctx.setAllowTF32CuDNN(s.cudnn);
+  ctx.setAllowTF32CuBLAS(s.cublas);
+}
 
 Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
     : model_(std::move(model)),
@@ -24,14 +61,6 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   if (precision_ == Precision::kFp16 && !device_.is_cuda()) {
     throw std::invalid_argument("precision fp16 needs a CUDA device, but device '" +
                                 options.device + "' resolves to " + device_.str());
-  }
-  if (device_.is_cuda() && precision_ == Precision::kFp32) {
-    // fp32 means fp32: cuDNN would otherwise round convolution inputs to TF32 (10-bit
-    // mantissa) on Ampere and later, and the maps would differ from the CPU's by more than
-    // the stated 1e-3. The switch is process-wide but only affects fp32 work; fp16 and
-    // bf16 are the fast settings.
-    at::globalContext().setAllowTF32CuDNN(false);
-    at::globalContext().setAllowTF32CuBLAS(false);
   }
   net_ = PefmNet(model_->config);
   load_state_dict(*net_, module_state(*model_->net), "model");
@@ -93,6 +122,10 @@ Detection Detector::detect_preprocessed(const torch::Tensor& x) {
     auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
     return {torch::empty({0, s, s}, opts), torch::empty({0}, opts)};
   }
+  // fp32 means fp32: with TF32 the maps would differ from the CPU's by more than the
+  // stated 1e-3 (fp16 and bf16 are the fast settings).
+  std::optional<ExactFp32Scope> exact;
+  if (device_.is_cuda() && precision_ == Precision::kFp32) exact.emplace();
   auto input = x.to(device_, dtype_);
   if (channels_last_) input = input.contiguous(torch::MemoryFormat::ChannelsLast);
   // Non-finite values never leave the detector (finite_scores: they flag the frame).

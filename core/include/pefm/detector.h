@@ -18,6 +18,18 @@ struct Detection {
   torch::Tensor scores;  // [N] float32 raw image scores (max of each map)
 };
 
+// While one exists, in any thread, cuDNN and cuBLAS run fp32 work in full fp32 rather than
+// TF32 (a 10-bit mantissa on Ampere and later); when the last one ends, LibTorch's settings
+// are as they were. A Detector's fp32 CUDA calls hold one: the switch is process-wide, and
+// work outside them (pefm-train's later folds) keeps its own numerics.
+class ExactFp32Scope {
+ public:
+  ExactFp32Scope();
+  ~ExactFp32Scope();
+  ExactFp32Scope(const ExactFp32Scope&) = delete;
+  ExactFp32Scope& operator=(const ExactFp32Scope&) = delete;
+};
+
 class Detector {
  public:
   // Builds the detector's own inference copy of the network on the device (fp16 only on
