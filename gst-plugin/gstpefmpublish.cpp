@@ -398,6 +398,14 @@ gst_pefm_publish_start (GstBaseTransform * trans)
   return TRUE;
 }
 
+/* The warning of lost lines, at EOS and at stop: dropped of posted, then `tail`. */
+static void
+warn_lost (GstPefmPublish * self, const pefm::PublisherStats & stats, const std::string & tail)
+{
+  GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+          " lines%s", stats.dropped, stats.posted, tail.c_str ()), ("last error: %s", stats.last_error.c_str ()));
+}
+
 static gboolean
 gst_pefm_publish_stop (GstBaseTransform * trans)
 {
@@ -425,8 +433,7 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
    * since, those dropped at close() were already said */
   const guint64 said = run->warned_dropped + (stats.posted == run->warned_posted ? run->warned_waiting : 0);
   if (stats.dropped > said)
-    GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %"
-            G_GUINT64_FORMAT " lines", stats.dropped, stats.posted), ("last error: %s", stats.last_error.c_str ()));
+    warn_lost (self, stats, "");
   return TRUE;
 }
 
@@ -455,13 +462,11 @@ drain_at_eos (GstBaseTransform * trans, PublishRun & run)
   run.warned_dropped = stats.dropped;
   run.warned_waiting = stats.buffered;
   run.warned_posted = stats.posted;
-  gchar *waiting = stats.buffered == 0 ? g_strdup ("") :
-      g_strdup_printf ("; %" G_GUINT64_FORMAT " more still waiting after drain-timeout (%u ms)", stats.buffered,
-      timeout);
-  GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("pefmpublish dropped %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
-          " lines by the end of the stream%s", stats.dropped, stats.posted, waiting), ("last error: %s",
-          stats.last_error.c_str ()));
-  g_free (waiting);
+  std::string tail = " by the end of the stream";
+  if (stats.buffered > 0)
+    tail += "; " + std::to_string (stats.buffered) + " more still waiting after drain-timeout (" +
+        std::to_string (timeout) + " ms)";
+  warn_lost (self, stats, tail);
 }
 
 /* The fields every line starts with. */
