@@ -1,7 +1,7 @@
 // Self-test of core/src/pth_reader.cpp on its own (no gtest, no LibTorch), run by meson as
 // the `pth-reader` test (and under ASan + UBSan in tests/sanitize/run.sh):
 //   build/tests/pth-reader-selftest [extra .pth files to parse and list...]
-// Real files: ../shared/models beside the checkout ($PEFM_MODELS_DIR overrides; skipped
+// Real files: models/ of $PEFM_SHARED_DIR or ../shared ($PEFM_MODELS_DIR overrides; skipped
 // with a message when absent, a failure under PEFM_REQUIRE_SHARED=1) and tests/data/golden.
 // Crafted files are assembled in memory: about 90 hand-built pickles, zip damage, every
 // opcode in every stack state, truncations and fixed-seed byte flips.
@@ -768,7 +768,10 @@ void test_truncation_and_flips(const std::string& models, const std::string& gol
 
 int main(int argc, char** argv) {
   const std::string source = env_or("PEFM_SOURCE_DIR", ".");
-  std::string models = env_or("PEFM_MODELS_DIR", (source + "/../shared/models").c_str());
+  // the shared folder as the other suites find it (tests/common.cpp): $PEFM_SHARED_DIR, else ../shared
+  const char* shared_env = std::getenv("PEFM_SHARED_DIR");
+  const std::string shared = shared_env && *shared_env ? shared_env : source + "/../shared";
+  std::string models = env_or("PEFM_MODELS_DIR", (shared + "/models").c_str());
   const std::string golden = source + "/tests/data/golden";
   if (!std::ifstream(models + "/mobilenet_v2_torchvision_imagenet.pth")) {
     if (std::getenv("PEFM_REQUIRE_SHARED") && std::string(std::getenv("PEFM_REQUIRE_SHARED")) == "1") {
