@@ -14,6 +14,7 @@
 #include <ATen/Context.h>
 #include <torch/torch.h>
 
+#include "pefm/calibration_maps.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/preprocess.h"
@@ -177,7 +178,7 @@ std::shared_ptr<pefm::Model> trained_texture_model(int64_t h, int64_t w, bool we
 void calibrate_on_textures(const std::shared_ptr<pefm::Model>& model, int64_t h, int64_t w, bool web) {
   pefm::Detector det(model, {"cpu"});  // shares the model: its weights stay in it
   const auto r = det.detect(texture_set(h, w, web, 6, 500));
-  model->calibration = pefm::Calibration::from_normal(r.maps, r.scores);
+  model->calibration = pefm::calibration_from_normal(r.maps, r.scores);
 }
 
 torch::Tensor web_texture(int64_t h, int64_t w, uint64_t seed) {

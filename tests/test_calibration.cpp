@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "pefm/calibration.h"
+#include "pefm/calibration_maps.h"
 
 namespace {
 
@@ -14,7 +14,7 @@ TEST(Calibration, ThresholdMapsToHalfAndBaseToZero) {
   const auto scores = torch::tensor({1.0, 2.0, 3.0, 4.0, 5.0});
   // (in double: float32 linspace rounds differently across LibTorch versions)
   const auto maps = torch::linspace(0, 1, 5 * 100, torch::kFloat64).view({5, 10, 10});
-  const auto c = pefm::Calibration::from_normal(maps, scores);
+  const auto c = pefm::calibration_from_normal(maps, scores);
   ASSERT_TRUE(c.valid);
   EXPECT_NEAR(c.threshold, 3.0 + 3.0 * std::sqrt(2.5), 1e-9);
   EXPECT_NEAR(c.base, 0.5, 1e-9);
@@ -27,20 +27,20 @@ TEST(Calibration, ThresholdMapsToHalfAndBaseToZero) {
   EXPECT_EQ(c.image_quantiles.front(), 1.0);
   EXPECT_EQ(c.image_quantiles[50], 3.0);
   EXPECT_EQ(c.image_quantiles.back(), 5.0);
-  const auto t = c.normalize(torch::tensor({c.base, c.threshold, 100.0}));
+  const auto t = pefm::normalize_map(c, torch::tensor({c.base, c.threshold, 100.0}));
   EXPECT_TRUE(torch::allclose(t, torch::tensor({0.0, 0.5, 1.0}).to(t.dtype()), 1e-6, 1e-6)) << t;
 }
 
 TEST(Calibration, DegenerateScoresStillGiveAnIncreasingMapping) {
-  const auto c = pefm::Calibration::from_normal(torch::ones({1, 4, 4}), torch::ones({1}));
+  const auto c = pefm::calibration_from_normal(torch::ones({1, 4, 4}), torch::ones({1}));
   EXPECT_GT(c.threshold, c.base);
   EXPECT_LT(c.normalize(0.5), 0.5);
   EXPECT_GT(c.normalize(2.0), 0.5);
 }
 
 TEST(Calibration, RejectsEmptyAndNonFiniteInput) {
-  EXPECT_THROW(pefm::Calibration::from_normal(torch::empty({0, 4, 4}), torch::empty({0})), std::invalid_argument);
-  EXPECT_THROW(pefm::Calibration::from_normal(torch::full({1, 2, 2}, NAN), torch::ones({1})), std::invalid_argument);
+  EXPECT_THROW(pefm::calibration_from_normal(torch::empty({0, 4, 4}), torch::empty({0})), std::invalid_argument);
+  EXPECT_THROW(pefm::calibration_from_normal(torch::full({1, 2, 2}, NAN), torch::ones({1})), std::invalid_argument);
 }
 
 TEST(Calibration, UncalibratedPassesRawValuesThrough) {
@@ -201,7 +201,7 @@ TEST(FalseAlarmThreshold, ClopperPearsonUpperBound) {
 
 TEST(FalseAlarmThreshold, SetOnACalibrationKeepsBaseBelowAndRecordsTheEstimate) {
   auto maps = torch::rand({20, 8, 8}, at::make_generator<at::CPUGeneratorImpl>(3));
-  auto c = pefm::Calibration::from_normal(maps, std::get<0>(maps.flatten(1).max(1)));
+  auto c = pefm::calibration_from_normal(maps, std::get<0>(maps.flatten(1).max(1)));
   std::vector<double> scores;
   for (int i = 0; i < 20; ++i) scores.push_back(0.01 * i);  // all below the median pixel
   c.set_false_alarm_threshold(scores, 0.1, 4);
@@ -221,11 +221,11 @@ TEST(FalseAlarmThreshold, SetOnACalibrationKeepsBaseBelowAndRecordsTheEstimate) 
 TEST(RegionThreshold, IsTheConformalQuantileOfNormalPixelsOnItsOwnScale) {
   const auto maps = torch::linspace(0, 1, 4 * 2500, torch::kFloat64).view({4, 50, 50});  // 10,000 pixels
   const std::vector<double> image_scores = {0.2, 0.97, 0.991, 1.0};
-  auto c = pefm::Calibration::from_normal(maps, torch::tensor(image_scores));
+  auto c = pefm::calibration_from_normal(maps, torch::tensor(image_scores));
   c.set_false_alarm_threshold({0.5, 0.6, 0.7, 0.8, 0.9, 1.0}, 0.2, 2);
   EXPECT_DOUBLE_EQ(c.region_raw(0.5), c.threshold) << "no region threshold yet: the image threshold";
   EXPECT_DOUBLE_EQ(c.region_raw(0.8), c.denormalize(0.8));
-  c.set_region_threshold(maps, image_scores, 0.01);
+  pefm::set_region_threshold(c, maps, image_scores, 0.01);
   // rank ceil(10001 * 0.99) = 9901 of 10,000 evenly spaced values: 9900 / 9999
   EXPECT_NEAR(c.region_threshold, 9900.0 / 9999, 1e-12);
   EXPECT_DOUBLE_EQ(c.region_rate_target, 0.01);
@@ -244,11 +244,11 @@ TEST(RegionThreshold, IsTheConformalQuantileOfNormalPixelsOnItsOwnScale) {
   c.region_threshold = 2 * c.threshold;  // region-threshold 1 would lie beyond the map's top
   EXPECT_DOUBLE_EQ(c.region_cut(1.0), 2 * c.threshold - c.base);
   EXPECT_DOUBLE_EQ(c.normalize(c.region_cut(1.0)), 1.0);
-  c.set_region_threshold(maps, image_scores, 0.01);
-  EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.0), std::invalid_argument);
-  EXPECT_THROW(c.set_region_threshold(maps, image_scores, 0.6), std::invalid_argument);
-  EXPECT_THROW(c.set_region_threshold(torch::full({1, 2, 2}, NAN), {1.0}, 0.01), std::invalid_argument);
-  EXPECT_THROW(c.set_region_threshold(maps, {}, 0.01), std::invalid_argument);
+  pefm::set_region_threshold(c, maps, image_scores, 0.01);
+  EXPECT_THROW(pefm::set_region_threshold(c, maps, image_scores, 0.0), std::invalid_argument);
+  EXPECT_THROW(pefm::set_region_threshold(c, maps, image_scores, 0.6), std::invalid_argument);
+  EXPECT_THROW(pefm::set_region_threshold(c, torch::full({1, 2, 2}, NAN), {1.0}, 0.01), std::invalid_argument);
+  EXPECT_THROW(pefm::set_region_threshold(c, maps, {}, 0.01), std::invalid_argument);
   pefm::Calibration raw;
   EXPECT_EQ(raw.region_raw(0.3), 0.3) << "uncalibrated: the value itself";
   EXPECT_EQ(raw.region_cut(0.3), 0.3);
@@ -257,8 +257,8 @@ TEST(RegionThreshold, IsTheConformalQuantileOfNormalPixelsOnItsOwnScale) {
 TEST(RegionThreshold, StaysAboveTheBaseForAHighRate) {
   auto maps = torch::zeros({2, 10, 10}, torch::kFloat64);
   maps[0][0][0] = 1.0;
-  auto c = pefm::Calibration::from_normal(maps, torch::tensor({1.0, 0.0}));
-  c.set_region_threshold(maps, {1.0, 0.0}, 0.5);  // the quantile is the median, 0 = base
+  auto c = pefm::calibration_from_normal(maps, torch::tensor({1.0, 0.0}));
+  pefm::set_region_threshold(c, maps, {1.0, 0.0}, 0.5);  // the quantile is the median, 0 = base
   EXPECT_GT(c.region_threshold, c.base);
   EXPECT_LT(c.region_raw(0.25), c.region_raw(0.5));
 }
@@ -287,9 +287,9 @@ TEST(CalibrationValidate, EveryCalibrationPefmWritesPasses) {
     if (m < 2) continue;
     const double rates[] = {0.001, 0.01, 0.05, 0.2, 0.5};
     const int64_t folds = 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(m - 1, 9)));
-    auto c = pefm::Calibration::from_normal(maps, scores_t);
+    auto c = pefm::calibration_from_normal(maps, scores_t);
     c.set_false_alarm_threshold(scores, rates[rng() % 5], folds, group);
-    c.set_region_threshold(maps, scores, rates[rng() % 5]);
+    pefm::set_region_threshold(c, maps, scores, rates[rng() % 5]);
     SCOPED_TRACE("trial " + std::to_string(trial) + ": " + std::to_string(n) + " images, " + std::to_string(m) +
                  " groups, " + std::to_string(folds) + " folds");
     EXPECT_NO_THROW(c.validate());

@@ -19,6 +19,7 @@
 #include "../core/src/container.h"
 #include "common.h"
 #include "pefm/backbone.h"
+#include "pefm/calibration_maps.h"
 #include "pefm/detector.h"
 #include "pefm/mapping_net.h"
 #include "pefm/file_util.h"
@@ -46,7 +47,7 @@ class ModelFile : public ::testing::Test {
     model_->training["epochs"] = "3";
     model_->training["data"] = "/some/folder\nwith newline";
     auto maps = torch::rand({4, 64, 64});
-    model_->calibration = pefm::Calibration::from_normal(maps, std::get<0>(maps.flatten(1).max(1)));
+    model_->calibration = pefm::calibration_from_normal(maps, std::get<0>(maps.flatten(1).max(1)));
     path_ = tmp_.file("tiny.pt");
     pefm::save_model(*model_, path_);
     bytes_ = pefm_test::slurp(path_);
@@ -167,7 +168,7 @@ TEST_F(ModelFile, ACalibrationNoWriterMakesIsRefusedNamingTheField) {
 TEST_F(ModelFile, TheRegionThresholdRoundTripsAndImpossibleValuesAreRefused) {
   torch::manual_seed(11);
   auto maps = torch::rand({4, 16, 16});
-  model_->calibration.set_region_threshold(maps, {0.9, 0.95, 0.99, 0.999}, 0.001);
+  pefm::set_region_threshold(model_->calibration, maps, {0.9, 0.95, 0.99, 0.999}, 0.001);
   pefm::save_model(*model_, path_);
   const auto& want = model_->calibration;
   const auto c = pefm::load_model(path_).calibration;
@@ -336,7 +337,7 @@ class CraftedModel : public ModelFile {
   }
 };
 
-// Was: 3 GB and 8 s before the shape error (latent 20000 would have needed ~67 GB).
+// Refused before gigabytes are allocated for a shape error (latent 20000 would need ~67 GB).
 TEST_F(CraftedModel, HugeLatentWidthsAreRefusedBeforeAnythingIsBuilt) {
   const auto msg = refused(crafted([](pefm::Container& c) { c.meta["config.latent"] = "2048,2048,2048"; }));
   EXPECT_NE(msg.find("crafted.pt"), std::string::npos) << msg;
@@ -360,7 +361,7 @@ TEST_F(CraftedModel, MissingMappingTensorIsNamed) {
   EXPECT_NE(msg.find("lacks tensor 'net.mapping.2.shared.weight'"), std::string::npos) << msg;
 }
 
-// Was: every frame took 65 s and 4 GB.
+// An input size whose every frame would need gigabytes.
 TEST_F(CraftedModel, HugeImageSizeIsRefused) {
   const auto msg = refused(crafted([](pefm::Container& c) { c.meta["config.image_size"] = "4096"; }));
   EXPECT_NE(msg.find("between 32 and 1024"), std::string::npos) << msg;

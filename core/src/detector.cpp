@@ -10,6 +10,7 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "pefm/calibration_maps.h"
 #include "pefm/device.h"
 #include "pefm/state_dict.h"
 

@@ -1,34 +1,19 @@
-// Calibration: turns raw, unbounded residual scores into a normalised 0..1 score with
-// the same meaning on every model (README.md, step 8). Computed by pefm-train on held-out
-// normal images.
+// Calibration: the record a model carries of how its raw, unbounded residual scores map to
+// a normalised 0..1 score, and the rules that apply it. LibTorch-free: the model file, the
+// element, pefm-eval and the JSON all read this one record. Fitting it to normal images'
+// maps is in pefm/calibration_maps.h; docs/calibration.md has the scale and the argument.
 //
 //   normalised(x) = clamp(0.5 + 0.5 * (x - threshold) / (threshold - base), 0, 1)
 //
-// `threshold` = the conformal threshold of a stated false-alarm rate (pefm-train
-// --false-alarm-rate, from cross-fitted scores: set_false_alarm_threshold), or for models
-// trained with a hold-out (--folds 0) and older files, mean + 3 std of the held-out normal
-// images' image scores; either way the calibrated decision boundary sits at exactly 0.5
-// (anomalib's convention); `base` = median of the normal pixel scores, which maps to 0.
-// One mapping serves image scores and heat-map values alike.
-//
-// Regions (the areas outlined and reported) are cut by a threshold of their own, as
-// anomalib separates image and pixel thresholds: `region_threshold`, a high quantile of
-// normal pixel scores (pefm-train --pixel-false-alarm-rate, set_region_threshold), so that
-// about that fraction of a normal image's area is outlined. It is set on its own scale,
-//
-//   region_raw(r) = base + 2 r (region_threshold - base)    (r = 0.5: region_threshold)
-//
-// (pefmfilter region-threshold), and regions are cut from the raw map (region_cut). Files
-// from before it have none: region-threshold is then on the image scale (region_raw =
-// denormalize), so 0.5 cuts regions at `threshold` as before.
+// The calibrated decision boundary sits at exactly 0.5 (anomalib's convention); `base`, the
+// median normal pixel, maps to 0. Regions are cut at a threshold of their own
+// (`region_threshold`, set on its own scale: region_raw).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/types.h>
 
 namespace pefm {
 
@@ -81,7 +66,12 @@ struct Calibration {
   double normalize(double raw) const;
   // The same scale, not clamped to 0..1 (for plots of scores beyond either end).
   double normalize_unclamped(double raw) const;
-  torch::Tensor normalize(const torch::Tensor& raw) const;
+  // The score a frame reports (a float, as FrameResult and GstPefmMeta carry it) and the
+  // decision on it: anomalous at or above `threshold`, normalised (0.5: the calibrated
+  // threshold; raw scores without calibration). The one rule of the element, pefm-eval and
+  // pefm-train.
+  float score(double raw) const { return static_cast<float>(normalize(raw)); }
+  bool anomalous(double raw, double threshold = 0.5) const { return score(raw) >= threshold; }
   // Raw score of a normalised value (inverse of normalize inside (0, 1)).
   double denormalize(double normalised) const;
   // Raw pixel score of a region-threshold value (see above); the value itself without
@@ -94,9 +84,6 @@ struct Calibration {
   // calibration.
   double region_cut(double region_normalised) const;
 
-  // Builds the statistics from normal images' maps [N, H, W] and scores [N].
-  // Throws std::invalid_argument on empty input or non-finite values.
-  static Calibration from_normal(const torch::Tensor& maps, const torch::Tensor& scores);
 
   // Replaces the threshold by the conformal one for `target` (conformal_threshold) on
   // `scores`, n normal images' scores from models that did not train on them (nor on any
@@ -107,14 +94,6 @@ struct Calibration {
   void set_false_alarm_threshold(const std::vector<double>& scores, double target, int64_t folds,
                                  const std::vector<int64_t>& group = {});
 
-  // Sets the region threshold to the order statistic of the pixel scores in `maps` (normal
-  // images' maps, [N, H, W], from models that did not train on them) that at most a
-  // fraction `target` of them exceed (conformal_threshold over pixels: pixels of one image
-  // are not independent, so this is a rate of area, not a per-image guarantee), and
-  // records the fraction of `image_scores` (the same images' maxima) at or above it. Call
-  // after the image threshold is final: the threshold stays above `base`. Throws
-  // std::invalid_argument for empty or non-finite input or a target outside (0, 0.5].
-  void set_region_threshold(const torch::Tensor& maps, const std::vector<double>& image_scores, double target);
 };
 
 // The order-statistic (split-conformal) threshold: the k-th smallest of n scores, k =
@@ -148,9 +127,5 @@ ConformalThreshold conformal_threshold(std::vector<double> scores, double target
 // (Clopper-Pearson): the p with P(X <= k | n, p) = 1 - confidence; 1 when k == n.
 double clopper_pearson_upper(int64_t k, int64_t n, double confidence = 0.95);
 
-// The one policy for non-finite raw anomaly scores (fp16 overflow, NaN in a computation):
-// NaN and +inf become the largest finite float, so that the frame is flagged rather than
-// hidden; -inf becomes 0. Float32, on the scores' device.
-torch::Tensor finite_scores(const torch::Tensor& raw);
 
 }  // namespace pefm

@@ -9,7 +9,7 @@
 
 #include <torch/types.h>
 
-#include "pefm/calibration.h"
+#include "pefm/calibration_maps.h"
 #include "pefm/frame_result.h"
 
 namespace pefm {
