@@ -10,6 +10,7 @@
 #include "pefm/device.h"
 #include "pefm/frame_input.h"
 #include "pefm/postprocess.h"
+#include "pefm/threads.h"
 #include "pefm/testing.h"
 #include "tiled_map.h"
 
@@ -32,27 +33,7 @@ FrameDetector::~FrameDetector() = default;
 const Detector& FrameDetector::detector() const { return impl_->detector; }
 bool FrameDetector::calibrated() const { return impl_->detector.calibration().valid; }
 
-DecisionInfo FrameDetector::decision_info() const {
-  const auto& c = impl_->detector.calibration();
-  DecisionInfo d;
-  d.calibrated = c.valid;
-  if (!c.valid) return d;
-  d.method = c.method;
-  d.images = c.images;
-  if (c.method == "conformal") {
-    d.false_alarm_target = c.false_alarm_target;
-    d.false_alarm_bound = c.false_alarm_bound;
-    d.false_alarm_upper95 = c.false_alarm_upper95;
-    d.folds = c.folds;
-    d.groups = c.groups;
-  }
-  if (std::isfinite(c.region_threshold)) {
-    d.region_rate_target = c.region_rate_target;
-    d.region_rate = c.region_rate;
-    d.region_image_rate = c.region_image_rate;
-  }
-  return d;
-}
+const Calibration& FrameDetector::calibration() const { return impl_->detector.calibration(); }
 int64_t FrameDetector::input_size() const { return impl_->detector.image_size(); }
 std::string FrameDetector::device() const { return impl_->detector.device().str(); }
 
@@ -74,11 +55,26 @@ int FrameDetector::trained_tile() const {
   return tile;
 }
 
-FrameResult FrameDetector::process(const FrameView& frame, const Thresholds& thresholds, const TileOptions& tiles,
+TileOptions FrameDetector::resolve(TileOptions tiles) const {
+  if (tiles.size == kTileAsTrained) tiles.size = trained_tile();
+  return tiles;
+}
+
+void FrameDetector::check(const TileOptions& tiles, int width, int height) const {
+  check_tiles(resolve(tiles), width, height, input_size());
+}
+
+void apply_context_threads(const StreamContext* context) {
+  if (context && context->cpu_threads() >= 0) use_cpu_threads(context->cpu_threads());
+}
+
+FrameResult FrameDetector::process(const FrameView& frame, const Thresholds& thresholds, const TileOptions& asked,
                                    StreamContext* context) {
   impl_->fail_if_injected();
   auto& detector = impl_->detector;
+  const TileOptions tiles = resolve(asked);
   check_tiles(tiles, frame.width, frame.height, detector.image_size());
+  apply_context_threads(context);
   const auto stop_if_cancelled = [context] {
     if (context && context->cancelled()) throw Cancelled("frame abandoned: the element is stopping");
   };

@@ -11,6 +11,9 @@
 
 namespace pefm {
 
+// Applies the context's CPU threads (StreamContext::set_cpu_threads) in the calling thread.
+void apply_context_threads(const StreamContext* context);
+
 struct FrameDetector::Impl {
   Impl(std::shared_ptr<Model> model, const DetectorOptions& options) : detector(std::move(model), options) {}
 

@@ -5,38 +5,19 @@
 
 #include <torch/torch.h>
 
+#include "pefm/web_regions.h"
+
 namespace pefm {
 
 std::pair<torch::Tensor, int64_t> label_regions(const torch::Tensor& mask) {
   TORCH_CHECK(mask.dim() == 2, "label_regions needs a [H, W] mask, got ", mask.sizes());
-  const auto m = mask.detach().cpu().ne(0).contiguous();
+  const auto m = mask.detach().cpu().ne(0).to(torch::kFloat32).contiguous();
   const int64_t h = m.size(0), w = m.size(1);
-  auto labels = torch::zeros({h, w}, torch::kInt32);
-  const auto* mv = m.data_ptr<bool>();
+  std::vector<int32_t> comp;
+  const int32_t count = label_components(m.data_ptr<float>(), h, w, 0.5f, &comp);
+  auto labels = torch::empty({h, w}, torch::kInt32);
   auto* lv = labels.data_ptr<int32_t>();
-  int32_t count = 0;
-  std::vector<int64_t> stack;
-  for (int64_t start = 0; start < h * w; ++start) {
-    if (!mv[start] || lv[start] != 0) continue;
-    lv[start] = ++count;
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      const int64_t y = p / w, x = p % w;
-      for (int64_t dy = -1; dy <= 1; ++dy) {
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          const int64_t ny = y + dy, nx = x + dx;
-          if (ny < 0 || ny >= h || nx < 0 || nx >= w) continue;
-          const int64_t q = ny * w + nx;
-          if (mv[q] && lv[q] == 0) {
-            lv[q] = count;
-            stack.push_back(q);
-          }
-        }
-      }
-    }
-  }
+  for (size_t i = 0; i < comp.size(); ++i) lv[i] = comp[i] + 1;  // 0: background
   return {labels, count};
 }
 
@@ -44,22 +25,22 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
   TORCH_CHECK(map.dim() == 2 && map.is_contiguous() && map.scalar_type() == torch::kFloat32 && map.is_cpu(),
               "map_regions needs a contiguous float32 [H, W] map on the CPU, got ", map.sizes());
   std::vector<FrameRegion> out;
-  const auto [labels, count] = label_regions(map.ge(threshold));
-  if (count == 0) return out;
   const int64_t mh = map.size(0), mw = map.size(1);
+  const auto* mv = map.data_ptr<float>();
+  std::vector<int32_t> comp;
+  const int32_t count = label_components(mv, mh, mw, static_cast<float>(threshold), &comp);
+  if (count == 0) return out;
   const double sx = static_cast<double>(width) / mw, sy = static_cast<double>(height) / mh;
   struct Box {
     int64_t x0, y0, x1, y1, n;
     float peak;
   };
   std::vector<Box> boxes(static_cast<size_t>(count), Box{INT64_MAX, INT64_MAX, -1, -1, 0, 0.0f});
-  const auto* lv = labels.data_ptr<int32_t>();
-  const auto* mv = map.data_ptr<float>();
   for (int64_t y = 0; y < mh; ++y) {
     for (int64_t x = 0; x < mw; ++x) {
-      const int32_t l = lv[y * mw + x];
-      if (l == 0) continue;
-      auto& b = boxes[static_cast<size_t>(l - 1)];
+      const int32_t l = comp[static_cast<size_t>(y * mw + x)];
+      if (l < 0) continue;
+      auto& b = boxes[static_cast<size_t>(l)];
       b.x0 = std::min(b.x0, x);
       b.y0 = std::min(b.y0, y);
       b.x1 = std::max(b.x1, x);
@@ -69,11 +50,12 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
     }
   }
   for (const auto& b : boxes) {
+    const FrameSpan xs = frame_span(b.x0, b.x1 + 1 - b.x0, sx, width), ys = frame_span(b.y0, b.y1 + 1 - b.y0, sy, height);
     FrameRegion g;
-    g.x = static_cast<int>(std::floor(b.x0 * sx));
-    g.y = static_cast<int>(std::floor(b.y0 * sy));
-    g.width = std::min(width, static_cast<int>(std::ceil((b.x1 + 1) * sx))) - g.x;
-    g.height = std::min(height, static_cast<int>(std::ceil((b.y1 + 1) * sy))) - g.y;
+    g.x = static_cast<int>(xs.begin);
+    g.y = static_cast<int>(ys.begin);
+    g.width = static_cast<int>(xs.end - xs.begin);
+    g.height = static_cast<int>(ys.end - ys.begin);
     g.area = std::llround(b.n * sx * sy);
     g.peak = b.peak;
     out.push_back(g);
@@ -92,7 +74,7 @@ torch::Tensor finite_raw(const torch::Tensor& raw_map) {
 
 // A finite raw map normalised (NaN from the calibration's arithmetic: 0).
 torch::Tensor normalized_finite(const torch::Tensor& raw, const Calibration& calibration) {
-  return torch::nan_to_num(calibration.normalize(raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
+  return torch::nan_to_num(normalize_map(calibration, raw), 0.0, 1.0, 0.0).to(torch::kFloat32).contiguous();
 }
 
 }  // namespace
@@ -103,8 +85,8 @@ FrameResult score_map(const torch::Tensor& raw_map, const Calibration& calibrati
   const auto norm = normalized_finite(raw, calibration);
   FrameResult r;
   r.raw_score = raw.max().item<float>();
-  r.score = static_cast<float>(calibration.normalize(static_cast<double>(r.raw_score)));
-  r.anomalous = r.score >= thresholds.image;
+  r.score = calibration.score(r.raw_score);
+  r.anomalous = calibration.anomalous(r.raw_score, thresholds.image);
   r.map_height = static_cast<int>(norm.size(0));
   r.map_width = static_cast<int>(norm.size(1));
   r.map.assign(norm.data_ptr<float>(), norm.data_ptr<float>() + norm.numel());

@@ -1,6 +1,7 @@
 #include "pefm/web_regions.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <numeric>
@@ -70,6 +71,43 @@ void sort_regions(std::vector<WebRegion>* regions) {
 
 }  // namespace
 
+int32_t label_components(const float* scores, int64_t rows, int64_t width, float level, std::vector<int32_t>* comp) {
+  const auto n = static_cast<size_t>(rows * width);
+  comp->assign(n, -1);
+  int32_t count = 0;
+  std::vector<int64_t> stack;
+  for (size_t start = 0; start < n; ++start) {
+    if ((*comp)[start] >= 0 || !(scores[start] >= level)) continue;
+    (*comp)[start] = count;
+    stack.push_back(static_cast<int64_t>(start));
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      const int64_t y = p / width, x = p % width;
+      for (int64_t dy = -1; dy <= 1; ++dy) {
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t ny = y + dy, nx = x + dx;
+          if (ny < 0 || ny >= rows || nx < 0 || nx >= width) continue;
+          const auto q = static_cast<size_t>(ny * width + nx);
+          if ((*comp)[q] < 0 && scores[q] >= level) {
+            (*comp)[q] = count;
+            stack.push_back(static_cast<int64_t>(q));
+          }
+        }
+      }
+    }
+    ++count;
+  }
+  return count;
+}
+
+FrameSpan frame_span(int64_t first, int64_t count, double frame_per_map, int64_t limit) {
+  FrameSpan s;
+  s.begin = static_cast<int64_t>(std::floor(static_cast<double>(first) * frame_per_map));
+  s.end = std::min(limit, static_cast<int64_t>(std::ceil(static_cast<double>(first + count) * frame_per_map)));
+  return s;
+}
+
 WebRegions::WebRegions(int width, int64_t max_open_rows) : width_(width), max_open_rows_(max_open_rows) {
   if (width <= 0) throw std::invalid_argument("web regions need a positive map width");
   if (max_open_rows < 1) throw std::invalid_argument("web regions need a bound of at least one row");
@@ -87,35 +125,16 @@ std::vector<WebRegion> WebRegions::add_band(int64_t first_row, const float* scor
   // The band's own 8-connected components, numbered in scan order.
   const int64_t W = width_;
   const auto n = static_cast<size_t>(rows * W);
-  std::vector<int32_t> comp(n, -1);
-  std::vector<Extent> extents;
-  std::vector<bool> reaches_bottom;
-  std::vector<int64_t> stack;
-  for (size_t start = 0; start < n; ++start) {
-    if (comp[start] >= 0 || !(scores[start] >= level)) continue;
-    const auto id = static_cast<int32_t>(extents.size());
-    extents.emplace_back();
-    reaches_bottom.push_back(false);
-    comp[start] = id;
-    stack.push_back(static_cast<int64_t>(start));
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      const int64_t y = p / W, x = p % W;
-      extents[static_cast<size_t>(id)].add(first_row + y, static_cast<int>(x), scores[p]);
-      if (y == rows - 1) reaches_bottom[static_cast<size_t>(id)] = true;
-      for (int64_t dy = -1; dy <= 1; ++dy) {
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          const int64_t ny = y + dy, nx = x + dx;
-          if (ny < 0 || ny >= rows || nx < 0 || nx >= W) continue;
-          const auto q = static_cast<size_t>(ny * W + nx);
-          if (comp[q] < 0 && scores[q] >= level) {
-            comp[q] = id;
-            stack.push_back(static_cast<int64_t>(q));
-          }
-        }
-      }
-    }
+  std::vector<int32_t> comp;
+  const int32_t count = label_components(scores, rows, W, level, &comp);
+  std::vector<Extent> extents(static_cast<size_t>(count));
+  std::vector<bool> reaches_bottom(static_cast<size_t>(count), false);
+  for (size_t p = 0; p < n; ++p) {
+    if (comp[p] < 0) continue;
+    const auto id = static_cast<size_t>(comp[p]);
+    const int64_t y = static_cast<int64_t>(p) / W, x = static_cast<int64_t>(p) % W;
+    extents[id].add(first_row + y, static_cast<int>(x), scores[p]);
+    if (y == rows - 1) reaches_bottom[id] = true;
   }
 
   // Nodes: the open regions (0..O-1), then the band's components. An open region and a

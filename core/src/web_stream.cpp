@@ -116,17 +116,16 @@ struct WebStream::Impl {
   }
 
   FrameRegion to_frame(const WebRegion& w, const Pending* p) const {
-    const double s = scale(), sx = static_cast<double>(width) / layout->map_w;
-    const int64_t y0 = static_cast<int64_t>(std::floor(w.y / s));
-    const int64_t y1 = std::min<int64_t>(total, static_cast<int64_t>(std::ceil((w.y + w.height) / s)));
-    const int x0 = static_cast<int>(std::floor(w.x * sx));
-    const int x1 = std::min(width, static_cast<int>(std::ceil((w.x + w.width) * sx)));
+    const FrameSpan ys = frame_span(w.y, w.height, 1.0 / scale(), total);
+    const FrameSpan xs = frame_span(w.x, w.width, static_cast<double>(width) / layout->map_w, width);
+    const int64_t y0 = ys.begin, y1 = ys.end;
+    const int x0 = static_cast<int>(xs.begin), x1 = static_cast<int>(xs.end);
     FrameRegion g;
     g.web_y = web_row0 + y0;
     g.web_height = std::max<int64_t>(1, y1 - y0);
     g.web_x = x0;
     g.web_width = std::max(1, x1 - x0);
-    g.area = std::llround(static_cast<double>(w.area) * sx / s);
+    g.area = std::llround(static_cast<double>(w.area) * (static_cast<double>(width) / layout->map_w) / scale());
     g.peak = w.peak;
     g.closed_by = w.closed_by;
     g.x = x0;
@@ -193,8 +192,9 @@ struct WebStream::Impl {
   }
 };
 
-WebStream::WebStream(std::shared_ptr<FrameDetector> detector, const TileOptions& tiles, int64_t max_region_rows) {
+WebStream::WebStream(std::shared_ptr<FrameDetector> detector, const TileOptions& asked, int64_t max_region_rows) {
   if (!detector) throw std::invalid_argument("continuous mode needs a detector");
+  const TileOptions tiles = detector->resolve(asked);
   if (tiles.size <= 0) {
     throw std::invalid_argument("continuous mode needs tile-size > 0 (tiles on a grid fixed to the web), got " +
                                 std::to_string(tiles.size));
@@ -239,6 +239,7 @@ void WebStream::push_checked(const FrameView& frame, int64_t web_row, uint64_t t
   }
   d.owner->impl().fail_if_injected();
   check_tiles(d.tiles, frame.width, frame.height, d.detector.image_size());
+  apply_context_threads(context);
   if (frame.height * d.scale() < 1.0) {
     throw std::invalid_argument("tile-size " + std::to_string(d.tiles.size) + ": a buffer of " +
                                 std::to_string(frame.height) + " rows is less than one heat-map row; continuous mode "

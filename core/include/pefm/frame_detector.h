@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "pefm/calibration.h"
 #include "pefm/config.h"
 #include "pefm/frame.h"
 #include "pefm/frame_result.h"
@@ -31,25 +32,6 @@ struct Model;
 // device that is malformed or absent (resolve_device).
 std::string settle_precision(DetectorOptions& options);
 
-// What a model states about its decision threshold (Calibration's, without LibTorch).
-struct DecisionInfo {
-  bool calibrated = false;
-  std::string method;                   // "conformal", "mean+3std"; empty when uncalibrated
-  double false_alarm_target = NAN;      // conformal only: the rate asked for ...
-  double false_alarm_bound = NAN;       // ... the rate the threshold guarantees ...
-  double false_alarm_upper95 = NAN;     // ... and, with 95 % confidence over the
-                                        // calibration images, the rate at most
-  int64_t images = 0;                   // normal images the threshold was set on
-  int64_t folds = 0;                    // cross-fitting folds (conformal)
-  int64_t groups = 0;                   // exchangeable groups of those images (conformal)
-  // The region threshold (NaN for models without one, whose regions are cut at the image
-  // threshold): the pixel false-alarm rate asked for, the fraction of normal calibration
-  // pixels at or above it and of normal calibration images holding a region at it.
-  double region_rate_target = NAN;
-  double region_rate = NAN;
-  double region_image_rate = NAN;
-};
-
 class FrameDetector {
  public:
   // Loads (or reuses) the model at `model_path` for `options` (detector_registry.cpp).
@@ -63,19 +45,27 @@ class FrameDetector {
   FrameDetector& operator=(const FrameDetector&) = delete;
 
   // The frame is decided at `thresholds.image` and its regions cut at `thresholds.region`
-  // (both normalised; postprocess). Throws std::invalid_argument for bad frames and
-  // tilings (check_tiles), Cancelled when `context` is cancelled.
-  // With a `context` on a CUDA detector, the work runs on the context's stream and the
-  // frame goes up through its pinned buffer.
+  // (both normalised; postprocess), tiled as `tiles` (resolve()). Throws
+  // std::invalid_argument for bad frames and tilings (check_tiles), Cancelled when
+  // `context` is cancelled. With a `context`, its CPU thread count applies; on a CUDA
+  // detector the work runs on the context's stream and the frame goes up through its
+  // pinned buffer.
   FrameResult process(const FrameView& frame, const Thresholds& thresholds, const TileOptions& tiles = {},
                       StreamContext* context = nullptr);
 
   const Detector& detector() const;
   bool calibrated() const;
-  DecisionInfo decision_info() const;
+  // How the model decides: its threshold, the false-alarm rates it states.
+  const Calibration& calibration() const;
   // Tile size the model was trained on (pefm-train --tile), 0 for whole images; throws
   // std::invalid_argument for a stored value outside 0 and kMinTileSize..65536.
   int trained_tile() const;
+  // `tiles` with size kTileAsTrained replaced by trained_tile(): the one place that
+  // default is resolved.
+  TileOptions resolve(TileOptions tiles) const;
+  // Throws std::invalid_argument naming tile-size or tile-overlap when resolve(tiles)
+  // cannot be used on a width x height frame (check_tiles).
+  void check(const TileOptions& tiles, int width, int height) const;
   // The model's input size in pixels (a tile of tile-size pixels becomes input_size ones).
   int64_t input_size() const;
   // Where it runs, as resolve_device() accepts it ("cpu", "cuda:0").

@@ -24,12 +24,19 @@ class StreamContext {
   void cancel(bool on) { cancelled_ = on; }
   bool cancelled() const { return cancelled_; }
 
+  // CPU threads the work of process() and WebStream::push runs with, applied in the
+  // calling thread (use_cpu_threads: 0 is default_cpu_threads()). Unset (-1): the calling
+  // thread's setting stays.
+  void set_cpu_threads(int threads) { threads_ = threads; }
+  int cpu_threads() const { return threads_; }
+
   struct Impl;  // defined in frame_input.cpp, the upload that uses it
   Impl& impl() { return *impl_; }
 
  private:
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> cancelled_{false};
+  int threads_ = -1;
 };
 
 }  // namespace pefm

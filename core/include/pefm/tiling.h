@@ -8,8 +8,11 @@
 
 namespace pefm {
 
+// TileOptions::size that stands for the model's training tile (FrameDetector::resolve).
+constexpr int kTileAsTrained = -1;
+
 struct TileOptions {
-  int size = 0;     // tile edge in native frame pixels; 0 = whole frame resized
+  int size = 0;     // tile edge in native frame pixels; 0 = whole frame resized; kTileAsTrained
   int overlap = 0;  // pixels shared by neighbouring tiles (blended)
 };
 

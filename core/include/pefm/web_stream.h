@@ -37,7 +37,7 @@ struct WebBuffer {
 
 class WebStream {
  public:
-  // `tiles.size` > 0 (frame pixels); `max_region_rows`: the most web rows a region may stay
+  // `tiles.size` > 0 (frame pixels) or kTileAsTrained of a tiled model; `max_region_rows`: the most web rows a region may stay
   // open before its part so far is reported ("max-rows"), at least 1. Throws
   // std::invalid_argument naming tile-size or the bound.
   WebStream(std::shared_ptr<FrameDetector> detector, const TileOptions& tiles, int64_t max_region_rows);
@@ -57,7 +57,7 @@ class WebStream {
   // where the last one ended (else std::invalid_argument: a discontinuity is the caller's
   // to report, with finish()). Also throws what FrameDetector::process throws (bad frames,
   // tilings, Cancelled). Whatever it throws, the web is dropped with every result not yet
-  // taken (start again with the next buffer).
+  // taken (start again with the next buffer). The context's CPU threads apply.
   void push(const FrameView& frame, int64_t web_row, uint64_t tag, const Thresholds& thresholds,
             StreamContext* context = nullptr);
 
