@@ -36,31 +36,11 @@
 
 #include "gstpefmfilter.h"
 
-#include <gst/video/gstvideometa.h>
-#ifdef PEFM_HAVE_GST_ANALYTICS
-/* gstanalyticsmeta.h (1.26) includes "config.h" when HAVE_CONFIG_H is defined, as it is
- * here for pefm-config.h: hide it from that header. */
-#pragma push_macro("HAVE_CONFIG_H")
-#undef HAVE_CONFIG_H
-#include <gst/analytics/analytics.h>
-#pragma pop_macro("HAVE_CONFIG_H")
-#endif
-
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstring>
 #include <exception>
-#include <functional>
-#include <memory>
 #include <string>
 
-#include "gstpefmmeta.h"
 #include "gstpefmvideo.h"
-#include "pefm/frame_detector.h"
-#include "pefm/overlay.h"
-#include "pefm/threads.h"
-#include "pefmweb.h"
+#include "pefmengine.h"
 
 /* The element includes only pefm's LibTorch-free headers (and gst-plugin/meson.build
  * leaves LibTorch's include folders out): no LibTorch type crosses into GStreamer code,
@@ -69,7 +49,7 @@
 #error "a LibTorch header reached gstpefmfilter.cpp through a pefm header"
 #endif
 
-GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
+GST_DEBUG_CATEGORY (gst_pefm_filter_debug);         /* pefmengine.cpp logs in it too */
 #define GST_CAT_DEFAULT gst_pefm_filter_debug
 
 #define DEFAULT_PROP_MODEL NULL
@@ -79,29 +59,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_filter_debug);
 #define DEFAULT_PROP_REGION_THRESHOLD 0.5
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
-/* printf into a std::string (values in messages: %g, where std::to_string rounds to 0). */
-static std::string
-printf_string (const char *format, double v)
-{
-  gchar *text = g_strdup_printf (format, v);
-  std::string out (text);
-  g_free (text);
-  return out;
-}
-
-/* The least pixels-per-mm / lines-per-mm other than 0: one pixel a metre. */
-static constexpr double kMinPixelsPerMm = 1e-3;
-
-/* Whether a millimetre scale is neither 0 ("not set") nor at least kMinPixelsPerMm. Read
- * from the bits: where denormals are flushed to zero (LibTorch may set that), a denormal
- * compares equal to 0. */
-static bool
-scale_too_small (double v)
-{
-  guint64 bits;
-  memcpy (&bits, &v, sizeof bits);
-  return (bits << 1) != 0 && !(v >= kMinPixelsPerMm);
-}
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
@@ -144,38 +101,6 @@ static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (PEFM_VIDEO_FORMATS)));
 
-/* C++ state lives behind a pointer: the instance struct is plain C. */
-struct PefmState
-{
-  std::shared_ptr < pefm::FrameDetector > detector;
-  /* this instance's CUDA stream and pinned upload buffer (shared detectors, own streams) */
-  std::unique_ptr < pefm::StreamContext > stream;
-  /* format and colour matrix of the negotiated caps, chosen once in set_info; each frame
-   * adds its planes and size (frame_view) */
-  pefm::FrameView negotiated;
-  guint64 frames = 0;         /* frames inspected or let through, the frame number */
-  /* counters of the `stats` property, under the object lock */
-  guint64 inspected = 0, skipped_late = 0, skipped_interval = 0;
-  /* QoS: running time before which a frame is already late downstream */
-  GstClockTime earliest = GST_CLOCK_TIME_NONE;
-  /* latency: longest processing time measured on real frames, what the LATENCY query
-   * last answered, and whether that answer still comes from the warm-up frame (the first
-   * inference, slowed by allocations: replaced, up or down, by the first real frame) */
-  GstClockTime processing_max = 0;
-  GstClockTime latency_reported = 0;
-  bool latency_from_warmup = false;
-  /* what the loaded model states about its threshold (the `calibration` property), set in
-   * start under the object lock */
-  pefm::DecisionInfo decision;
-  /* continuous line-scan mode (the `continuous` property, read at start): the web and the
-   * buffers it holds back */
-  bool continuous = false;
-  std::unique_ptr < PefmWeb > web;
-  /* what the rows held back add to the LATENCY answer (continuous mode), under the object
-   * lock */
-  GstClockTime web_latency = 0;
-};
-
 struct _GstPefmFilter
 {
   GstVideoFilter parent;
@@ -190,10 +115,7 @@ struct _GstPefmFilter
   gdouble overlay_alpha;
   gint tile_size;
   gint tile_overlap;
-  /* start() .. stop(): what a tiling set while playing is checked against (under the lock) */
-  gboolean started;
-  gint trained_tile;            /* the loaded model's (tile-size=-1) */
-  gint64 input_size;            /* the model's input, px */
+  gboolean started;             /* start() .. stop() */
   gint frame_width, frame_height;       /* negotiated; 0 before caps */
   gint threads;
   gboolean emit_messages;
@@ -205,7 +127,9 @@ struct _GstPefmFilter
   gdouble lines_per_mm;
   gint max_region_rows;
 
-  PefmState *state;
+  /* the detector, the frame and web paths, counters (C++ behind a pointer: the instance
+   * struct is plain C) */
+  PefmEngine *engine;
 };
 
 #define gst_pefm_filter_parent_class parent_class
@@ -279,27 +203,19 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     case PROP_TILE_SIZE:
     case PROP_TILE_OVERLAP:{
       const gint v = g_value_get_int (value);
-      pefm::TileOptions tiles { prop_id == PROP_TILE_SIZE ? v : self->tile_size,
+      const pefm::TileOptions tiles { prop_id == PROP_TILE_SIZE ? v : self->tile_size,
         prop_id == PROP_TILE_OVERLAP ? v : self->tile_overlap };
       const char *name = prop_id == PROP_TILE_SIZE ? "tile-size" : "tile-overlap";
-      if (tiles.size == -1)
-        tiles.size = self->trained_tile;
       /* 1..kMinTileSize-1 would cut a frame into thousands of network inputs */
       if (prop_id == PROP_TILE_SIZE && v > 0 && v < pefm::kMinTileSize) {
         refused = std::string (name) + " " + std::to_string (v) + " refused: below the minimum of " +
             std::to_string (pefm::kMinTileSize) + " pixels";
-      } else if (self->started && tiles.size > 0) {
+      } else {
         /* while playing, checked now: at the next frame it would stop the stream (before
          * start, start() and the first frame name a bad setting) */
-        try {
-          if (self->frame_width > 0)
-            pefm::check_tiles (tiles, self->frame_width, self->frame_height, self->input_size);
-          else if (tiles.overlap > tiles.size / 2)
-            throw std::invalid_argument ("tile-overlap " + std::to_string (tiles.overlap) +
-                " is more than half the tile-size " + std::to_string (tiles.size));
-        } catch (const std::invalid_argument & e) {
-          refused = std::string (name) + " " + std::to_string (v) + " refused: " + e.what ();
-        }
+        const std::string why = self->engine->tiling_refused (tiles, self->frame_width, self->frame_height);
+        if (!why.empty ())
+          refused = std::string (name) + " " + std::to_string (v) + " refused: " + why;
       }
       if (refused.empty ())
         (prop_id == PROP_TILE_SIZE ? self->tile_size : self->tile_overlap) = v;
@@ -328,8 +244,8 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
       /* 0 is "not set"; below one pixel a metre the millimetres overflow what JSON can carry */
       const double v = g_value_get_double (value);
       const char *name = prop_id == PROP_PIXELS_PER_MM ? "pixels-per-mm" : "lines-per-mm";
-      if (scale_too_small (v) && self->started)
-        refused = std::string (name) + " " + printf_string ("%g", v) + " refused: 0 (not set) or at least 0.001";
+      if (pefm_mm_scale_too_small (v) && self->started)
+        refused = std::string (name) + " " + pefm_printf ("%g", v) + " refused: 0 (not set) or at least 0.001";
       else
         (prop_id == PROP_PIXELS_PER_MM ? self->pixels_per_mm : self->lines_per_mm) = v;
       break;
@@ -351,30 +267,6 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s; keeping the value before", refused.c_str ()), (NULL));
   if (!refused.empty ())
     GST_WARNING_OBJECT (self, "%s", refused.c_str ());     /* also before the element has a bus */
-}
-
-/* The `calibration` property: how the loaded model decides and the false-alarm rate it
- * states (pefm-train --false-alarm-rate), empty of rates for a model without one. */
-static GstStructure *
-calibration_structure (const pefm::DecisionInfo & d)
-{
-  GstStructure *s = gst_structure_new ("pefm-calibration",
-      "calibrated", G_TYPE_BOOLEAN, d.calibrated,
-      "method", G_TYPE_STRING, d.method.c_str (),
-      "images", G_TYPE_INT64, d.images, NULL);
-  if (d.method == "conformal")
-    gst_structure_set (s,
-        "asked-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_target,
-        "stated-false-alarm-rate", G_TYPE_DOUBLE, d.false_alarm_bound,
-        "false-alarm-upper95", G_TYPE_DOUBLE, d.false_alarm_upper95,
-        "folds", G_TYPE_INT64, d.folds,
-        "groups", G_TYPE_INT64, d.groups, NULL);
-  if (std::isfinite (d.region_rate_target))
-    gst_structure_set (s,
-        "asked-pixel-false-alarm-rate", G_TYPE_DOUBLE, d.region_rate_target,
-        "pixel-false-alarm-rate", G_TYPE_DOUBLE, d.region_rate,
-        "images-with-regions", G_TYPE_DOUBLE, d.region_image_rate, NULL);
-  return s;
 }
 
 static void
@@ -403,16 +295,10 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_LINES_PER_MM: g_value_set_double (value, self->lines_per_mm); break;
     case PROP_MAX_REGION_ROWS: g_value_set_int (value, self->max_region_rows); break;
     case PROP_STATS:
-      g_value_take_boxed (value, gst_structure_new ("pefm-stats",
-              "frames", G_TYPE_UINT64, self->state->frames,
-              "inspected", G_TYPE_UINT64, self->state->inspected,
-              "skipped-late", G_TYPE_UINT64, self->state->skipped_late,
-              "skipped-interval", G_TYPE_UINT64, self->state->skipped_interval,
-              "latency", G_TYPE_UINT64, self->state->latency_reported,
-              "processing-max", G_TYPE_UINT64, self->state->processing_max, NULL));
+      g_value_take_boxed (value, pefm_stats_structure (self->engine->stats ()));
       break;
     case PROP_CALIBRATION:
-      g_value_take_boxed (value, calibration_structure (self->state->decision));
+      g_value_take_boxed (value, pefm_calibration_structure (self->engine->calibration ()));
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -425,21 +311,17 @@ static gboolean
 gst_pefm_filter_start (GstBaseTransform * trans)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  std::string model, device;
-  GstPefmPrecision precision;
 
   GST_OBJECT_LOCK (self);
-  self->state->decision = pefm::DecisionInfo ();      /* no stale model's, if loading fails */
-  GST_OBJECT_UNLOCK (self);
-
-  GST_OBJECT_LOCK (self);
-  model = self->model ? self->model : "";
-  device = self->device ? self->device : DEFAULT_PROP_DEVICE;
-  precision = self->precision;
+  const std::string model = self->model ? self->model : "";
+  const std::string device = self->device ? self->device : DEFAULT_PROP_DEVICE;
+  const GstPefmPrecision precision = self->precision;
   const double mm[] = { self->pixels_per_mm, self->lines_per_mm };
+  const bool continuous = self->continuous != FALSE;
+  const bool skipping = self->skip_late || self->inference_interval > 1;
   GST_OBJECT_UNLOCK (self);
   for (int i = 0; i < 2; ++i) {
-    if (scale_too_small (mm[i])) {
+    if (pefm_mm_scale_too_small (mm[i])) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s %g is below 0.001 (one pixel a metre): set 0 (not set) or "
               "a real scale", i == 0 ? "pixels-per-mm" : "lines-per-mm", mm[i]), (NULL));
       return FALSE;
@@ -465,41 +347,23 @@ gst_pefm_filter_start (GstBaseTransform * trans)
     return FALSE;
   }
   try {
-    self->state->detector = pefm::FrameDetector::acquire (model, opts);
-    self->state->stream = std::make_unique < pefm::StreamContext > ();
-    if (!self->state->detector->calibrated ())
-      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("Model '%s' has no calibration: scores are raw, not normalised; threshold and "
-              "region-threshold apply to raw scores", model.c_str ()), (NULL));
-    GST_INFO_OBJECT (self, "loaded %s on %s", model.c_str (),
-        self->state->detector->device ().c_str ());
+    self->engine->load (model, opts, continuous);
   } catch (const std::exception & e) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
         ("Could not load model '%s' (property 'model')", model.c_str ()), ("%s", e.what ()));
     return FALSE;
   }
+  if (!self->engine->calibration ().valid)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("Model '%s' has no calibration: scores are raw, not normalised; threshold and "
+            "region-threshold apply to raw scores", model.c_str ()), (NULL));
+  GST_INFO_OBJECT (self, "loaded %s", model.c_str ());
+  if (continuous && skipping)
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("continuous=true inspects every buffer of the web: skip-late and inference-interval are ignored"), (NULL));
   GST_OBJECT_LOCK (self);
-  self->state->decision = self->state->detector->decision_info ();
-  self->trained_tile = self->state->detector->trained_tile ();
-  self->input_size = self->state->detector->input_size ();
   self->started = TRUE;
-  self->state->frames = self->state->inspected = 0;
-  self->state->skipped_late = self->state->skipped_interval = 0;
-  self->state->earliest = GST_CLOCK_TIME_NONE;
-  self->state->processing_max = self->state->latency_reported = 0;
-  self->state->latency_from_warmup = false;
-  self->state->continuous = self->continuous != FALSE;
-  self->state->web_latency = 0;
-  const bool skipping = self->skip_late || self->inference_interval > 1;
   GST_OBJECT_UNLOCK (self);
-  self->state->web.reset ();
-  if (self->state->continuous) {
-    self->state->web = std::make_unique < PefmWeb > ();
-    if (skipping)
-      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("continuous=true inspects every buffer of the web: skip-late and inference-interval are ignored"),
-          (NULL));
-  }
   return TRUE;
 }
 
@@ -509,11 +373,9 @@ gst_pefm_filter_stop (GstBaseTransform * trans)
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
   GST_OBJECT_LOCK (self);
   self->started = FALSE;
-  self->trained_tile = self->frame_width = self->frame_height = 0;
+  self->frame_width = self->frame_height = 0;
   GST_OBJECT_UNLOCK (self);
-  self->state->web.reset ();    /* buffers still held back are released */
-  self->state->stream.reset ();
-  self->state->detector.reset ();
+  self->engine->unload ();
   return TRUE;
 }
 
@@ -524,72 +386,13 @@ gst_pefm_filter_change_state (GstElement * element, GstStateChange transition)
 
   /* A frame in progress is abandoned between tile batches, so deactivating the pads
    * (which waits for the streaming thread) does not wait for the whole frame. */
-  const bool stopping = transition == GST_STATE_CHANGE_PAUSED_TO_READY && self->state->stream;
+  const bool stopping = transition == GST_STATE_CHANGE_PAUSED_TO_READY;
   if (stopping)
-    self->state->stream->cancel (true);
+    self->engine->cancel (true);
   const GstStateChangeReturn ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
-  if (stopping && ret == GST_STATE_CHANGE_FAILURE && self->state->stream)
-    self->state->stream->cancel (false);  /* still PAUSED: keep inspecting */
+  if (stopping && ret == GST_STATE_CHANGE_FAILURE)
+    self->engine->cancel (false);       /* still PAUSED: keep inspecting */
   return ret;
-}
-
-/* The frame as the core sees it: the negotiated format and colour matrix (set_info), and
- * this frame's planes. */
-static pefm::FrameView
-frame_view (GstPefmFilter * self, GstVideoFrame * frame)
-{
-  return pefm_frame_view (self->state->negotiated, frame);
-}
-
-/* Records one frame's processing time (`warmup`: the blank frame at negotiation, a first
- * estimate); when the answer of the LATENCY query changes, asks the pipeline to query again
- * (called outside the object lock). */
-static void
-note_processing_time (GstPefmFilter * self, GstClockTime spent, bool warmup)
-{
-  bool renegotiate = false;
-  GST_OBJECT_LOCK (self);
-  auto & st = *self->state;
-  /* 10 % headroom, so that small variations do not redistribute latency on every frame */
-  const GstClockTime with_headroom = spent + spent / 10;
-  if (warmup) {
-    if (st.processing_max == 0 && with_headroom != st.latency_reported) {
-      st.latency_reported = with_headroom;
-      st.latency_from_warmup = true;
-      renegotiate = true;
-    }
-  } else {
-    st.processing_max = std::max (st.processing_max, spent);
-    if (st.latency_from_warmup || st.processing_max > st.latency_reported) {
-      st.latency_reported = st.processing_max + st.processing_max / 10;
-      st.latency_from_warmup = false;
-      renegotiate = true;
-    }
-  }
-  GST_OBJECT_UNLOCK (self);
-  if (renegotiate)
-    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
-}
-
-/* Runs the detector on one frame as configured: tile-size -1 resolved to the model's
- * training tile, the CPU thread count applied in this (the streaming) thread. Throws what
- * FrameDetector::process throws. */
-static pefm::FrameResult
-detect (GstPefmFilter * self, const pefm::FrameView & view, const pefm::Thresholds & thresholds,
-    pefm::TileOptions tiles, int threads)
-{
-  auto & st = *self->state;
-  if (tiles.size < 0)
-    tiles.size = st.detector->trained_tile ();
-  pefm::use_cpu_threads (threads);
-  return st.detector->process (view, thresholds, tiles, st.stream.get ());
-}
-
-static GstClockTime
-elapsed_since (std::chrono::steady_clock::time_point t0)
-{
-  return static_cast < GstClockTime > (std::chrono::duration_cast < std::chrono::nanoseconds >
-      (std::chrono::steady_clock::now () - t0).count ());
 }
 
 static gboolean
@@ -598,7 +401,6 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
 {
   GstPefmFilter *self = GST_PEFM_FILTER (filter);
 
-  (void) incaps;
   (void) outcaps;
   (void) out_info;
   pefm::FrameView negotiated;
@@ -607,7 +409,6 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;
   }
-  self->state->negotiated = negotiated;
   if (GST_VIDEO_INFO_WIDTH (in_info) <= 0 || GST_VIDEO_INFO_HEIGHT (in_info) <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Frames of %dx%d pixels cannot be analysed",
             GST_VIDEO_INFO_WIDTH (in_info), GST_VIDEO_INFO_HEIGHT (in_info)), (NULL));
@@ -618,334 +419,30 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
   self->frame_height = GST_VIDEO_INFO_HEIGHT (in_info);
   GST_OBJECT_UNLOCK (self);
   GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, incaps);
-
-  /* Warm-up: one blank frame of the negotiated size, so that the first LATENCY answer is a
-   * measured time (the first inference is also the slowest: allocations, kernel choice). */
-  if (self->state->detector) {
-    GST_OBJECT_LOCK (self);
-    const pefm::TileOptions tiles { self->tile_size, self->tile_overlap };
-    const int threads = self->threads;
-    GST_OBJECT_UNLOCK (self);
-    GstBuffer *blank = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (in_info), NULL);
-    gst_buffer_memset (blank, 0, 0x80, GST_VIDEO_INFO_SIZE (in_info));
-    GstVideoFrame frame;
-    if (gst_video_frame_map (&frame, in_info, blank, GST_MAP_READ)) {
-      try {
-        const auto t0 = std::chrono::steady_clock::now ();
-        detect (self, frame_view (self, &frame), pefm::Thresholds (), tiles, threads);
-        note_processing_time (self, elapsed_since (t0), true);
-      } catch (const std::exception & e) {
-        /* the same settings fail the first real frame, with the error named there */
-        GST_DEBUG_OBJECT (self, "warm-up frame failed: %s", e.what ());
-      }
-      gst_video_frame_unmap (&frame);
-    }
-    gst_buffer_unref (blank);
-  }
+  self->engine->set_format (negotiated, in_info);
   return TRUE;
 }
 
-/* A region's box in DL Streamer's "detection" form (gvametaconvert, gvawatermark and
- * gvapython read it): corners normalised to the frame, confidence in 0..1 (the region's
- * peak score, clamped: an uncalibrated model's raw peak can exceed 1). */
-static GstStructure *
-detection_structure (const pefm::FrameRegion & g, int frame_width, int frame_height)
+/* The settings the next frame is processed with, read under the object lock (properties
+ * change from other threads). */
+static PefmFrameSettings
+read_settings (GstPefmFilter * self)
 {
-  const double w = std::max (1, frame_width), h = std::max (1, frame_height);
-  return gst_structure_new ("detection",
-      "x_min", G_TYPE_DOUBLE, g.x / w, "y_min", G_TYPE_DOUBLE, g.y / h,
-      "x_max", G_TYPE_DOUBLE, (g.x + g.width) / w, "y_max", G_TYPE_DOUBLE, (g.y + g.height) / h,
-      "confidence", G_TYPE_DOUBLE, std::clamp (static_cast < double >(g.peak), 0.0, 1.0),
-      "label_id", G_TYPE_INT, 0, "label", G_TYPE_STRING, "anomaly", NULL);
-}
-
-/* The frame's decision in DL Streamer's classification form (a classifier's result on a
- * ROI: label, label_id, confidence), on each region's ROI: the frame is anomalous (1) or
- * normal (0), with its normalised score clamped to 0..1 as confidence. */
-static GstStructure *
-classification_structure (const pefm::FrameResult & r)
-{
-  return gst_structure_new ("classification",
-      "attribute_name", G_TYPE_STRING, "frame",
-      "label", G_TYPE_STRING, r.anomalous ? "anomalous" : "normal",
-      "label_id", G_TYPE_INT, r.anomalous ? 1 : 0,
-      "confidence", G_TYPE_DOUBLE, std::clamp (static_cast < double >(r.score), 0.0, 1.0), NULL);
-}
-
-#ifdef PEFM_HAVE_GST_ANALYTICS
-/* GStreamer 1.24's analytics metadata: one classification entry for the frame (class
- * "anomalous" or "normal", confidence the clamped score) and one object-detection entry
- * per region (type "anomaly", confidence its clamped peak), each region related to the
- * frame's classification as a part of it. */
-static void
-attach_analytics (GstBuffer * buf, const pefm::FrameResult & r)
-{
-  GstAnalyticsRelationMeta *rmeta = gst_buffer_add_analytics_relation_meta (buf);
-  GstAnalyticsClsMtd cls;
-  if (!rmeta || !gst_analytics_relation_meta_add_one_cls_mtd (rmeta,
-          static_cast < gfloat > (std::clamp (static_cast < double >(r.score), 0.0, 1.0)),
-          g_quark_from_static_string (r.anomalous ? "anomalous" : "normal"), &cls))
-    return;
-  const GQuark anomaly = g_quark_from_static_string ("anomaly");
-  for (const auto & g:r.regions) {
-    GstAnalyticsODMtd od;
-    if (gst_analytics_relation_meta_add_od_mtd (rmeta, anomaly, g.x, g.y, g.width, g.height,
-            static_cast < gfloat > (std::clamp (static_cast < double >(g.peak), 0.0, 1.0)), &od))
-      gst_analytics_relation_meta_set_relation (rmeta, GST_ANALYTICS_REL_TYPE_IS_PART_OF, od.id, cls.id);
-  }
-}
-#endif
-
-/* Millimetres per web pixel across (pixels-per-mm) and along (lines-per-mm, else
- * pixels-per-mm) the web; NaN when pixels-per-mm is not set. */
-struct WebScale
-{
-  double mm_per_pixel = NAN, mm_per_line = NAN;
-  WebScale () = default;
-  WebScale (double pixels_per_mm, double lines_per_mm)
-  {
-    if (pixels_per_mm > 0) {
-      mm_per_pixel = 1.0 / pixels_per_mm;
-      mm_per_line = 1.0 / (lines_per_mm > 0 ? lines_per_mm : pixels_per_mm);
-    }
-  }
-};
-
-static GstPefmRegion
-gst_region (const pefm::FrameRegion & g, const WebScale & scale)
-{
-  GstPefmRegion r { g.x, g.y, g.width, g.height, static_cast < guint64 > (g.area), g.peak,
-    0, 0, 0, 0, NAN, NAN, NAN, NAN, NULL };
-  if (g.web_height > 0) {
-    r.web_y = static_cast < guint64 > (g.web_y);
-    r.web_height = static_cast < guint64 > (g.web_height);
-    r.web_x = g.web_x;
-    r.web_width = g.web_width;
-    r.web_y_mm = g.web_y * scale.mm_per_line;
-    r.web_x_mm = g.web_x * scale.mm_per_pixel;
-    r.height_mm = g.web_height * scale.mm_per_line;
-    r.width_mm = g.web_width * scale.mm_per_pixel;
-    r.closed_by = g_intern_string (g.closed_by.c_str ());
-  }
-  return r;
-}
-
-/* A region as the "region" structure of the messages (the field names of GstPefmRegion and
- * of pefm-results' JSON lines); the web fields in continuous mode, the millimetres when
- * pixels-per-mm is set. */
-static GstStructure *
-region_structure (const pefm::FrameRegion & g, const WebScale & scale)
-{
-  const GstPefmRegion r = gst_region (g, scale);
-  GstStructure *s = gst_structure_new ("region", "x", G_TYPE_INT, r.x, "y", G_TYPE_INT, r.y,
-      "width", G_TYPE_INT, r.width, "height", G_TYPE_INT, r.height, "area", G_TYPE_UINT64, r.area,
-      "peak", G_TYPE_DOUBLE, static_cast < double >(r.peak), NULL);
-  if (r.web_height > 0) {
-    gst_structure_set (s, "web-y", G_TYPE_UINT64, r.web_y, "web-height", G_TYPE_UINT64, r.web_height,
-        "web-x", G_TYPE_INT, r.web_x, "web-width", G_TYPE_INT, r.web_width,
-        "closed-by", G_TYPE_STRING, r.closed_by, NULL);
-    if (std::isfinite (r.web_y_mm))
-      gst_structure_set (s, "web-y-mm", G_TYPE_DOUBLE, r.web_y_mm, "web-x-mm", G_TYPE_DOUBLE, r.web_x_mm,
-          "height-mm", G_TYPE_DOUBLE, r.height_mm, "width-mm", G_TYPE_DOUBLE, r.width_mm, NULL);
-  }
-  return s;
-}
-
-/* The regions as a GST_TYPE_ARRAY of "region" structures, into @s as @field. */
-static void
-set_region_array (GstStructure * s, const char *field, const std::vector < pefm::FrameRegion > &regions,
-    const WebScale & scale)
-{
-  GValue boxes = G_VALUE_INIT;
-  g_value_init (&boxes, GST_TYPE_ARRAY);
-  for (const auto & g:regions) {
-    GValue box = G_VALUE_INIT;
-    g_value_init (&box, GST_TYPE_STRUCTURE);
-    g_value_take_boxed (&box, region_structure (g, scale));
-    gst_value_array_append_and_take_value (&boxes, &box);
-  }
-  gst_structure_take_value (s, field, &boxes);
-}
-
-static GstPefmMeta *
-attach_metadata (GstBuffer * buf, const pefm::FrameResult & r, const pefm::Thresholds & thresholds,
-    bool calibrated, int frame_width, int frame_height, const WebScale & scale)
-{
-  GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
-  meta->raw_score = r.raw_score;
-  meta->score = r.score;
-  meta->threshold = static_cast < gfloat > (thresholds.image);
-  meta->region_threshold = static_cast < gfloat > (thresholds.region);
-  meta->region_level = r.region_level;
-  meta->anomalous = r.anomalous;
-  meta->calibrated = calibrated;
-  gst_pefm_meta_set_map (meta, r.map_width, r.map_height, r.map.data (), r.map_scale_x, r.map_scale_y);
-  std::vector < GstPefmRegion > regions;
-  for (const auto & g:r.regions) {
-    regions.push_back (gst_region (g, scale));
-    GstVideoRegionOfInterestMeta *roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
-        g.x, g.y, g.width, g.height);
-    GstStructure *param = gst_structure_new ("pefm",
-        "score", G_TYPE_DOUBLE, static_cast < double >(g.peak),
-        "area", G_TYPE_UINT64, static_cast < guint64 > (g.area), NULL);
-    if (g.web_height > 0)
-      gst_structure_set (param, "web-y", G_TYPE_UINT64, static_cast < guint64 > (g.web_y),
-          "web-height", G_TYPE_UINT64, static_cast < guint64 > (g.web_height), NULL);
-    gst_video_region_of_interest_meta_add_param (roi, param);
-    gst_video_region_of_interest_meta_add_param (roi, detection_structure (g, frame_width, frame_height));
-    gst_video_region_of_interest_meta_add_param (roi, classification_structure (r));
-  }
-  gst_pefm_meta_set_regions (meta, static_cast < guint > (regions.size ()), regions.data ());
-#ifdef PEFM_HAVE_GST_ANALYTICS
-  attach_analytics (buf, r);
-#endif
-  return meta;
-}
-
-/* The settings one frame is processed with, read under the object lock. */
-struct FrameSettings
-{
-  pefm::Thresholds thresholds;
-  pefm::OverlayMode overlay;
-  double alpha;
-  pefm::TileOptions tiles;
-  int threads;
-  bool emit, only_anomalous, skip_late;
-  guint interval;
-  WebScale scale;
-  gint max_region_rows;
-};
-
-static void
-post_frame_message (GstPefmFilter * self, GstBuffer * buf, guint64 frame_number,
-    const pefm::Thresholds & thresholds, const pefm::FrameResult * result, const char *skip_reason,
-    const WebScale & scale, const pefm::WebBuffer * web = nullptr)
-{
-  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
-  const GstClockTime pts = GST_BUFFER_PTS (buf);
-  GstStructure *s = gst_structure_new ("pefm",
-      "timestamp", G_TYPE_UINT64, pts,
-      "running-time", G_TYPE_UINT64, gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts),
-      "stream-time", G_TYPE_UINT64, gst_segment_to_stream_time (&trans->segment, GST_FORMAT_TIME, pts),
-      "frame", G_TYPE_UINT64, frame_number,
-      "inspected", G_TYPE_BOOLEAN, result != nullptr,
-      "threshold", G_TYPE_DOUBLE, thresholds.image,
-      "region-threshold", G_TYPE_DOUBLE, thresholds.region, NULL);
-  if (result) {
-    gst_structure_set (s,
-        "score", G_TYPE_DOUBLE, static_cast < double >(result->score),
-        "raw-score", G_TYPE_DOUBLE, static_cast < double >(result->raw_score),
-        "anomalous", G_TYPE_BOOLEAN, result->anomalous,
-        "regions", G_TYPE_UINT, static_cast < guint > (result->regions.size ()), NULL);
-    /* the rate holds at the calibrated threshold only */
-    if (self->state->decision.method == "conformal" && thresholds.image == 0.5)
-      gst_structure_set (s, "stated-false-alarm-rate", G_TYPE_DOUBLE, self->state->decision.false_alarm_bound, NULL);
-    /* the boxes, with the field names of GstPefmRegion and pefm-results' JSON lines */
-    set_region_array (s, "boxes", result->regions, scale);
-    if (web)
-      gst_structure_set (s, "web-row", G_TYPE_UINT64, static_cast < guint64 > (web->web_row),
-          "web-rows", G_TYPE_UINT64, static_cast < guint64 > (web->rows), NULL);
-  } else {
-    gst_structure_set (s, "reason", G_TYPE_STRING, skip_reason, NULL);
-  }
-  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
-}
-
-/* Why a frame is let through uninspected (GstPefmMeta.skip_reason, the message's reason). */
-static const char kSkipInterval[] = "interval";
-static const char kSkipLate[] = "late";
-
-/* Why this frame is let through uninspected (kSkipInterval, kSkipLate), or NULL to inspect
- * it. */
-static const char *
-skip_reason (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number)
-{
-  if (fs.interval > 1 && frame_number % fs.interval != 0)
-    return kSkipInterval;
-  if (fs.skip_late) {
-    GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
-    const GstClockTime rt = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, GST_BUFFER_PTS (buf));
-    GST_OBJECT_LOCK (self);
-    const GstClockTime earliest = self->state->earliest;
-    GST_OBJECT_UNLOCK (self);
-    const GstClockTime end = GST_CLOCK_TIME_IS_VALID (rt) && GST_BUFFER_DURATION_IS_VALID (buf)
-        ? rt + GST_BUFFER_DURATION (buf) : rt;
-    if (GST_CLOCK_TIME_IS_VALID (end) && GST_CLOCK_TIME_IS_VALID (earliest) && end <= earliest)
-      return kSkipLate;
-  }
-  return nullptr;
-}
-
-/* Lets a frame through uninspected, with a GstPefmMeta and a message saying why. */
-static void
-pass_uninspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
-    const char *why)
-{
-  auto & st = *self->state;
-  GstPefmMeta *meta = gst_buffer_add_pefm_meta (buf);
-  meta->inspected = FALSE;
-  meta->skip_reason = why;
-  meta->threshold = static_cast < gfloat > (fs.thresholds.image);
-  meta->region_threshold = static_cast < gfloat > (fs.thresholds.region);
-  meta->calibrated = st.detector->calibrated ();
   GST_OBJECT_LOCK (self);
-  st.frames++;
-  (why == kSkipLate ? st.skipped_late : st.skipped_interval)++;
+  PefmFrameSettings fs;
+  fs.thresholds = { self->threshold, self->region_threshold };
+  fs.overlay = static_cast < pefm::OverlayMode > (self->overlay);
+  fs.alpha = self->overlay_alpha;
+  fs.tiles = { self->tile_size, self->tile_overlap };
+  fs.threads = self->threads;
+  fs.emit = self->emit_messages != FALSE;
+  fs.only_anomalous = self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS;
+  fs.skip_late = self->skip_late != FALSE;
+  fs.interval = self->inference_interval;
+  fs.scale = PefmWebScale (self->pixels_per_mm, self->lines_per_mm);
+  fs.max_region_rows = self->max_region_rows;
   GST_OBJECT_UNLOCK (self);
-  GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT " not inspected: %s", frame_number, why);
-  if (fs.emit)
-    post_frame_message (self, buf, frame_number, fs.thresholds, nullptr, why, fs.scale);
-}
-
-/* Maps @buf (for writing when @write), runs @work on the frame and records its processing
- * time; what @work throws is posted as the element's error naming @what ("frame 12"). */
-static GstFlowReturn
-run_on_frame (GstPefmFilter * self, GstBuffer * buf, bool write, const std::string & what,
-    const std::function < void (const pefm::FrameView &) > &work)
-{
-  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
-  GstVideoFrame frame;
-  if (!gst_video_frame_map (&frame, &filter->in_info, buf, write ? GST_MAP_READWRITE : GST_MAP_READ)) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map %s for %s", what.c_str (),
-            write ? "drawing" : "reading"), (NULL));
-    return GST_FLOW_ERROR;
-  }
-  const pefm::FrameView view = frame_view (self, &frame);
-  const auto t0 = std::chrono::steady_clock::now ();
-  GstFlowReturn ret = GST_FLOW_OK;
-  try {
-    work (view);
-  } catch (const pefm::Cancelled &) {
-    GST_DEBUG_OBJECT (self, "%s abandoned: stopping", what.c_str ());
-    ret = GST_FLOW_FLUSHING;
-  } catch (const std::invalid_argument & e) {
-    /* a frame or setting pefm refuses; what() names the property (tile-size, tile-overlap)
-     * or what the frame lacks */
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot inspect %s (%dx%d): %s", what.c_str (), view.width,
-            view.height, e.what ()), (NULL));
-    ret = GST_FLOW_ERROR;
-  } catch (const std::exception & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed on %s", what.c_str ()),
-        ("%s", e.what ()));
-    ret = GST_FLOW_ERROR;
-  }
-  gst_video_frame_unmap (&frame);
-  if (ret == GST_FLOW_OK)
-    note_processing_time (self, elapsed_since (t0), false);
-  return ret;
-}
-
-/* Maps the frame (read-only unless drawing: after a tee its memory is then shared, not
- * copied), runs the detector and draws the overlay. Errors are posted here. */
-static GstFlowReturn
-inspect_frame (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
-    pefm::FrameResult * result)
-{
-  return run_on_frame (self, buf, fs.overlay != pefm::OverlayMode::kNone,
-      "frame " + std::to_string (frame_number), [&](const pefm::FrameView & view) {
-        *result = detect (self, view, fs.thresholds, fs.tiles, fs.threads);
-        pefm::draw_overlay (view, *result, fs.overlay, fs.alpha, result->region_level);
-      });
+  return fs;
 }
 
 /* GST_FLOW_OK when caps are negotiated and a model is loaded; else the error, posted. */
@@ -956,245 +453,22 @@ check_ready (GstPefmFilter * self)
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
     return GST_FLOW_NOT_NEGOTIATED;
   }
-  if (!self->state->detector) {
+  if (!self->engine->loaded ()) {
     GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
     return GST_FLOW_ERROR;
   }
   return GST_FLOW_OK;
 }
 
-/* The settings the next frame is processed with, and its number, read under the object
- * lock (properties change from other threads). */
-static FrameSettings
-read_settings (GstPefmFilter * self, guint64 * frame_number)
-{
-  GST_OBJECT_LOCK (self);
-  const FrameSettings fs { { self->threshold, self->region_threshold }, static_cast < pefm::OverlayMode > (self->overlay),
-    self->overlay_alpha, { self->tile_size, self->tile_overlap }, self->threads, self->emit_messages != FALSE,
-    self->message_mode == GST_PEFM_MESSAGES_ANOMALOUS, self->skip_late != FALSE, self->inference_interval,
-    WebScale (self->pixels_per_mm, self->lines_per_mm), self->max_region_rows };
-  *frame_number = self->state->frames;
-  GST_OBJECT_UNLOCK (self);
-  return fs;
-}
-
-/* An inspected frame's results out: its metadata, the counters, its message. */
-static void
-report_inspected (GstPefmFilter * self, GstBuffer * buf, const FrameSettings & fs, guint64 frame_number,
-    const pefm::FrameResult & result)
-{
-  auto & st = *self->state;
-  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
-  attach_metadata (buf, result, fs.thresholds, st.detector->calibrated (), GST_VIDEO_INFO_WIDTH (info),
-      GST_VIDEO_INFO_HEIGHT (info), fs.scale);
-  GST_OBJECT_LOCK (self);
-  st.frames++;
-  st.inspected++;
-  GST_OBJECT_UNLOCK (self);
-  if (fs.emit && (!fs.only_anomalous || result.anomalous))
-    post_frame_message (self, buf, frame_number, fs.thresholds, &result, nullptr, fs.scale);
-}
-
 static GstFlowReturn
 gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  GstFlowReturn ret = check_ready (self);
-  if (ret != GST_FLOW_OK)
-    return ret;
-  guint64 frame_number;
-  const FrameSettings fs = read_settings (self, &frame_number);
-  if (const char *why = skip_reason (self, buf, fs, frame_number)) {
-    pass_uninspected (self, buf, fs, frame_number, why);
-    return GST_FLOW_OK;
-  }
-  pefm::FrameResult result;
-  ret = inspect_frame (self, buf, fs, frame_number, &result);
-  if (ret == GST_FLOW_OK)
-    report_inspected (self, buf, fs, frame_number, result);
-  return ret;
+  const GstFlowReturn ret = check_ready (self);
+  return ret != GST_FLOW_OK ? ret : self->engine->process (buf);
 }
-
-/* Continuous line-scan mode (continuous=true): buffers go into the web (PefmWeb) and come
- * out, in order, once every tile touching their rows has been scored; a discontinuity, a
- * new segment, new caps, EOS or different tiling ends the web first. */
 
 static void gst_pefm_filter_before_transform (GstBaseTransform * trans, GstBuffer * buf);
-
-static WebScale
-current_scale (GstPefmFilter * self)
-{
-  GST_OBJECT_LOCK (self);
-  const WebScale scale (self->pixels_per_mm, self->lines_per_mm);
-  GST_OBJECT_UNLOCK (self);
-  return scale;
-}
-
-/* A "pefm-web" element message: the web ended (`reason`: a discontinuity, a flush, "eos"
- * with regions no buffer took), where the next web starts, the buffers a flush dropped and
- * the regions that were open. */
-static void
-post_web_message (GstPefmFilter * self, const char *reason, guint64 next_row, guint dropped,
-    const std::vector < pefm::FrameRegion > &regions, const WebScale & scale)
-{
-  GstStructure *s = gst_structure_new ("pefm-web",
-      "event", G_TYPE_STRING, g_str_equal (reason, "eos") ? "end" : "discontinuity",
-      "reason", G_TYPE_STRING, reason,
-      "web-row", G_TYPE_UINT64, next_row,
-      "dropped-buffers", G_TYPE_UINT, dropped, NULL);
-  set_region_array (s, "boxes", regions, scale);
-  GST_INFO_OBJECT (self, "web ended (%s) before row %" G_GUINT64_FORMAT ", %u buffers dropped, %zu regions closed",
-      reason, next_row, dropped, regions.size ());
-  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
-}
-
-/* Ends the open web (`why`): its held buffers become ready (push_ready sends them). */
-static GstFlowReturn
-end_web (GstPefmFilter * self, const char *why, const WebScale & scale)
-{
-  auto & st = *self->state;
-  if (!st.web || !st.web->open ())
-    return GST_FLOW_OK;
-  std::vector < pefm::FrameRegion > orphans;
-  try {
-    orphans = st.web->finish (why, st.stream.get ());
-  } catch (const pefm::Cancelled &) {
-    return GST_FLOW_FLUSHING;
-  } catch (const std::exception & e) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Anomaly detection failed ending the web (%s)", why),
-        ("%s", e.what ()));
-    return GST_FLOW_ERROR;
-  }
-  if (!g_str_equal (why, "eos") || !orphans.empty ())
-    post_web_message (self, why, st.web->next_row (), 0, orphans, scale);
-  return GST_FLOW_OK;
-}
-
-/* A buffer of the web whose results are ready, out: drawn, its metadata, counted, its
- * message. */
-static GstBuffer *
-web_output (GstPefmFilter * self, GstBuffer * buf, const pefm::WebBuffer & web)
-{
-  auto & st = *self->state;
-  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
-  guint64 frame_number;
-  const FrameSettings fs = read_settings (self, &frame_number);
-  buf = gst_buffer_make_writable (buf);
-  if (fs.overlay != pefm::OverlayMode::kNone) {
-    GstVideoFrame frame;
-    if (gst_video_frame_map (&frame, &filter->in_info, buf, GST_MAP_READWRITE)) {
-      try {
-        pefm::draw_overlay (frame_view (self, &frame), web.result, fs.overlay, fs.alpha, web.result.region_level);
-      } catch (const std::exception & e) {
-        GST_WARNING_OBJECT (self, "overlay not drawn on frame %" G_GUINT64_FORMAT ": %s", frame_number, e.what ());
-      }
-      gst_video_frame_unmap (&frame);
-    } else {
-      GST_WARNING_OBJECT (self, "cannot map frame %" G_GUINT64_FORMAT " for drawing", frame_number);
-    }
-  }
-  GstPefmMeta *meta = attach_metadata (buf, web.result, web.thresholds, st.detector->calibrated (),
-      GST_VIDEO_INFO_WIDTH (&filter->in_info), web.rows, fs.scale);
-  meta->continuous = TRUE;
-  meta->web_row = static_cast < guint64 > (web.web_row);
-  GST_OBJECT_LOCK (self);
-  st.frames++;
-  st.inspected++;
-  GST_OBJECT_UNLOCK (self);
-  /* message-mode=anomalous: also the buffers that report a web region (the end of a
-   * defect can lie in a buffer that is not anomalous itself) */
-  if (fs.emit && (!fs.only_anomalous || web.result.anomalous || !web.result.regions.empty ()))
-    post_frame_message (self, buf, frame_number, web.thresholds, &web.result, nullptr, fs.scale, &web);
-  return buf;
-}
-
-/* Sends every buffer of the web that is ready downstream (from events: EOS, new caps ...). */
-static GstFlowReturn
-push_ready (GstPefmFilter * self)
-{
-  GstFlowReturn ret = GST_FLOW_OK;
-  GstBuffer *buf;
-  pefm::WebBuffer web;
-  while (self->state->web && self->state->web->pop (&buf, &web)) {
-    const GstFlowReturn pushed = gst_pad_push (GST_BASE_TRANSFORM_SRC_PAD (self), web_output (self, buf, web));
-    if (pushed != GST_FLOW_OK && ret == GST_FLOW_OK)
-      ret = pushed;
-  }
-  return ret;
-}
-
-/* The latency the rows held back add: as many buffers of the negotiated height as the web
- * may hold back after a buffer, at the negotiated frame rate (none when it is variable).
- * Asks the pipeline to query again when it changes. */
-static void
-update_web_latency (GstPefmFilter * self, const pefm::TileOptions & tiles)
-{
-  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
-  GstClockTime latency = 0;
-  if (tiles.size > 0 && GST_VIDEO_INFO_FPS_N (info) > 0 && GST_VIDEO_INFO_HEIGHT (info) > 0) {
-    const gint64 rows = pefm::WebStream::held_rows_bound (tiles, self->state->detector->input_size ());
-    const gint64 height = GST_VIDEO_INFO_HEIGHT (info);
-    latency = gst_util_uint64_scale (static_cast < guint64 > ((rows + height - 1) / height) * GST_SECOND,
-        GST_VIDEO_INFO_FPS_D (info), GST_VIDEO_INFO_FPS_N (info));
-  }
-  GST_OBJECT_LOCK (self);
-  const bool changed = latency != self->state->web_latency;
-  self->state->web_latency = latency;
-  GST_OBJECT_UNLOCK (self);
-  if (changed)
-    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
-}
-
-/* A buffer into the web: a discontinuity or other tiling ends the web first; its rows are
- * scored as far as the web allows. Takes @buf. */
-static GstFlowReturn
-web_submit (GstPefmFilter * self, GstBuffer * buf)
-{
-  auto & st = *self->state;
-  GstVideoFilter *filter = GST_VIDEO_FILTER (self);
-  GstFlowReturn ret = check_ready (self);
-  if (ret != GST_FLOW_OK) {
-    gst_buffer_unref (buf);
-    return ret;
-  }
-  gst_pefm_filter_before_transform (GST_BASE_TRANSFORM (self), buf);
-  guint64 frame_number;
-  const FrameSettings fs = read_settings (self, &frame_number);
-  pefm::TileOptions tiles = fs.tiles;
-  if (tiles.size < 0)
-    tiles.size = st.detector->trained_tile ();
-  if (const char *why = st.web->discontinuity (buf, GST_VIDEO_INFO_HEIGHT (&filter->in_info)))
-    ret = end_web (self, why, fs.scale);
-  if (ret == GST_FLOW_OK && !st.web->configured_as (tiles, fs.max_region_rows)) {
-    if (st.web->open ())
-      ret = end_web (self, "settings", fs.scale);
-    try {
-      if (ret == GST_FLOW_OK)
-        st.web->configure (st.detector, tiles, fs.max_region_rows);
-    } catch (const std::exception & e) {
-      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("continuous=true: %s", e.what ()), (NULL));
-      ret = GST_FLOW_ERROR;
-    }
-  }
-  if (ret != GST_FLOW_OK) {
-    gst_buffer_unref (buf);
-    return ret;
-  }
-  /* new caps (another height or frame rate) change it as much as another tiling does */
-  update_web_latency (self, tiles);
-  /* PefmWeb::push takes buf, even when it throws (the mapping holds its own reference);
-   * when the frame cannot be mapped it is not taken */
-  bool taken = false;
-  ret = run_on_frame (self, buf, false, "the buffer at web row " + std::to_string (st.web->next_row ()),
-      [&](const pefm::FrameView & view) {
-        pefm::use_cpu_threads (fs.threads);
-        taken = true;
-        st.web->push (buf, view, fs.thresholds, st.stream.get ());
-      });
-  if (!taken)
-    gst_buffer_unref (buf);
-  return ret;
-}
 
 /* continuous=true: the buffer goes into the web instead of the base class's queue (which
  * still negotiates caps first). */
@@ -1202,12 +476,17 @@ static GstFlowReturn
 gst_pefm_filter_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont, GstBuffer * input)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  const GstFlowReturn ret = GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans, is_discont, input);
-  if (!self->state->continuous || ret != GST_FLOW_OK || !trans->queued_buf)
+  GstFlowReturn ret = GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans, is_discont, input);
+  if (!self->engine->continuous () || ret != GST_FLOW_OK || !trans->queued_buf)
     return ret;
   GstBuffer *buf = trans->queued_buf;
   trans->queued_buf = NULL;
-  return web_submit (self, buf);
+  if ((ret = check_ready (self)) != GST_FLOW_OK) {
+    gst_buffer_unref (buf);
+    return ret;
+  }
+  gst_pefm_filter_before_transform (trans, buf);
+  return self->engine->web_submit (buf);
 }
 
 /* continuous=true: the web's ready buffers, one per call, oldest first. */
@@ -1215,62 +494,10 @@ static GstFlowReturn
 gst_pefm_filter_generate_output (GstBaseTransform * trans, GstBuffer ** outbuf)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  if (!self->state->continuous)
+  if (!self->engine->continuous ())
     return GST_BASE_TRANSFORM_CLASS (parent_class)->generate_output (trans, outbuf);
-  *outbuf = NULL;
-  GstBuffer *buf;
-  pefm::WebBuffer web;
-  if (self->state->web && self->state->web->pop (&buf, &web))
-    *outbuf = web_output (self, buf, web);
+  *outbuf = self->engine->web_pop ();
   return GST_FLOW_OK;
-}
-
-/* Events that end the web (continuous=true): the held buffers go out first, before the
- * event; a flush drops them (reported). */
-static void
-web_sink_event (GstPefmFilter * self, GstEvent * event)
-{
-  auto & st = *self->state;
-  if (!st.continuous || !st.web)
-    return;
-  const WebScale scale = current_scale (self);
-  switch (GST_EVENT_TYPE (event)) {
-    case GST_EVENT_FLUSH_STOP:{
-      guint dropped = 0;
-      const bool was_open = st.web->open ();
-      const auto closed = st.web->drop ("flush", &dropped);
-      if (was_open)
-        post_web_message (self, "flush", st.web->next_row (), dropped, closed, scale);
-      break;
-    }
-    case GST_EVENT_EOS:
-      end_web (self, "eos", scale);
-      push_ready (self);
-      break;
-    case GST_EVENT_SEGMENT:
-    case GST_EVENT_GAP:
-    case GST_EVENT_STREAM_START:
-      end_web (self, GST_EVENT_TYPE (event) == GST_EVENT_GAP ? "gap" : GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT
-          ? "segment" : "stream-start", scale);
-      push_ready (self);
-      if (GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT)
-        st.web->forget_offsets ();
-      break;
-    case GST_EVENT_CAPS:{
-      GstCaps *caps;
-      gst_event_parse_caps (event, &caps);
-      GstCaps *current = gst_pad_get_current_caps (GST_BASE_TRANSFORM_SINK_PAD (self));
-      if (!current || !gst_caps_is_equal (caps, current)) {
-        end_web (self, "caps", scale);
-        push_ready (self);
-      }
-      if (current)
-        gst_caps_unref (current);
-      break;
-    }
-    default:
-      break;
-  }
 }
 
 /* Controllable properties follow their control sources at each frame's stream time. */
@@ -1294,14 +521,7 @@ gst_pefm_filter_src_event (GstBaseTransform * trans, GstEvent * event)
     GstClockTimeDiff diff;
     GstClockTime timestamp;
     gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
-    GST_OBJECT_LOCK (self);
-    if (GST_CLOCK_TIME_IS_VALID (timestamp)) {
-      if (diff > 0)
-        self->state->earliest = timestamp + 2 * diff;
-      else
-        self->state->earliest = static_cast < GstClockTime > (-diff) < timestamp ? timestamp + diff : 0;
-    }
-    GST_OBJECT_UNLOCK (self);
+    self->engine->note_qos (timestamp, diff);
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
 }
@@ -1311,12 +531,11 @@ static gboolean
 gst_pefm_filter_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  web_sink_event (self, event);
-  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP || GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT) {
-    GST_OBJECT_LOCK (self);
-    self->state->earliest = GST_CLOCK_TIME_NONE;
-    GST_OBJECT_UNLOCK (self);
-  }
+  /* continuous=true: the events that end the web send its held buffers first, before
+   * the event; a flush drops them (reported) */
+  self->engine->web_event (event);
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP || GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT)
+    self->engine->forget_qos ();
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
@@ -1332,10 +551,8 @@ gst_pefm_filter_query (GstBaseTransform * trans, GstPadDirection direction, GstQ
   gboolean live;
   GstClockTime min, max;
   gst_query_parse_latency (query, &live, &min, &max);
-  GST_OBJECT_LOCK (self);
   /* continuous mode holds buffers back until the rows after them have arrived */
-  const GstClockTime ours = self->state->latency_reported + self->state->web_latency;
-  GST_OBJECT_UNLOCK (self);
+  const GstClockTime ours = self->engine->latency ();
   GST_DEBUG_OBJECT (self, "latency: upstream %" GST_TIME_FORMAT ", ours %" GST_TIME_FORMAT,
       GST_TIME_ARGS (min), GST_TIME_ARGS (ours));
   gst_query_set_latency (query, live, min + ours, GST_CLOCK_TIME_IS_VALID (max) ? max + ours : max);
@@ -1367,7 +584,7 @@ gst_pefm_filter_finalize (GObject * object)
   GstPefmFilter *self = GST_PEFM_FILTER (object);
   g_free (self->model);
   g_free (self->device);
-  delete self->state;
+  delete self->engine;
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -1392,7 +609,9 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->pixels_per_mm = DEFAULT_PROP_PIXELS_PER_MM;
   self->lines_per_mm = DEFAULT_PROP_LINES_PER_MM;
   self->max_region_rows = DEFAULT_PROP_MAX_REGION_ROWS;
-  self->state = new PefmState ();
+  self->engine = new PefmEngine (GST_BASE_TRANSFORM (self), [self] {
+        return read_settings (self);
+      });
   /* GstVideoFilter turns QoS on: here late frames are inspected, or reported (skip-late) */
   gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), FALSE);
   g_signal_connect (self, "notify::qos", G_CALLBACK (on_qos_changed), NULL);
@@ -1473,14 +692,12 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:tile-size:
    *
-   * -1 (default): as the model was trained (pefm-train --tile N, else whole frames).
-   * 0: the whole frame is resized to the model's input size (the paper's setting). N > 0:
-   * the frame is cut into N x N tiles of native pixels, the tiles are batched through the
-   * detector and the heat map is stitched at frame scale: for line-scan strips and high
-   * resolution, where resizing would erase small defects. Train with pefm-train --tile N.
-   * Tiles are at least 32 pixels (smaller values are refused and the previous one kept),
-   * and a frame may be cut into at most 1024 tiles of a model of up to 256 px, fewer for
-   * larger models (64 at 1024 px); beyond, an error names this property.
+   * -1 (default): as the model was trained (pefm-train --tile N, else whole frames). 0: the
+   * frame is resized to the model's input (the paper's setting). N > 0: N x N tiles of
+   * native pixels, batched, their maps stitched at frame scale: for line-scan strips and
+   * high resolution, where resizing would erase small defects. At least 32 (smaller values
+   * are refused, the previous one kept); at most 1024 tiles a frame of a model of up to
+   * 256 px, fewer for larger models (64 at 1024 px); beyond, an error names this property.
    */
   g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
       g_param_spec_int ("tile-size", "Tile size",
@@ -1498,10 +715,9 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:threads:
    *
-   * CPU threads for inference on the CPU, applied in the streaming thread before each
-   * frame (0 = OMP_NUM_THREADS when set, else every CPU this process may run on, its
-   * affinity mask; LibTorch's own default can be 1 on a 2-core machine). LibTorch's thread pool belongs to the process, so
-   * elements with different values in one process take turns setting it.
+   * CPU inference threads, applied in the streaming thread before each frame (0:
+   * OMP_NUM_THREADS when set, else every CPU of the process's affinity mask). LibTorch's
+   * pool belongs to the process: elements with different values take turns setting it.
    */
   g_object_class_install_property (gobject_class, PROP_THREADS,
       g_param_spec_int ("threads", "Threads", "CPU inference threads (0 = every CPU the process may use)",
@@ -1509,13 +725,10 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:emit-messages:
    *
-   * Post an element message named "pefm" (timestamp, running-time, stream-time, frame,
-   * inspected, threshold, region-threshold, and for inspected frames score, raw-score, anomalous, regions
-   * (their count) and boxes (an array of "region" structures: x, y, width, height, area,
-   * peak); for frames let through uninspected, reason) per frame, or per anomalous frame with
-   * message-mode=anomalous; `gst-launch-1.0 -m` prints them. A frame that was not
-   * inspected (skip-late, inference-interval) gets its message in both modes: whether it
-   * was anomalous is unknown.
+   * Post a "pefm" element message per frame, or per anomalous frame with
+   * message-mode=anomalous (frames let through uninspected always); fields in
+   * gst-plugin/pefmresults.h, boxes with #GstPefmRegion's field names. `gst-launch-1.0 -m`
+   * prints them.
    */
   g_object_class_install_property (gobject_class, PROP_EMIT_MESSAGES,
       g_param_spec_boolean ("emit-messages", "Emit messages", "Post a 'pefm' element message per frame",
@@ -1531,12 +744,11 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:skip-late:
    *
-   * Let frames through uninspected when downstream's QoS says they are already late
-   * (a live source faster than inference into a synchronised sink). Off by default: every
-   * frame is inspected, and a live pipeline falls behind instead (give it a leaky queue).
-   * Each skipped frame carries a #GstPefmMeta with inspected=FALSE and reason "late", gets
-   * a "pefm" message (inspected=false, reason) when emit-messages is on, and is counted in
-   * `stats`. Setting the base class's `qos` to true turns this on.
+   * Let frames through uninspected when downstream's QoS says they are already late (a
+   * live source faster than inference). Off: every frame is inspected and a live pipeline
+   * falls behind instead (give it a leaky queue). A skipped frame carries a #GstPefmMeta
+   * with inspected=FALSE and reason "late", a message and a count in `stats`. The base
+   * class's `qos`=true turns this on.
    */
   g_object_class_install_property (gobject_class, PROP_SKIP_LATE,
       g_param_spec_boolean ("skip-late", "Skip late frames",
@@ -1566,19 +778,14 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:calibration:
    *
-   * How the loaded model decides (set when the element starts): "calibrated", "method"
-   * ("conformal", "mean+3std", or empty), "images" the threshold was set on, and for a
-   * conformal threshold (pefm-train --false-alarm-rate) "asked-false-alarm-rate",
-   * "stated-false-alarm-rate" (what the threshold guarantees for a new normal frame at
-   * threshold 0.5), "false-alarm-upper95" (the rate at most, with 95 % confidence over the
-   * calibration images), "folds" and "groups" (the exchangeable groups the images formed,
-   * pefm-train --groups; "images" when each stood alone); for a model with a region threshold
-   * "asked-pixel-false-alarm-rate", "pixel-false-alarm-rate" (the fraction of normal
-   * calibration pixels at or above it) and "images-with-regions" (the fraction of normal
-   * calibration images holding a region at region-threshold 0.5). The rates hold at
-   * threshold 0.5, at the precision
-   * (fp32) and tiling the model was calibrated with. Each `pefm` message of such a model
-   * decided at threshold 0.5 carries "stated-false-alarm-rate" too.
+   * How the loaded model decides (set at start): "calibrated", "method" ("conformal",
+   * "mean+3std" or empty), "images"; for a conformal threshold (pefm-train
+   * --false-alarm-rate) "asked-false-alarm-rate", "stated-false-alarm-rate" (for a new
+   * normal frame), "false-alarm-upper95" (with 95 % confidence over the calibration
+   * images), "folds", "groups"; with a region threshold "asked-pixel-false-alarm-rate",
+   * "pixel-false-alarm-rate" and "images-with-regions". The rates hold at threshold 0.5, at
+   * the precision (fp32) and tiling the model was calibrated with; messages decided there
+   * carry "stated-false-alarm-rate".
    */
   g_object_class_install_property (gobject_class, PROP_CALIBRATION,
       g_param_spec_boxed ("calibration", "Calibration",
@@ -1588,20 +795,16 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:continuous:
    *
-   * Line-scan webs: buffers are consecutive strips of one endless web, inspected as one
-   * picture. Tiles (tile-size > 0, or the model's training tile) lie on a grid fixed to the
-   * web, so tiles across a buffer boundary see the rows on both sides and the heat map has
-   * no seam. A buffer leaves once every tile touching its rows has been scored: up to
-   * tile-size + (tile-size - tile-overlap) + one heat-map row of rows later (the LATENCY
-   * query adds them), and the pixels of about as many rows are held. Each anomalous region
-   * is reported once, with the buffer where it ends, with its whole extent on the web
-   * (#GstPefmRegion web fields; the ROI metas hold its part in the buffer). A DISCONT
-   * buffer, a gap in buffer offsets, a new segment or caps, a gap event or another tiling
-   * ends the web (its held buffers go out, its open regions close) and posts a "pefm-web"
-   * message (event "discontinuity", reason, web-row, dropped-buffers, boxes); a flush drops
-   * the held buffers, reported the same way; EOS ends it and its last buffer takes the
-   * regions still open. Every buffer is inspected: skip-late and inference-interval do not
-   * apply.
+   * Line-scan webs: buffers are consecutive strips of one endless web, tiled (tile-size > 0
+   * or the model's tile) on a grid fixed to the web, so the heat map has no seam. A buffer
+   * leaves once every tile touching its rows is scored: up to tile-size + (tile-size -
+   * tile-overlap) + one heat-map row of rows later (the LATENCY query adds them). Each
+   * region is reported once, with the buffer where it ends, with its whole extent on the
+   * web (#GstPefmRegion web fields). A DISCONT buffer, a gap in offsets, a new segment or
+   * caps, a gap event or another tiling ends the web (held buffers go out, open regions
+   * close) with a "pefm-web" message; a flush drops the held buffers, reported the same
+   * way; at EOS the last buffer takes the open regions. skip-late and inference-interval
+   * do not apply.
    */
   g_object_class_install_property (gobject_class, PROP_CONTINUOUS,
       g_param_spec_boolean ("continuous", "Continuous",
@@ -1630,9 +833,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   /**
    * GstPefmFilter:max-region-rows:
    *
-   * Continuous mode: the most web rows a region may stay open; a streak longer than this is
-   * reported in parts (closed-by "max-rows"), so that an endless scratch is reported while
-   * it goes on.
+   * Continuous mode: the most web rows a region may stay open; a longer streak is reported
+   * in parts (closed_by "max-rows"), so an endless scratch is reported while it goes on.
    */
   g_object_class_install_property (gobject_class, PROP_MAX_REGION_ROWS,
       g_param_spec_int ("max-region-rows", "Max region rows",

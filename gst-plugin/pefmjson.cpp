@@ -1,6 +1,7 @@
 #include "pefmjson.h"
 
 #include <cmath>
+#include <type_traits>
 
 namespace pefm {
 
@@ -9,21 +10,13 @@ double json_rounded(double value) { return std::round(value * 1e6) / 1e6; }
 Json json_time(GstClockTime t) { return GST_CLOCK_TIME_IS_VALID(t) ? Json(static_cast<uint64_t>(t)) : Json(nullptr); }
 
 Json region_json(const GstPefmRegion& r) {
-  Json region = {{"x", r.x},       {"y", r.y},       {"width", r.width}, {"height", r.height},
-                 {"area", r.area}, {"peak", json_rounded(r.peak)}};
-  if (r.web_height > 0) {  // continuous line-scan mode: the region's whole extent on the web
-    region["web_y"] = r.web_y;
-    region["web_height"] = r.web_height;
-    region["web_x"] = r.web_x;
-    region["web_width"] = r.web_width;
-    region["closed_by"] = r.closed_by ? r.closed_by : "";
-    if (std::isfinite(r.web_y_mm)) {
-      region["web_y_mm"] = json_rounded(r.web_y_mm);
-      region["web_x_mm"] = json_rounded(r.web_x_mm);
-      region["height_mm"] = json_rounded(r.height_mm);
-      region["width_mm"] = json_rounded(r.width_mm);
-    }
-  }
+  Json region = Json::object();
+  visit_region_fields(r, [&region](const char* name, auto value) {
+    if constexpr (std::is_floating_point_v<decltype(value)>)
+      region[name] = json_rounded(value);
+    else
+      region[name] = value;
+  });
   return region;
 }
 

@@ -299,11 +299,11 @@ TEST(ElementWeb, ADefectStraddlingTwoBuffersIsReportedOnceWithItsWebExtent) {
   const GstStructure* box = gst_value_get_structure(gst_value_array_get_value(boxes, 0));
   guint64 web_y = 0, web_row = 0;
   double height_mm = 0;
-  EXPECT_TRUE(gst_structure_get_uint64(box, "web-y", &web_y));
+  EXPECT_TRUE(gst_structure_get_uint64(box, "web_y", &web_y));
   EXPECT_EQ(web_y, g.web_y);
-  EXPECT_TRUE(gst_structure_get_double(box, "height-mm", &height_mm));
+  EXPECT_TRUE(gst_structure_get_double(box, "height_mm", &height_mm));
   EXPECT_DOUBLE_EQ(height_mm, g.height_mm);
-  EXPECT_STREQ(gst_structure_get_string(box, "closed-by"), "ended");
+  EXPECT_STREQ(gst_structure_get_string(box, "closed_by"), "ended");
   EXPECT_TRUE(gst_structure_get_uint64(r->frame_messages[1], "web-row", &web_row));
   EXPECT_EQ(web_row, static_cast<guint64>(kRows));
   EXPECT_TRUE(r->web_messages.empty()) << "no discontinuity";
@@ -406,8 +406,8 @@ TEST(ElementWeb, AFlushDropsTheHeldBuffersAndReportsThem) {
   EXPECT_EQ(dropped, 2u);
   const auto boxes = boxes_of(m);
   ASSERT_EQ(boxes.size(), 1u) << "the region open in buffer 0";
-  EXPECT_STREQ(gst_structure_get_string(boxes[0], "closed-by"), "flush");
-  EXPECT_EQ(uint64_field(boxes[0], "web-y") + uint64_field(boxes[0], "web-height"), static_cast<guint64>(kRows));
+  EXPECT_STREQ(gst_structure_get_string(boxes[0], "closed_by"), "flush");
+  EXPECT_EQ(uint64_field(boxes[0], "web_y") + uint64_field(boxes[0], "web_height"), static_cast<guint64>(kRows));
   for (int i = 3; i < 5; ++i) ASSERT_EQ(w.push(strip, i * kRows, kRows, i), GST_FLOW_OK);
   ASSERT_TRUE(w.push_event(gst_event_new_eos()));
   ASSERT_EQ(w.collect(), 3u) << "buffers 1 and 2 never come out";
