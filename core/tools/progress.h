@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "pefm/units.h"
+
 namespace pefm {
 namespace cli {
 
@@ -28,8 +30,8 @@ class Progress {
 // Progress (bars, per-epoch lines, skipped files) goes to stderr, results to stdout.
 bool stderr_is_tty();
 
-std::string format_duration(double seconds);  // "1:02:03" / "2:03"
-std::string format_bytes(uint64_t bytes);
+using pefm::format_bytes;
+using pefm::format_duration;
 
 // SIGINT / SIGTERM set a flag instead of killing the process; a second signal kills.
 void install_stop_handler();
