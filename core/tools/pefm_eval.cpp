@@ -3,6 +3,7 @@
 #include <ctime>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -14,7 +15,7 @@
 
 #include "cli.h"
 #include "pefm-config.h"
-#include "pefm/calibration.h"
+#include "pefm/calibration_maps.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/file_util.h"
@@ -90,18 +91,18 @@ Scores score(const torch::Tensor& maps, const torch::Tensor& image_scores, const
   return s;
 }
 
-// The worst cases for --report: the defective images scored below `threshold` (raw),
-// lowest first, or when none is, the lowest-scoring defective ones; and the good images at
-// or above it, highest first, or the highest-scoring good ones.
-std::vector<size_t> worst(const std::vector<double>& raw, const std::vector<int>& labels, int label, double threshold,
-                          size_t count, bool* beyond) {
+// The worst cases for --report: the defective images not `called` anomalous, lowest first,
+// or when none is, the lowest-scoring defective ones; and the good images called anomalous,
+// highest first, or the highest-scoring good ones.
+std::vector<size_t> worst(const std::vector<double>& raw, const std::vector<int>& labels, int label,
+                          const std::function<bool(double)>& called, size_t count, bool* beyond) {
   std::vector<size_t> idx;
   for (size_t i = 0; i < raw.size(); ++i)
     if (labels[i] == label) idx.push_back(i);
   // defective: ascending scores; good: descending
   std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return label ? raw[a] < raw[b] : raw[a] > raw[b]; });
   size_t wrong = 0;
-  while (wrong < idx.size() && (label ? raw[idx[wrong]] < threshold : raw[idx[wrong]] >= threshold)) ++wrong;
+  while (wrong < idx.size() && called(raw[idx[wrong]]) != (label == 1)) ++wrong;
   *beyond = wrong > 0;
   idx.resize(std::min(count, wrong > 0 ? wrong : idx.size()));
   return idx;
@@ -118,7 +119,7 @@ std::string utc_now() {
 
 // A value for the JSON report: NaN (undefined for this test set) is written as null.
 cli::Json decisions_json(const Decisions& d, const Calibration& cal) {
-  return {{"threshold", cal.valid ? cal.normalize(d.threshold) : d.threshold},
+  return {{"threshold", cal.normalize(d.threshold)},
           {"raw_threshold", d.threshold},
           {"false_alarm_rate", d.false_alarm_rate()},
           {"miss_rate", d.miss_rate()},
@@ -242,7 +243,7 @@ int run(int argc, char** argv) {
   // heat map's scale (uncalibrated maps, scaled to their own maximum: half of it).
   const double outline_level = cal.valid ? cal.normalize(cal.region_cut(region_setting)) : 0.5;
   const auto heat_of = [&cal](const torch::Tensor& map) {
-    return cal.valid ? cal.normalize(map) : map / map.max().clamp_min(1e-12);
+    return cal.valid ? normalize_map(cal, map) : map / map.max().clamp_min(1e-12);
   };
   const int64_t S = detector.image_size();
   const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
@@ -315,7 +316,7 @@ int run(int argc, char** argv) {
       all_scores.push_back(scores[k]);
       if (!maps_dir.empty()) {
         const auto heat = heat_of(maps[k]);
-        const double shown = cal.valid ? cal.normalize(scores[k].item<double>()) : scores[k].item<double>();
+        const double shown = cal.normalize(scores[k].item<double>());
         const auto name = t.type + "_" + fs::path(t.path).stem().string() + ".png";
         io::write_png((fs::path(maps_dir) / name).string(),
                       cli::side_by_side(imgs[b], all_masks[all_maps.size() - 1], heat, shown, outline_level));
@@ -347,7 +348,13 @@ int run(int argc, char** argv) {
   const std::vector<double> raw_scores(raw.data_ptr<double>(), raw.data_ptr<double>() + raw.numel());
   const std::vector<int> label_v(labels.begin(), labels.end());
   std::optional<Decisions> at_model;
-  if (cal.valid) at_model = decide_at(raw_scores, label_v, cal.threshold);
+  if (cal.valid) {
+    // decided by the element's rule (Calibration::anomalous), reported at the raw threshold
+    std::vector<double> called;
+    for (double v : raw_scores) called.push_back(cal.anomalous(v) ? 1.0 : 0.0);
+    at_model = decide_at(called, label_v, 1.0);
+    at_model->threshold = cal.threshold;
+  }
   const Decisions at_best = best_f1(raw_scores, label_v);
   // Regions at the region threshold, as the element cuts them.
   const RegionDecisions at_regions = regions_at(maps, masks, label_v, cal.region_cut(region_setting));
@@ -387,7 +394,7 @@ int run(int argc, char** argv) {
   else if (cal.valid)
     std::cout << "; the model has no region threshold (trained before it): 0.5 is its image threshold";
   std::cout << "\n";
-  std::cout << "at the best-F1 threshold of this test set (" << (cal.valid ? cal.normalize(at_best.threshold) : at_best.threshold)
+  std::cout << "at the best-F1 threshold of this test set (" << cal.normalize(at_best.threshold)
             << (cal.valid ? " normalised" : " raw") << "): " << decisions_line(at_best) << "\n";
 
   if (const auto path = args.get("scores"); !path.empty()) {
@@ -395,8 +402,8 @@ int run(int argc, char** argv) {
     std::ostringstream text;
     if (csv) text << "file,type,score,raw_score,decision\n";
     for (size_t i = 0; i < files.size(); ++i) {
-      const double shown = cal.valid ? cal.normalize(raw_scores[i]) : raw_scores[i];
-      const std::string decision = !cal.valid ? "undecided" : raw_scores[i] >= cal.threshold ? "anomalous" : "normal";
+      const double shown = cal.normalize(raw_scores[i]);
+      const std::string decision = !cal.valid ? "undecided" : cal.anomalous(raw_scores[i]) ? "anomalous" : "normal";
       if (csv) {
         text << cli::csv_field(files[i]) << "," << cli::csv_field(types[i]) << "," << pefm::json_text(shown) << ","
              << pefm::json_text(raw_scores[i]) << "," << decision << "\n";
@@ -445,10 +452,10 @@ int run(int argc, char** argv) {
         << " %.";
       rep.stated_rate = o.str();
     }
-    const double th = at_model ? at_model->threshold : at_best.threshold;
+    const auto called = [&](double raw) { return at_model ? cal.anomalous(raw) : raw >= at_best.threshold; };
     const auto picture = [&](size_t i) {
       // the score the element would report (normalised, clamped) for a calibrated model
-      cli::ReportExample e{files[i], types[i], cal.valid ? cal.normalize(raw_scores[i]) : raw_scores[i], {}};
+      cli::ReportExample e{files[i], types[i], cal.normalize(raw_scores[i]), {}};
       const auto k = static_cast<int64_t>(i);
       try {
         const auto img = cli::to_tensor(io::read_image(files[i]));
@@ -460,10 +467,10 @@ int run(int argc, char** argv) {
       return e;
     };
     bool beyond = false;
-    for (size_t i : worst(raw_scores, label_v, 1, th, 4, &beyond)) rep.misses.push_back(picture(i));
+    for (size_t i : worst(raw_scores, label_v, 1, called, 4, &beyond)) rep.misses.push_back(picture(i));
     rep.misses_title = beyond ? "Worst misses (defective, scored below the threshold)"
                               : "Lowest-scoring defective images (none missed)";
-    for (size_t i : worst(raw_scores, label_v, 0, th, 4, &beyond)) rep.false_alarms.push_back(picture(i));
+    for (size_t i : worst(raw_scores, label_v, 0, called, 4, &beyond)) rep.false_alarms.push_back(picture(i));
     rep.false_alarms_title = beyond ? "Worst false alarms (good, scored at or above the threshold)"
                                     : "Highest-scoring good images (no false alarm)";
     if (!at_model) {
