@@ -859,8 +859,8 @@ bool run_to_eos(GstElement* pipeline) {
   return eos;
 }
 
-// Settings that would stall the stream are bounded (was: tile-size=1 made one small frame
-// take 40-60 s, and NULL waited for it).
+// Settings that would stall the stream are bounded (tile-size=1 cut one small frame into
+// thousands of network inputs, and NULL waited for it).
 TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
   GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "tile-size=48");
   GstElement* filter = gst_harness_find_element(h, "pefmfilter");

@@ -1,6 +1,6 @@
 // Internal: PIL's Lanczos resampling weights (Pillow's Resample.c, precompute_coeffs and
 // normalize_coeffs_8bpc), shared by the CPU path and the CUDA kernel so both read the same
-// taps with the same fixed-point weights (README.md, step 1).
+// taps with the same fixed-point weights (docs/architecture.md, step 1).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// libFuzzer target for the model-file loader (issue 6): any byte string must be either
+// libFuzzer target for the model-file loader: any byte string must be either
 // loaded or rejected with a ModelFileError; never a crash, hang, other exception or
 // unbounded allocation (run under AddressSanitizer + UndefinedBehaviorSanitizer).
 //

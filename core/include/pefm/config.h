@@ -7,19 +7,19 @@
 
 namespace pefm {
 
-// How the position code enters the mapping network (README.md, step 4).
+// How the position code enters the mapping network (docs/architecture.md, step 4).
 enum class PeMode { kAdd, kConcat, kNone };
-// How the three per-scale residual maps are fused (README.md, step 7).
+// How the three per-scale residual maps are fused (docs/architecture.md, step 7).
 enum class Fusion { kMean, kProduct };
-// How frames are resized to S x S (README.md, step 1). kLanczos: PIL's Lanczos (a = 3,
+// How frames are resized to S x S (docs/architecture.md, step 1). kLanczos: PIL's Lanczos (a = 3,
 // widened by the scale when shrinking) with PIL's 8-bit fixed-point arithmetic and its
 // rounding between the horizontal and the vertical pass, as the authors' runs resized
 // (`T.Resize(S, Image.ANTIALIAS)`). kBilinear: antialiased bilinear (PIL's / LibTorch's
 // weights, no rounding), what pefm used before; model files without the key have it.
 enum class Resize { kLanczos, kBilinear };
 // Arithmetic of the networks. Maps and scores are float32 whatever the precision.
-//   kFp16: CUDA only. kBf16: CPU (about 1.6x faster where the CPU has AVX512-BF16 or AMX,
-//   e.g. AMD Zen 4, Intel Sapphire Rapids; slower elsewhere) and CUDA.
+//   kFp16: CUDA only. kBf16: CPU (faster where the CPU has AVX512-BF16 or AMX, e.g. AMD
+//   Zen 4, Intel Sapphire Rapids, slower elsewhere: bench/RESULTS.md) and CUDA.
 enum class Precision { kFp32, kFp16, kBf16 };
 
 std::string to_string(PeMode mode);

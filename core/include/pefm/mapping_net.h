@@ -1,5 +1,5 @@
-// The dual feature-mapping network of one scale (README.md, step 5): two encoders, one
-// shared coder, two decoders, all 1x1 convolutions.
+// The dual feature-mapping network of one scale (docs/architecture.md, step 5): two
+// encoders, one shared coder, two decoders, all 1x1 convolutions.
 #pragma once
 
 #include <cstdint>

@@ -46,7 +46,7 @@ class PefmNetImpl : public torch::nn::Module {
   // F_s_hat and F_t_hat of scale k from normalised features (position code added here).
   std::pair<torch::Tensor, torch::Tensor> map_scale(int k, const torch::Tensor& ns,
                                                     const torch::Tensor& nt);
-  // Fused anomaly map [N, S, S] of a preprocessed batch (README.md, step 7).
+  // Fused anomaly map [N, S, S] of a preprocessed batch (docs/architecture.md, step 7).
   torch::Tensor anomaly_map(const torch::Tensor& x);
   // While `sink` is set, anomaly_map() synchronises the device after each stage and adds
   // the milliseconds to it (slower; for benchmarks). nullptr detaches it.
@@ -79,8 +79,9 @@ class PefmNetImpl : public torch::nn::Module {
   ModelConfig config_;
   bool folded_ = false;
   StageTimes* stage_times_ = nullptr;
-  // Regenerated, never stored (README.md, step 4); keyed by side, scale and size. Guarded:
-  // detectors shared between elements run forward() from several streaming threads.
+  // Regenerated, never stored (docs/architecture.md, step 4); keyed by side, scale and
+  // size. Guarded: detectors shared between elements run forward() from several streaming
+  // threads.
   std::map<std::tuple<bool, int, int64_t, int64_t>, torch::Tensor> pe_cache_;
   std::mutex pe_mutex_;
 };

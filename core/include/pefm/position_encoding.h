@@ -1,4 +1,4 @@
-// 2-D sinusoidal position code of the authors' PEFM_AD.py (README.md, step 4).
+// 2-D sinusoidal position code of the authors' PEFM_AD.py (docs/architecture.md, step 4).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Frames to network input (README.md, step 1): channel selection, resize to S x S (PIL's
+// Frames to network input (docs/architecture.md, step 1): channel selection, resize to S x S (PIL's
 // Lanczos by default, as the authors' runs; or antialiased bilinear: config.h, Resize),
 // [0, 1] scaling, ImageNet normalisation, gray replicated to three channels.
 #pragma once

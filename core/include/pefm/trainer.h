@@ -1,4 +1,4 @@
-// Training the mapping networks on cached backbone features (README.md, step 6).
+// Training the mapping networks on cached backbone features (docs/architecture.md, step 6).
 #pragma once
 
 #include <array>
