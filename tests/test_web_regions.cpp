@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "pefm/regions.h"
 #include "pefm/web_regions.h"
 
 namespace {
@@ -182,6 +183,40 @@ TEST(WebRegions, AnySplitIntoBandsGivesTheRegionsOfTheWholeWeb) {
       EXPECT_EQ(banded[i].area, whole[i].area) << trial;
     }
   }
+}
+
+// The box rule covers exactly the frame pixels a run of map cells spans, whatever the
+// ratio: floor and ceil of first * frame / map, with no rounding of 1 / ratio (a 64 px model
+// on tiles of 93 put map row 192 at frame row 278 or 279 depending on how the ratio was
+// rounded).
+TEST(Regions, FrameSpanIsTheExactFloorAndCeilOfTheMapCells) {
+  EXPECT_EQ(pefm::frame_span(192, 1, 93, 64, 1 << 30).begin, 279);
+  for (int64_t frame_len : {93, 96, 100, 224, 300, 1000}) {
+    for (int64_t map_len : {7, 56, 64, 224, 256}) {
+      for (int64_t first = 0; first < 300; first += 7) {
+        for (int64_t count : {1, 2, 5, 33}) {
+          const auto s = pefm::frame_span(first, count, frame_len, map_len, INT64_MAX);
+          const int64_t lo = first * frame_len, hi = (first + count) * frame_len;
+          EXPECT_LE(s.begin * map_len, lo);
+          EXPECT_GT((s.begin + 1) * map_len, lo);
+          EXPECT_GE(s.end * map_len, hi);
+          EXPECT_LT((s.end - 1) * map_len, hi);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(pefm::frame_span(10, 5, 3, 1, 40).end, 40) << "the end is clamped to the frame";
+}
+
+// The labeller numbers 8-connected components in the scan order of their first cell.
+TEST(Regions, LabelComponentsJoinsDiagonalsAndNumbersInScanOrder) {
+  const std::vector<float> grid = {1, 0, 0, 1,  //
+                                   0, 1, 0, 0,  //
+                                   0, 0, 0, 1,  //
+                                   1, 0, 1, 0};
+  std::vector<int32_t> comp;
+  EXPECT_EQ(pefm::label_components(grid.data(), 4, 4, 0.5f, &comp), 4);
+  EXPECT_EQ(comp, (std::vector<int32_t>{0, -1, -1, 1, -1, 0, -1, -1, -1, -1, -1, 2, 3, -1, 2, -1}));
 }
 
 }  // namespace

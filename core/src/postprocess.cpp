@@ -5,7 +5,7 @@
 
 #include <torch/torch.h>
 
-#include "pefm/web_regions.h"
+#include "pefm/regions.h"
 
 namespace pefm {
 
@@ -30,7 +30,7 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
   std::vector<int32_t> comp;
   const int32_t count = label_components(mv, mh, mw, static_cast<float>(threshold), &comp);
   if (count == 0) return out;
-  const double sx = static_cast<double>(width) / mw, sy = static_cast<double>(height) / mh;
+  const double sx = static_cast<double>(width) / mw, sy = static_cast<double>(height) / mh;  // for the area
   struct Box {
     int64_t x0, y0, x1, y1, n;
     float peak;
@@ -50,7 +50,8 @@ std::vector<FrameRegion> map_regions(const torch::Tensor& map, double threshold,
     }
   }
   for (const auto& b : boxes) {
-    const FrameSpan xs = frame_span(b.x0, b.x1 + 1 - b.x0, sx, width), ys = frame_span(b.y0, b.y1 + 1 - b.y0, sy, height);
+    const FrameSpan xs = frame_span(b.x0, b.x1 + 1 - b.x0, width, mw, width);
+    const FrameSpan ys = frame_span(b.y0, b.y1 + 1 - b.y0, height, mh, height);
     FrameRegion g;
     g.x = static_cast<int>(xs.begin);
     g.y = static_cast<int>(ys.begin);

@@ -13,6 +13,7 @@
 #include "pefm/frame_detector.h"
 #include "pefm/frame_input.h"
 #include "pefm/postprocess.h"
+#include "pefm/regions.h"
 #include "pefm/web_regions.h"
 #include "tiled_map.h"
 
@@ -116,8 +117,8 @@ struct WebStream::Impl {
   }
 
   FrameRegion to_frame(const WebRegion& w, const Pending* p) const {
-    const FrameSpan ys = frame_span(w.y, w.height, 1.0 / scale(), total);
-    const FrameSpan xs = frame_span(w.x, w.width, static_cast<double>(width) / layout->map_w, width);
+    const FrameSpan ys = frame_span(w.y, w.height, tiles.size, detector.image_size(), total);
+    const FrameSpan xs = frame_span(w.x, w.width, width, layout->map_w, width);
     const int64_t y0 = ys.begin, y1 = ys.end;
     const int x0 = static_cast<int>(xs.begin), x1 = static_cast<int>(xs.end);
     FrameRegion g;
@@ -279,6 +280,7 @@ std::vector<FrameRegion> WebStream::finish(const std::string& why, StreamContext
   auto& d = *impl_;
   std::vector<FrameRegion> orphans;
   if (!d.open) return orphans;
+  apply_context_threads(context);
   try {
     torch::InferenceMode guard;
     const auto scope = stream_scope(context, d.detector.device());  // where the pixels were uploaded

@@ -1,5 +1,4 @@
-// Regions, one labeller and one box rule for frames and webs; and the regions of an endless
-// web (line-scan continuous mode): the anomalous areas of a map that
+// Regions of an endless web (line-scan continuous mode): the anomalous areas of a map that
 // arrives in bands of rows, merged across band boundaries and reported once, when they end,
 // with their whole extent in web rows. No LibTorch: the element uses it directly.
 #pragma once
@@ -9,20 +8,6 @@
 #include <vector>
 
 namespace pefm {
-
-// The one region labeller, for frames (map_regions, label_regions) and webs (WebRegions):
-// the 8-connected components of the cells of a rows x width grid whose score is at or
-// above `level`, numbered 0, 1, ... in the scan order of their first cell. `comp` gets each
-// cell's component, -1 outside any. Returns the count.
-int32_t label_components(const float* scores, int64_t rows, int64_t width, float level, std::vector<int32_t>* comp);
-
-// The one box rule: map cells [first, first + count) along an axis as frame pixels
-// [floor(first * f), ceil((first + count) * f)), f frame pixels per map cell, the end
-// clamped to `limit`.
-struct FrameSpan {
-  int64_t begin = 0, end = 0;
-};
-FrameSpan frame_span(int64_t first, int64_t count, double frame_per_map, int64_t limit);
 
 // A region of the web, in map pixels: rows are web rows of the map (counted from the first
 // row of the stream), columns map columns.

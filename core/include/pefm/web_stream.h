@@ -67,7 +67,8 @@ class WebStream {
   // Ends the web (end of stream, discontinuity): the rows left are scored (the last tile
   // flush with the web's end, as for a whole frame), every pending buffer becomes ready and
   // the regions still open close with `why`, reported with the last buffer. Returns the
-  // open regions that had no buffer to go with (closed, with web extents only).
+  // open regions that had no buffer to go with (closed, with web extents only). The
+  // context's CPU threads apply.
   std::vector<FrameRegion> finish(const std::string& why, StreamContext* context = nullptr);
 
   // Forgets the web without scoring the rest (flush): returns the tags of the buffers that
