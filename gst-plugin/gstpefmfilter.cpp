@@ -4,9 +4,10 @@
  *
  * Runs a PEFM anomaly detector (trained with pefm-train) on every frame. Each buffer
  * leaves with a #GstPefmMeta (image score, decision, heat map, regions) and one
- * #GstVideoRegionOfInterestMeta of type "anomaly" per anomalous region, with two params:
- * "pefm" (score, area) and DL Streamer's "detection" (x_min, y_min, x_max, y_max
- * normalised, confidence, label_id, label), which gvametaconvert and gvawatermark read; the heat map
+ * #GstVideoRegionOfInterestMeta of type "anomaly" per anomalous region, with params
+ * "pefm" (score, area; web_y, web_height in continuous mode), DL Streamer's "detection"
+ * (x_min, y_min, x_max, y_max normalised, confidence, label_id, label) and
+ * "classification", which gvametaconvert and gvawatermark read; the heat map
  * and/or region contours can be drawn into the frame. Frames are processed in the
  * format they arrive in (RGB/BGR with or without alpha, GRAY8, I420, NV12).
  *
@@ -137,37 +138,6 @@ G_DEFINE_TYPE_WITH_CODE (GstPefmFilter, gst_pefm_filter, GST_TYPE_VIDEO_FILTER,
     GST_DEBUG_CATEGORY_INIT (gst_pefm_filter_debug, "pefmfilter", 0,
         "PEFM anomaly detection"));
 GST_ELEMENT_REGISTER_DEFINE (pefmfilter, "pefmfilter", GST_RANK_NONE, GST_TYPE_PEFM_FILTER);
-
-#define GST_TYPE_PEFM_PRECISION (gst_pefm_precision_get_type ())
-static GType
-gst_pefm_precision_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_PEFM_PRECISION_FP32, "32-bit float", "fp32"},
-    {GST_PEFM_PRECISION_FP16, "16-bit float (CUDA only; falls back to fp32 on CPU)", "fp16"},
-    {GST_PEFM_PRECISION_BF16, "bfloat16 (CPUs with AVX512-BF16 or AMX, and CUDA)", "bf16"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type))
-    g_once_init_leave (&type, g_enum_register_static ("GstPefmPrecision", values));
-  return type;
-}
-
-#define GST_TYPE_PEFM_MESSAGE_MODE (gst_pefm_message_mode_get_type ())
-static GType
-gst_pefm_message_mode_get_type (void)
-{
-  static GType type = 0;
-  static const GEnumValue values[] = {
-    {GST_PEFM_MESSAGES_ALL, "One message per frame", "all"},
-    {GST_PEFM_MESSAGES_ANOMALOUS, "One message per anomalous frame", "anomalous"},
-    {0, NULL, NULL},
-  };
-  if (g_once_init_enter (&type))
-    g_once_init_leave (&type, g_enum_register_static ("GstPefmMessageMode", values));
-  return type;
-}
 
 static void
 gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * value, GParamSpec * pspec)
@@ -312,6 +282,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
 
+  self->engine->forget_calibration ();  /* no stale model's, if starting fails */
   GST_OBJECT_LOCK (self);
   const std::string model = self->model ? self->model : "";
   const std::string device = self->device ? self->device : DEFAULT_PROP_DEVICE;
@@ -357,7 +328,7 @@ gst_pefm_filter_start (GstBaseTransform * trans)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("Model '%s' has no calibration: scores are raw, not normalised; threshold and "
             "region-threshold apply to raw scores", model.c_str ()), (NULL));
-  GST_INFO_OBJECT (self, "loaded %s", model.c_str ());
+  GST_INFO_OBJECT (self, "loaded %s on %s", model.c_str (), self->engine->device ().c_str ());
   if (continuous && skipping)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("continuous=true inspects every buffer of the web: skip-late and inference-interval are ignored"), (NULL));
@@ -445,26 +416,11 @@ read_settings (GstPefmFilter * self)
   return fs;
 }
 
-/* GST_FLOW_OK when caps are negotiated and a model is loaded; else the error, posted. */
-static GstFlowReturn
-check_ready (GstPefmFilter * self)
-{
-  if (!GST_VIDEO_FILTER (self)->negotiated) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL), ("unknown format"));
-    return GST_FLOW_NOT_NEGOTIATED;
-  }
-  if (!self->engine->loaded ()) {
-    GST_ELEMENT_ERROR (self, CORE, FAILED, ("No model loaded"), (NULL));
-    return GST_FLOW_ERROR;
-  }
-  return GST_FLOW_OK;
-}
-
 static GstFlowReturn
 gst_pefm_filter_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
 {
   GstPefmFilter *self = GST_PEFM_FILTER (trans);
-  const GstFlowReturn ret = check_ready (self);
+  const GstFlowReturn ret = self->engine->ready ();
   return ret != GST_FLOW_OK ? ret : self->engine->process (buf);
 }
 
@@ -481,7 +437,7 @@ gst_pefm_filter_submit_input_buffer (GstBaseTransform * trans, gboolean is_disco
     return ret;
   GstBuffer *buf = trans->queued_buf;
   trans->queued_buf = NULL;
-  if ((ret = check_ready (self)) != GST_FLOW_OK) {
+  if ((ret = self->engine->ready ()) != GST_FLOW_OK) {
     gst_buffer_unref (buf);
     return ret;
   }
@@ -726,9 +682,10 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    * GstPefmFilter:emit-messages:
    *
    * Post a "pefm" element message per frame, or per anomalous frame with
-   * message-mode=anomalous (frames let through uninspected always); fields in
-   * gst-plugin/pefmresults.h, boxes with #GstPefmRegion's field names. `gst-launch-1.0 -m`
-   * prints them.
+   * message-mode=anomalous (frames let through uninspected always): timestamp,
+   * running-time, stream-time, frame, inspected, threshold, region-threshold; score,
+   * raw-score, anomalous, regions and boxes ("region" structures with #GstPefmRegion's
+   * field names) when inspected, else reason. `gst-launch-1.0 -m` prints them.
    */
   g_object_class_install_property (gobject_class, PROP_EMIT_MESSAGES,
       g_param_spec_boolean ("emit-messages", "Emit messages", "Post a 'pefm' element message per frame",

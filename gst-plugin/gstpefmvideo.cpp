@@ -1,6 +1,8 @@
 /* What pefm's video elements share (gstpefmvideo.h). */
 #include "gstpefmvideo.h"
 
+#include "gstpefmfilter.h"
+
 GType
 gst_pefm_overlay_get_type (void)
 {
@@ -14,6 +16,35 @@ gst_pefm_overlay_get_type (void)
   };
   if (g_once_init_enter (&type))
     g_once_init_leave (&type, g_enum_register_static ("GstPefmOverlay", values));
+  return type;
+}
+
+GType
+gst_pefm_precision_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_PEFM_PRECISION_FP32, "32-bit float", "fp32"},
+    {GST_PEFM_PRECISION_FP16, "16-bit float (CUDA only; falls back to fp32 on CPU)", "fp16"},
+    {GST_PEFM_PRECISION_BF16, "bfloat16 (CPUs with AVX512-BF16 or AMX, and CUDA)", "bf16"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstPefmPrecision", values));
+  return type;
+}
+
+GType
+gst_pefm_message_mode_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_PEFM_MESSAGES_ALL, "One message per frame", "all"},
+    {GST_PEFM_MESSAGES_ANOMALOUS, "One message per anomalous frame", "anomalous"},
+    {0, NULL, NULL},
+  };
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstPefmMessageMode", values));
   return type;
 }
 

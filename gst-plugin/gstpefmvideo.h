@@ -1,6 +1,6 @@
 /* What pefm's video elements (pefmfilter, pefmoverlay) share: the formats they take, the
- * negotiated format as the core's FrameView, a mapped frame's planes, and the overlay
- * enum. No LibTorch. */
+ * negotiated format as the core's FrameView, a mapped frame's planes, and the enums of
+ * their properties. No LibTorch. */
 #ifndef __GST_PEFM_VIDEO_H__
 #define __GST_PEFM_VIDEO_H__
 
@@ -22,6 +22,11 @@ typedef enum {
 
 GType gst_pefm_overlay_get_type (void);
 #define GST_TYPE_PEFM_OVERLAY (gst_pefm_overlay_get_type ())
+/* pefmfilter's precision and message-mode enums (gstpefmfilter.h) as GTypes */
+GType gst_pefm_precision_get_type (void);
+#define GST_TYPE_PEFM_PRECISION (gst_pefm_precision_get_type ())
+GType gst_pefm_message_mode_get_type (void);
+#define GST_TYPE_PEFM_MESSAGE_MODE (gst_pefm_message_mode_get_type ())
 
 /* Installs the "overlay" and "overlay-alpha" properties (ids @prop_overlay and
  * @prop_overlay_alpha), the same in pefmfilter and pefmoverlay. */

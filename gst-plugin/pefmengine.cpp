@@ -37,11 +37,32 @@ PefmEngine::PefmEngine (GstBaseTransform * owner, std::function < PefmFrameSetti
 PefmEngine::~PefmEngine () = default;
 
 void
+PefmEngine::forget_calibration ()
+{
+  std::lock_guard < std::mutex > lock (lock_);
+  calibration_ = pefm::Calibration ();
+}
+
+GstFlowReturn
+PefmEngine::ready () const
+{
+  if (!GST_VIDEO_FILTER (owner_)->negotiated) {
+    GST_ELEMENT_ERROR (owner_, CORE, NEGOTIATION, (NULL), ("unknown format"));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (!detector_) {
+    GST_ELEMENT_ERROR (owner_, CORE, FAILED, ("No model loaded"), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  return GST_FLOW_OK;
+}
+
+void
 PefmEngine::load (const std::string & model, const pefm::DetectorOptions & options, bool continuous)
 {
+  forget_calibration ();        /* no stale model's, if loading fails */
   {
     std::lock_guard < std::mutex > lock (lock_);
-    calibration_ = pefm::Calibration ();      /* no stale model's, if loading fails */
     checker_.reset ();
   }
   detector_ = pefm::FrameDetector::acquire (model, options);

@@ -50,13 +50,19 @@ public:
   void load (const std::string & model, const pefm::DetectorOptions & options, bool continuous);
   /* Releases the detector, the stream and any buffer the web holds. */
   void unload ();
-  bool loaded () const { return detector_ != nullptr; }
   bool continuous () const { return web_ != nullptr; }
   /* From any thread: abandons a frame in progress between tile batches (state changes). */
   void cancel (bool on);
 
-  /* How the loaded model decides (an uncalibrated record when none is loaded). */
+  /* GST_FLOW_OK when caps are negotiated and a model is loaded; else the error, posted. */
+  GstFlowReturn ready () const;
+  /* Where the loaded model runs ("cpu", "cuda:0"). */
+  std::string device () const { return detector_ ? detector_->device () : ""; }
+
+  /* How the loaded model decides (an uncalibrated record when none is loaded, or after
+   * forget_calibration, which a start that fails before loading calls first). */
   pefm::Calibration calibration () const;
+  void forget_calibration ();
   PefmStats stats () const;
   /* What the LATENCY query adds: the longest processing time and the rows a web holds. */
   GstClockTime latency () const;

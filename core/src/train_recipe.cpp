@@ -696,11 +696,13 @@ TrainOutcome train_recipe(std::vector<TrainImage> samples, TrainRequest r, Train
   out.val_images = val.size();
 
   std::map<std::string, std::string> settings = r.recorded;
-  settings.insert({{"source_weights", r.source_weights}, {"target_weights", r.target_weights},
-                   {"batch_size", std::to_string(r.options.batch_size)}, {"seed", std::to_string(r.options.seed)},
-                   {"train_images", std::to_string(train.size())}, {"val_images", std::to_string(val.size())},
-                   {"tile", std::to_string(r.tile)}, {"folds", std::to_string(r.folds)},
-                   {"groups", groups_digest(r.groups, train, val)}});
+  for (auto& [key, value] : std::map<std::string, std::string>{
+           {"source_weights", r.source_weights}, {"target_weights", r.target_weights},
+           {"batch_size", std::to_string(r.options.batch_size)}, {"seed", std::to_string(r.options.seed)},
+           {"train_images", std::to_string(train.size())}, {"val_images", std::to_string(val.size())},
+           {"tile", std::to_string(r.tile)}, {"folds", std::to_string(r.folds)},
+           {"groups", groups_digest(r.groups, train, val)}})
+    settings[key] = value;  // what the run itself decides, whatever `recorded` says
   if (r.folds > 0) settings["val_fraction"] = "0";
 
   // Cache in fp16 when fp32 features would take more than 4 GiB (the --pe auto search
