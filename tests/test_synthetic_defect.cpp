@@ -121,7 +121,7 @@ TEST(SyntheticDefect, GoldenValuesForOneSeed) {
   const auto image = textured(96, 128, /*grey=*/false);
   const auto donor = random_colour(70, 90);
   const std::vector<std::pair<int64_t, double>> golden = {
-      {234, 49871}, {186, 30270}, {234, 36996}, {127, 6934}, {50, 8784}};
+      {234, 49871}, {186, 30270}, {234, 36996}, {127, 6934}, {50, 8784}, {494, 82242}};
   for (auto k : all_kinds()) {
     const auto d = pefm::synthetic_defect(image, donor, k, 12345);
     const auto n = d.mask.sum().item<int64_t>();
@@ -135,7 +135,7 @@ TEST(SyntheticDefect, GoldenValuesForOneSeed) {
 TEST(SyntheticDefect, NamesItsKinds) {
   std::vector<std::string> names;
   for (auto k : all_kinds()) names.push_back(pefm::to_string(k));
-  EXPECT_EQ(names, (std::vector<std::string>{"cut-paste", "blotch", "flip", "warp", "scar"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cut-paste", "blotch", "flip", "warp", "scar", "shift"}));
 }
 
 TEST(SyntheticDefect, RefusesWhatIsNotAnRgbByteImage) {

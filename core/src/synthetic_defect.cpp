@@ -139,6 +139,24 @@ Drawn scar(const torch::Tensor& image, const torch::Tensor& donor, bool grey, Rn
   return {torch::where(mask.unsqueeze(2), fill, image), mask};
 }
 
+// A patch of 15-30 % of each side of the image itself, copied over another place of it:
+// every pixel is one the part shows somewhere, only its place is wrong (a part missing
+// there, or one where none belongs).
+Drawn shift(const torch::Tensor& image, Rng& rng) {
+  const int64_t h = image.size(0), w = image.size(1);
+  const int64_t dh = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(h) * uniform(rng, 0.15, 0.3)));
+  const int64_t dw = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(w) * uniform(rng, 0.15, 0.3)));
+  const int64_t y0 = uniform_index(rng, h - dh + 1);
+  const int64_t x0 = uniform_index(rng, w - dw + 1);
+  const int64_t sy = uniform_index(rng, h - dh + 1);
+  const int64_t sx = uniform_index(rng, w - dw + 1);
+  auto out = image.clone();
+  out.slice(0, y0, y0 + dh).slice(1, x0, x0 + dw).copy_(image.slice(0, sy, sy + dh).slice(1, sx, sx + dw));
+  auto mask = torch::zeros({h, w}, torch::kBool);
+  mask.slice(0, y0, y0 + dh).slice(1, x0, x0 + dw).fill_(true);
+  return {out, mask};
+}
+
 }  // namespace
 
 std::string to_string(DefectKind kind) {
@@ -148,6 +166,7 @@ std::string to_string(DefectKind kind) {
     case DefectKind::kFlip: return "flip";
     case DefectKind::kWarp: return "warp";
     case DefectKind::kScar: return "scar";
+    case DefectKind::kShift: return "shift";
   }
   return "unknown";
 }
@@ -175,6 +194,7 @@ SyntheticDefect synthetic_defect(const torch::Tensor& image, const torch::Tensor
       case DefectKind::kFlip: drawn = flip(original, rng); break;
       case DefectKind::kWarp: drawn = warp(original, rng); break;
       case DefectKind::kScar: drawn = scar(original, lender, grey, rng); break;
+      case DefectKind::kShift: drawn = shift(original, rng); break;
     }
     SyntheticDefect d{drawn.first.round().clamp(0, 255).to(torch::kUInt8).contiguous(), drawn.second.contiguous()};
     // The mean change over the mask's pixels (0 for an empty mask); the most visible draw is kept.

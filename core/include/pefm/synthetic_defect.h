@@ -18,11 +18,14 @@ namespace pefm {
 //   kFlip      a patch turned upside down and mirrored in place: local disorder of the
 //              structure;
 //   kWarp      a swirl of the pixels within a disc: a dent, a bend;
-//   kScar      a thin band of another normal image at a random angle: a scratch, a crack.
-enum class DefectKind { kCutPaste, kBlotch, kFlip, kWarp, kScar };
-inline constexpr int kDefectKinds = 5;
+//   kScar      a thin band of another normal image at a random angle: a scratch, a crack;
+//   kShift     a patch of the image itself copied over another place of it: every pixel
+//              normal, only its place wrong (a part missing, misplaced or turned), the
+//              defect only a position code can see.
+enum class DefectKind { kCutPaste, kBlotch, kFlip, kWarp, kScar, kShift };
+inline constexpr int kDefectKinds = 6;
 
-// "cut-paste", "blotch", "flip", "warp", "scar".
+// "cut-paste", "blotch", "flip", "warp", "scar", "shift".
 std::string to_string(DefectKind kind);
 
 struct SyntheticDefect {
