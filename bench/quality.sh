@@ -63,7 +63,11 @@ for d in "${dataset_list[@]}"; do
     done
   done
   if [ $ref = 1 ]; then
-    if ! python3 -c "import torch, torchvision, sklearn, skimage" 2>/dev/null; then
+    py=
+    for p in ${PEFM_PYTHON:-} python3 /usr/bin/python3; do
+      if "$p" -c "import torch, torchvision, sklearn, skimage" 2>/dev/null; then py=$p; break; fi
+    done
+    if [ -z "$py" ]; then
       echo "bench/quality.sh: the reference needs python3-torch, python3-torchvision, python3-sklearn, python3-skimage" >&2
       exit 1
     fi
@@ -72,7 +76,7 @@ for d in "${dataset_list[@]}"; do
       [ -s "$out/$tag.json" ] && continue
       echo "== $tag"
       # the reference seeds with 888 itself: its seed calls take this run's instead
-      PEFM_REF_SIZE=$size python3 - "$shared/bench/pefm_ref_train.py" "$seed" "$data" "$src" "$tgt" "$epochs" "$latent" \
+      PEFM_REF_SIZE=$size "$py" - "$shared/bench/pefm_ref_train.py" "$seed" "$data" "$src" "$tgt" "$epochs" "$latent" \
         >"$out/$tag.log" 2>&1 <<'PY' || { echo "reference failed: $out/$tag.log" >&2; exit 1; }
 import runpy, sys
 import numpy, torch
