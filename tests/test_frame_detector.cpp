@@ -7,6 +7,8 @@
 #include "common.h"
 #include "pefm/frame_detector.h"
 #include "pefm/frame_input.h"
+#include "pefm/model.h"
+#include "pefm/model_file.h"
 
 namespace {
 
@@ -148,6 +150,34 @@ TEST(YuvDecoding, StandardColourBarsDecodeToTheirRgb) {
       }
     }
   }
+}
+
+// One copy of the weights per device, whatever the device is called: here "auto" and
+// "cpu" (on a GPU machine "auto", "cuda" and "cuda:0") resolve to one device and share one
+// detector.
+TEST(FrameDetectorRegistry, NamesOfOneDeviceShareOneDetector) {
+  pefm_test::TempDir dir;
+  const auto path = dir.file("m.pt");
+  pefm::save_model(*pefm_test::tiny_model(3), path);
+  const auto a = pefm::FrameDetector::acquire(path, {"cpu"});
+  const auto b = pefm::FrameDetector::acquire(path, {"auto"});
+  if (b->device() != "cpu") GTEST_SKIP() << "auto is " << b->device() << " here";
+  EXPECT_EQ(a.get(), b.get());
+  EXPECT_EQ(pefm::shared_detector_count(), 1u);
+}
+
+// An all-zero feature vector normalises to zero in every precision: fp16's 1e-12 rounds to
+// 0, and 0 / 0 made the whole frame NaN, scored at the maximum.
+TEST(Features, AllZeroVectorsNormaliseToZeroInHalfPrecision) {
+  auto f = torch::zeros({1, 8, 2, 2}, torch::kHalf);
+  f[0].select(1, 1).fill_(3.0);  // one position with a feature vector, the rest zero
+  const auto n = pefm::l2_normalize_channels(f).to(torch::kFloat32);
+  EXPECT_TRUE(torch::isfinite(n).all().item<bool>());
+  EXPECT_EQ(n.select(2, 0).abs().sum().item<float>(), 0.0f);
+  EXPECT_NEAR(n[0].select(1, 1).select(1, 0).norm().item<float>(), 1.0f, 1e-3);
+  const auto x = torch::randn({2, 16, 3, 3});
+  EXPECT_TRUE(pefm::l2_normalize_channels(x).allclose(
+      torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1))));
 }
 
 }  // namespace

@@ -37,17 +37,16 @@ void PefmNetImpl::train(bool on) {
   target_->eval();
 }
 
+torch::Tensor l2_normalize_channels(const torch::Tensor& features) {
+  const double eps = features.scalar_type() == torch::kHalf ? 6.103515625e-05 : 1e-12;  // fp16's smallest normal
+  return torch::nn::functional::normalize(features, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(eps));
+}
+
 Features PefmNetImpl::extract(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   Features f;
-  for (auto& t : source_->forward_taps(x)) {
-    f.source.push_back(torch::nn::functional::normalize(
-        t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
-  }
-  for (auto& t : target_->forward_taps(x)) {
-    f.target.push_back(torch::nn::functional::normalize(
-        t, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1)));
-  }
+  for (auto& t : source_->forward_taps(x)) f.source.push_back(l2_normalize_channels(t));
+  for (auto& t : target_->forward_taps(x)) f.target.push_back(l2_normalize_channels(t));
   for (int k = 0; k < 3; ++k) {
     TORCH_CHECK(f.source[k].sizes().slice(2) == f.target[k].sizes().slice(2),
                 "source and target taps of scale ", k, " differ in size: ", f.source[k].sizes(),

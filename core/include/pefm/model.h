@@ -29,6 +29,11 @@ struct StageTimes {
   double preprocess = 0, backbones = 0, mapping = 0, fuse = 0, download = 0;
 };
 
+// Features divided by their L2 norm over channels (docs/architecture.md, step 3), the
+// norm at least the smallest normal number of their dtype: an all-zero feature vector
+// stays zero in fp16 too, where the usual 1e-12 rounds to 0 and 0 / 0 made the frame NaN.
+torch::Tensor l2_normalize_channels(const torch::Tensor& features);
+
 // L2-normalised features of both backbones at the three taps.
 struct Features {
   std::vector<torch::Tensor> source;  // 3 x [N, cs_k, h_k, w_k]
