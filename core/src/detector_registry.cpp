@@ -1,10 +1,11 @@
 // FrameDetector::acquire: one detector per model file (path, modification time and size),
-// device and precision, shared by every element and application thread that asks for it.
+// resolved device and precision, shared by every element and application thread that asks for it.
 #include <filesystem>
 #include <map>
 #include <mutex>
 
 #include "pefm/detector.h"
+#include "pefm/device.h"
 #include "pefm/frame_detector.h"
 #include "pefm/model_file.h"
 
@@ -23,8 +24,9 @@ std::shared_ptr<FrameDetector> FrameDetector::acquire(const std::string& model_p
   const auto canonical = fs::weakly_canonical(model_path, ec).string();
   const auto mtime = fs::last_write_time(model_path, ec).time_since_epoch().count();
   const auto size = fs::file_size(model_path, ec);
+  // The device as it resolves: "auto", "cuda" and "cuda:0" share one copy of the weights.
   const auto key = canonical + "|" + std::to_string(mtime) + "|" + std::to_string(ec ? 0 : size) + "|" +
-                   options.device + "|" + to_string(options.precision);
+                   resolve_device(options.device).str() + "|" + to_string(options.precision);
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   if (auto existing = g_registry[key].lock()) return existing;
   auto created = std::make_shared<FrameDetector>(std::make_shared<Model>(load_model(model_path)), options);
