@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
-# The GPU check: prepared here, run on a lent GPU machine (../shared/device/README.md) in
-# stages that each fit one device call with margin, every result written to $OUT.
+# The GPU check: prepared here, run on a lent GPU machine (../shared/device/README.md) as
+# ONE device call that fits the 15 minutes a machine is lent for (about 3.5 of them are its
+# start): every step has a planned time, which is also its limit there, and they add up to
+# at most RUN_SECONDS (540). Each result is written to $OUT as soon as it exists, so a call
+# cut short still returns what it measured.
 #
-#   here:   bench/gpu-check.sh prepare        # .devdeps/ (GStreamer, gtest, OpenCV core) and
-#                                             # .gpu-carry/ (reference script, quality set)
-#   there:  device run, carry [".devdeps", ".gpu-carry"], one stage a call, back to back
-#           (the machine is given back after 30 s idle; a later stage rebuilds if needed).
-#           Each stage ends within STAGE_SECONDS (480) whatever hangs; in order of importance:
-#     bench/gpu-check.sh build      # build-gpu/ with the machine's LibTorch (ninja -k 0: every
-#                                   # compile error at once); libtorch_cuda linked and CUDA on,
-#                                   # else it stops; the CUDA tests (CUDA_LAUNCH_BLOCKING=1,
-#                                   # PEFM_REQUIRE_CUDA=1: a skip is a failure), the kernel
-#                                   # tests again under compute-sanitizer memcheck
-#     bench/gpu-check.sh bench      # pefm-bench fp16/bf16/fp32 at batch 1/16/64 and the
-#                                   # plain-PyTorch reference on the same GPU
-#     bench/gpu-check.sh pipeline   # the 1080p element pipeline (overlay on and off),
-#                                   # pefm-eval on CUDA against the CPU's metrics, and the
-#                                   # whole test suite with PEFM_REQUIRE_CUDA=1
-#   --dry-run runs every stage here on the CPU (small sizes, the existing build/), so CI
-#   tests the script itself.
+#   here:   bench/gpu-check.sh prepare    # .devdeps/ (GStreamer, gtest, OpenCV core) and
+#                                         # .gpu-carry/ (reference script, quality set),
+#                                         # made with this checkout's build/
+#   there:  device run, carry [".devdeps", ".gpu-carry"], timeout_s 600:
+#           bench/gpu-check.sh run        # the plan below, in order of importance
+#   here:   bench/gpu-check.sh --dry-run prepare run
+#                                         # prints the plan and its total, then rehearses
+#                                         # every step on the CPU (small sizes, build/)
 #
-# A missing prerequisite stops the stage at once with one "FAILED:" line; a failing step
-# inside a stage is logged and the next step still runs. Exit status: 0 when every step
-# passed.
+# The plan (step, planned device seconds): environment; build (only the targets the steps
+# use, libtorch_cuda linked, CUDA on, else it stops); probe; the CUDA tests of core and
+# element (PEFM_REQUIRE_CUDA=1: a skip is a failure); the core CUDA tests again under
+# compute-sanitizer memcheck (every kernel); pefm-bench fp16/bf16/fp32 at batch 1/16/64;
+# the element on 1080p RGB and NV12 frames, overlay none and drawn; pefm-eval on CUDA
+# against the CPU's metrics (fp32 to 0.002, fp16 overall to 0.01, per type reported); the
+# plain-PyTorch reference on the same GPU.
+#
+# A missing prerequisite stops the run at once with one "FAILED:" line; a failing step is
+# logged and the next one still runs. Exit status: 0 when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +32,11 @@ stages=()
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
-    prepare|build|bench|pipeline) stages+=("$a") ;;
-    *) echo "usage: bench/gpu-check.sh [--dry-run] prepare|build|bench|pipeline ..." >&2; exit 2 ;;
+    prepare|run) stages+=("$a") ;;
+    *) echo "usage: bench/gpu-check.sh [--dry-run] prepare|run ..." >&2; exit 2 ;;
   esac
 done
-[ ${#stages[@]} -gt 0 ] || { echo "usage: bench/gpu-check.sh [--dry-run] prepare|build|bench|pipeline ..." >&2; exit 2; }
+[ ${#stages[@]} -gt 0 ] || { echo "usage: bench/gpu-check.sh [--dry-run] prepare|run ..." >&2; exit 2; }
 
 OUT=${OUT:-bench/gpu-out}
 mkdir -p "$OUT"
@@ -44,18 +45,21 @@ failures=0
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/gpu-check.log"; }
 die() { log "FAILED: $*"; exit 1; }
 step_failed() { log "FAILED: $*"; failures=$((failures + 1)); }
-# Each stage ends within STAGE_SECONDS (default 480, under the device's 600 s a call), so
-# its logs always come back: every step gets the smaller of its own limit and what is left.
-STAGE_SECONDS=${STAGE_SECONDS:-480}
-deadline=$(( $(date +%s) + STAGE_SECONDS ))
-# step SECONDS LOGFILE COMMAND...: runs with a time limit, output to $OUT/LOGFILE.
+# The device call's plan: each step's planned seconds, its time limit there.
+RUN_SECONDS=${RUN_SECONDS:-540}
+PLAN=(environment:15 build:200 probe:10 cuda-tests:75 memcheck:50 bench:60 pipeline:45 quality:40 ref:30)
+planned() { local p; for p in "${PLAN[@]}"; do [ "${p%%:*}" = "$1" ] && echo "${p##*:}"; done; }
+deadline=$(( $(date +%s) + RUN_SECONDS ))
+step_deadline=$deadline
+# step SECONDS LOGFILE COMMAND...: runs with a time limit (the smaller of SECONDS and what
+# is left of its plan step and of the call), output to $OUT/LOGFILE.
 step() {
   local limit=$1 file=$2 left
   shift 2
-  left=$(( deadline - $(date +%s) ))
+  left=$(( step_deadline - $(date +%s) ))
   [ "$limit" -lt "$left" ] || limit=$left
-  if [ "$limit" -le 5 ]; then
-    echo "no time left in this stage (STAGE_SECONDS=$STAGE_SECONDS)" > "$OUT/$file"
+  if [ "$limit" -le 2 ]; then
+    echo "no time left in this step's plan" > "$OUT/$file"
     return 124
   fi
   timeout --kill-after=5 "$limit" "$@" > "$OUT/$file" 2>&1
@@ -75,9 +79,9 @@ else
   DEVICE=cuda
   SMALL=()
   BATCHES=1,16,64
-  ITER=(--iterations 100 --warmup 10)
+  ITER=(--iterations 50 --warmup 5)
   FRAME=1920x1080
-  FRAMES=1000
+  FRAMES=200
   PRECISIONS="fp16 bf16 fp32"
 fi
 export GST_PLUGIN_PATH_1_0=$PWD/$BUILD/gst-plugin
@@ -86,7 +90,9 @@ EVAL=$BUILD/core/tools/pefm-eval
 
 # ------------------------------------------------------------------ prepare (here)
 prepare() {
-  local shared=${PEFM_SHARED_DIR:-../shared}
+  # here, with this checkout's build/ (not the GPU machine's build-gpu/)
+  local shared=${PEFM_SHARED_DIR:-../shared} BUILD=${BUILD_DIR:-build} EVAL
+  EVAL=$BUILD/core/tools/pefm-eval
   mkdir -p "$CARRY"
   grep -qx "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >> .git/info/exclude
   if [ $dry = 0 ] && [ ! -f .devdeps/setup-deps.sh ]; then
@@ -135,6 +141,7 @@ prepare() {
       if [ -n "$mask" ]; then mkdir -p "$q/data/ground_truth/$type"; cp "$mask" "$q/data/ground_truth/$type/"; fi
     done
   done
+  step_deadline=$(( $(date +%s) + 3600 ))
   step 1800 prepare-train.log "$BUILD/core/tools/pefm-train" --data "$data/train/good" --output "$q/model.pt" \
       --device cpu --folds 0 "${train[@]}" || die "training the quality model (see prepare-train.log)"
   rm -rf "$q/src"
@@ -143,7 +150,7 @@ prepare() {
   log "prepare: $CARRY holds $(du -sh "$CARRY" | cut -f1); with .devdeps $(du -shc "$CARRY" .devdeps 2>/dev/null | tail -1 | cut -f1) (64 MiB travel limit)"
 }
 
-# ------------------------------------------------------------------ build (there)
+# ------------------------------------------------------------------ the run (there)
 environment() {
   if [ $dry = 1 ]; then
     [ -x "$BENCH" ] || die "$BENCH is not built (pipelines/setup.sh)"
@@ -161,81 +168,78 @@ environment() {
   log "env: $(python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' 2>&1 | tail -1); nvcc $(nvcc --version | sed -n 's/.*release \([^,]*\).*/\1/p'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 }
 
-ensure_built() {
-  if [ $dry = 0 ]; then
-    if [ ! -f "$BUILD/build.ninja" ]; then
-      step 90 setup.log meson setup "$BUILD" -Dtorch_dir="$TORCH_ROOT" -Dcuda=enabled -Dgpu_arch=90 -Dexamples=disabled \
-          -Dtests=enabled || die "meson setup (see setup.log)"
-    fi
-    # -k 0: one run lists every compile error against this LibTorch, not just the first.
-    step 330 build.log ninja -C "$BUILD" -k 0 || die "build (see build.log): $(grep -m3 -E 'error' "$OUT/build.log" | tr '\n' ' ' | cut -c1-400)"
-    log "build: ok, $(grep -ci 'warning' "$OUT/build.log") warning lines"
-    local needed
-    needed=$(readelf -d "$BUILD/core/libpefm-core.so" | grep -c 'NEEDED.*libtorch_cuda')
-    [ "$needed" -ge 1 ] || die "libpefm-core.so does not need libtorch_cuda.so: CUDA would stay off"
+# Only what the steps run: the tools, the two CUDA test suites, the plugin.
+TARGETS=(core/tools/pefm-bench core/tools/pefm-eval tests/test-core tests/test-element gst-plugin/libgstpefm.so)
+
+build() {
+  [ $dry = 1 ] && { log "build: dry run: the existing $BUILD/ (there: ninja ${TARGETS[*]})"; return; }
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    step 40 setup.log meson setup "$BUILD" -Dtorch_dir="$TORCH_ROOT" -Dcuda=enabled -Dgpu_arch=90 -Dexamples=disabled \
+        -Dtests=enabled -Dintrospection=disabled || die "meson setup (see setup.log)"
   fi
-  step 30 probe.log "$BENCH" --device "$DEVICE" --batch-sizes 1 --iterations 1 --warmup 0 \
+  # -k 0: one run lists every compile error against this LibTorch, not just the first.
+  step 200 build.log ninja -C "$BUILD" -k 0 "${TARGETS[@]}" \
+      || die "build (see build.log): $(grep -m3 -E 'error' "$OUT/build.log" | tr '\n' ' ' | cut -c1-400)"
+  log "build: ok, $(grep -ci 'warning' "$OUT/build.log") warning lines"
+  local needed
+  needed=$(readelf -d "$BUILD/core/libpefm-core.so" | grep -c 'NEEDED.*libtorch_cuda')
+  [ "$needed" -ge 1 ] || die "libpefm-core.so does not need libtorch_cuda.so: CUDA would stay off"
+}
+
+probe() {
+  step 10 probe.log "$BENCH" --device "$DEVICE" --batch-sizes 1 --iterations 1 --warmup 0 \
       --source mobilenet_v2 --target resnet18 --latent 8,8,8 --image-size 64 \
       || die "pefm-bench --device $DEVICE does not run (see probe.log): CUDA is not on"
   log "probe: $(grep -m1 -iE 'device|cuda|cpu' "$OUT/probe.log")"
 }
 
-tests() {
-  local filter='PreprocessKernel.*:DetectorCuda.*:AnomalyMapKernel.*:ElementCuda.*:CudaLink.*'
-  if [ $dry = 0 ]; then
-    export PEFM_REQUIRE_CUDA=1
-    export CUDA_LAUNCH_BLOCKING=1  # a kernel fault is reported at its launch, not later
-  fi
+CUDA_FILTER='PreprocessKernel.*:DetectorCuda.*:AnomalyMapKernel.*:ElementCuda.*:CudaLink.*'
+
+cuda_tests() {
+  local t limit
   for t in core element; do
     local exe=$BUILD/tests/test-$t
     [ -x "$exe" ] || { step_failed "tests: $exe not built"; continue; }
-    if step 45 "cuda-$t.log" env GST_PLUGIN_PATH_1_0="$GST_PLUGIN_PATH_1_0" "$exe" --gtest_filter="$filter"; then
+    limit=35; [ $t = element ] && limit=40
+    # a kernel fault is reported at its launch, not later; a skip is a failure there
+    if step $limit "cuda-$t.log" env GST_PLUGIN_PATH_1_0="$GST_PLUGIN_PATH_1_0" \
+        $([ $dry = 0 ] && echo "PEFM_REQUIRE_CUDA=1 CUDA_LAUNCH_BLOCKING=1") "$exe" --gtest_filter="$CUDA_FILTER"; then
       log "cuda tests $t: $(grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$OUT/cuda-$t.log" | tr -s ' ' | tr '\n' ' ')"
     else
       step_failed "cuda tests $t (see cuda-$t.log): $(grep -E '^\[  FAILED  \]' "$OUT/cuda-$t.log" | head -5 | tr '\n' ' ')"
     fi
   done
-  unset CUDA_LAUNCH_BLOCKING
-  # The pefm kernels under memcheck. PyTorch's caching allocator carves tensors out of large
-  # blocks, in which memcheck would not see a write past one tensor: caching off.
-  if [ $dry = 0 ]; then
-    if command -v compute-sanitizer > /dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-      local cs
-      cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-      if step 90 memcheck.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 \
-          --print-limit 20 "$BUILD/tests/test-core" --gtest_filter='PreprocessKernel.*:AnomalyMapKernel.*'; then
-        log "memcheck: $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
-      else
-        step_failed "memcheck (see memcheck.log): $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
-      fi
-    else
-      log "memcheck: compute-sanitizer not found; the CUDA tests ran with CUDA_LAUNCH_BLOCKING=1 only"
-    fi
-  fi
 }
 
-suite() {
-  local which=()
-  # The dry run checks the step, not the suite again (CI has just run it): one small suite.
-  if [ $dry = 1 ]; then which=(image-io); else export PEFM_REQUIRE_CUDA=1; fi
-  if step 150 tests.log meson test -C "$BUILD" --print-errorlogs --num-processes 8 "${which[@]}"; then
-    log "suite: $(grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/tests.log" | tr -s ' ' | tr '\n' ' ')"
+# Every kernel under memcheck: the core CUDA tests launch each of them. PyTorch's caching
+# allocator carves tensors out of large blocks, in which memcheck would not see a write past
+# one tensor: caching off.
+memcheck() {
+  [ $dry = 1 ] && { log "memcheck: dry run: not here (no GPU)"; return; }
+  local cs
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  [ -x "$cs" ] || { log "memcheck: compute-sanitizer not found; the CUDA tests ran with CUDA_LAUNCH_BLOCKING=1 only"; return; }
+  if step 50 memcheck.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PEFM_REQUIRE_CUDA=1 "$cs" --tool memcheck \
+      --error-exitcode 99 --print-limit 20 "$BUILD/tests/test-core" --gtest_filter="$CUDA_FILTER"; then
+    log "memcheck: $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
   else
-    step_failed "suite (see tests.log, testlog.txt): $(grep -E '^(Ok|Fail|Skipped|Timeout):' "$OUT/tests.log" | tr -s ' ' | tr '\n' ' ')"
+    step_failed "memcheck (see memcheck.log): $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
   fi
-  cp "$BUILD/meson-logs/testlog.txt" "$OUT/testlog.txt" 2>/dev/null
 }
 
-# ------------------------------------------------------------------ bench
 bench() {
+  local prec
   for prec in $PRECISIONS; do
-    if step 60 "bench-$prec.log" "$BENCH" --device "$DEVICE" --precision "$prec" --batch-sizes "$BATCHES" "${ITER[@]}" \
+    if step 20 "bench-$prec.log" "$BENCH" --device "$DEVICE" --precision "$prec" --batch-sizes "$BATCHES" "${ITER[@]}" \
         "${SMALL[@]}" --json "$OUT/bench-$prec.json"; then
       log "bench $prec: $(grep -E '^ +[0-9]+ ' "$OUT/bench-$prec.log" | tr -s ' ' | tr '\n' ';')"
     else
       step_failed "bench $prec (see bench-$prec.log)"
     fi
   done
+}
+
+ref() {
   local ref=$CARRY/pefm_ref.py
   if [ $dry = 1 ] && [ ! -f "$ref" ]; then
     log "ref: $ref absent (no ../shared here); not checked"
@@ -244,38 +248,48 @@ bench() {
   [ -f "$ref" ] || { step_failed "ref: $ref not carried (run 'bench/gpu-check.sh prepare' here)"; return; }
   if [ $dry = 1 ]; then
     python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$ref" || step_failed "ref: $ref does not parse"
-    log "ref: $ref present (not run: no PyTorch here)"
+    log "ref: $ref present (not run: no GPU here)"
     return
   fi
-  if step 100 ref-fp16.log python3 "$ref" --device cuda --precision fp16 --batch-sizes "$BATCHES"; then
+  if step 30 ref-fp16.log python3 "$ref" --device cuda --precision fp16 --batch-sizes "$BATCHES"; then
     log "ref fp16: $(tail -1 "$OUT/ref-fp16.log")"
   else
     step_failed "ref (see ref-fp16.log)"
   fi
 }
 
-# ------------------------------------------------------------------ pipeline + quality
+# The element on full-HD frames as a camera gives them (RGB, and NV12 as decoders do),
+# overlay off and drawn.
 pipeline() {
-  for ov in heatmap+contours none; do
-    if step 60 "pipeline-$ov.log" "$BENCH" --device "$DEVICE" --precision "${PRECISIONS%% *}" --batch-sizes 1 \
-        --iterations 1 --warmup 0 "${SMALL[@]}" --pipeline "$FRAME" --pipeline-frames "$FRAMES" --overlay "$ov" \
-        --json "$OUT/pipeline-$ov.json"; then
-      log "pipeline $FRAME overlay=$ov: $(grep -E 'pipeline videotestsrc' "$OUT/pipeline-$ov.log")"
-    else
-      step_failed "pipeline overlay=$ov (see pipeline-$ov.log)"
-    fi
+  local fmt ov
+  for fmt in RGB NV12; do
+    for ov in none heatmap+contours; do
+      if step 11 "pipeline-$fmt-$ov.log" "$BENCH" --device "$DEVICE" --precision "${PRECISIONS%% *}" --batch-sizes 1 \
+          --iterations 1 --warmup 0 "${SMALL[@]}" --pipeline "$FRAME" --pipeline-format "$fmt" \
+          --pipeline-frames "$FRAMES" --overlay "$ov" --json "$OUT/pipeline-$fmt-$ov.json"; then
+        log "pipeline $FRAME $fmt overlay=$ov: $(grep -E 'pipeline videotestsrc' "$OUT/pipeline-$fmt-$ov.log")"
+      else
+        step_failed "pipeline $fmt overlay=$ov (see pipeline-$fmt-$ov.log)"
+      fi
+    done
   done
-  local q=$CARRY/quality
+}
+
+# pefm-eval on the device against the CPU's metrics on the same images: fp32 must give
+# them (maps within rounding), fp16 the overall metrics within 0.01 (one rank swap among
+# a type's few images moves that type's AUROC by more: per-type figures are reported, not
+# gated).
+quality() {
+  local q=$CARRY/quality prec
   [ -f "$q/model.pt" ] && [ -f "$q/cpu-eval.json" ] || { step_failed "quality: $q not carried (run 'bench/gpu-check.sh prepare' here)"; return; }
   for prec in fp32 "${PRECISIONS%% *}"; do
-    if step 60 "eval-$prec.log" "$EVAL" --model "$q/model.pt" --data "$q/data" --device "$DEVICE" --precision "$prec" \
+    if step 20 "eval-$prec.log" "$EVAL" --model "$q/model.pt" --data "$q/data" --device "$DEVICE" --precision "$prec" \
         --json "$OUT/eval-$DEVICE-$prec.json"; then
-      # fp32 must give the CPU's metrics (maps within 1e-3); reduced precision within 1 point.
       local tol=0.002
       [ "$prec" = fp32 ] || tol=0.01
-      if python3 - "$q/cpu-eval.json" "$OUT/eval-$DEVICE-$prec.json" "$tol" > "$OUT/eval-$prec-compare.txt" <<'PY'
+      if python3 - "$q/cpu-eval.json" "$OUT/eval-$DEVICE-$prec.json" "$tol" "$prec" > "$OUT/eval-$prec-compare.txt" <<'PY'
 import json, sys
-a, b, tol = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), float(sys.argv[3])
+a, b, tol, prec = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), float(sys.argv[3]), sys.argv[4]
 def metrics(d, prefix=""):
     for k, v in d.items():
         if isinstance(v, dict):
@@ -283,10 +297,14 @@ def metrics(d, prefix=""):
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and any(m in k for m in ("auroc", "aupro", "f1")):
             yield prefix + k, v
 ma, mb = dict(metrics(a)), dict(metrics(b))
-bad = [f"{k}: cpu {ma[k]:.4f} vs {mb.get(k)}" for k in ma if k not in mb or abs(ma[k] - mb[k]) > tol]
-print(f"{len(ma)} metrics compared, tolerance {tol}")
-print("\n".join(bad) if bad else "all within tolerance")
-sys.exit(1 if bad or not ma else 0)
+gated = {k for k in ma if prec == "fp32" or "." not in k}  # fp16: the overall metrics
+bad = [f"{k}: cpu {ma[k]:.4f} vs {mb.get(k)}" for k in sorted(gated) if k not in mb or abs(ma[k] - mb[k]) > tol]
+other = [f"{k}: cpu {ma[k]:.4f} vs {mb.get(k)}" for k in sorted(set(ma) - gated)]
+print(f"{len(gated)} metrics gated at {tol}" + (f", {len(other)} reported" if other else ""))
+print("\n".join(bad) if bad else "all gated metrics within tolerance")
+if other:
+    print("reported: " + "; ".join(other))
+sys.exit(1 if bad or not gated else 0)
 PY
       then
         log "quality $prec: $(tr '\n' ' ' < "$OUT/eval-$prec-compare.txt")"
@@ -299,16 +317,48 @@ PY
   done
 }
 
-log "gpu-check: stages ${stages[*]}$([ $dry = 1 ] && echo ' (dry run on the CPU)')"
+# The plan, printed (and checked against RUN_SECONDS) before anything runs.
+print_plan() {
+  local p total=0
+  for p in "${PLAN[@]}"; do
+    printf '  %-12s %4d s\n' "${p%%:*}" "${p##*:}"
+    total=$(( total + ${p##*:} ))
+  done
+  printf '  %-12s %4d s (at most %d s a call; the machine'"'"'s start is outside it)\n' total "$total" "$RUN_SECONDS"
+  [ "$total" -le "$RUN_SECONDS" ] || die "the plan takes $total s, more than RUN_SECONDS=$RUN_SECONDS"
+}
+
+run() {
+  log "plan of the device call:"
+  print_plan | tee -a "$OUT/gpu-check.log"
+  local p name
+  for p in "${PLAN[@]}"; do
+    name=${p%%:*}
+    step_deadline=$(( $(date +%s) + ${p##*:} ))
+    [ "$step_deadline" -le "$deadline" ] || step_deadline=$deadline
+    local t0
+    t0=$(date +%s)
+    case "$name" in
+      environment) environment ;;
+      build) build ;;
+      probe) probe ;;
+      cuda-tests) cuda_tests ;;
+      memcheck) memcheck ;;
+      bench) bench ;;
+      pipeline) pipeline ;;
+      quality) quality ;;
+      ref) ref ;;
+    esac
+    log "$name: $(( $(date +%s) - t0 )) s of ${p##*:} planned"
+  done
+}
+
+log "gpu-check: ${stages[*]}$([ $dry = 1 ] && echo ' (dry run on the CPU)')"
 for s in "${stages[@]}"; do
-  budget=$STAGE_SECONDS
-  [ "$s" = prepare ] && budget=3600
-  deadline=$(( $(date +%s) + budget ))
+  deadline=$(( $(date +%s) + RUN_SECONDS ))
   case "$s" in
     prepare) prepare ;;
-    build) environment; ensure_built; tests ;;
-    bench) environment; ensure_built; bench ;;
-    pipeline) environment; ensure_built; pipeline; suite ;;
+    run) run ;;
   esac
 done
 log "gpu-check: done, $failures failed step(s)"

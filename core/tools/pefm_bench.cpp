@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <set>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -82,14 +83,22 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
   return row;
 }
 
-std::string pipeline_description(const std::string& model_path, const std::string& size, const std::string& device,
-                                 const std::string& precision, const std::string& overlay, int64_t frames,
-                                 const std::string& pattern, const std::string& extra) {
+// The formats pefmfilter takes (PEFM_VIDEO_FORMATS), so that no converter is timed with it.
+void check_pipeline_format(const std::string& format) {
+  static const std::set<std::string> formats = {"RGB",  "BGR",  "RGBA", "BGRA", "RGBx", "BGRx", "ARGB",
+                                                "ABGR", "xRGB", "xBGR", "GRAY8", "I420", "NV12"};
+  if (!formats.count(format)) throw cli::UsageError("--pipeline-format '" + format + "' is not a format pefmfilter takes");
+}
+
+std::string pipeline_description(const std::string& model_path, const std::string& size, const std::string& format,
+                                 const std::string& device, const std::string& precision, const std::string& overlay,
+                                 int64_t frames, const std::string& pattern, const std::string& extra) {
   const auto x = size.find('x');
   if (x == std::string::npos || x == 0 || x + 1 == size.size()) {
     throw cli::UsageError("--pipeline needs WIDTHxHEIGHT, got '" + size + "'");
   }
-  return "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=" + pattern + " ! video/x-raw,format=RGB,width=" +
+  check_pipeline_format(format);
+  return "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=" + pattern + " ! video/x-raw,format=" + format + ",width=" +
          size.substr(0, x) + ",height=" + size.substr(x + 1) + " ! pefmfilter name=f model=\"" + model_path +
          "\" device=" + device + " precision=" + precision + " overlay=" + overlay + " " + extra +
          " ! fakesink sync=false";
@@ -287,10 +296,12 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
   const std::string size = args.has("pipeline") ? args.get("pipeline") : "64x48";
   const PipelineModel file(args.get("model"), model);
   // Moving content (so regions, overlays and messages vary) and one message per frame.
-  const auto desc = pipeline_description(file.path(), size, opts.device, args.get("precision"), args.get("overlay"), frames,
+  const auto desc = pipeline_description(file.path(), size, args.get("pipeline-format"), opts.device, args.get("precision"),
+                                         args.get("overlay"), frames,
                                          "ball", "emit-messages=true threads=" + args.get("threads"));
   const auto& cfg = model.config;
-  std::cout << "pefm-bench " PEFM_VERSION " soak: " << frames << " frames of " << size << " RGB through pefmfilter ("
+  std::cout << "pefm-bench " PEFM_VERSION " soak: " << frames << " frames of " << size << " "
+            << args.get("pipeline-format") << " through pefmfilter ("
             << cfg.source_arch << " -> " << cfg.target_arch << ", " << cfg.image_size << " px, " << opts.device
             << ", overlay " << args.get("overlay") << ", a message per frame)\n" << std::flush;
   const auto r = soak(desc, warmup);
@@ -348,6 +359,8 @@ int run(int argc, char** argv) {
   args.option("warmup", "N", "untimed batches first", "2");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   args.option("pipeline", "WxH", "also run the element pipeline at this frame size");
+  args.option("pipeline-format", "FMT", "the frames' format in the pipeline and soak modes (RGB, NV12, I420, GRAY8, ...)",
+              "RGB");
   args.option("pipeline-frames", "N", "frames for the pipeline mode", "50");
   args.option("overlay", "MODE", "overlay in the pipeline mode", "heatmap+contours");
   args.option("pipeline-props", "PROPS", "more pefmfilter properties in the pipeline mode (e.g. \"tile-size=256 continuous=true\")", "");
@@ -358,6 +371,7 @@ int run(int argc, char** argv) {
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON; - for stdout");
   if (!args.parse(argc, argv)) return 0;
+  check_pipeline_format(args.get("pipeline-format"));
   cli::route_json_output(args.get("json"));
   cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
@@ -432,12 +446,14 @@ int run(int argc, char** argv) {
   if (!size.empty()) {
     const PipelineModel file(model_path, *model);
     const auto frames = static_cast<int>(args.integer("pipeline-frames", 1, 1000000));
-    pipeline = bench_pipeline(pipeline_description(file.path(), size, opts.device, args.get("precision"),
+    pipeline = bench_pipeline(pipeline_description(file.path(), size, args.get("pipeline-format"), opts.device,
+                                                   args.get("precision"),
                                                    args.get("overlay"), frames + 1, "smpte",
                                                    "threads=" + args.get("threads") + " " + args.get("pipeline-props")),
                               frames);
     const double rows = std::stod(size.substr(size.find('x') + 1));
-    std::cout << "\npipeline videotestsrc (" << size << " RGB) ! pefmfilter overlay=" << args.get("overlay") << " "
+    std::cout << "\npipeline videotestsrc (" << size << " " << args.get("pipeline-format")
+              << ") ! pefmfilter overlay=" << args.get("overlay") << " "
               << args.get("pipeline-props") << " ! fakesink: " << std::setprecision(3) << pipeline.fps << " frames/s, "
               << pipeline.fps * rows << " lines/s (" << 1000.0 / pipeline.fps
               << " ms a frame); the element reports " << pipeline.latency_ms
@@ -468,7 +484,8 @@ int run(int argc, char** argv) {
                         {"libtorch", TORCH_VERSION},
                         {"batches", batches}};
     if (!std::isnan(pipeline.fps)) {
-      report["pipeline"] = {{"size", size}, {"overlay", args.get("overlay")}, {"props", args.get("pipeline-props")},
+      report["pipeline"] = {{"size", size}, {"format", args.get("pipeline-format")}, {"overlay", args.get("overlay")},
+                            {"props", args.get("pipeline-props")},
                             {"fps", pipeline.fps},
                             {"latency_ms", pipeline.latency_ms}, {"processing_max_ms", pipeline.processing_max_ms}};
     }
