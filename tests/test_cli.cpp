@@ -472,7 +472,7 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   const auto r = run(args);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("add, none and concat each trained 1 epochs on 6 images, scored on 2 held-out images, a "
-                          "synthetic defect in each and a misaligned copy of each"),
+                          "synthetic defect of appearance and one of position in each and a misaligned copy of each"),
             std::string::npos) << r.output;  // 8 training images after the 0.2 hold-out; a third of 3 epochs
   const auto m = pefm::load_model(model);
   const auto chosen = m.training.at("pe_auto");
@@ -481,10 +481,11 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   EXPECT_NE(r.output.find("pe auto: add's gain over none by kind of defect: blotch "), std::string::npos) << r.output;
   const auto evidence = parse_json(m.training.at("pe_auto_evidence"));
   ASSERT_EQ(evidence.at("trials").size(), 3u) << evidence;
-  // The rule: none unless add or concat is eligible (a per-image gain over none above two
-  // standard errors, pooled merit no worse); then the larger gain.
+  // The rule: none unless add or concat is eligible (pooled merit no worse, and a per-image
+  // gain over none above two standard errors on the appearance defects, or on the position
+  // defects without losing more than two on the appearance ones); then the larger sum.
   std::string best = "none";
-  double best_gain = -1, none_merit = NAN;
+  double best_gain = -1e9, none_merit = NAN;
   for (const auto& t : evidence.at("trials")) {
     ASSERT_TRUE(t.at("pixel_auroc").is_number()) << t;
     ASSERT_TRUE(t.at("aupro").is_number()) << t;
@@ -493,40 +494,49 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   for (const auto& t : evidence.at("trials")) {
     if (t.at("pe") == "none") continue;
     ASSERT_TRUE(t.at("gain_over_none").is_number()) << t;
-    // The gain by kind of defect, the kinds in turn: the 2 probe images hold a pasted patch
-    // and a blotch.
+    // The gain by kind of defect: the 2 probe images hold a pasted patch and a blotch (the
+    // appearance kinds in turn), and each a moved patch.
     const auto& by_kind = t.at("gain_by_kind");
-    ASSERT_EQ(by_kind.size(), 2u) << t;
+    ASSERT_EQ(by_kind.size(), 3u) << t;
     EXPECT_EQ(by_kind.at("cut-paste").at("images").get<int>(), 1) << t;
     EXPECT_EQ(by_kind.at("blotch").at("images").get<int>(), 1) << t;
-    // Without --groups each image is its own unit: the gain is the kinds' gains weighted by
-    // their images.
+    EXPECT_EQ(by_kind.at("shift").at("images").get<int>(), 2) << t;
+    // Without --groups each image is its own unit: the appearance gain is its kinds' gains
+    // weighted by their images; the position gain is shift's.
     double weighted = 0, images = 0;
     for (const auto& [kind, g] : by_kind.items()) {
+      if (kind == "shift") continue;
       weighted += g.at("gain").get<double>() * g.at("images").get<double>();
       images += g.at("images").get<double>();
     }
     EXPECT_NEAR(t.at("gain_over_none").get<double>(), weighted / images, 1e-9) << t;
+    EXPECT_NEAR(t.at("position_gain_over_none").get<double>(), by_kind.at("shift").at("gain").get<double>(), 1e-9) << t;
     const double gain = t.at("gain_over_none").get<double>(), se = t.at("gain_se").get<double>();
+    const double moved = t.at("position_gain_over_none").get<double>(), moved_se = t.at("position_gain_se").get<double>();
     const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
-    const bool eligible = gain > 2 * se && merit >= none_merit;
+    const bool eligible = (gain > 2 * se || (moved > 2 * moved_se && gain >= -2 * se)) && merit >= none_merit;
     EXPECT_EQ(t.at("eligible").get<bool>(), eligible) << t;
-    if (eligible && gain > best_gain) best_gain = gain, best = t.at("pe").get<std::string>();
+    if (eligible && gain + moved > best_gain) best_gain = gain + moved, best = t.at("pe").get<std::string>();
   }
   EXPECT_EQ(chosen, best) << evidence;
   // The gains again, from each probe's own scores: the variant's AUROC minus none's.
   const auto& probes = evidence.at("probes");
-  ASSERT_EQ(probes.size(), 2u) << evidence;
+  ASSERT_EQ(probes.size(), 4u) << evidence;
   EXPECT_EQ(probes[0].at("kind"), "cut-paste");
   EXPECT_EQ(probes[1].at("kind"), "blotch");
+  EXPECT_EQ(probes[2].at("kind"), "shift");
+  EXPECT_EQ(probes[3].at("kind"), "shift");
+  EXPECT_EQ(probes[2].at("file"), probes[0].at("file")) << "each image holds one defect of each kind";
   for (const auto& t : evidence.at("trials")) {
     if (t.at("pe") == "none") continue;
     const auto pe = t.at("pe").get<std::string>();
     std::vector<double> d;
     for (const auto& p : probes) d.push_back(p.at("pixel_auroc").at(pe).get<double>() - p.at("pixel_auroc").at("none").get<double>());
-    const double mean = (d[0] + d[1]) / 2, se = std::abs(d[0] - d[1]) / 2;  // two units: sd / sqrt(2)
-    EXPECT_NEAR(t.at("gain_over_none").get<double>(), mean, 1e-12) << t;
-    EXPECT_NEAR(t.at("gain_se").get<double>(), se, 1e-12) << t;
+    // two units each: mean and sd / sqrt(2)
+    EXPECT_NEAR(t.at("gain_over_none").get<double>(), (d[0] + d[1]) / 2, 1e-12) << t;
+    EXPECT_NEAR(t.at("gain_se").get<double>(), std::abs(d[0] - d[1]) / 2, 1e-12) << t;
+    EXPECT_NEAR(t.at("position_gain_over_none").get<double>(), (d[2] + d[3]) / 2, 1e-12) << t;
+    EXPECT_NEAR(t.at("position_gain_se").get<double>(), std::abs(d[2] - d[3]) / 2, 1e-12) << t;
   }
   EXPECT_EQ(evidence.at("choice").get<std::string>(), chosen);
   EXPECT_EQ(evidence.at("probe_images").get<int>(), 2);

@@ -93,4 +93,28 @@ TEST(PeChoice, WithoutAFiniteNoneTheBestFiniteMeritWinsAndNoFiniteMeritThrows) {
   EXPECT_THROW(pefm::choose_pe(none_finite, {0}, kKinds), std::runtime_error);
 }
 
+// A code that localises parts moved within their image (the defect only it can see) is
+// chosen on that evidence alone, unless it loses on the appearance defects; a code that
+// does nothing for moved parts needs the appearance evidence.
+TEST(PeChoice, APositionGainCountsWhenTheAppearanceDefectsDoNotSufferFromIt) {
+  const std::vector<std::string> kinds = {"cut-paste", "blotch", "flip", "shift", "shift", "shift"};
+  const std::vector<size_t> units = {0, 1, 2, 0, 1, 2};
+  // add: no appearance gain beyond noise, a clear gain on every moved part
+  std::vector<PeTrial> trials = {trial(PeMode::kAdd, {0.81, 0.79, 0.80, 0.90, 0.92, 0.91}, 0.8),
+                                 trial(PeMode::kNone, {0.80, 0.80, 0.80, 0.60, 0.61, 0.62}, 0.8)};
+  EXPECT_EQ(pefm::choose_pe(trials, units, kinds), PeMode::kAdd);
+  EXPECT_NEAR(trials[0].position_gain, 0.30, 1e-12);
+  EXPECT_FALSE(trials[0].gain > 2 * trials[0].gain_se) << "chosen on the position evidence alone";
+  EXPECT_TRUE(trials[0].eligible);
+  // the same position gain, but a clear loss on the appearance defects: none
+  trials = {trial(PeMode::kAdd, {0.70, 0.71, 0.69, 0.90, 0.92, 0.91}, 0.8),
+            trial(PeMode::kNone, {0.80, 0.80, 0.80, 0.60, 0.61, 0.62}, 0.8)};
+  EXPECT_EQ(pefm::choose_pe(trials, units, kinds), PeMode::kNone);
+  EXPECT_FALSE(trials[0].eligible);
+  // no gain on moved parts and none on appearance: none
+  trials = {trial(PeMode::kAdd, {0.81, 0.79, 0.80, 0.61, 0.60, 0.63}, 0.8),
+            trial(PeMode::kNone, {0.80, 0.80, 0.80, 0.60, 0.61, 0.62}, 0.8)};
+  EXPECT_EQ(pefm::choose_pe(trials, units, kinds), PeMode::kNone);
+}
+
 }  // namespace

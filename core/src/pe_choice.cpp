@@ -1,8 +1,27 @@
 #include "pefm/pe_choice.h"
 
 #include <stdexcept>
+#include <tuple>
 
 namespace pefm {
+
+namespace {
+
+// The mean over units of the per-unit mean gains, and its standard error; NaN with fewer
+// than two units.
+std::pair<double, double> unit_mean(const std::map<size_t, std::pair<double, int>>& per_unit) {
+  std::vector<double> d;
+  for (const auto& [u, sc] : per_unit) d.push_back(sc.first / sc.second);
+  if (d.size() < 2) return {NAN, NAN};
+  double mean = 0, var = 0;
+  for (double v : d) mean += v;
+  mean /= static_cast<double>(d.size());
+  for (double v : d) var += (v - mean) * (v - mean);
+  var /= static_cast<double>(d.size() - 1);
+  return {mean, std::sqrt(var / static_cast<double>(d.size()))};
+}
+
+}  // namespace
 
 PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, const std::vector<std::string>& kind) {
   const PeTrial* none = nullptr;
@@ -18,14 +37,16 @@ PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, 
     return best->pe;
   }
   const PeTrial* chosen = none;
+  double chosen_gain = 0;
   for (auto& t : trials) {
     if (t.pe == PeMode::kNone) continue;
-    std::map<size_t, std::pair<double, int>> per_unit;  // sum of gains, count
+    std::map<size_t, std::pair<double, int>> appearance, position;  // per unit: sum of gains, count
     std::map<std::string, std::pair<double, int>> per_kind;
     for (size_t i = 0; i < t.per_image.size() && i < none->per_image.size() && i < unit.size(); ++i) {
       if (!std::isfinite(t.per_image[i]) || !std::isfinite(none->per_image[i])) continue;
       const double gain = t.per_image[i] - none->per_image[i];
-      auto& u = per_unit[unit[i]];
+      const bool moved = i < kind.size() && kind[i] == "shift";
+      auto& u = (moved ? position : appearance)[unit[i]];
       u.first += gain;
       ++u.second;
       if (i < kind.size()) {
@@ -35,18 +56,13 @@ PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, 
       }
     }
     for (const auto& [name, sc] : per_kind) t.gain_by_kind[name] = {sc.first / sc.second, sc.second};
-    std::vector<double> d;
-    for (const auto& [u, sc] : per_unit) d.push_back(sc.first / sc.second);
-    if (d.size() < 2) continue;
-    double mean = 0, var = 0;
-    for (double v : d) mean += v;
-    mean /= static_cast<double>(d.size());
-    for (double v : d) var += (v - mean) * (v - mean);
-    var /= static_cast<double>(d.size() - 1);
-    t.gain = mean;
-    t.gain_se = std::sqrt(var / static_cast<double>(d.size()));
-    t.eligible = mean > 2.0 * t.gain_se && std::isfinite(t.merit()) && t.merit() >= none->merit();
-    if (t.eligible && (chosen == none || t.gain > chosen->gain)) chosen = &t;
+    std::tie(t.gain, t.gain_se) = unit_mean(appearance);
+    std::tie(t.position_gain, t.position_se) = unit_mean(position);
+    const bool appearance_gain = t.gain > 2.0 * t.gain_se;
+    const bool position_gain = t.position_gain > 2.0 * t.position_se && t.gain >= -2.0 * t.gain_se;
+    t.eligible = (appearance_gain || position_gain) && std::isfinite(t.merit()) && t.merit() >= none->merit();
+    const double total = (std::isfinite(t.gain) ? t.gain : 0) + (std::isfinite(t.position_gain) ? t.position_gain : 0);
+    if (t.eligible && (chosen == none || total > chosen_gain)) chosen = &t, chosen_gain = total;
   }
   return chosen->pe;
 }

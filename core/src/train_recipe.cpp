@@ -208,25 +208,27 @@ bool cross_fit(const std::vector<TrainImage>& samples, const Groups& groups, int
 // --pe auto: the position-code variants compared on normal images alone.
 //
 // A fifth of the source images (or of the --groups groups; seed-shuffled) becomes a probe
-// set; each probe image gets one synthetic defect with its mask (synthetic_defect.h, the
-// kinds in turn) and a misaligned normal copy (a window of 85-95 % of it at a random place:
-// the part shifted and a little larger). Each variant is trained with the run's settings on
-// the other images for a third of the epochs, sharing one extraction of their features,
-// and scores the probe images, their defective and their misaligned copies; choose_pe
-// (pe_choice.h) decides.
+// set; each probe image gets two synthetic defects with their masks (synthetic_defect.h): one
+// of appearance (the kinds in turn) and one of position (a patch of it moved within it), and
+// a misaligned normal copy (a window of 85-95 % of it at a random place: the part shifted
+// and a little larger). Each variant is trained with the run's settings on the other
+// images for a third of the epochs, sharing one extraction of their features, and scores
+// the probe images, their defective and their misaligned copies; choose_pe (pe_choice.h)
+// decides on both kinds of evidence.
 
-// The kind of synthetic defect of probe image i: the kinds in turn.
-DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kDefectKinds); }
+// The appearance defect of probe image i: those kinds in turn.
+DefectKind probe_kind(size_t i) { return static_cast<DefectKind>(i % kAppearanceKinds); }
 
 // Trains each variant on `fit` for `epochs` and scores the probe images and their
 // synthetic defects. Returns an empty vector when interrupted.
 std::vector<PeTrial> compare_pe(const std::vector<TrainImage>& fit, const std::vector<TrainImage>& probe, const ModelConfig& config,
                                 const std::string& src_weights, const std::string& tgt_weights, const TrainOptions& opts,
                                 int64_t epochs, const torch::Device& device, TrainObserver& observer) {
-  // Probe set: every probe image as it is, then a defective copy of each (the kinds in
-  // turn), then a misaligned normal copy of each: the position code's risk, it must not call
-  // a part placed less exactly anomalous.
-  std::mt19937_64 rng(opts.seed + 3), place(opts.seed + 4);
+  // Probe set: every probe image as it is, then a copy of each with an appearance defect
+  // (the kinds in turn), then a misaligned normal copy of each (the position code's risk:
+  // it must not call a part placed less exactly anomalous), then a copy of each with a
+  // position defect.
+  std::mt19937_64 rng(opts.seed + 3), place(opts.seed + 4), moved(opts.seed + 5);
   std::vector<TrainImage> probes = probe;
   std::vector<torch::Tensor> masks;
   const int64_t S = config.image_size;
@@ -243,6 +245,11 @@ std::vector<PeTrial> compare_pe(const std::vector<TrainImage>& fit, const std::v
   for (size_t i = 0; i < probe.size(); ++i) {
     probes.push_back({probe[i].path, misaligned_copy(probe[i].pixels, place())});
     masks.push_back(torch::zeros({S, S}, torch::kBool));
+  }
+  for (size_t i = 0; i < probe.size(); ++i) {
+    const auto defect = synthetic_defect(probe[i].pixels, probe[i].pixels, DefectKind::kShift, moved());
+    probes.push_back({probe[i].path, defect.image});
+    masks.push_back(to_s(defect.mask));
   }
   const auto mask_t = torch::stack(masks);
   const auto n_probe = static_cast<int64_t>(probe.size());
@@ -285,9 +292,13 @@ std::vector<PeTrial> compare_pe(const std::vector<TrainImage>& fit, const std::v
     t.pixel_auroc = auroc(m, mask_t);
     t.aupro = aupro(m, mask_t);
     // Each defect against the normal pixels of its own image and of its misaligned copy.
-    for (int64_t i = 0; i < n_probe; ++i) {
-      const auto pair = torch::stack({m[n_probe + i], m[2 * n_probe + i]});
-      t.per_image.push_back(auroc(pair, torch::stack({mask_t[n_probe + i], mask_t[2 * n_probe + i]})));
+    // Each defect against the normal pixels of its own copy and of the misaligned copy:
+    // first the appearance defects, then the position defects.
+    for (int64_t first : {n_probe, 3 * n_probe}) {
+      for (int64_t i = 0; i < n_probe; ++i) {
+        const auto pair = torch::stack({m[first + i], m[2 * n_probe + i]});
+        t.per_image.push_back(auroc(pair, torch::stack({mask_t[first + i], mask_t[2 * n_probe + i]})));
+      }
     }
     t.seconds = seconds_since(t0);
     std::ostringstream line;
@@ -451,39 +462,47 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
   const int64_t search_epochs = std::max<int64_t>(1, (r.epochs + 2) / 3);
   observer.note("pe auto: add, none and concat each trained " + std::to_string(search_epochs) + " epochs on " +
                 std::to_string(fit.size()) + " images, scored on " + std::to_string(probe.size()) +
-                " held-out images, a synthetic defect in each and a misaligned copy of each");
+                " held-out images, a synthetic defect of appearance and one of position in each and a "
+                "misaligned copy of each");
   const auto t_auto = Clock::now();
   auto trials = compare_pe(fit, probe, r.config, r.source_weights, r.target_weights, r.options, search_epochs, r.device,
                            observer);
   if (trials.empty()) return false;
   *seconds = seconds_since(t_auto);
+  // per_image's order: the appearance defects, then the position defects of the same images
   std::vector<std::string> probe_kinds;
   for (size_t i = 0; i < probe.size(); ++i) probe_kinds.push_back(to_string(probe_kind(i)));
-  r.config.pe = choose_pe(trials, probe_unit, probe_kinds);
+  for (size_t i = 0; i < probe.size(); ++i) probe_kinds.push_back(to_string(DefectKind::kShift));
+  std::vector<size_t> defect_unit = probe_unit;
+  defect_unit.insert(defect_unit.end(), probe_unit.begin(), probe_unit.end());
+  r.config.pe = choose_pe(trials, defect_unit, probe_kinds);
   Json evidence = {{"choice", to_string(r.config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
                    {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                    {"epochs", search_epochs}, {"seconds", *seconds},
                    {"features_extracted_by", to_string(trials.front().pe)},  // in its train_seconds
-                   {"criterion", "none unless add or concat gains pixel AUROC over none on the synthetic "
-                                 "defects (each against its image's and its misaligned copy's normal "
-                                 "pixels; averaged per source image or group) by more than 2 standard "
-                                 "errors and pools no worse (mean of pixel AUROC and AUPRO); then the "
-                                 "larger gain"}};
+                   {"criterion", "none unless add or concat pools no worse (mean of pixel AUROC and AUPRO) "
+                                 "and gains pixel AUROC over none (each defect against its copy's and its "
+                                 "misaligned copy's normal pixels; averaged per source image or group) by "
+                                 "more than 2 standard errors on the appearance defects, or on the "
+                                 "position defects (shift) while losing no more than 2 standard errors on "
+                                 "the appearance defects; then the larger sum of the two gains"}};
   for (const auto& t : trials) {
     Json by_kind = Json::object();
     for (const auto& [kind, g] : t.gain_by_kind) by_kind[kind] = {{"gain", g.first}, {"images", g.second}};
     evidence["trials"].push_back({{"pe", to_string(t.pe)}, {"pixel_auroc", t.pixel_auroc}, {"aupro", t.aupro},
-                                  {"gain_over_none", t.gain}, {"gain_se", t.gain_se}, {"eligible", t.eligible},
+                                  {"gain_over_none", t.gain}, {"gain_se", t.gain_se},
+                                  {"position_gain_over_none", t.position_gain}, {"position_gain_se", t.position_se},
+                                  {"eligible", t.eligible},
                                   {"gain_by_kind", by_kind}, {"seconds", t.seconds},
                                   {"train_seconds", t.train_seconds}, {"score_seconds", t.score_seconds}});
   }
   // Each probe's own scores, so that the gains can be recomputed from the evidence.
   evidence["probes"] = Json::array();
-  for (size_t i = 0; i < probe.size(); ++i) {
+  for (size_t i = 0; i < probe_kinds.size(); ++i) {
     Json auroc = Json::object();
     for (const auto& t : trials) auroc[to_string(t.pe)] = i < t.per_image.size() ? t.per_image[i] : NAN;
-    evidence["probes"].push_back({{"file", probe[i].path}, {"unit", probe_unit[i]}, {"kind", probe_kinds[i]},
-                                  {"pixel_auroc", auroc}});
+    evidence["probes"].push_back({{"file", probe[i % probe.size()].path}, {"unit", defect_unit[i]},
+                                  {"kind", probe_kinds[i]}, {"pixel_auroc", auroc}});
   }
   (*settings)["pe_auto"] = to_string(r.config.pe);
   (*settings)["pe_auto_evidence"] = json_text(evidence, -1);
@@ -493,7 +512,8 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
     line << "; " << to_string(t.pe) << " " << std::fixed << std::setprecision(2) << t.pixel_auroc * 100 << " / "
          << t.aupro * 100;
     if (t.pe != PeMode::kNone && std::isfinite(t.gain))
-      line << ", gain over none " << t.gain * 100 << " +- " << t.gain_se * 100 << (t.eligible ? "" : " (not taken)");
+      line << ", gain over none " << t.gain * 100 << " +- " << t.gain_se * 100 << ", on moved parts "
+           << t.position_gain * 100 << " +- " << t.position_se * 100 << (t.eligible ? "" : " (not taken)");
     else if (t.pe != PeMode::kNone)
       line << ", no gain: fewer than 2 held-out " << (r.groups.empty() ? "images" : "groups") << " (not taken)";
     line << std::defaultfloat;

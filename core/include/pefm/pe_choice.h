@@ -20,19 +20,24 @@ struct PeTrial {
   double pixel_auroc = NAN, aupro = NAN, seconds = 0;  // pooled over the whole probe set
   double train_seconds = 0, score_seconds = 0;
   std::vector<double> per_image;  // each probe defect's pixel AUROC (against its image and misaligned copy)
-  // Filled by choose_pe:
-  double gain = NAN, gain_se = NAN;  // mean paired gain over none per unit, its standard error
+  // Filled by choose_pe: the mean paired gain over none per unit and its standard error, on
+  // the appearance defects and on the position defects ("shift")
+  double gain = NAN, gain_se = NAN;
+  double position_gain = NAN, position_se = NAN;
   std::map<std::string, std::pair<double, int>> gain_by_kind;  // per defect kind: mean paired gain, images
   bool eligible = false;
   double merit() const { return (pixel_auroc + aupro) / 2.0; }
 };
 
-// None, unless add or concat gains over none on the probe defects (the paired per-image
-// gain averaged per unit, `unit[i]` being probe i's source image or group, its mean above
-// two standard errors over the units) and pools no worse (merit); of those, the larger
-// gain. `kind[i]` names probe i's defect kind, for gain_by_kind. Fills each trial's gain,
-// standard error, gains by kind and eligibility. Without a finite none, the best finite
-// merit; throws std::runtime_error when no trial has one.
+// None, unless add or concat pools no worse (merit) and gains over none on the probe
+// defects, on either kind of evidence: on the appearance defects (every kind but "shift"),
+// or on the position defects ("shift", a part moved within its image, what only a position
+// code can see) without losing on the appearance defects. A gain counts when its mean over
+// the units (`unit[i]`: probe i's source image or group; the paired per-image gain averaged
+// per unit) lies above two standard errors; not losing, when it lies no lower than minus
+// two. Of the eligible, the larger sum of the two gains. `kind[i]` names probe i's defect
+// kind. Fills each trial's gains, standard errors, gains by kind and eligibility. Without a
+// finite none, the best finite merit; throws std::runtime_error when no trial has one.
 PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, const std::vector<std::string>& kind);
 
 }  // namespace pefm

@@ -24,6 +24,8 @@ namespace pefm {
 //              defect only a position code can see.
 enum class DefectKind { kCutPaste, kBlotch, kFlip, kWarp, kScar, kShift };
 inline constexpr int kDefectKinds = 6;
+// The kinds before kShift change what pixels look like; kShift changes only where they are.
+inline constexpr int kAppearanceKinds = 5;
 
 // "cut-paste", "blotch", "flip", "warp", "scar", "shift".
 std::string to_string(DefectKind kind);
