@@ -57,7 +57,7 @@ TEST(Detector, GrayAndReplicatedRgbAgree) {
 }
 
 // The whole anomaly map against an independent PyTorch implementation of the method's steps
-// 3-7 (README.md "Architecture"; tests/data/make_golden.py: torchvision backbones, its own position code, mapping
+// 3-7 (docs/architecture.md; tests/data/make_golden.py: torchvision backbones, its own position code, mapping
 // networks, residual, upsampling and fusion), formula weights everywhere, for every PE mode
 // and both fusions; through the network as trained (BatchNorm unfolded) and through the
 // Detector's folded inference copy. Catches a changed normalisation, position code, mapping

@@ -1,4 +1,4 @@
-// Internal: method step 7 (README.md) as one operation with a CPU and a CUDA twin -- the
+// Internal: method step 7 (docs/architecture.md) as one operation with a CPU and a CUDA twin -- the
 // per-scale residual 0.5 * (|s_hat - s|^2 + |t_hat - t|^2) summed over channels in
 // float32, bilinear upsampling (align_corners=false) to the input size, and the fusion of
 // the three scales.

@@ -33,7 +33,7 @@ if ! grep -q "where GStreamer does not look by default: export GST_PLUGIN_PATH="
 fi
 opt_files=$(installed "$work/opt")
 grep -q "^/opt/pefm/.*/gstreamer-1.0/libgstpefm.so$" <<< "$opt_files" || { echo "install: plugin not under /opt/pefm" >&2; fail=1; }
-# The element's object is compiled without LibTorch's include folders (README, Architecture).
+# The element's object is compiled without LibTorch's include folders (docs/architecture.md).
 element_cmd=$(ninja -C "$work/usr" -t commands gst-plugin/libgstpefm.so | grep -E -- '-c [^ ]*gst-plugin/gstpefmfilter\.cpp' || true)
 if [ -z "$element_cmd" ]; then
   echo "install: no compile command for gst-plugin/gstpefmfilter.cpp" >&2; fail=1
