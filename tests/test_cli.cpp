@@ -29,6 +29,7 @@
 #include "pefm/frame_detector.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
+#include "pefm/pe_choice.h"
 #include "pefm/state_dict.h"
 
 namespace {
@@ -514,7 +515,9 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
     const double gain = t.at("gain_over_none").get<double>(), se = t.at("gain_se").get<double>();
     const double moved = t.at("position_gain_over_none").get<double>(), moved_se = t.at("position_gain_se").get<double>();
     const double merit = (t.at("pixel_auroc").get<double>() + t.at("aupro").get<double>()) / 2;
-    const bool eligible = (gain > 2 * se || (moved > 2 * moved_se && gain >= -2 * se)) && merit >= none_merit;
+    const bool eligible =
+        (gain > 2 * se || (moved > 2 * moved_se && moved >= pefm::kMinPositionGain && gain >= -2 * se)) &&
+        merit >= none_merit;
     EXPECT_EQ(t.at("eligible").get<bool>(), eligible) << t;
     if (eligible && gain + moved > best_gain) best_gain = gain + moved, best = t.at("pe").get<std::string>();
   }

@@ -115,6 +115,12 @@ TEST(PeChoice, APositionGainCountsWhenTheAppearanceDefectsDoNotSufferFromIt) {
   trials = {trial(PeMode::kAdd, {0.81, 0.79, 0.80, 0.61, 0.60, 0.63}, 0.8),
             trial(PeMode::kNone, {0.80, 0.80, 0.80, 0.60, 0.61, 0.62}, 0.8)};
   EXPECT_EQ(pefm::choose_pe(trials, units, kinds), PeMode::kNone);
+  // a significant but small gain on moved parts (a texture with a little structure): none
+  trials = {trial(PeMode::kAdd, {0.81, 0.79, 0.80, 0.62, 0.63, 0.64}, 0.8),
+            trial(PeMode::kNone, {0.80, 0.80, 0.80, 0.60, 0.61, 0.62}, 0.8)};
+  EXPECT_EQ(pefm::choose_pe(trials, units, kinds), PeMode::kNone);
+  EXPECT_NEAR(trials[0].position_gain, 0.02, 1e-12);
+  EXPECT_LT(0.0, trials[0].position_gain - 2 * trials[0].position_se) << "significant, and still not enough";
 }
 
 }  // namespace

@@ -59,7 +59,8 @@ PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, 
     std::tie(t.gain, t.gain_se) = unit_mean(appearance);
     std::tie(t.position_gain, t.position_se) = unit_mean(position);
     const bool appearance_gain = t.gain > 2.0 * t.gain_se;
-    const bool position_gain = t.position_gain > 2.0 * t.position_se && t.gain >= -2.0 * t.gain_se;
+    const bool position_gain = t.position_gain > 2.0 * t.position_se && t.position_gain >= kMinPositionGain &&
+                               t.gain >= -2.0 * t.gain_se;
     t.eligible = (appearance_gain || position_gain) && std::isfinite(t.merit()) && t.merit() >= none->merit();
     const double total = (std::isfinite(t.gain) ? t.gain : 0) + (std::isfinite(t.position_gain) ? t.position_gain : 0);
     if (t.eligible && (chosen == none || total > chosen_gain)) chosen = &t, chosen_gain = total;
