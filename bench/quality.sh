@@ -65,10 +65,10 @@ for d in "${dataset_list[@]}"; do
   if [ $ref = 1 ]; then
     py=
     for p in ${PEFM_PYTHON:-} python3 /usr/bin/python3; do
-      if "$p" -c "import torch, torchvision, sklearn, skimage" 2>/dev/null; then py=$p; break; fi
+      if "$p" -c "import torch, torchvision, sklearn, skimage, PIL" 2>/dev/null; then py=$p; break; fi
     done
     if [ -z "$py" ]; then
-      echo "bench/quality.sh: the reference needs python3-torch, python3-torchvision, python3-sklearn, python3-skimage" >&2
+      echo "bench/quality.sh: the reference needs python3-torch, python3-torchvision, python3-sklearn, python3-skimage, python3-pil" >&2
       exit 1
     fi
     for seed in "${seed_list[@]}"; do

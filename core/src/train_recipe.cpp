@@ -291,7 +291,6 @@ std::vector<PeTrial> compare_pe(const std::vector<TrainImage>& fit, const std::v
     t.score_seconds = t_score;
     t.pixel_auroc = auroc(m, mask_t);
     t.aupro = aupro(m, mask_t);
-    // Each defect against the normal pixels of its own image and of its misaligned copy.
     // Each defect against the normal pixels of its own copy and of the misaligned copy:
     // first the appearance defects, then the position defects.
     for (int64_t first : {n_probe, 3 * n_probe}) {
@@ -515,7 +514,8 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
       line << ", gain over none " << t.gain * 100 << " +- " << t.gain_se * 100 << ", on moved parts "
            << t.position_gain * 100 << " +- " << t.position_se * 100 << (t.eligible ? "" : " (not taken)");
     else if (t.pe != PeMode::kNone)
-      line << ", no gain: fewer than 2 held-out " << (r.groups.empty() ? "images" : "groups") << " (not taken)";
+      line << ", no gain: fewer than 2 held-out " << (r.groups.empty() ? "images" : "groups")
+           << " with finite scores on the appearance defects (not taken)";
     line << std::defaultfloat;
   }
   line << "; " << format_duration(*seconds) << ")";

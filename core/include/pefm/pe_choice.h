@@ -39,11 +39,13 @@ inline constexpr double kMinPositionGain = 0.05;
 // defects, on either kind of evidence: on the appearance defects (every kind but "shift"),
 // or on the position defects ("shift", a part moved within its image, what only a position
 // code can see; at least kMinPositionGain) without losing on the appearance defects. A gain
-// counts when its mean over the units (`unit[i]`: probe i's source image or group; the paired per-image gain averaged
-// per unit) lies above two standard errors; not losing, when it lies no lower than minus
-// two. Of the eligible, the larger sum of the two gains. `kind[i]` names probe i's defect
-// kind. Fills each trial's gains, standard errors, gains by kind and eligibility. Without a
-// finite none, the best finite merit; throws std::runtime_error when no trial has one.
+// counts when its mean over the units (`unit[i]`: defect i's source image or group; the
+// paired per-image gain averaged per unit) lies above two standard errors; not losing,
+// when it lies no lower than minus two. Without appearance evidence (fewer than two units
+// with finite scores) the position path is closed too. Of the eligible, the larger sum of
+// the two gains. `kind[i]` names defect i's kind. Fills each trial's gains, standard
+// errors, gains by kind and eligibility. Without a finite none, the best finite merit;
+// throws std::runtime_error when no trial has one.
 PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, const std::vector<std::string>& kind);
 
 }  // namespace pefm

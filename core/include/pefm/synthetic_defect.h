@@ -20,7 +20,7 @@ namespace pefm {
 //   kWarp      a swirl of the pixels within a disc: a dent, a bend;
 //   kScar      a thin band of another normal image at a random angle: a scratch, a crack;
 //   kShift     a patch of the image itself copied over another place of it: every pixel
-//              normal, only its place wrong (a part missing, misplaced or turned), the
+//              normal, only its place wrong (a part missing or misplaced), the
 //              defect only a position code can see.
 enum class DefectKind { kCutPaste, kBlotch, kFlip, kWarp, kScar, kShift };
 inline constexpr int kDefectKinds = 6;
