@@ -200,14 +200,17 @@ int run(int argc, char** argv) {
   args.flag("resume", "continue an interrupted run from MODEL.pt.ckpt");
   if (!args.parse(argc, argv)) return 0;
 
-  ModelConfig config;
+  // Parsed straight into what the recipe takes.
+  TrainRequest request;
+  ModelConfig& config = request.config;
+  TrainOptions& opts = request.options;
   auto [src_arch, src_weights] = cli::split_arch(args.get("source"));
   auto [tgt_arch, tgt_weights] = cli::split_arch(args.get("target"));
   config.source_arch = src_arch;
   config.target_arch = tgt_arch;
   config.image_size = args.integer("image-size", 32, kMaxImageSize);
   config.latent = cli::parse_widths(args.get("latent"), "--latent");
-  const bool pe_auto = args.get("pe") == "auto";
+  const bool pe_auto = request.pe_auto = args.get("pe") == "auto";
   try {
     config.pe = pe_auto ? PeMode::kAdd : parse_pe_mode(args.get("pe"), "--pe");
     config.fusion = parse_fusion(args.get("fusion"), "--fusion");
@@ -217,22 +220,21 @@ int run(int argc, char** argv) {
     const std::string why = e.what();
     throw cli::UsageError(why.find("--pe") != std::string::npos ? why + " (or auto)" : why);
   }
-  const int64_t epochs = args.integer("epochs", 1, 100000);
-  TrainOptions opts;
+  request.epochs = args.integer("epochs", 1, 100000);
   opts.batch_size = args.integer("batch-size", 1, 65536);
   opts.lr = args.number("lr", 1e-12, 10.0);
   opts.weight_decay = args.number("weight-decay", 0.0, 1.0);
   opts.seed = static_cast<uint64_t>(args.integer("seed", 0, INT64_MAX));
-  const int folds = static_cast<int>(args.integer("folds", 0, 100));
+  const int folds = request.folds = static_cast<int>(args.integer("folds", 0, 100));
   if (folds == 1) throw cli::UsageError("--folds 1 cannot cross-fit: use 2 or more, or 0 for a hold-out");
-  const double false_alarm_rate = args.number("false-alarm-rate", 1e-6, 0.5);
-  const double pixel_rate = args.number("pixel-false-alarm-rate", 1e-6, 0.5);
+  request.false_alarm_rate = args.number("false-alarm-rate", 1e-6, 0.5);
+  request.pixel_false_alarm_rate = args.number("pixel-false-alarm-rate", 1e-6, 0.5);
   if (folds > 0 && args.has("val-fraction"))
     throw cli::UsageError("--val-fraction applies with --folds 0 only (cross-fitting trains on every image)");
-  const double val_fraction = folds > 0 ? 0.0 : args.number("val-fraction", 0.0, 0.9);
+  request.val_fraction = folds > 0 ? 0.0 : args.number("val-fraction", 0.0, 0.9);
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const std::string output = args.get("output");
-  const std::string ckpt_path = output + ".ckpt";
+  const std::string& ckpt_path = request.checkpoint = output + ".ckpt";
   // Before any work: a typo in --output (a folder, a training image, a weights file, a
   // missing folder) is found now, not after the last epoch.
   {
@@ -254,7 +256,7 @@ int run(int argc, char** argv) {
       cli::check_output_file("--train-scores", args.get("train-scores"), cli::OutputKind::kTrainScores, inputs);
     }
   }
-  torch::Device device = torch::kCPU;
+  torch::Device& device = request.device;
   try {
     device = resolve_device(args.get("device"));
   } catch (const std::invalid_argument& e) {
@@ -274,7 +276,7 @@ int run(int argc, char** argv) {
 
   cli::install_stop_handler();
   const auto t_start = Clock::now();
-  const int tile = static_cast<int>(args.integer("tile", 0, 65536));
+  const int tile = request.tile = static_cast<int>(args.integer("tile", 0, 65536));
   if (tile > 0 && tile < kMinTileSize) {
     throw cli::UsageError("--tile " + std::to_string(tile) + " is below the minimum of " + std::to_string(kMinTileSize) +
                           " pixels (pefmfilter refuses smaller tiles)");
@@ -284,26 +286,14 @@ int run(int argc, char** argv) {
             << (pe_auto ? std::string("auto") : to_string(config.pe)) << ", " << to_string(config.resize) << " resize, on " << device_name(device) << "\n";
 
   int64_t skipped = 0;
-  TrainRequest request;
   request.groups = args.has("groups") ? read_groups(args.get("groups")) : Groups{};
   auto images = load_images(args.all("data"), &skipped);
   if (cli::stop_requested()) {
     std::cout << "interrupted before training; nothing written\n";
     return 130;
   }
-  request.config = config;
-  request.pe_auto = pe_auto;
   request.source_weights = src_weights;
   request.target_weights = tgt_weights;
-  request.options = opts;
-  request.epochs = epochs;
-  request.folds = folds;
-  request.val_fraction = val_fraction;
-  request.false_alarm_rate = false_alarm_rate;
-  request.pixel_false_alarm_rate = pixel_rate;
-  request.tile = tile;
-  request.device = device;
-  request.checkpoint = ckpt_path;
   request.resume = args.has("resume");
   std::string data;
   for (const auto& dir : args.all("data")) data += (data.empty() ? "" : ":") + dir;
@@ -316,7 +306,7 @@ int run(int argc, char** argv) {
   CliObserver observer;
   TrainOutcome out;
   try {
-    out = train_recipe(std::move(images), std::move(request), observer);
+    out = train_recipe(std::move(images), request, observer);  // a copy: ckpt_path and the rest refer into it
   } catch (const TrainSettingsError& e) {
     throw cli::UsageError(e.what());
   }
@@ -334,7 +324,7 @@ int run(int argc, char** argv) {
             << "  images       " << out.train_images << " train, " << out.val_images << " held out, " << skipped << " skipped"
             << (folds > 0 ? ", " + std::to_string(folds) + " cross-fitting folds" : std::string()) << "\n"
             << "  features     " << cli::format_duration(out.feature_seconds) << "\n"
-            << "  training     " << cli::format_duration(out.train_seconds) << " (" << epochs << " epochs)";
+            << "  training     " << cli::format_duration(out.train_seconds) << " (" << request.epochs << " epochs)";
   if (out.last.epoch > 0) std::cout << ", final " << loss_text(out.last);
   if (pe_auto)
     std::cout << "\n  pe           " << to_string(out.model->config.pe) << " (auto"
