@@ -23,6 +23,13 @@
 
 #include "common.h"
 #include "pefm-io/image_io.h"
+#if __has_include("gstpefmmeta.h")  // built with the element: the tools are compared with it in-process
+#include <gst/app/gstappsink.h>
+#include <gst/gst.h>
+
+#include "gstpefmmeta.h"
+#define PEFM_TEST_WITH_ELEMENT 1
+#endif
 #include "pefm/backbone.h"
 #include "pefm/calibration.h"
 #include "pefm/detector.h"
@@ -714,13 +721,13 @@ TEST_F(Cli, EvalReportsTheOperatingPointAndPerImageScores) {
   std::istringstream rows(pefm_test::slurp(csv));
   std::string line;
   ASSERT_TRUE(std::getline(rows, line));
-  EXPECT_EQ(line, "file,type,score,raw_score,decision");
+  EXPECT_EQ(line, "file,type,score,raw_score,decision,regions");
   int false_alarms = 0, misses = 0, n = 0;
   for (; std::getline(rows, line); ++n) {
     std::vector<std::string> f;
     std::istringstream cells(line);
     for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
-    ASSERT_EQ(f.size(), 5u) << line;
+    ASSERT_EQ(f.size(), 6u) << line;
     EXPECT_EQ(f[4] == "anomalous", std::stod(f[2]) >= 0.5) << line;
     false_alarms += f[1] == "good" && f[4] == "anomalous";
     misses += f[1] != "good" && f[4] == "normal";
@@ -737,13 +744,85 @@ TEST_F(Cli, EvalReportsTheOperatingPointAndPerImageScores) {
   int lines = 0;
   for (; std::getline(jl, line); ++lines) {
     const auto j = parse_json(line);
-    for (const char* key : {"file", "type", "score", "raw_score", "decision"}) EXPECT_TRUE(j.contains(key)) << line;
+    for (const char* key : {"file", "type", "score", "raw_score", "decision", "regions"})
+      EXPECT_TRUE(j.contains(key)) << line;
   }
   EXPECT_EQ(lines, 6);
   // A file that is not a scores file is not overwritten.
   r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--scores", model});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("--scores"), std::string::npos) << r.output;
+}
+
+// pefm-eval measures what pefmfilter does with a model: for a tiled model (tiles cut,
+// blended across their overlap and normalised as the element does), the heat map it
+// writes for each test image is the map the element attaches to that image's frame, bit
+// for bit, with the same score, decision and number of regions.
+TEST_F(Cli, EvalOfATiledModelGivesTheElementsMaps) {
+#ifndef PEFM_TEST_WITH_ELEMENT
+  GTEST_SKIP() << "built without the element";
+#else
+  if (!std::getenv("GST_PLUGIN_PATH_1_0")) GTEST_SKIP() << "the pefm plugin was not built";
+  const auto model = out_.file("tiles.pt");
+  auto args = tiny_train(dir_->file("good"), model, 1);
+  args.insert(args.end(), {"--tile", "32"});
+  ASSERT_EQ(run(args).status, 0);
+  const auto maps = out_.file("heat"), scores = out_.file("scores.jsonl");
+  const auto r = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--device", "cpu", "--tile-overlap",
+                      "8", "--region-threshold", "0.3", "--heat-maps", maps, "--scores", scores});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("tiles of 32 px overlapping by 8"), std::string::npos) << r.output;
+  gst_init(nullptr, nullptr);
+  std::istringstream lines(pefm_test::slurp(scores));
+  int images = 0, anomalous = 0, with_regions = 0;
+  for (std::string line; std::getline(lines, line); ++images) {
+    const auto e = parse_json(line);
+    const auto file = e.at("file").get<std::string>();
+    // pefm-eval's map: a .npy of float32 [h, w] with a 128-byte header (short shapes)
+    const auto npy = pefm_test::slurp(maps + "/" + e.at("type").get<std::string>() + "_" +
+                                      fs::path(file).stem().string() + ".npy");
+    ASSERT_EQ(npy.compare(0, 6, "\x93NUMPY"), 0) << file;
+    const auto header_end = npy.find('\n') + 1;
+    ASSERT_EQ(header_end % 64, 0u) << npy.substr(0, header_end);
+    EXPECT_NE(npy.find("'descr': '<f4'"), std::string::npos);
+    EXPECT_NE(npy.find("'shape': (120, 152)"), std::string::npos) << npy.substr(0, header_end);  // 60x76 at 64/32
+    ASSERT_EQ(npy.size() - header_end, 120u * 152u * 4u) << file;
+
+    GError* error = nullptr;
+    GstElement* pipeline = gst_parse_launch(
+        ("filesrc location=\"" + file + "\" ! pngdec ! videoconvert ! video/x-raw,format=RGB ! pefmfilter device=cpu "
+         "tile-overlap=8 region-threshold=0.3 model=\"" + model + "\" ! appsink name=sink").c_str(),
+        &error);
+    ASSERT_NE(pipeline, nullptr) << (error ? error->message : "");
+    GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+    gst_element_set_state(pipeline, GST_STATE_PLAYING);
+    GstSample* sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
+    const GstPefmMeta* m = sample ? gst_buffer_get_pefm_meta(gst_sample_get_buffer(sample)) : nullptr;
+    EXPECT_NE(m, nullptr) << file;
+    if (m) {
+      EXPECT_EQ(m->map_width, 152u);
+      EXPECT_EQ(m->map_height, 120u);
+      if (m->map_width == 152u && m->map_height == 120u) {
+        EXPECT_EQ(std::memcmp(m->map, npy.data() + header_end, 120u * 152u * 4u), 0)
+            << file << ": pefm-eval's map is not the element's";
+      }
+      EXPECT_FLOAT_EQ(m->score, e.at("score").get<float>()) << file;
+      EXPECT_EQ(m->anomalous ? "anomalous" : "normal", e.at("decision").get<std::string>()) << file;
+      EXPECT_EQ(static_cast<int64_t>(m->n_regions), e.at("regions").get<int64_t>()) << file;
+      anomalous += m->anomalous;
+      with_regions += m->n_regions > 0;
+    }
+    if (sample) gst_sample_unref(sample);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(sink);
+    gst_object_unref(pipeline);
+  }
+  EXPECT_EQ(images, 6);
+  // Both decisions and both region counts occur, so the comparison saw each case.
+  EXPECT_GT(anomalous, 0);
+  EXPECT_LT(anomalous, images);
+  EXPECT_GT(with_regions, 0);
+#endif
 }
 
 // The region threshold: set by pefm-train from normal pixel scores at the asked rate,

@@ -6,7 +6,9 @@
 #include <torch/torch.h>
 
 #include "frame_detector_impl.h"
+#include "pefm/calibration_maps.h"
 #include "pefm/detector.h"
+#include "pefm/frame_batch.h"
 #include "pefm/device.h"
 #include "pefm/frame_input.h"
 #include "pefm/postprocess.h"
@@ -84,6 +86,38 @@ FrameResult FrameDetector::process(const FrameView& frame, const Thresholds& thr
   const auto raw = tiles.size <= 0 ? detector.detect(input.pixels.unsqueeze(0), input.channels).maps[0]
                                    : tiled_map(detector, input, tiles, stop_if_cancelled);
   return postprocess(raw, detector.calibration(), thresholds, frame.width, frame.height);
+}
+
+std::vector<ScoredFrame> process_frames(FrameDetector& frame_detector, const std::vector<FrameView>& frames,
+                                        const Thresholds& thresholds, const TileOptions& asked) {
+  auto& detector = frame_detector.impl().detector;
+  const TileOptions tiles = frame_detector.resolve(asked);
+  for (const auto& f : frames) {
+    if (f.format != frames.front().format) throw std::invalid_argument("process_frames: frames of mixed formats");
+    check_tiles(tiles, f.width, f.height, detector.image_size());
+  }
+  torch::InferenceMode guard;
+  std::vector<torch::Tensor> raws;
+  if (tiles.size <= 0) {
+    std::vector<FrameInput> inputs;
+    std::vector<torch::Tensor> pixels;
+    for (const auto& f : frames) {
+      inputs.push_back(frame_input(f, detector.device()));
+      pixels.push_back(inputs.back().pixels.unsqueeze(0));
+    }
+    if (!inputs.empty()) {
+      const auto maps = detector.detect(pixels, inputs.front().channels).maps;
+      for (int64_t i = 0; i < maps.size(0); ++i) raws.push_back(maps[i]);
+    }
+  } else {
+    for (const auto& f : frames) raws.push_back(tiled_map(detector, frame_input(f, detector.device()), tiles, [] {}));
+  }
+  std::vector<ScoredFrame> out;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    out.push_back({finite_scores(raws[i].to(torch::kCPU)).contiguous(),
+                   postprocess(raws[i], detector.calibration(), thresholds, frames[i].width, frames[i].height)});
+  }
+  return out;
 }
 
 void FrameDetector::Impl::fail_if_injected() {

@@ -50,6 +50,26 @@ void write_json(const std::string& path, const Json& value, int indent) {
   std::cout << "wrote " << path << "\n";
 }
 
+void write_npy(const std::string& path, const float* values, int64_t height, int64_t width) {
+  static_assert(sizeof(float) == 4, "npy '<f4' needs 32-bit floats");
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(height) + ", " +
+                       std::to_string(width) + "), }";
+  // magic (6) + version (2) + length (2) + header + '\n', padded with spaces to 64 bytes
+  const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
+  header.append(total - 10 - header.size() - 1, ' ');
+  header += '\n';
+  std::string text("\x93NUMPY\x01\x00", 8);
+  text += static_cast<char>(header.size() & 0xff);
+  text += static_cast<char>(header.size() >> 8);
+  text += header;
+  const auto bytes = static_cast<size_t>(height * width) * sizeof(float);
+  const size_t at = text.size();
+  text.resize(at + bytes);
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the floats are copied as '<f4' says");
+  if (bytes > 0) std::memcpy(&text[at], values, bytes);
+  pefm::write_file_atomically(path, text);
+}
+
 namespace {
 
 std::string parent_of(const std::string& path) {

@@ -2,6 +2,7 @@
 // temporary files. No LibTorch.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ void write_json(const std::string& path, const Json& value, int indent = 2);
 // pefm::json_text(value, indent) (json_text.h: NaN as null, invalid UTF-8 as U+FFFD,
 // control characters escaped; indent < 0 gives one line) and a newline.
 std::string json_text(const Json& value, int indent = 2);
+
+// A float32 array [height, width] as a NumPy .npy file (format 1.0, little-endian, C
+// order), written atomically: numpy.load reads it, and so can any reader of the format.
+void write_npy(const std::string& path, const float* values, int64_t height, int64_t width);
 
 // One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
 std::string csv_field(const std::string& v);

@@ -19,8 +19,10 @@
 #include "pefm/detector.h"
 #include "pefm/device.h"
 #include "pefm/file_util.h"
+#include "pefm/frame_batch.h"
 #include "pefm/metrics.h"
 #include "pefm/model_file.h"
+#include "pefm/postprocess.h"
 #include "render.h"
 #include "report.h"
 
@@ -189,6 +191,11 @@ int run(int argc, char** argv) {
   args.option("batch-size", "N", "images per forward pass", "16");
   args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1]); - for stdout");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
+  args.option("heat-maps", "DIR", "write each test image's heat map as pefmfilter's meta holds it (normalised, "
+              "float32 .npy of the map's height x width)");
+  args.option("tile-size", "N", "as pefmfilter tile-size: -1 as the model was trained, 0 whole images resized, "
+              "N tiles of N native pixels", "-1");
+  args.option("tile-overlap", "N", "as pefmfilter tile-overlap: pixels shared by neighbouring tiles", "0");
   args.option("scores", "FILE", "write each image's score and decision: CSV for FILE.csv, else JSON lines");
   args.option("report", "FILE.html", "write one self-contained HTML page: curves, score histograms, per-type table, "
               "worst misses and false alarms with their heat maps");
@@ -214,6 +221,7 @@ int run(int argc, char** argv) {
   // Outputs are checked before any work, so a typo (--json naming the model) loses nothing.
   cli::check_output_file("--json", args.get("json"), cli::OutputKind::kJson, {args.get("model")});
   cli::check_output_dir("--save-maps", args.get("save-maps"), {args.get("data")});
+  cli::check_output_dir("--heat-maps", args.get("heat-maps"), {args.get("data")});
   cli::check_output_file("--scores", args.get("scores"), cli::OutputKind::kScores, {args.get("model")});
   cli::check_output_file("--report", args.get("report"), cli::OutputKind::kHtml, {args.get("model")});
   {
@@ -236,44 +244,71 @@ int run(int argc, char** argv) {
     pro_regions = ProRegions::kExact;
   else if (args.get("pro-regions") != "filled")
     throw cli::UsageError("--pro-regions '" + args.get("pro-regions") + "' is not one of: filled, exact");
+  const TileOptions tiles{static_cast<int>(args.integer("tile-size", -1, 65536)),
+                          static_cast<int>(args.integer("tile-overlap", 0, 65535))};
+  // Every image goes the element's way (FrameDetector: tiling, blending, normalisation,
+  // decision, regions), so what is measured here is what pefmfilter does with the model.
   // The detector owns the model, so only its folded inference copy stays in memory.
-  Detector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
+  FrameDetector detector(std::make_shared<Model>(load_model(args.get("model"))), dopts);
   const auto& cal = detector.calibration();
+  const Thresholds thresholds{0.5, region_setting};
   // Pictures outline the regions the element would report: the region threshold on the
   // heat map's scale (uncalibrated maps, scaled to their own maximum: half of it).
-  const double outline_level = cal.valid ? cal.normalize(cal.region_cut(region_setting)) : 0.5;
-  const auto heat_of = [&cal](const torch::Tensor& map) {
-    return cal.valid ? normalize_map(cal, map) : map / map.max().clamp_min(1e-12);
+  const double outline_level = cal.valid ? region_level(cal, thresholds) : 0.5;
+  const auto heat_of = [&cal](const torch::Tensor& raw) {
+    return cal.valid ? normalized_map(raw, cal) : raw / raw.max().clamp_min(1e-12);
   };
-  const int64_t S = detector.image_size();
+  const TileOptions used = detector.resolve(tiles);
+  const int64_t S = detector.input_size();
   const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
   const auto tests = discover(args.get("data"), with_masks);
-  const std::string maps_dir = args.get("save-maps");
+  const std::string maps_dir = args.get("save-maps"), heat_dir = args.get("heat-maps");
   if (!maps_dir.empty()) fs::create_directories(maps_dir);
+  if (!heat_dir.empty()) fs::create_directories(heat_dir);
+  const std::string device = device_name(detector.detector().device());
   std::cout << "pefm-eval " PEFM_VERSION ": " << args.get("model") << " on " << args.get("data") << " ("
-            << tests.size() << " test images, " << S << " px, " << device_name(detector.device()) << ")\n";
+            << tests.size() << " test images, " << S << " px"
+            << (used.size > 0 ? ", tiles of " + std::to_string(used.size) + " px" +
+                                    (used.overlap > 0 ? " overlapping by " + std::to_string(used.overlap) : "")
+                              : std::string())
+            << ", " << device << ")\n";
   if (!with_masks) std::cout << "no ground_truth/ folder: image metrics only, pixel metrics absent\n";
 
   std::vector<torch::Tensor> all_maps, all_scores, all_masks;
+  std::vector<int64_t> region_counts;
+  std::vector<bool> called_anomalous;
   std::vector<int64_t> labels;
   std::vector<std::string> types, files;
   cli::Progress progress("evaluating", static_cast<int64_t>(tests.size()), tty);
   int64_t skipped = 0;  // unreadable test images, reported by name
   for (size_t i = 0; i < tests.size(); i += static_cast<size_t>(batch)) {
     const size_t end = std::min(tests.size(), i + static_cast<size_t>(batch));
-    std::vector<torch::Tensor> xs, imgs;
+    std::vector<torch::Tensor> imgs, masks;
+    std::vector<FrameView> frames;
     std::vector<size_t> kept;  // indices into tests of the images decoded in this batch
     for (size_t j = i; j < end; ++j) {
       torch::Tensor img, m;
       try {
-        img = cli::to_tensor(io::read_image(tests[j].path));
+        img = cli::to_tensor(io::read_image(tests[j].path)).contiguous();
         if (!tests[j].mask_path.empty()) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
       } catch (const io::ImageError& e) {
         std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
         ++skipped;
         continue;
       }
-      torch::Tensor mask = torch::zeros({S, S}, torch::kBool);
+      const int w = static_cast<int>(img.size(1)), h = static_cast<int>(img.size(0));
+      try {
+        detector.check(tiles, w, h);
+      } catch (const std::invalid_argument& e) {
+        throw cli::UsageError("'" + tests[j].path + "' (" + std::to_string(w) + "x" + std::to_string(h) +
+                              "): " + e.what());
+      }
+      FrameView frame;
+      frame.format = FrameFormat::kRGB;
+      frame.width = w;
+      frame.height = h;
+      frame.planes[0] = img.data_ptr<uint8_t>();
+      frame.strides[0] = 3 * w;
       if (m.defined()) {
         if (m.size(0) != img.size(0) || m.size(1) != img.size(1)) {
           throw std::runtime_error("ground-truth mask '" + tests[j].mask_path + "' is " + std::to_string(m.size(1)) +
@@ -289,38 +324,51 @@ int run(int argc, char** argv) {
         if (levels == 0)  // e.g. a 16-bit 0/1 mask, which reads as 0 in 8 bits
           std::cerr << (tty ? "\r\033[K" : "") << "warning: ground-truth mask '" << tests[j].mask_path
                     << "' marks no defect pixel (save masks as 8-bit, defect nonzero)\n";
-        // PIL's NEAREST (pixel centres), as the reference evaluation resizes masks.
-        mask = torch::_upsample_nearest_exact2d(m.gt(0).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32), {S, S})
-                   .squeeze(0)
-                   .squeeze(0)
-                   .gt(0.5);
       }
-      xs.push_back(img.unsqueeze(0));
+      frames.push_back(frame);
       imgs.push_back(img);
+      masks.push_back(m);
       kept.push_back(j);
-      all_masks.push_back(mask);
-      labels.push_back(tests[j].defective ? 1 : 0);
-      types.push_back(tests[j].type);
-      files.push_back(tests[j].path);
     }
     if (kept.empty()) {
       progress.update(static_cast<int64_t>(end));
       continue;
     }
-    const auto r = detector.detect(xs);  // each image preprocessed by the detector, as the element's are
-    const auto maps = r.maps.cpu(), scores = r.scores.cpu();
+    const auto scored = process_frames(detector, frames, thresholds, tiles);
     for (size_t b = 0; b < kept.size(); ++b) {
       const auto& t = tests[kept[b]];
-      const auto k = static_cast<int64_t>(b);
-      all_maps.push_back(maps[k]);
-      all_scores.push_back(scores[k]);
+      const auto& f = scored[b];
+      const int64_t mh = f.raw.size(0), mw = f.raw.size(1);
+      if (!all_maps.empty() && (all_maps.front().size(0) != mh || all_maps.front().size(1) != mw))
+        throw cli::UsageError("'" + t.path + "' gives a " + std::to_string(mw) + "x" + std::to_string(mh) +
+                              " heat map but '" + files.front() + "' a " + std::to_string(all_maps.front().size(1)) +
+                              "x" + std::to_string(all_maps.front().size(0)) +
+                              " one: tiled maps have the image's size, and the metrics need one size for all");
+      // Masks at the heat map's size with PIL's NEAREST (pixel centres), as the reference
+      // evaluation resizes them.
+      torch::Tensor mask = torch::zeros({mh, mw}, torch::kBool);
+      if (masks[b].defined())
+        mask = torch::_upsample_nearest_exact2d(masks[b].gt(0).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32),
+                                                {mh, mw})
+                   .squeeze(0)
+                   .squeeze(0)
+                   .gt(0.5);
+      all_masks.push_back(mask);
+      labels.push_back(t.defective ? 1 : 0);
+      types.push_back(t.type);
+      files.push_back(t.path);
+      all_maps.push_back(f.raw);
+      all_scores.push_back(torch::tensor(f.result.raw_score));
+      region_counts.push_back(static_cast<int64_t>(f.result.regions.size()));
+      called_anomalous.push_back(f.result.anomalous);
+      const auto stem = t.type + "_" + fs::path(t.path).stem().string();
       if (!maps_dir.empty()) {
-        const auto heat = heat_of(maps[k]);
-        const double shown = cal.normalize(scores[k].item<double>());
-        const auto name = t.type + "_" + fs::path(t.path).stem().string() + ".png";
-        io::write_png((fs::path(maps_dir) / name).string(),
-                      cli::side_by_side(imgs[b], all_masks[all_maps.size() - 1], heat, shown, outline_level));
+        io::write_png((fs::path(maps_dir) / (stem + ".png")).string(),
+                      cli::side_by_side(imgs[b], mask, heat_of(f.raw), f.result.score, outline_level));
       }
+      if (!heat_dir.empty())
+        cli::write_npy((fs::path(heat_dir) / (stem + ".npy")).string(), f.result.map.data(), f.result.map_height,
+                       f.result.map_width);
     }
     progress.update(static_cast<int64_t>(end));
   }
@@ -349,9 +397,9 @@ int run(int argc, char** argv) {
   const std::vector<int> label_v(labels.begin(), labels.end());
   std::optional<Decisions> at_model;
   if (cal.valid) {
-    // decided by the element's rule (Calibration::anomalous), reported at the raw threshold
+    // the element's decisions, reported at the raw threshold
     std::vector<double> called;
-    for (double v : raw_scores) called.push_back(cal.anomalous(v) ? 1.0 : 0.0);
+    for (bool a : called_anomalous) called.push_back(a ? 1.0 : 0.0);
     at_model = decide_at(called, label_v, 1.0);
     at_model->threshold = cal.threshold;
   }
@@ -400,16 +448,17 @@ int run(int argc, char** argv) {
   if (const auto path = args.get("scores"); !path.empty()) {
     const bool csv = fs::path(path).extension() == ".csv";
     std::ostringstream text;
-    if (csv) text << "file,type,score,raw_score,decision\n";
+    if (csv) text << "file,type,score,raw_score,decision,regions\n";
     for (size_t i = 0; i < files.size(); ++i) {
       const double shown = cal.normalize(raw_scores[i]);
-      const std::string decision = !cal.valid ? "undecided" : cal.anomalous(raw_scores[i]) ? "anomalous" : "normal";
+      const std::string decision = !cal.valid ? "undecided" : called_anomalous[i] ? "anomalous" : "normal";
       if (csv) {
         text << cli::csv_field(files[i]) << "," << cli::csv_field(types[i]) << "," << pefm::json_text(shown) << ","
-             << pefm::json_text(raw_scores[i]) << "," << decision << "\n";
+             << pefm::json_text(raw_scores[i]) << "," << decision << "," << region_counts[i] << "\n";
       } else {
         text << pefm::json_text(cli::Json{{"file", files[i]}, {"type", types[i]}, {"score", shown},
-                                          {"raw_score", raw_scores[i]}, {"decision", decision}})
+                                          {"raw_score", raw_scores[i]}, {"decision", decision},
+                                          {"regions", region_counts[i]}})
              << "\n";
       }
     }
@@ -421,7 +470,7 @@ int run(int argc, char** argv) {
     cli::ReportData rep;
     rep.model = args.get("model");
     rep.data = args.get("data");
-    rep.device = device_name(detector.device());
+    rep.device = device;
     rep.created = utc_now();
     rep.image_size = S;
     rep.calibrated = cal.valid;
@@ -508,7 +557,7 @@ int run(int argc, char** argv) {
     cli::write_json(json, {{"model", args.get("model")},
                            {"data", args.get("data")},
                            {"image_size", S},
-                           {"device", device_name(detector.device())},
+                           {"device", device},
                            {"pixel_metrics", with_masks ? "measured" : "absent (no ground_truth/ folder)"},
                            {"image_auroc", overall.image_auroc},
                            {"pixel_auroc", overall.pixel_auroc},
