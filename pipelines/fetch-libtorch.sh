@@ -93,7 +93,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/pefm-libtorch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 torch_wheel=""
 
-if [ -f "$cpu_dir/VERSION" ] && [ "$(cat "$cpu_dir/VERSION")" = "$VERSION" ] && libs_present "$cpu_dir" "${CPU_LIBS[@]}"; then
+if [ -f "$cpu_dir/VERSION" ] && [ "$(cat "$cpu_dir/VERSION")" = "$VERSION" ] && libs_present "$cpu_dir" "${CPU_LIBS[@]}" \
+   && [ -f "$cpu_dir/licenses/torch/LICENSE" ]; then
   echo "fetch-libtorch: LibTorch $VERSION already in $cpu_dir/"
 else
   echo "fetch-libtorch: downloading torch $VERSION (about 530 MB) and the CUDA runtime it loads"
@@ -106,7 +107,12 @@ else
   for spec in "${CPU_WHEELS[@]}"; do
     wheel=$(download "$work" "$spec")
     unpack "$wheel" 'nvidia/cu13/(lib/(libcudart\.so\.13|libcupti\.so\.13))' "$tmp"
+    name=${spec%%==*}
+    unpack "$wheel" "${name//-/_}-[^/]+\\.dist-info/(?:licenses/)?(License\\.txt|LICENSE[^/]*)" "$tmp/licenses/$name"
   done
+  # the terms the libraries come under travel with them (pipelines/package.sh ships them)
+  unpack "$torch_wheel" 'torch-[^/]+\.dist-info/licenses/(LICENSE|NOTICE)' "$tmp/licenses/torch"
+  [ -f "$tmp/licenses/torch/LICENSE" ] || fail "the torch wheel holds no LICENSE"
   libs_present "$tmp" "${CPU_LIBS[@]}" || fail "the wheels lacked one of ${CPU_LIBS[*]}"
   echo "$VERSION" >"$tmp/VERSION"
   rm -rf "$cpu_dir"

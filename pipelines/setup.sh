@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(
-  build-essential pkg-config meson ninja-build cmake
+  build-essential pkg-config meson ninja-build cmake patchelf
   python3 python3-pip
   libopencv-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev

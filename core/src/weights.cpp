@@ -1,5 +1,7 @@
 #include "pefm/weights.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -17,7 +19,15 @@ std::vector<std::string> backbone_search_path() {
       if (!dir.empty()) dirs.push_back(dir);
     }
   }
-  dirs.push_back(PEFM_MODELS_DIR);
+  // PEFM_MODELS_DIR_FROM_LIBDIR is relative to the folder this library is installed in
+  // (or absolute when meson's libdir or datadir is).
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<void*>(&backbone_search_path), &self) && self.dli_fname) {
+    // through symbolic links: merged-/usr systems load it as /lib/..., whose ../../share is not /usr/share
+    std::error_code ec;
+    const auto lib = std::filesystem::canonical(self.dli_fname, ec);
+    if (!ec) dirs.push_back((lib.parent_path() / PEFM_MODELS_DIR_FROM_LIBDIR).lexically_normal().string());
+  }
   return dirs;
 }
 

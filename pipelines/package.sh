@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Debian packages from a built tree, with no second compile: `meson install` into a staging
+# folder, moved under /usr, split into packages, LibTorch's CPU runtime shipped privately
+# (/usr/lib/<triplet>/pefm/libtorch, found through each binary's RUNPATH), dependencies on
+# Debian's libraries computed by dpkg-shlibdeps. Writes the .deb files to OUT_DIR.
+#   pipelines/package.sh [BUILD_DIR [OUT_DIR]]     # defaults: build, BUILD_DIR/deb
+#   sudo apt-get install ./build/deb/*.deb
+# The packages:
+#   gstreamer1.0-pefm        the pefmfilter / pefmoverlay / pefmpublish plugin
+#   pefm-tools               pefm-train, pefm-eval, pefm-bench, pefm-results, pefm-demo-data
+#   libpefm-core0, libpefm-core-dev              the C++ library (pkg-config: pefm-core)
+#   libgstpefmmeta-1.0-1, libgstpefmmeta-1.0-dev the metadata library (gstpefmmeta-1.0)
+#   gir1.2-gstpefm-1.0       its typelib (Python: gi.require_version('GstPefm', '1.0'))
+#   pefm-libtorch, pefm-libtorch-dev             LibTorch 2.11 (CPU) and its headers
+# Needs dpkg-dev and patchelf (pipelines/setup.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+out=${2:-$build/deb}
+fail() { echo "package: $*" >&2; exit 1; }
+[ -f "$build/build.ninja" ] || fail "'$build' is not a configured build folder (run pipelines/setup.sh first)"
+for tool in dpkg-deb dpkg-shlibdeps patchelf readelf; do
+  command -v $tool >/dev/null || fail "$tool is missing (Debian: dpkg-dev, patchelf, binutils)"
+done
+ninja -C "$build" >/dev/null || fail "the build in '$build' fails: run ninja -C $build"
+
+option() {
+  meson introspect "$build" --buildoptions |
+    python3 -c 'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1]][0])' "$1"
+}
+prefix=$(option prefix)
+libdir=$(option libdir)
+case "$libdir" in /*) fail "libdir '$libdir' is absolute: packages need it below the prefix" ;; esac
+version=$(meson introspect "$build" --projectinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+debversion=$version-1
+arch=$(dpkg --print-architecture)
+# who built these packages: PEFM_MAINTAINER, else git's user, else root@localhost
+maintainer=${PEFM_MAINTAINER:-}
+if [ -z "$maintainer" ] && git config user.email >/dev/null 2>&1; then
+  maintainer="$(git config user.name || echo pefm) <$(git config user.email)>"
+fi
+maintainer=${maintainer:-"pefm builder <root@localhost>"}
+pluginsdir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
+
+# LibTorch: the folder the core library's RUNPATH names for libtorch_cpu.so.
+runpath=$(readelf -d "$build/core/libpefm-core.so" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+torch_lib=
+IFS=: read -ra dirs <<<"$runpath"
+for d in "${dirs[@]}"; do [ -f "$d/libtorch_cpu.so" ] && { torch_lib=$d; break; }; done
+[ -n "$torch_lib" ] || fail "libpefm-core's RUNPATH ($runpath) names no folder with libtorch_cpu.so"
+torch_root=$(dirname "$torch_lib")
+[ -e "$torch_lib/libtorch_cuda.so" ] &&
+  fail "'$torch_root' is a CUDA LibTorch: the packages ship the CPU one (pipelines/setup.sh's default)"
+[ -f "$torch_root/licenses/torch/LICENSE" ] ||
+  fail "'$torch_root' has no licenses/ (fetched before they were kept): rm -rf $torch_root && pipelines/fetch-libtorch.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/pefm-package.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+stage=$work/stage
+meson install -C "$build" --no-rebuild --quiet --destdir "$stage" >/dev/null
+root=$stage$prefix
+[ -d "$root" ] || fail "meson installed nothing under $prefix"
+private=${libdir}/pefm/libtorch  # below /usr
+mkdir -p "$root/$private/lib" "$root/$private/include"
+cp -a "$torch_lib"/*.so* "$root/$private/lib/"
+cp -a "$torch_root/include/." "$root/$private/include/"
+
+# Every ELF file that names LibTorch's folder looks in the private copy instead, and
+# nowhere else outside the system's paths (no build or toolkit folders).
+while IFS= read -r -d '' f; do
+  head -c 4 "$f" | grep -q $'\x7fELF' || continue
+  rp=$(patchelf --print-rpath "$f")
+  [ -n "$rp" ] || continue
+  case "$f" in "$root/$private/"*) continue ;; esac
+  patchelf --set-rpath "/usr/$private/lib" "$f"
+done < <(find "$root" -type f -print0)
+# pefm's own binaries without debug information, as Debian's dh_strip leaves them
+while IFS= read -r -d '' f; do
+  head -c 4 "$f" | grep -q $'\x7fELF' || continue
+  case "$f" in
+    "$root/$private/"*) ;;
+    *.so|*.so.*) strip --remove-section=.comment --remove-section=.note --strip-unneeded "$f" ;;
+    *) strip --remove-section=.comment --remove-section=.note "$f" ;;
+  esac
+done < <(find "$root" -type f -print0)
+
+# pkg-config files: /usr, and LibTorch's paths in the private copy
+for pc in "$root/$libdir"/pkgconfig/*.pc; do
+  sed -i -e "s|^prefix=.*|prefix=/usr|" \
+         -e "s|$torch_lib|\${libdir}/pefm/libtorch/lib|g" \
+         -e "s|$torch_root/include|\${libdir}/pefm/libtorch/include|g" "$pc"
+  if grep -q "$torch_root\|$prefix/" "$pc" && [ "$prefix" != /usr ]; then fail "$pc still names $torch_root or $prefix"; fi
+done
+
+# The plugin goes where GStreamer looks (installed under a /usr/local prefix, it sits in
+# <prefix>/<libdir>/gstreamer-1.0, which is that folder once moved under /usr).
+plugin=$(find "$root" -name libgstpefm.so)
+[ "$(dirname "${plugin#"$root"}")" = "${pluginsdir#/usr}" ] ||
+  fail "the plugin installs to $(dirname "$plugin"), not GStreamer's ${pluginsdir#/usr} below the prefix"
+
+# name | files below /usr (globs) | Depends beyond the libraries its binaries load | Section |
+# description
+packages=(
+  "pefm-libtorch|$private/lib||libs|LibTorch 2.11 (CPU) for pefm, private copy
+ PyTorch's C++ runtime (libtorch_cpu, libc10) and the libraries it loads (GNU OpenMP,
+ NVIDIA's CUDA runtime and CUPTI stubs it links), installed where only pefm's
+ binaries look for them."
+  "pefm-libtorch-dev|$private/include|pefm-libtorch (= $debversion)|libdevel|LibTorch 2.11 headers for building against libpefm-core
+ The C++ headers of the LibTorch pefm is built with, beside the private copy of
+ its libraries."
+  "libpefm-core0|$libdir/libpefm-core.so.*||libs|PEFM visual anomaly detection, C++ library
+ Position Encoding enhanced Feature Mapping: frozen ImageNet backbones, a 2-D
+ position code and a small mapping network give a per-pixel anomaly heat map,
+ trained from normal images only."
+  "libpefm-core-dev|include/pefm $libdir/libpefm-core.so $libdir/pkgconfig/pefm-core.pc|libpefm-core0 (= $debversion), pefm-libtorch-dev (= $debversion)|libdevel|PEFM visual anomaly detection, C++ development files
+ Headers and pkg-config file (pefm-core) of libpefm-core."
+  "libgstpefmmeta-1.0-1|$libdir/libgstpefmmeta-1.0.so.*||libs|GstPefmMeta: pefm's per-frame anomaly metadata
+ The buffer metadata pefmfilter attaches: score, decision, heat map and regions."
+  "libgstpefmmeta-1.0-dev|include/gstreamer-1.0/gst/pefm $libdir/libgstpefmmeta-1.0.so $libdir/pkgconfig/gstpefmmeta-1.0.pc share/gir-1.0|libgstpefmmeta-1.0-1 (= $debversion), libgstreamer1.0-dev, libgstreamer-plugins-base1.0-dev, gir1.2-gstpefm-1.0 (= $debversion)|libdevel|GstPefmMeta development files
+ Header, pkg-config file (gstpefmmeta-1.0) and GIR data of GstPefmMeta."
+  "gir1.2-gstpefm-1.0|$libdir/girepository-1.0|libgstpefmmeta-1.0-1 (= $debversion), gir1.2-gstreamer-1.0, gir1.2-gst-plugins-base-1.0|introspection|GObject introspection data for GstPefmMeta
+ Reads pefm's metadata from Python (gi.require_version('GstPefm', '1.0'))."
+  "gstreamer1.0-pefm|${pluginsdir#/usr/}||video|GStreamer elements for visual anomaly detection (PEFM)
+ pefmfilter runs a pefm model on every frame (CPU, or CUDA where built), attaches
+ heat-map metadata and draws overlays; pefmoverlay draws them later in a
+ pipeline; pefmpublish sends results as JSON lines to a file, socket or MQTT."
+  "pefm-tools|bin share/pefm|gstreamer1.0-pefm (= $debversion)|video|PEFM visual anomaly detection, command-line tools
+ pefm-train trains a model from folders of normal images, pefm-eval scores it on
+ an MVTec-AD-layout test set, pefm-bench measures speed, pefm-results prints a
+ pipeline's results as JSON lines."
+)
+
+mkdir -p "$out"
+rm -f "$out"/*.deb
+src=$work/src  # dpkg-shlibdeps reads debian/control from the current folder
+mkdir -p "$src/debian"
+printf 'Source: pefm\n\n' >"$src/debian/control"
+claimed=$work/claimed
+: >"$claimed"
+for spec in "${packages[@]}"; do
+  IFS='|' read -r name globs extra section desc <<<"$spec"
+  pkg=$work/pkg/$name
+  mkdir -p "$pkg/DEBIAN" "$pkg/usr/share/doc/$name"
+  for g in $globs; do
+    matched=0
+    for f in "$root"/$g; do
+      [ -e "$f" ] || [ -L "$f" ] || continue
+      matched=1
+      rel=${f#"$root"/}
+      mkdir -p "$pkg/usr/$(dirname "$rel")"
+      cp -a "$f" "$pkg/usr/$rel"
+      (cd "$root" && find "$rel" \( -type f -o -type l \)) >>"$claimed"
+    done
+    [ $matched = 1 ] || fail "$name: nothing installed matches $g"
+  done
+  {
+    echo "pefm $version, packaged from its source tree by pipelines/package.sh."
+    echo "License: LGPL-2.1-or-later (on Debian systems: /usr/share/common-licenses/LGPL-2.1)."
+    echo
+    cat NOTICE
+  } >"$pkg/usr/share/doc/$name/copyright"
+  if [ "$name" = pefm-libtorch ] || [ "$name" = pefm-libtorch-dev ]; then
+    # LibTorch's and NVIDIA's own terms, as their wheels ship them
+    cp -a "$torch_root/licenses" "$pkg/usr/share/doc/$name/"
+  fi
+  elves=()
+  while IFS= read -r -d '' f; do
+    head -c 4 "$f" | grep -q $'\x7fELF' && elves+=("$f")
+  done < <(find "$pkg/usr" -type f -print0)
+  # pefm's own libraries and LibTorch: the packages that hold them, this very version
+  own=$(for f in "${elves[@]}"; do readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; done | sort -u |
+        while read -r soname; do
+          case "$soname" in
+            libpefm-core.so.*) echo "libpefm-core0 (= $debversion)" ;;
+            libgstpefmmeta-1.0.so.*) echo "libgstpefmmeta-1.0-1 (= $debversion)" ;;
+            libtorch_cpu.so|libc10.so) [ "$name" != pefm-libtorch ] && echo "pefm-libtorch (= $debversion)" ;;
+          esac
+        done | sort -u | paste -sd, - | sed 's/,/, /g')
+  depends=$extra
+  [ -n "$own" ] && depends=${depends:+$depends, }$own
+  if [ ${#elves[@]} -gt 0 ] && [ "$name" != pefm-libtorch ]; then
+    # Debian's libraries from their symbols files; pefm's own and LibTorch's come from
+    # the packages named in `extra` (their lookup fails here, by design).
+    shlibs=$(cd "$src" && dpkg-shlibdeps -O --ignore-missing-info -l"$root/$libdir" -l"$root/$private/lib" \
+               "${elves[@]}" 2>"$work/shlibdeps-$name.log" | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || { cat "$work/shlibdeps-$name.log" >&2; fail "$name: dpkg-shlibdeps found no dependencies"; }
+    depends=${depends:+$depends, }$shlibs
+  elif [ "$name" = pefm-libtorch ]; then
+    depends=$(cd "$src" && dpkg-shlibdeps -O --ignore-missing-info -l"$root/$private/lib" "${elves[@]}" \
+                2>"$work/shlibdeps-$name.log" | sed -n 's/^shlibs:Depends=//p')
+  fi
+  {
+    echo "Package: $name"
+    echo "Version: $debversion"
+    echo "Architecture: $arch"
+    echo "Maintainer: $maintainer"
+    echo "Installed-Size: $(du -sk "$pkg/usr" | cut -f1)"
+    [ -n "$depends" ] && echo "Depends: $depends"
+    echo "Section: $section"
+    echo "Priority: optional"
+    echo "Description: $(printf '%s\n' "$desc" | head -1)"
+    printf '%s\n' "$desc" | tail -n +2
+  } >"$pkg/DEBIAN/control"
+  case "$name" in lib*[0-9]|pefm-libtorch) printf 'activate-noawait ldconfig\n' >"$pkg/DEBIAN/triggers" ;; esac
+  dpkg-deb --root-owner-group -Zzstd --build "$pkg" "$out/${name}_${debversion}_$arch.deb" >/dev/null
+  echo "package: $out/${name}_${debversion}_$arch.deb ($(du -h "$out/${name}_${debversion}_$arch.deb" | cut -f1))"
+done
+
+# Everything meson installed went into a package (the private LibTorch is the script's own).
+unclaimed=$(cd "$root" && find . \( -type f -o -type l \) | sed 's|^\./||' | grep -v "^$private/" | sort |
+            comm -23 - <(sort -u "$claimed") || true)
+[ -z "$unclaimed" ] || fail "installed but in no package: $unclaimed"
