@@ -489,6 +489,13 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
   EXPECT_NE(r.output.find("pe auto: add's gain over none by kind of defect: blotch "), std::string::npos) << r.output;
   const auto evidence = parse_json(m.training.at("pe_auto_evidence"));
   ASSERT_EQ(evidence.at("trials").size(), 3u) << evidence;
+  // Formula-filled backbones find synthetic defects no better than chance: said, and recorded.
+  double best_auroc = 0;
+  for (const auto& t : evidence.at("trials")) best_auroc = std::max(best_auroc, t.at("pixel_auroc").get<double>());
+  EXPECT_EQ(evidence.at("weak_evidence").get<bool>(), best_auroc < pefm::kWeakEvidenceAuroc) << evidence;
+  const bool weak = best_auroc < pefm::kWeakEvidenceAuroc;
+  EXPECT_EQ(r.output.find("pe auto: WARNING: the synthetic defects were barely found") != std::string::npos, weak)
+      << r.output;
   // The rule: none unless add or concat is eligible (pooled merit no worse, and a per-image
   // gain over none above two standard errors on the appearance defects, or on the position
   // defects without losing more than two on the appearance ones); then the larger sum.
@@ -528,7 +535,9 @@ TEST_F(Cli, PeAutoChoosesFromSyntheticDefectsAndRecordsTheEvidence) {
     EXPECT_EQ(t.at("eligible").get<bool>(), eligible) << t;
     if (eligible && gain + moved > best_gain) best_gain = gain + moved, best = t.at("pe").get<std::string>();
   }
-  EXPECT_EQ(chosen, best) << evidence;
+  EXPECT_EQ(evidence.at("rule_choice").get<std::string>(), best) << evidence;
+  // at chance level the code is not taken, whatever the rule says
+  EXPECT_EQ(chosen, weak ? std::string("none") : best) << evidence;
   // The gains again, from each probe's own scores: the variant's AUROC minus none's.
   const auto& probes = evidence.at("probes");
   ASSERT_EQ(probes.size(), 4u) << evidence;

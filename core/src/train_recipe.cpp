@@ -475,7 +475,15 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
   std::vector<size_t> defect_unit = probe_unit;
   defect_unit.insert(defect_unit.end(), probe_unit.begin(), probe_unit.end());
   r.config.pe = choose_pe(trials, defect_unit, probe_kinds);
-  Json evidence = {{"choice", to_string(r.config.pe)}, {"probe_images", probe.size()}, {"fit_images", fit.size()},
+  double best_auroc = 0;
+  for (const auto& t : trials)
+    if (std::isfinite(t.pixel_auroc)) best_auroc = std::max(best_auroc, t.pixel_auroc);
+  const bool weak = best_auroc < kWeakEvidenceAuroc;
+  // The code is an assumption: evidence at chance level does not carry it.
+  const PeMode by_rule = r.config.pe;
+  if (weak) r.config.pe = PeMode::kNone;
+  Json evidence = {{"choice", to_string(r.config.pe)}, {"weak_evidence", weak}, {"rule_choice", to_string(by_rule)},
+                   {"probe_images", probe.size()}, {"fit_images", fit.size()},
                    {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                    {"epochs", search_epochs}, {"seconds", *seconds},
                    {"features_extracted_by", to_string(trials.front().pe)},  // in its train_seconds
@@ -528,6 +536,15 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
       kinds << " " << kind << " " << std::showpos << std::fixed << std::setprecision(2) << g.first * 100 << std::noshowpos
             << " (" << g.second << ")";
     observer.note(kinds.str());
+  }
+  if (weak) {
+    std::ostringstream w;
+    w << "pe auto: WARNING: the synthetic defects were barely found (best pixel AUROC " << std::fixed
+      << std::setprecision(2) << best_auroc * 100 << " %, below " << kWeakEvidenceAuroc * 100
+      << "): too little evidence for a position code, so none"
+      << (by_rule != PeMode::kNone ? " (the rule alone would take " + to_string(by_rule) + ")" : std::string())
+      << ". More images or epochs help (the search trains a third of --epochs), or choose --pe yourself";
+    observer.note(w.str());
   }
   return true;
 }

@@ -34,6 +34,11 @@ struct PeTrial {
 // with a little structure a small, significant one (0.02) where the code hurts its real
 // defects (bench/RESULTS.md; set from these two data sets).
 inline constexpr double kMinPositionGain = 0.05;
+// Below this pooled pixel AUROC on the probe defects for every variant, the synthetic defects
+// were barely found and the comparison says little (a full search: 0.80-0.91 on MTD and
+// transistor; too few images or epochs: 0.52-0.65, choices that flip between seeds;
+// bench/RESULTS.md): pefm-train keeps none, warns and records it.
+inline constexpr double kWeakEvidenceAuroc = 0.75;
 
 // None, unless add or concat pools no worse (merit) and gains over none on the probe
 // defects, on either kind of evidence: on the appearance defects (every kind but "shift"),
