@@ -14,10 +14,12 @@
 #   pefm-libtorch, pefm-libtorch-dev             LibTorch 2.11 (CPU) and its headers
 # Needs dpkg-dev and patchelf (pipelines/setup.sh installs them).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
-out=${2:-$build/deb}
 fail() { echo "package: $*" >&2; exit 1; }
+# the folders as the caller names them, then from the checkout's root
+build=$(realpath -m "${1:-build}")
+[ $# -ge 2 ] && out=$(realpath -m "$2")
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || out=$build/deb
 [ -f "$build/build.ninja" ] || fail "'$build' is not a configured build folder (run pipelines/setup.sh first)"
 for tool in dpkg-deb dpkg-shlibdeps patchelf readelf; do
   command -v $tool >/dev/null || fail "$tool is missing (Debian: dpkg-dev, patchelf, binutils)"
@@ -32,7 +34,11 @@ prefix=$(option prefix)
 libdir=$(option libdir)
 case "$libdir" in /*) fail "libdir '$libdir' is absolute: packages need it below the prefix" ;; esac
 version=$(meson introspect "$build" --projectinfo | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+# Each commit its own version, so that installing a newer build replaces an older one.
 debversion=$version-1
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  debversion=$version+git$(git rev-list --count HEAD).$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo .dirty)-1
+fi
 arch=$(dpkg --print-architecture)
 # who built these packages: PEFM_MAINTAINER, else git's user, else root@localhost
 maintainer=${PEFM_MAINTAINER:-}
@@ -51,8 +57,12 @@ for d in "${dirs[@]}"; do [ -f "$d/libtorch_cpu.so" ] && { torch_lib=$d; break; 
 torch_root=$(dirname "$torch_lib")
 [ -e "$torch_lib/libtorch_cuda.so" ] &&
   fail "'$torch_root' is a CUDA LibTorch: the packages ship the CPU one (pipelines/setup.sh's default)"
-[ -f "$torch_root/licenses/torch/LICENSE" ] ||
-  fail "'$torch_root' has no licenses/ (fetched before they were kept): rm -rf $torch_root && pipelines/fetch-libtorch.sh"
+if [ ! -f "$torch_root/licenses/torch/LICENSE" ]; then
+  case "$torch_root" in
+    "$PWD"/subprojects/*) fail "'$torch_root' has no licenses/ (fetched before they were kept): rm -rf $torch_root && pipelines/fetch-libtorch.sh" ;;
+    *) fail "'$torch_root' has no licenses/torch/LICENSE: the packages ship LibTorch's terms with it" ;;
+  esac
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pefm-package.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -62,34 +72,48 @@ root=$stage$prefix
 [ -d "$root" ] || fail "meson installed nothing under $prefix"
 private=${libdir}/pefm/libtorch  # below /usr
 mkdir -p "$root/$private/lib" "$root/$private/include"
-cp -a "$torch_lib"/*.so* "$root/$private/lib/"
+# libtorch_cpu, libc10 and what they load from the same folder (not the rest of a wheel's
+# torch/lib, such as libtorch_python), as files
+queue=(libtorch_cpu.so libc10.so)
+while [ ${#queue[@]} -gt 0 ]; do
+  lib=${queue[0]}
+  queue=("${queue[@]:1}")
+  [ -e "$root/$private/lib/$lib" ] && continue
+  cp -L "$torch_lib/$lib" "$root/$private/lib/$lib"
+  while read -r dep; do
+    [ -e "$torch_lib/$dep" ] && queue+=("$dep")
+  done < <(readelf -d "$torch_lib/$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+done
 cp -a "$torch_root/include/." "$root/$private/include/"
 
-# Every ELF file that names LibTorch's folder looks in the private copy instead, and
-# nowhere else outside the system's paths (no build or toolkit folders).
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
+# pefm's own binaries without debug information, as Debian's dh_strip leaves them (before
+# patchelf, which may move sections)
 while IFS= read -r -d '' f; do
-  head -c 4 "$f" | grep -q $'\x7fELF' || continue
-  rp=$(patchelf --print-rpath "$f")
-  [ -n "$rp" ] || continue
-  case "$f" in "$root/$private/"*) continue ;; esac
-  patchelf --set-rpath "/usr/$private/lib" "$f"
-done < <(find "$root" -type f -print0)
-# pefm's own binaries without debug information, as Debian's dh_strip leaves them
-while IFS= read -r -d '' f; do
-  head -c 4 "$f" | grep -q $'\x7fELF' || continue
+  is_elf "$f" || continue
   case "$f" in
     "$root/$private/"*) ;;
     *.so|*.so.*) strip --remove-section=.comment --remove-section=.note --strip-unneeded "$f" ;;
     *) strip --remove-section=.comment --remove-section=.note "$f" ;;
   esac
 done < <(find "$root" -type f -print0)
+# Every ELF file with a RUNPATH (LibTorch's folder, the toolkit's) looks in the private
+# copy instead, and nowhere else outside the system's paths.
+while IFS= read -r -d '' f; do
+  is_elf "$f" || continue
+  case "$f" in "$root/$private/"*) continue ;; esac
+  [ -n "$(patchelf --print-rpath "$f")" ] || continue
+  patchelf --set-rpath "/usr/$private/lib" "$f"
+done < <(find "$root" -type f -print0)
 
 # pkg-config files: /usr, and LibTorch's paths in the private copy
+re_quote() { sed 's/[][\\.*^$|/]/\\&/g' <<<"$1"; }
 for pc in "$root/$libdir"/pkgconfig/*.pc; do
   sed -i -e "s|^prefix=.*|prefix=/usr|" \
-         -e "s|$torch_lib|\${libdir}/pefm/libtorch/lib|g" \
-         -e "s|$torch_root/include|\${libdir}/pefm/libtorch/include|g" "$pc"
-  if grep -q "$torch_root\|$prefix/" "$pc" && [ "$prefix" != /usr ]; then fail "$pc still names $torch_root or $prefix"; fi
+         -e "s|$(re_quote "$torch_lib")|\${libdir}/pefm/libtorch/lib|g" \
+         -e "s|$(re_quote "$torch_root/include")|\${libdir}/pefm/libtorch/include|g" "$pc"
+  grep -qF "$torch_root" "$pc" && fail "$pc still names $torch_root"
+  [ "$prefix" = /usr ] || ! grep -qF "$prefix/" "$pc" || fail "$pc still names $prefix"
 done
 
 # The plugin goes where GStreamer looks (installed under a /usr/local prefix, it sits in
@@ -131,14 +155,18 @@ packages=(
 )
 
 mkdir -p "$out"
-rm -f "$out"/*.deb
 src=$work/src  # dpkg-shlibdeps reads debian/control from the current folder
 mkdir -p "$src/debian"
 printf 'Source: pefm\n\n' >"$src/debian/control"
 claimed=$work/claimed
 : >"$claimed"
 for spec in "${packages[@]}"; do
-  IFS='|' read -r name globs extra section desc <<<"$spec"
+  # the fields, the description last and on several lines
+  name=${spec%%|*}; rest=${spec#*|}
+  globs=${rest%%|*}; rest=${rest#*|}
+  extra=${rest%%|*}; rest=${rest#*|}
+  section=${rest%%|*}; desc=${rest#*|}
+  rm -f "$out/${name}"_*_"$arch".deb
   pkg=$work/pkg/$name
   mkdir -p "$pkg/DEBIAN" "$pkg/usr/share/doc/$name"
   for g in $globs; do
@@ -165,7 +193,7 @@ for spec in "${packages[@]}"; do
   fi
   elves=()
   while IFS= read -r -d '' f; do
-    head -c 4 "$f" | grep -q $'\x7fELF' && elves+=("$f")
+    if is_elf "$f"; then elves+=("$f"); fi
   done < <(find "$pkg/usr" -type f -print0)
   # pefm's own libraries and LibTorch: the packages that hold them, this very version
   own=$(for f in "${elves[@]}"; do readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; done | sort -u |
@@ -173,21 +201,23 @@ for spec in "${packages[@]}"; do
           case "$soname" in
             libpefm-core.so.*) echo "libpefm-core0 (= $debversion)" ;;
             libgstpefmmeta-1.0.so.*) echo "libgstpefmmeta-1.0-1 (= $debversion)" ;;
-            libtorch_cpu.so|libc10.so) [ "$name" != pefm-libtorch ] && echo "pefm-libtorch (= $debversion)" ;;
+            libtorch_cpu.so|libc10.so) if [ "$name" != pefm-libtorch ]; then echo "pefm-libtorch (= $debversion)"; fi ;;
           esac
         done | sort -u | paste -sd, - | sed 's/,/, /g')
   depends=$extra
   [ -n "$own" ] && depends=${depends:+$depends, }$own
-  if [ ${#elves[@]} -gt 0 ] && [ "$name" != pefm-libtorch ]; then
-    # Debian's libraries from their symbols files; pefm's own and LibTorch's come from
-    # the packages named in `extra` (their lookup fails here, by design).
+  if [ ${#elves[@]} -gt 0 ]; then
+    # Debian's libraries from their symbols files. pefm's own and LibTorch's have no
+    # package yet (`own` above names them); any other library without one is an error.
+    log=$work/shlibdeps-$name.log
     shlibs=$(cd "$src" && dpkg-shlibdeps -O --ignore-missing-info -l"$root/$libdir" -l"$root/$private/lib" \
-               "${elves[@]}" 2>"$work/shlibdeps-$name.log" | sed -n 's/^shlibs:Depends=//p')
-    [ -n "$shlibs" ] || { cat "$work/shlibdeps-$name.log" >&2; fail "$name: dpkg-shlibdeps found no dependencies"; }
+               "${elves[@]}" 2>"$log") || { cat "$log" >&2; fail "$name: dpkg-shlibdeps failed"; }
+    shlibs=$(sed -n 's/^shlibs:Depends=//p' <<<"$shlibs")
+    [ -n "$shlibs" ] || { cat "$log" >&2; fail "$name: dpkg-shlibdeps found no dependencies"; }
+    if grep "no dependency information found for" "$log" | grep -vF "$root/" >&2; then
+      fail "$name: needs a library that no Debian package holds (above)"
+    fi
     depends=${depends:+$depends, }$shlibs
-  elif [ "$name" = pefm-libtorch ]; then
-    depends=$(cd "$src" && dpkg-shlibdeps -O --ignore-missing-info -l"$root/$private/lib" "${elves[@]}" \
-                2>"$work/shlibdeps-$name.log" | sed -n 's/^shlibs:Depends=//p')
   fi
   {
     echo "Package: $name"
@@ -201,12 +231,17 @@ for spec in "${packages[@]}"; do
     echo "Description: $(printf '%s\n' "$desc" | head -1)"
     printf '%s\n' "$desc" | tail -n +2
   } >"$pkg/DEBIAN/control"
-  case "$name" in lib*[0-9]|pefm-libtorch) printf 'activate-noawait ldconfig\n' >"$pkg/DEBIAN/triggers" ;; esac
+  case "$name" in lib*[0-9]) printf 'activate-noawait ldconfig\n' >"$pkg/DEBIAN/triggers" ;; esac
   dpkg-deb --root-owner-group -Zzstd --build "$pkg" "$out/${name}_${debversion}_$arch.deb" >/dev/null
   echo "package: $out/${name}_${debversion}_$arch.deb ($(du -h "$out/${name}_${debversion}_$arch.deb" | cut -f1))"
 done
 
-# Everything meson installed went into a package (the private LibTorch is the script's own).
+# Everything meson installed went into exactly one package (the private LibTorch is the
+# script's own); nothing was installed outside the prefix.
+outside=$(cd "$stage" && find . \( -type f -o -type l \) | sed 's|^\.||' | grep -v "^$prefix/" || true)
+[ -z "$outside" ] || fail "installed outside $prefix, so in no package: $outside"
+twice=$(sort "$claimed" | uniq -d)
+[ -z "$twice" ] || fail "in two packages: $twice"
 unclaimed=$(cd "$root" && find . \( -type f -o -type l \) | sed 's|^\./||' | grep -v "^$private/" | sort |
             comm -23 - <(sort -u "$claimed") || true)
 [ -z "$unclaimed" ] || fail "installed but in no package: $unclaimed"

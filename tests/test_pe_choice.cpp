@@ -123,4 +123,24 @@ TEST(PeChoice, APositionGainCountsWhenTheAppearanceDefectsDoNotSufferFromIt) {
   EXPECT_LT(0.0, trials[0].position_gain - 2 * trials[0].position_se) << "significant, and still not enough";
 }
 
+// A search that found its probes at chance level keeps none whatever the rule chose; at
+// kWeakEvidenceAuroc and above the rule's choice stands. NaN everywhere is weak too.
+TEST(PeChoice, ChanceLevelEvidenceKeepsNoneAndEnoughKeepsTheRulesChoice) {
+  std::vector<PeTrial> trials = {trial(PeMode::kAdd, {}, 0.74), trial(PeMode::kNone, {}, 0.70),
+                                 trial(PeMode::kConcat, {}, NAN)};
+  auto s = pefm::evidence_strength(trials);
+  EXPECT_DOUBLE_EQ(s.best_pixel_auroc, 0.74);
+  EXPECT_TRUE(s.weak);
+  EXPECT_EQ(pefm::gate_weak_evidence(PeMode::kAdd, s), PeMode::kNone);
+  trials[2].pixel_auroc = pefm::kWeakEvidenceAuroc;
+  s = pefm::evidence_strength(trials);
+  EXPECT_FALSE(s.weak);
+  EXPECT_EQ(pefm::gate_weak_evidence(PeMode::kAdd, s), PeMode::kAdd);
+  EXPECT_EQ(pefm::gate_weak_evidence(PeMode::kConcat, s), PeMode::kConcat);
+  for (auto& t : trials) t.pixel_auroc = NAN;
+  s = pefm::evidence_strength(trials);
+  EXPECT_TRUE(std::isnan(s.best_pixel_auroc));
+  EXPECT_TRUE(s.weak);
+}
+
 }  // namespace

@@ -114,8 +114,9 @@ std::vector<ScoredFrame> process_frames(FrameDetector& frame_detector, const std
   }
   std::vector<ScoredFrame> out;
   for (size_t i = 0; i < frames.size(); ++i) {
-    out.push_back({finite_scores(raws[i].to(torch::kCPU)).contiguous(),
-                   postprocess(raws[i], detector.calibration(), thresholds, frames[i].width, frames[i].height)});
+    const auto raw = raws[i].to(torch::kCPU);
+    out.push_back({finite_scores(raw).contiguous(),
+                   postprocess(raw, detector.calibration(), thresholds, frames[i].width, frames[i].height)});
   }
   return out;
 }

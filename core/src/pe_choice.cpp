@@ -1,5 +1,6 @@
 #include "pefm/pe_choice.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <tuple>
 
@@ -66,6 +67,14 @@ PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, 
     if (t.eligible && (chosen == none || total > chosen_gain)) chosen = &t, chosen_gain = total;
   }
   return chosen->pe;
+}
+
+PeEvidenceStrength evidence_strength(const std::vector<PeTrial>& trials) {
+  PeEvidenceStrength s;
+  for (const auto& t : trials)
+    if (std::isfinite(t.pixel_auroc) && !(t.pixel_auroc <= s.best_pixel_auroc)) s.best_pixel_auroc = t.pixel_auroc;
+  s.weak = !(s.best_pixel_auroc >= kWeakEvidenceAuroc);
+  return s;
 }
 
 }  // namespace pefm

@@ -475,14 +475,14 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
   std::vector<size_t> defect_unit = probe_unit;
   defect_unit.insert(defect_unit.end(), probe_unit.begin(), probe_unit.end());
   r.config.pe = choose_pe(trials, defect_unit, probe_kinds);
-  double best_auroc = 0;
-  for (const auto& t : trials)
-    if (std::isfinite(t.pixel_auroc)) best_auroc = std::max(best_auroc, t.pixel_auroc);
-  const bool weak = best_auroc < kWeakEvidenceAuroc;
   // The code is an assumption: evidence at chance level does not carry it.
+  const auto strength = evidence_strength(trials);
+  const bool weak = strength.weak;
   const PeMode by_rule = r.config.pe;
-  if (weak) r.config.pe = PeMode::kNone;
-  Json evidence = {{"choice", to_string(r.config.pe)}, {"weak_evidence", weak}, {"rule_choice", to_string(by_rule)},
+  r.config.pe = gate_weak_evidence(by_rule, strength);
+  Json evidence = {{"choice", to_string(r.config.pe)}, {"rule_choice", to_string(by_rule)},
+                   {"weak_evidence", weak}, {"best_pixel_auroc", strength.best_pixel_auroc},
+                   {"weak_evidence_below", kWeakEvidenceAuroc},
                    {"probe_images", probe.size()}, {"fit_images", fit.size()},
                    {"probe_units", std::set<size_t>(probe_unit.begin(), probe_unit.end()).size()},
                    {"epochs", search_epochs}, {"seconds", *seconds},
@@ -492,7 +492,9 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
                                  "misaligned copy's normal pixels; averaged per source image or group) by "
                                  "more than 2 standard errors on the appearance defects, or on the "
                                  "position defects (shift) while losing no more than 2 standard errors on "
-                                 "the appearance defects; then the larger sum of the two gains"}};
+                                 "the appearance defects; then the larger sum of the two gains; and none "
+                                 "whatever the rule says when no variant finds the probes at a pixel AUROC "
+                                 "of weak_evidence_below or more"}};
   for (const auto& t : trials) {
     Json by_kind = Json::object();
     for (const auto& [kind, g] : t.gain_by_kind) by_kind[kind] = {{"gain", g.first}, {"images", g.second}};
@@ -520,7 +522,8 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
          << t.aupro * 100;
     if (t.pe != PeMode::kNone && std::isfinite(t.gain))
       line << ", gain over none " << t.gain * 100 << " +- " << t.gain_se * 100 << ", on moved parts "
-           << t.position_gain * 100 << " +- " << t.position_se * 100 << (t.eligible ? "" : " (not taken)");
+           << t.position_gain * 100 << " +- " << t.position_se * 100
+           << (!t.eligible ? " (not taken)" : weak ? " (not taken: weak evidence)" : "");
     else if (t.pe != PeMode::kNone)
       line << ", no gain: fewer than 2 held-out " << (r.groups.empty() ? "images" : "groups")
            << " with finite scores on the appearance defects (not taken)";
@@ -539,9 +542,13 @@ bool choose_position_code(const std::vector<TrainImage>& train, TrainRequest& r,
   }
   if (weak) {
     std::ostringstream w;
-    w << "pe auto: WARNING: the synthetic defects were barely found (best pixel AUROC " << std::fixed
-      << std::setprecision(2) << best_auroc * 100 << " %, below " << kWeakEvidenceAuroc * 100
-      << "): too little evidence for a position code, so none"
+    w << "pe auto: WARNING: the synthetic defects were barely found (";
+    if (std::isfinite(strength.best_pixel_auroc))
+      w << "best pixel AUROC " << std::fixed << std::setprecision(2) << strength.best_pixel_auroc * 100 << " %, below "
+        << kWeakEvidenceAuroc * 100 << " %";
+    else
+      w << "no variant has a finite pixel AUROC on them";
+    w << "): too little evidence for a position code, so none"
       << (by_rule != PeMode::kNone ? " (the rule alone would take " + to_string(by_rule) + ")" : std::string())
       << ". More images or epochs help (the search trains a third of --epochs), or choose --pe yourself";
     observer.note(w.str());

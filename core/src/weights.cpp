@@ -20,7 +20,7 @@ std::vector<std::string> backbone_search_path() {
     }
   }
   // PEFM_MODELS_DIR_FROM_LIBDIR is relative to the folder this library is installed in
-  // (or absolute when meson's libdir or datadir is).
+  // (absolute when meson's libdir or datadir is); then the configured folder, when another.
   Dl_info self{};
   if (dladdr(reinterpret_cast<void*>(&backbone_search_path), &self) && self.dli_fname) {
     // through symbolic links: merged-/usr systems load it as /lib/..., whose ../../share is not /usr/share
@@ -28,6 +28,7 @@ std::vector<std::string> backbone_search_path() {
     const auto lib = std::filesystem::canonical(self.dli_fname, ec);
     if (!ec) dirs.push_back((lib.parent_path() / PEFM_MODELS_DIR_FROM_LIBDIR).lexically_normal().string());
   }
+  if (dirs.empty() || dirs.back() != PEFM_MODELS_DIR) dirs.push_back(PEFM_MODELS_DIR);
   return dirs;
 }
 

@@ -259,6 +259,12 @@ int run(int argc, char** argv) {
     return cal.valid ? normalized_map(raw, cal) : raw / raw.max().clamp_min(1e-12);
   };
   const TileOptions used = detector.resolve(tiles);
+  if (used.size > 0 && used.size < kMinTileSize)
+    throw cli::UsageError("--tile-size " + std::to_string(used.size) + " is below the minimum of " +
+                          std::to_string(kMinTileSize) + " pixels (0: whole images, -1: as the model was trained)");
+  if (used.size > 0 && 2 * used.overlap > used.size)
+    throw cli::UsageError("--tile-overlap " + std::to_string(used.overlap) + " must be at most half the tile size " +
+                          std::to_string(used.size));
   const int64_t S = detector.input_size();
   const bool with_masks = fs::is_directory(fs::path(args.get("data")) / "ground_truth");
   const auto tests = discover(args.get("data"), with_masks);
@@ -281,6 +287,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> types, files;
   cli::Progress progress("evaluating", static_cast<int64_t>(tests.size()), tty);
   int64_t skipped = 0;  // unreadable test images, reported by name
+  bool resized_for_metrics = false;
   for (size_t i = 0; i < tests.size(); i += static_cast<size_t>(batch)) {
     const size_t end = std::min(tests.size(), i + static_cast<size_t>(batch));
     std::vector<torch::Tensor> imgs, masks;
@@ -338,12 +345,26 @@ int run(int argc, char** argv) {
     for (size_t b = 0; b < kept.size(); ++b) {
       const auto& t = tests[kept[b]];
       const auto& f = scored[b];
-      const int64_t mh = f.raw.size(0), mw = f.raw.size(1);
-      if (!all_maps.empty() && (all_maps.front().size(0) != mh || all_maps.front().size(1) != mw))
-        throw cli::UsageError("'" + t.path + "' gives a " + std::to_string(mw) + "x" + std::to_string(mh) +
-                              " heat map but '" + files.front() + "' a " + std::to_string(all_maps.front().size(1)) +
-                              "x" + std::to_string(all_maps.front().size(0)) +
-                              " one: tiled maps have the image's size, and the metrics need one size for all");
+      // The metrics need one map size. Tiled maps follow their image's size, so in a test set
+      // of mixed sizes they are resized (bilinear) to the first image's map for the metrics
+      // alone; pictures and --heat-maps keep each map as the element gives it.
+      torch::Tensor raw = f.raw;
+      if (!all_maps.empty() && (all_maps.front().size(0) != raw.size(0) || all_maps.front().size(1) != raw.size(1))) {
+        raw = torch::nn::functional::interpolate(
+                  raw.unsqueeze(0).unsqueeze(0),
+                  torch::nn::functional::InterpolateFuncOptions()
+                      .size(std::vector<int64_t>{all_maps.front().size(0), all_maps.front().size(1)})
+                      .mode(torch::kBilinear)
+                      .align_corners(false))
+                  .squeeze(0)
+                  .squeeze(0);
+        if (!resized_for_metrics)
+          std::cerr << (tty ? "\r\033[K" : "") << "note: '" << t.path << "' gives a " << f.raw.size(1) << "x"
+                    << f.raw.size(0) << " heat map, '" << files.front() << "' a " << raw.size(1) << "x" << raw.size(0)
+                    << " one: for the metrics, maps of other sizes are resized to that one\n";
+        resized_for_metrics = true;
+      }
+      const int64_t mh = raw.size(0), mw = raw.size(1);
       // Masks at the heat map's size with PIL's NEAREST (pixel centres), as the reference
       // evaluation resizes them.
       torch::Tensor mask = torch::zeros({mh, mw}, torch::kBool);
@@ -357,7 +378,7 @@ int run(int argc, char** argv) {
       labels.push_back(t.defective ? 1 : 0);
       types.push_back(t.type);
       files.push_back(t.path);
-      all_maps.push_back(f.raw);
+      all_maps.push_back(raw);
       all_scores.push_back(torch::tensor(f.result.raw_score));
       region_counts.push_back(static_cast<int64_t>(f.result.regions.size()));
       called_anomalous.push_back(f.result.anomalous);
@@ -557,6 +578,10 @@ int run(int argc, char** argv) {
     cli::write_json(json, {{"model", args.get("model")},
                            {"data", args.get("data")},
                            {"image_size", S},
+                           {"tile_size", used.size > 0 ? cli::Json(used.size) : cli::Json(nullptr)},
+                           {"tile_overlap", used.size > 0 ? cli::Json(used.overlap) : cli::Json(nullptr)},
+                           {"map_size", {maps.size(2), maps.size(1)}},
+                           {"maps_resized_for_metrics", resized_for_metrics},
                            {"device", device},
                            {"pixel_metrics", with_masks ? "measured" : "absent (no ground_truth/ folder)"},
                            {"image_auroc", overall.image_auroc},

@@ -19,8 +19,9 @@ debs=("$out"/*.deb)
 names=()
 for d in "${debs[@]}"; do names+=("$(dpkg-deb -f "$d" Package)"); done
 for n in "${names[@]}"; do
-  if dpkg-query -W -f='${Status}' "$n" 2>/dev/null | grep -q "ok installed"; then
-    fail "$n is already installed: remove it first (this check installs and removes its own)"
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$n" 2>/dev/null || true)
+  if [ -n "$status" ] && [ "$status" != not-installed ]; then
+    fail "$n is on this machine ($status): remove it first (this check installs and removes its own)"
   fi
 done
 work=$(mktemp -d)
@@ -29,13 +30,30 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${debs[@]}" >"$work/apt.log" 2>&1 ||
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${debs[@]}" >"$work/apt.log" 2>&1 ||
   { cat "$work/apt.log" >&2; fail "apt-get could not install the packages"; }
 echo "package check: installed ${names[*]}"
-
 # A user's shell: no variables of the build (GST_PLUGIN_PATH, LD_LIBRARY_PATH,
 # GI_TYPELIB_PATH, PEFM_*), a registry of its own.
 clean() { env -i PATH=/usr/bin:/bin HOME="$work" GST_REGISTRY="$work/registry.bin" "$@"; }
+dpkg -L "${names[@]}" | sort -u >"$work/files.txt"
+
+# Installed binaries look for libraries only in the private LibTorch (no build, toolkit or
+# checkout folder of the machine that built them), and find every one.
+triplet=$(gcc -print-multiarch)
+while read -r f; do
+  [ -f "$f" ] && [ ! -L "$f" ] || continue
+  [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+  rp=$(readelf -d "$f" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+  [ -z "$rp" ] || [ "$rp" = "/usr/lib/$triplet/pefm/libtorch/lib" ] || fail "$f has RUNPATH $rp"
+  old_rpath=$(readelf -d "$f" | sed -n 's/.*(RPATH).*\[\(.*\)\]/\1/p')
+  case "$f" in /usr/lib/$triplet/pefm/libtorch/*) ;; *) [ -z "$old_rpath" ] || fail "$f has an RPATH ($old_rpath)" ;; esac
+  libs=$(clean ldd "$f" 2>&1) || true
+  if grep -q "not found" <<<"$libs"; then echo "$libs" >&2; fail "$f: a library is not found"; fi
+  if grep -F "=>" <<<"$libs" | grep -vE "=> (/usr)?/lib" >&2; then fail "$f loads a library from outside /usr (above)"; fi
+done <"$work/files.txt"
+echo "package check: every installed binary finds its libraries in /usr, LibTorch in the private copy"
+
 clean gst-inspect-1.0 pefmfilter >"$work/inspect.txt" 2>&1 || { cat "$work/inspect.txt" >&2; fail "gst-inspect-1.0 pefmfilter failed"; }
 pluginsdir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
 loaded=$(sed -n 's/^ *Filename *//p' "$work/inspect.txt")
@@ -72,7 +90,10 @@ cat >"$work/meta.c" <<'C'
 #include <gst/pefm/gstpefmmeta.h>
 int main (void) { gst_init (NULL, NULL); return gst_pefm_meta_api_get_type () == 0; }
 C
-cc "$work/meta.c" -o "$work/meta" $(pkg-config --cflags --libs gstpefmmeta-1.0) && clean "$work/meta" ||
+for pc in gstpefmmeta-1.0 pefm-core; do
+  [ "$(clean pkg-config --variable=pcfiledir $pc)" = "/usr/lib/$triplet/pkgconfig" ] || fail "pkg-config finds $pc elsewhere"
+done
+cc "$work/meta.c" -o "$work/meta" $(clean pkg-config --cflags --libs gstpefmmeta-1.0) && clean "$work/meta" ||
   fail "a program using gstpefmmeta-1.0 does not build or run"
 cat >"$work/core.cpp" <<'CPP'
 #include <pefm/tiling.h>
@@ -85,11 +106,15 @@ int main() {
   std::cout << pefm::tile_origins(100, 32, 0).size() << "\n";
 }
 CPP
-c++ "$work/core.cpp" -o "$work/core" $(pkg-config --cflags --libs pefm-core) && [ "$(clean "$work/core")" = 4 ] ||
+c++ "$work/core.cpp" -o "$work/core" $(clean pkg-config --cflags --libs pefm-core) && [ "$(clean "$work/core")" = 4 ] ||
   fail "a program using pefm-core does not build or run"
 echo "package check: programs build against gstpefmmeta-1.0 and pefm-core and run"
 
 $SUDO apt-get purge -y -q "${names[@]}" >/dev/null
+rm -f "$work/registry.bin"
 clean gst-inspect-1.0 pefmfilter >/dev/null 2>&1 && fail "pefmfilter is still found after removing the packages"
-[ ! -e /usr/lib/"$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"/pefm ] || fail "the private LibTorch folder is left after removal"
+while read -r f; do
+  [ -e "$f" ] && [ ! -d "$f" ] && fail "$f is left after removing the packages"
+done <"$work/files.txt"
+[ ! -e "/usr/lib/$triplet/pefm" ] || fail "/usr/lib/$triplet/pefm is left after removing the packages"
 echo "package check: removed; ok"

@@ -53,4 +53,14 @@ inline constexpr double kWeakEvidenceAuroc = 0.75;
 // throws std::runtime_error when no trial has one.
 PeMode choose_pe(std::vector<PeTrial>& trials, const std::vector<size_t>& unit, const std::vector<std::string>& kind);
 
+// The best pooled pixel AUROC of the trials (NaN when none is finite), and whether it lies
+// below kWeakEvidenceAuroc (or is NaN): then the search found its probes at chance level,
+// and `chosen` gives way to none.
+struct PeEvidenceStrength {
+  double best_pixel_auroc = NAN;
+  bool weak = true;
+};
+PeEvidenceStrength evidence_strength(const std::vector<PeTrial>& trials);
+inline PeMode gate_weak_evidence(PeMode chosen, const PeEvidenceStrength& s) { return s.weak ? PeMode::kNone : chosen; }
+
 }  // namespace pefm
