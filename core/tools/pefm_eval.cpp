@@ -191,8 +191,8 @@ int run(int argc, char** argv) {
   args.option("batch-size", "N", "images per forward pass", "16");
   args.option("json", "REPORT.json", "write the results as JSON (fractions in [0, 1]); - for stdout");
   args.option("save-maps", "DIR", "write image | ground truth | heat map PNGs per test image");
-  args.option("heat-maps", "DIR", "write each test image's heat map as pefmfilter's meta holds it (normalised, "
-              "float32 .npy of the map's height x width)");
+  args.option("heat-maps", "DIR", "write each test image's heat map as pefmfilter's meta holds it (float32 .npy "
+              "of the map's height x width; normalised for a calibrated model, raw otherwise)");
   args.option("tile-size", "N", "as pefmfilter tile-size: -1 as the model was trained, 0 whole images resized, "
               "N tiles of N native pixels", "-1");
   args.option("tile-overlap", "N", "as pefmfilter tile-overlap: pixels shared by neighbouring tiles", "0");
