@@ -832,6 +832,28 @@ TEST_F(Cli, EvalOfATiledModelGivesTheElementsMaps) {
   EXPECT_GT(anomalous, 0);
   EXPECT_LT(anomalous, images);
   EXPECT_GT(with_regions, 0);
+
+  // Tilings the element refuses are refused before any work, naming the option.
+  auto bad = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--tile-size", "8"});
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("--tile-size 8 is below the minimum of 32 pixels"), std::string::npos) << bad.output;
+  bad = run({eval_bin(), "--model", model, "--data", dir_->file("cat"), "--tile-overlap", "20"});
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("--tile-overlap 20 must be at most half the tile size 32"), std::string::npos) << bad.output;
+  // Images of another size give tiled maps of another size: resized for the metrics alone,
+  // and said.
+  const auto mixed = out_.file("mixed");
+  fs::copy(dir_->file("cat"), mixed, fs::copy_options::recursive);
+  write_image(mixed + "/test/good/009.png", pefm_test::texture_image(64, 96, 9));
+  const auto json = out_.file("mixed.json");
+  const auto m = run({eval_bin(), "--model", model, "--data", mixed, "--device", "cpu", "--json", json});
+  ASSERT_EQ(m.status, 0) << m.output;
+  EXPECT_NE(m.output.find("009.png' gives a 192x128 heat map"), std::string::npos) << m.output;
+  const auto report = parse_json(pefm_test::slurp(json));
+  EXPECT_TRUE(report.at("maps_resized_for_metrics").get<bool>()) << report;
+  EXPECT_EQ(report.at("map_size"), nlohmann::json::array({152, 120})) << report;
+  EXPECT_EQ(report.at("tile_size"), 32) << report;
+  EXPECT_EQ(report.at("images"), 7) << report;
 #endif
 }
 
