@@ -1,6 +1,9 @@
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include <ATen/Context.h>
 #include <torch/torch.h>
@@ -217,6 +221,44 @@ torch::Tensor paste_patch(const torch::Tensor& img, int64_t y, int64_t x, int64_
   out.index_put_({Slice(y, y + size), Slice(x, x + size)}, 250);
   out.index_put_({Slice(y + size / 3, y + 2 * size / 3), Slice(x, x + size)}, 10);
   return out;
+}
+
+Result run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+           const std::function<void(pid_t)>& on_start, bool stdout_only) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    if (stdout_only) {
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+    } else {
+      dup2(fds[1], 2);
+    }
+    close(fds[0]);
+    close(fds[1]);
+    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::thread watcher;
+  if (on_start) watcher = std::thread(on_start, pid);
+  Result r;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) r.output.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  // Joined before the child is reaped: until waitpid its pid cannot be reused, so a late
+  // signal from the watcher reaches this child (or its zombie) and nothing else.
+  if (watcher.joinable()) watcher.join();
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
 }
 
 std::string slurp(const std::string& path) {

@@ -2,8 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <sys/types.h>
 
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -112,6 +116,18 @@ torch::Tensor map_of(const pefm::FrameResult& r);
 
 // Decodes an uncompressed 24/32-bit BMP into [H, W, 3] uint8 RGB.
 torch::Tensor read_bmp(const std::string& path);
+
+// A program's exit status (128 + signal when killed) and what it printed.
+struct Result {
+  int status = -1;
+  std::string output;
+};
+
+// Runs argv with stdout+stderr captured (stdout only, stderr discarded, with
+// `stdout_only`); `env` entries are added to the environment. `on_start(pid)` runs in the
+// parent while the child works (to send signals).
+Result run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+           const std::function<void(pid_t)>& on_start = nullptr, bool stdout_only = false);
 
 std::string slurp(const std::string& path);
 void spit(const std::string& path, const std::string& bytes);
