@@ -50,10 +50,16 @@ void write_json(const std::string& path, const Json& value, int indent) {
   std::cout << "wrote " << path << "\n";
 }
 
-void write_npy(const std::string& path, const float* values, int64_t height, int64_t width) {
+void write_npy(const std::string& path, const float* values, const std::vector<int64_t>& shape) {
   static_assert(sizeof(float) == 4, "npy '<f4' needs 32-bit floats");
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(height) + ", " +
-                       std::to_string(width) + "), }";
+  std::string dims;  // "3," for one axis (a Python tuple), "2, 3" for more
+  int64_t count = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    dims += (i > 0 ? ", " : "") + std::to_string(shape[i]);
+    count *= shape[i];
+  }
+  if (shape.size() == 1) dims += ",";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
   // magic (6) + version (2) + length (2) + header + '\n', padded with spaces to 64 bytes
   const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
   header.append(total - 10 - header.size() - 1, ' ');
@@ -62,12 +68,16 @@ void write_npy(const std::string& path, const float* values, int64_t height, int
   text += static_cast<char>(header.size() & 0xff);
   text += static_cast<char>(header.size() >> 8);
   text += header;
-  const auto bytes = static_cast<size_t>(height * width) * sizeof(float);
+  const auto bytes = static_cast<size_t>(count) * sizeof(float);
   const size_t at = text.size();
   text.resize(at + bytes);
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the floats are copied as '<f4' says");
   if (bytes > 0) std::memcpy(&text[at], values, bytes);
   pefm::write_file_atomically(path, text);
+}
+
+void write_npy(const std::string& path, const float* values, int64_t height, int64_t width) {
+  write_npy(path, values, std::vector<int64_t>{height, width});
 }
 
 namespace {
@@ -93,6 +103,8 @@ std::string first_bytes(const std::string& path, size_t n) {
 bool holds_kind(const std::string& path, OutputKind kind) {
   const auto head = first_bytes(path, 64);
   if (kind == OutputKind::kModel) return head.compare(0, 8, "PEFMMODL") == 0;
+  // pefm-export's own ONNX files: ir_version (field 1), then producer_name (field 2).
+  if (kind == OutputKind::kOnnx) return head.size() > 2 && head[0] == '\x08' && head.find("pefm-export") < 16;
   const auto start = head.find_first_not_of(" \t\r\n");
   if (kind == OutputKind::kScores)  // pefm-eval --scores: its CSV header, or JSON lines
     return start == std::string::npos || head.compare(start, 16, "file,type,score,") == 0 || head[start] == '{';
@@ -134,6 +146,7 @@ void check_output_file(const std::string& option, const std::string& path, Outpu
   if (!std::filesystem::is_regular_file(status) || !holds_kind(path, kind)) {
     throw UsageError(option + " '" + path + "' exists and is not " +
                      (kind == OutputKind::kModel  ? "a pefm model file"
+                      : kind == OutputKind::kOnnx ? "an ONNX file pefm-export wrote"
                       : kind == OutputKind::kJson ? "a JSON file"
                       : kind == OutputKind::kHtml ? "an HTML page"
                       : kind == OutputKind::kTrainScores ? "a pefm-train scores file"

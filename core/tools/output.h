@@ -27,6 +27,8 @@ std::string json_text(const Json& value, int indent = 2);
 // A float32 array [height, width] as a NumPy .npy file (format 1.0, little-endian, C
 // order), written atomically: numpy.load reads it, and so can any reader of the format.
 void write_npy(const std::string& path, const float* values, int64_t height, int64_t width);
+// The same for any shape (C order).
+void write_npy(const std::string& path, const float* values, const std::vector<int64_t>& shape);
 
 // One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
 std::string csv_field(const std::string& v);
@@ -34,7 +36,7 @@ std::string csv_field(const std::string& v);
 // What an output file will hold: an existing file at that path is replaced only when it
 // already holds the same kind, so a typo cannot overwrite an image, a weights file or the
 // model being read.
-enum class OutputKind { kModel, kJson, kScores, kTrainScores, kHtml };
+enum class OutputKind { kModel, kJson, kScores, kTrainScores, kHtml, kOnnx };
 
 // Checks an output file before any work: not a folder, its folder exists and is writable,
 // not the same file (device and inode) as any of `inputs`, and an existing file there of
