@@ -3,6 +3,7 @@
 
 #include "backbone_impl.h"
 #include "nn_util.h"
+#include "onnx_graph.h"
 
 namespace pefm {
 
@@ -73,6 +74,26 @@ class MobileNetV2 final : public Backbone {
       y = layer.forward(y);
       if (i == 3 || i == 6 || i == 13) taps.push_back(y);
       if (++i > 13) break;
+    }
+    return taps;
+  }
+
+  std::array<std::string, 3> onnx_taps(onnx::Graph& g, const std::string& input,
+                                       const std::string& prefix) override {
+    std::array<std::string, 3> taps;
+    auto y = input;
+    for (size_t i = 0; i <= 13; ++i) {
+      const auto name = prefix + ".features." + std::to_string(i);
+      auto& layer = *features->ptr(i);
+      if (auto* block = layer.as<InvertedResidualImpl>()) {
+        const auto out = g.module(y, *block->conv, name + ".conv");
+        y = block->use_residual ? g.node("Add", {y, out}, name + ".add") : out;
+      } else {
+        y = g.module(y, layer, name);
+      }
+      if (i == 3) taps[0] = y;
+      if (i == 6) taps[1] = y;
+      if (i == 13) taps[2] = y;
     }
     return taps;
   }

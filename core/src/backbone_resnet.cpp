@@ -4,6 +4,7 @@
 
 #include "backbone_impl.h"
 #include "nn_util.h"
+#include "onnx_graph.h"
 
 namespace pefm {
 
@@ -49,6 +50,20 @@ struct BlockImpl : nn::Module {
       y = norm(bn2, conv2(y));
     }
     return torch::relu(y + (downsample ? downsample->forward(x) : x));
+  }
+
+  // forward() of the folded block as ONNX nodes.
+  std::string onnx(onnx::Graph& g, const std::string& x, const std::string& name) {
+    TORCH_CHECK(folded, "ONNX export of ", name, ": fold the BatchNorms first");
+    auto y = g.node("Relu", {g.conv(x, *conv1, name + ".conv1")}, name + ".relu1");
+    if (bottleneck) {
+      y = g.node("Relu", {g.conv(y, *conv2, name + ".conv2")}, name + ".relu2");
+      y = g.conv(y, *conv3, name + ".conv3");
+    } else {
+      y = g.conv(y, *conv2, name + ".conv2");
+    }
+    const auto skip = downsample ? g.module(x, *downsample, name + ".downsample") : x;
+    return g.node("Relu", {g.node("Add", {y, skip}, name + ".add")}, name + ".relu");
   }
 
   void fold() {
@@ -102,6 +117,24 @@ class ResNet final : public Backbone {
     for (int i = 0; i < 3; ++i) {
       y = layer_[i]->forward(y);
       taps.push_back(y);
+    }
+    return taps;
+  }
+
+  std::array<std::string, 3> onnx_taps(onnx::Graph& g, const std::string& input,
+                                       const std::string& prefix) override {
+    TORCH_CHECK(folded_, "ONNX export of ", prefix, ": fold the BatchNorms first");
+    auto y = g.node("Relu", {g.conv(input, *conv1, prefix + ".conv1")}, prefix + ".relu");
+    using A = onnx::Attribute;
+    y = g.node("MaxPool", {y}, prefix + ".maxpool",
+               {A::Ints("kernel_shape", {3, 3}), A::Ints("strides", {2, 2}), A::Ints("pads", {1, 1, 1, 1})});
+    std::array<std::string, 3> taps;
+    for (size_t i = 0; i < 3; ++i) {
+      const auto layer = prefix + ".layer" + std::to_string(i + 1);
+      for (size_t b = 0; b < layer_[i]->size(); ++b) {
+        y = layer_[i]->ptr(b)->as<BlockImpl>()->onnx(g, y, layer + "." + std::to_string(b));
+      }
+      taps[i] = y;
     }
     return taps;
   }

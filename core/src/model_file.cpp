@@ -107,45 +107,55 @@ std::string read_model_file(const std::string& path) {
   }
 }
 
-Container model_container(const Model& model, const char* format) {
-  Container c;
+}  // namespace
+
+std::map<std::string, std::string> model_metadata(const Model& model) {
+  std::map<std::string, std::string> meta;
   const auto& cfg = model.config;
-  c.meta["format"] = format;
-  c.meta["created_by"] = "pefm " PEFM_VERSION;
-  c.meta["config.source_arch"] = cfg.source_arch;
-  c.meta["config.target_arch"] = cfg.target_arch;
-  c.meta["config.source_taps"] = backbone_tap_names(cfg.source_arch);
-  c.meta["config.target_taps"] = backbone_tap_names(cfg.target_arch);
-  c.meta["config.image_size"] = std::to_string(cfg.image_size);
-  c.meta["config.pe"] = to_string(cfg.pe);
-  c.meta["config.latent"] = std::to_string(cfg.latent[0]) + "," + std::to_string(cfg.latent[1]) +
+  meta["created_by"] = "pefm " PEFM_VERSION;
+  meta["config.source_arch"] = cfg.source_arch;
+  meta["config.target_arch"] = cfg.target_arch;
+  meta["config.source_taps"] = backbone_tap_names(cfg.source_arch);
+  meta["config.target_taps"] = backbone_tap_names(cfg.target_arch);
+  meta["config.image_size"] = std::to_string(cfg.image_size);
+  meta["config.pe"] = to_string(cfg.pe);
+  meta["config.latent"] = std::to_string(cfg.latent[0]) + "," + std::to_string(cfg.latent[1]) +
                             "," + std::to_string(cfg.latent[2]);
-  c.meta["config.fusion"] = to_string(cfg.fusion);
-  c.meta["config.resize"] = to_string(cfg.resize);
+  meta["config.fusion"] = to_string(cfg.fusion);
+  meta["config.resize"] = to_string(cfg.resize);
   const auto& cal = model.calibration;
-  c.meta["calibration.valid"] = cal.valid ? "1" : "0";
+  meta["calibration.valid"] = cal.valid ? "1" : "0";
   if (cal.valid) {
-    c.meta["calibration.images"] = std::to_string(cal.images);
-    for (const auto& [name, field] : kCalibrationFields) c.meta[std::string("calibration.") + name] = fmt(cal.*field);
-    c.meta["calibration.image_quantiles"] = join(cal.image_quantiles);
-    c.meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
-    c.meta["calibration.method"] = cal.method;
+    meta["calibration.images"] = std::to_string(cal.images);
+    for (const auto& [name, field] : kCalibrationFields) meta[std::string("calibration.") + name] = fmt(cal.*field);
+    meta["calibration.image_quantiles"] = join(cal.image_quantiles);
+    meta["calibration.pixel_quantiles"] = join(cal.pixel_quantiles);
+    meta["calibration.method"] = cal.method;
     if (cal.method == "conformal") {
-      c.meta["calibration.false_alarm_target"] = fmt(cal.false_alarm_target);
-      c.meta["calibration.false_alarm_bound"] = fmt(cal.false_alarm_bound);
-      c.meta["calibration.folds"] = std::to_string(cal.folds);
-      c.meta["calibration.groups"] = std::to_string(cal.groups);
-      c.meta["calibration.false_alarm_upper95"] = fmt(cal.false_alarm_upper95);
+      meta["calibration.false_alarm_target"] = fmt(cal.false_alarm_target);
+      meta["calibration.false_alarm_bound"] = fmt(cal.false_alarm_bound);
+      meta["calibration.folds"] = std::to_string(cal.folds);
+      meta["calibration.groups"] = std::to_string(cal.groups);
+      meta["calibration.false_alarm_upper95"] = fmt(cal.false_alarm_upper95);
     }
     if (std::isfinite(cal.region_threshold)) {
-      c.meta["calibration.region_threshold"] = fmt(cal.region_threshold);
-      c.meta["calibration.region_rate_target"] = fmt(cal.region_rate_target);
-      c.meta["calibration.region_rate"] = fmt(cal.region_rate);
-      c.meta["calibration.region_image_rate"] = fmt(cal.region_image_rate);
-      c.meta["calibration.region_pixels"] = std::to_string(cal.region_pixels);
+      meta["calibration.region_threshold"] = fmt(cal.region_threshold);
+      meta["calibration.region_rate_target"] = fmt(cal.region_rate_target);
+      meta["calibration.region_rate"] = fmt(cal.region_rate);
+      meta["calibration.region_image_rate"] = fmt(cal.region_image_rate);
+      meta["calibration.region_pixels"] = std::to_string(cal.region_pixels);
     }
   }
-  for (const auto& [k, v] : model.training) c.meta["training." + k] = v;
+  for (const auto& [k, v] : model.training) meta["training." + k] = v;
+  return meta;
+}
+
+namespace {
+
+Container model_container(const Model& model, const char* format) {
+  Container c;
+  c.meta = model_metadata(model);
+  c.meta["format"] = format;
   for (const auto& [name, t] : module_state(*model.net)) c.tensors["net." + name] = t;
   return c;
 }

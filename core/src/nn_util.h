@@ -23,6 +23,8 @@ class SeqImpl : public torch::nn::SequentialImpl {
   torch::Tensor forward(torch::Tensor x);
   // Folds every Conv2d directly followed by a BatchNorm2d; the BatchNorm is skipped after.
   void fold_batchnorm();
+  // Whether forward() skips child i (a BatchNorm folded into the convolution before it).
+  bool skips(size_t i) const { return i < skip_.size() && skip_[i]; }
 
  private:
   std::vector<bool> skip_;

@@ -11,6 +11,10 @@
 
 namespace pefm {
 
+namespace onnx {
+class Graph;
+}  // namespace onnx
+
 enum class BackboneHead {
   kTapsOnly,    // layers up to the last tap; the rest of torchvision's keys are ignored
   kClassifier,  // the whole torchvision network, with its 1000-class classifier
@@ -28,6 +32,10 @@ class Backbone : public torch::nn::Module {
 
   // Feature maps of the three taps for a normalised NCHW batch.
   virtual std::vector<torch::Tensor> forward_taps(const torch::Tensor& x) = 0;
+  // forward_taps as ONNX nodes (onnx_export.h) reading `input`, layers named
+  // `prefix.<torchvision name>`: the value names of the three taps. After fold_batchnorm().
+  virtual std::array<std::string, 3> onnx_taps(onnx::Graph& graph, const std::string& input,
+                                               const std::string& prefix) = 0;
   // ImageNet logits; only for BackboneHead::kClassifier.
   virtual torch::Tensor classify(const torch::Tensor& x) = 0;
 

@@ -26,6 +26,10 @@ Model load_model(const std::string& path);
 // Same, from bytes in memory (`origin` names them in errors); used by the fuzzer.
 Model load_model_from_bytes(const std::string& bytes, const std::string& origin);
 
+// The metadata a model file stores (config.*, calibration.*, training.*, created_by), as
+// key=value text.
+std::map<std::string, std::string> model_metadata(const Model& model);
+
 // A training checkpoint: the model so far plus the trainer's state (optimisers, epoch),
 // for `pefm-train --resume`. Same container, format "pefm-checkpoint".
 struct Checkpoint {
