@@ -7,7 +7,7 @@
 #   sudo apt-get install ./build/deb/*.deb
 # The packages:
 #   gstreamer1.0-pefm        the pefmfilter / pefmoverlay / pefmpublish plugin
-#   pefm-tools               pefm-train, pefm-eval, pefm-bench, pefm-results, pefm-demo-data
+#   pefm-tools               pefm-train, pefm-eval, pefm-bench, pefm-export, pefm-results, pefm-demo-data
 #   libpefm-core0, libpefm-core-dev              the C++ library (pkg-config: pefm-core)
 #   libgstpefmmeta-1.0-1, libgstpefmmeta-1.0-dev the metadata library (gstpefmmeta-1.0)
 #   gir1.2-gstpefm-1.0       its typelib (Python: gi.require_version('GstPefm', '1.0'))
@@ -150,8 +150,9 @@ packages=(
  pipeline; pefmpublish sends results as JSON lines to a file, socket or MQTT."
   "pefm-tools|bin share/pefm|gstreamer1.0-pefm (= $debversion)|video|PEFM visual anomaly detection, command-line tools
  pefm-train trains a model from folders of normal images, pefm-eval scores it on
- an MVTec-AD-layout test set, pefm-bench measures speed, pefm-results prints a
- pipeline's results as JSON lines."
+ an MVTec-AD-layout test set, pefm-bench measures speed, pefm-export writes a
+ model as an ONNX graph for other runtimes, pefm-results prints a pipeline's
+ results as JSON lines."
 )
 
 mkdir -p "$out"
