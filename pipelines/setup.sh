@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs pefm's build dependencies (Debian 12 packages; LibTorch 2.11 from PyPI's torch
-# wheel into subprojects/, pipelines/fetch-libtorch.sh), configures and builds into build/.
+# wheel into subprojects/, pipelines/fetch-libtorch.sh; ONNX Runtime for the tests,
+# pipelines/fetch-onnxruntime.sh), configures and builds into build/.
 # Safe to run again: it skips what is already there.
 #   pipelines/setup.sh            # as root, or with sudo available
 #   BUILD_DIR=build-x pipelines/setup.sh -Dcuda=disabled   # extra meson options
@@ -10,7 +11,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(
   build-essential pkg-config meson ninja-build cmake patchelf
-  python3 python3-pip
+  python3 python3-pip python3-venv
   libopencv-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
@@ -42,6 +43,8 @@ fi
 
 # LibTorch: meson's default is the one fetched here (-Dtorch_dir=DIR takes another)
 pipelines/fetch-libtorch.sh
+# ONNX Runtime for the tests of pefm-export (a virtual environment in subprojects/)
+pipelines/fetch-onnxruntime.sh
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   meson setup "$BUILD_DIR" "$@"

@@ -69,6 +69,10 @@ echo "package check: gst-inspect-1.0 pefmfilter finds $pluginsdir/libgstpefm.so"
 version=$(clean pefm-train --version | head -1) || fail "pefm-train --version failed"
 [[ $version == "pefm-train "* ]] || fail "pefm-train --version said '$version'"
 echo "package check: $version from PATH"
+for tool in pefm-eval pefm-bench pefm-export; do
+  clean "$tool" --version >/dev/null || fail "$tool --version failed"
+done
+echo "package check: pefm-eval, pefm-bench and pefm-export run from PATH"
 mkdir -p "$work/good"
 clean gst-launch-1.0 -q videotestsrc num-buffers=1 ! video/x-raw,width=64,height=64 ! pngenc ! filesink location="$work/good/0.png"
 msg=$(clean pefm-train --data "$work/good" --output "$work/m.pt" --source resnet34 2>&1) && fail "pefm-train trained without weights"
