@@ -105,12 +105,16 @@ pipelines/image-folder.sh "$OUT/model.pt" "$OUT/sample" "$OUT/overlays"
 say "Evaluation (MVTec protocol)"
 pefm-eval --model "$OUT/model.pt" --data "$data" --json "$OUT/eval.json" --save-maps "$OUT/eval-maps"
 
+say "The model as an ONNX graph, for other runtimes (docs/onnx.md)"
+pefm-export "$OUT/model.pt" --onnx "$OUT/model.onnx"
+
 say "Done. Results:"
 cat <<EOF2
   model             $OUT/model.pt
   overlay frames    $OUT/overlays/*.png   (heat map + red contours, drawn by pefmfilter)
   results file      $OUT/overlays/results.jsonl   (one JSON line per image)
   evaluation        $OUT/eval.json, pictures in $OUT/eval-maps/
+  ONNX graph        $OUT/model.onnx   (ONNX Runtime, OpenCV dnn, TensorRT, OpenVINO)
   try the element   GST_PLUGIN_PATH=build/gst-plugin gst-inspect-1.0 pefmfilter
 EOF2
 [ $plumbing_only = 1 ] && echo "  (plumbing demonstration only: random weights and/or synthetic images)"

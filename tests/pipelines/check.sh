@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The user's scripts rehearsed on small data, their outputs checked: the demo (QUICK=1:
-# a few images of each folder, one epoch; real data and weights where ../shared has them)
+# a few images of each folder, one epoch; real data and weights where ../shared has them,
+# then again as without it)
 # and a line-scan web from pefm-demo-data through pipelines/line-scan.sh.
 #   tests/pipelines/check.sh [WORK_DIR]      (default build/pipelines-check, made anew)
 set -euo pipefail
@@ -26,7 +27,16 @@ for key in ("image_auroc", "pixel_auroc", "aupro"):
 for line in open(sys.argv[2]):
     assert "score" in json.loads(line), line
 PY
-echo "pipelines: demo.sh ok ($samples images through pefmfilter, overlays and results lines; evaluated)"
+[ -s "$work/demo/model.onnx" ] || fail "demo: no model.onnx"
+echo "pipelines: demo.sh ok ($samples images through pefmfilter, overlays and results lines; evaluated; exported)"
+
+# As on a machine without ../shared: synthetic images, random backbones, a loud warning.
+QUICK=1 PEFM_SHARED_DIR="$work/no-shared" OUT="$work/demo-bare" pipelines/demo.sh > "$work/demo-bare.log" 2>&1 \
+  || { tail -40 "$work/demo-bare.log"; fail "pipelines/demo.sh without ../shared"; }
+grep -q "PLUMBING ONLY" "$work/demo-bare.log" || fail "demo without ../shared: no warning that it shows the plumbing only"
+[ "$(count "$work/demo-bare/overlays" '*.png')" -gt 0 ] && [ -s "$work/demo-bare/eval.json" ] && [ -s "$work/demo-bare/model.onnx" ] \
+  || fail "demo without ../shared: overlays, eval.json or model.onnx missing"
+echo "pipelines: demo.sh ok without ../shared (synthetic images, random backbones)"
 
 source pipelines/env.sh
 pefm-demo-data --web 4 --strip-rows 64 --width 256 --out "$work/web" > "$work/web.log"
