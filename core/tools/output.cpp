@@ -50,6 +50,14 @@ void write_json(const std::string& path, const Json& value, int indent) {
   std::cout << "wrote " << path << "\n";
 }
 
+std::string first_bytes(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  std::string out(n, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(n));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
 void write_npy(const std::string& path, const float* values, const std::vector<int64_t>& shape) {
   static_assert(sizeof(float) == 4, "npy '<f4' needs 32-bit floats");
   std::string dims;  // "3," for one axis (a Python tuple), "2, 3" for more
@@ -90,14 +98,6 @@ std::string parent_of(const std::string& path) {
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-std::string first_bytes(const std::string& path, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  std::string out(n, '\0');
-  in.read(out.data(), static_cast<std::streamsize>(n));
-  out.resize(static_cast<size_t>(in.gcount()));
-  return out;
 }
 
 bool holds_kind(const std::string& path, OutputKind kind) {

@@ -30,6 +30,9 @@ void write_npy(const std::string& path, const float* values, int64_t height, int
 // The same for any shape (C order).
 void write_npy(const std::string& path, const float* values, const std::vector<int64_t>& shape);
 
+// The first `n` bytes of a file (fewer when it is shorter; "" when unreadable).
+std::string first_bytes(const std::string& path, size_t n);
+
 // One CSV field: quoted when it holds a comma, a quote or a line break (RFC 4180).
 std::string csv_field(const std::string& v);
 

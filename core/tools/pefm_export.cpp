@@ -1,7 +1,6 @@
 // pefm-export: a model as an ONNX graph (pefm/onnx_export.h), and optionally pefm's own
 // inputs and outputs on some images, to check another runtime against.
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <vector>
@@ -38,15 +37,6 @@ std::vector<std::string> check_images(const std::vector<std::string>& paths) {
   return files;
 }
 
-// The first bytes of a file ("" when unreadable).
-std::string head_of(const std::string& path, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  std::string out(n, '\0');
-  in.read(out.data(), static_cast<std::streamsize>(n));
-  out.resize(static_cast<size_t>(in.gcount()));
-  return out;
-}
-
 // What --check-out holds, and the first line of its files.txt.
 const char* const kCheckFiles[] = {"image.npy", "anomaly_map.npy", "score.npy", "files.txt"};
 constexpr const char* kCheckMarker = "# pefm-export --check-out: the images, in the order of the .npy files";
@@ -60,7 +50,7 @@ void check_check_dir(const std::string& dir) {
     const auto name = entry.path().filename().string();
     bool ours = false;
     for (const char* f : kCheckFiles) ours = ours || name == f;
-    const auto head = head_of(entry.path().string(), 80);
+    const auto head = cli::first_bytes(entry.path().string(), 80);
     if (!ours || !entry.is_regular_file(ec) ||
         (name == "files.txt" ? head.rfind(kCheckMarker, 0) != 0 : head.rfind("\x93NUMPY", 0) != 0)) {
       throw cli::UsageError("--check-out '" + dir + "' holds '" + name +
