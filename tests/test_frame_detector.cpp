@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.h"
+#include "pefm/detector.h"
 #include "pefm/frame_detector.h"
 #include "pefm/frame_input.h"
 #include "pefm/model.h"
@@ -164,6 +165,27 @@ TEST(FrameDetectorRegistry, NamesOfOneDeviceShareOneDetector) {
   if (b->device() != "cpu") GTEST_SKIP() << "auto is " << b->device() << " here";
   EXPECT_EQ(a.get(), b.get());
   EXPECT_EQ(pefm::shared_detector_count(), 1u);
+}
+
+// Options that shape the inference copy are not shared across: a request for unfolded
+// BatchNorm or for NCHW gets a detector that has them.
+TEST(FrameDetectorRegistry, FoldingAndLayoutAreNotShared) {
+  pefm_test::TempDir dir;
+  const auto path = dir.file("m.pt");
+  pefm::save_model(*pefm_test::tiny_model(3), path);
+  pefm::DetectorOptions nchw{"cpu"}, unfolded{"cpu"};
+  nchw.layout = pefm::DetectorOptions::Layout::kNchw;
+  unfolded.fold_batchnorm = false;
+  const auto plain = pefm::FrameDetector::acquire(path, {"cpu"});
+  const auto a = pefm::FrameDetector::acquire(path, nchw);
+  const auto b = pefm::FrameDetector::acquire(path, unfolded);
+  EXPECT_NE(plain.get(), a.get());
+  EXPECT_NE(plain.get(), b.get());
+  EXPECT_NE(a.get(), b.get());
+  EXPECT_TRUE(plain->detector().channels_last());
+  EXPECT_FALSE(a->detector().channels_last());
+  EXPECT_EQ(pefm::FrameDetector::acquire(path, nchw).get(), a.get());
+  EXPECT_EQ(pefm::shared_detector_count(), 3u);
 }
 
 // An all-zero feature vector normalises to zero in every precision: fp16's 1e-12 rounds to

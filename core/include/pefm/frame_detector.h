@@ -1,7 +1,8 @@
 // Frame-level detection for the element and applications: frames in, plain results out
 // (normalised score, heat map in frame coordinates, anomalous regions). Whole-frame or
-// tiled (line-scan) processing. Instances for one model file, device and precision are
-// shared, so several elements hold one copy of the weights.
+// tiled (line-scan) processing. Instances for one model file and one set of
+// DetectorOptions (the device as it resolves) are shared, so several elements hold one
+// copy of the weights.
 //
 // No LibTorch types: the element compiles without LibTorch's headers. One frame runs
 // through three stages, each in its own file: frame_input.cpp (frame -> tensor, upload),
