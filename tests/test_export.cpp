@@ -1,6 +1,8 @@
 // pefm-export: its ONNX graphs run in OpenCV's dnn (in this process) and in ONNX Runtime
 // (tests/onnx/check_onnxruntime.py, PyPI's onnxruntime) and give pefm's maps and scores on
 // real images; its refusals.
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 #include <opencv2/dnn.hpp>
 #include <torch/torch.h>
@@ -8,8 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -26,13 +28,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string export_bin() { return std::getenv("PEFM_EXPORT_BIN"); }
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string export_bin() { return env("PEFM_EXPORT_BIN"); }
 
 // The interpreter of a Python with onnx and onnxruntime (pipelines/fetch-onnxruntime.sh),
-// empty when the build found none.
+// empty when the build found none or it has gone since.
 std::string onnx_python() {
-  const char* p = std::getenv("PEFM_ONNX_PYTHON");
-  return p ? p : "";
+  const auto p = env("PEFM_ONNX_PYTHON");
+  return fs::exists(p) ? p : "";
 }
 
 // Four real images of two data sets: grey MTD tiles (a good one, a blowhole) and RGB MVTec
@@ -93,27 +100,22 @@ class OnnxExport : public ::testing::TestWithParam<Case> {
     cache_.clear();
   }
 
-  // nullptr after a test failure (reported) or a skip for missing shared data (flagged).
-  static const Exported* exported(const Case& c, bool* missing_shared) {
+  // nullptr after a test failure (reported) or for a file missing from ../shared (`missing`).
+  static const Exported* exported(const Case& c, std::string* missing) {
     if (auto it = cache_.find(c.name); it != cache_.end()) return &it->second;
-    std::vector<std::string> images;
-    for (const char* rel : kImages) {
+    const auto need = [missing](const std::string& rel) {
       const auto path = pefm_test::shared_file(rel);
-      if (path.empty()) {
-        *missing_shared = true;
-        return nullptr;
-      }
-      images.push_back(path);
-    }
+      if (path.empty() && missing->empty()) *missing = rel;
+      return path;
+    };
+    std::vector<std::string> images;
+    for (const char* rel : kImages) images.push_back(need(rel));
     std::string source_weights, target_weights;
     if (c.source == "mobilenet_v2") {
-      source_weights = pefm_test::shared_file("models/mobilenet_v2_torchvision_imagenet.pth");
-      target_weights = pefm_test::shared_file("models/mobilenet_v2_tfslim_imagenet.pth");
-      if (source_weights.empty() || target_weights.empty()) {
-        *missing_shared = true;
-        return nullptr;
-      }
+      source_weights = need("models/mobilenet_v2_torchvision_imagenet.pth");
+      target_weights = need("models/mobilenet_v2_tfslim_imagenet.pth");
     }
+    if (!missing->empty()) return nullptr;
     pefm::ModelConfig cfg;
     cfg.source_arch = c.source;
     cfg.target_arch = c.target;
@@ -137,7 +139,23 @@ class OnnxExport : public ::testing::TestWithParam<Case> {
     }
     e.inputs = torch::cat(xs);
     const auto raw = pefm::Detector(model, {"cpu"}).detect_preprocessed(e.inputs);
-    if (c.calibrated) model->calibration = pefm::calibration_from_normal(raw.maps, raw.scores);
+    if (c.calibrated) {
+      auto& cal = model->calibration = pefm::calibration_from_normal(raw.maps, raw.scores);
+      // A stated rate and a region threshold of their own, as pefm-train writes them, so
+      // that the metadata carries every field a user decides with.
+      cal.method = "conformal";
+      cal.false_alarm_target = 0.2;
+      cal.false_alarm_bound = 0.2;
+      cal.false_alarm_upper95 = 0.5;
+      cal.folds = 2;
+      cal.groups = cal.images;
+      cal.region_threshold = 0.5 * (cal.base + cal.threshold);
+      cal.region_rate_target = 0.001;
+      cal.region_rate = 0.001;
+      cal.region_image_rate = 0.5;
+      cal.region_pixels = raw.maps.numel();
+      cal.validate();
+    }
     auto maps = torch::empty({e.inputs.size(0), 1, s, s});
     auto scores = torch::empty({e.inputs.size(0), 1});
     for (int64_t i = 0; i < e.inputs.size(0); ++i) {
@@ -173,40 +191,47 @@ class OnnxExport : public ::testing::TestWithParam<Case> {
 pefm_test::TempDir* OnnxExport::dir_ = nullptr;
 std::map<std::string, Exported> OnnxExport::cache_;
 
-#define PEFM_EXPORTED_OR_SKIP(var)                                                          \
-  bool missing_shared_ = false;                                                             \
-  const Exported* var = exported(GetParam(), &missing_shared_);                            \
-  if (missing_shared_) {                                                                    \
-    PEFM_SHARED_OR_SKIP(absent_, "datasets/mtd and models/mobilenet_v2_*.pth");             \
-  }                                                                                         \
+#define PEFM_EXPORTED_OR_SKIP(var)                                \
+  std::string missing_;                                           \
+  const Exported* var = exported(GetParam(), &missing_);          \
+  if (!missing_.empty()) {                                        \
+    PEFM_SHARED_OR_SKIP(absent_, missing_);                       \
+  }                                                               \
   ASSERT_NE(var, nullptr)
 
-TEST_P(OnnxExport, OpenCvDnnGivesPefmsMapsAndScores) {
-  PEFM_EXPORTED_OR_SKIP(e);
-  auto net = cv::dnn::readNetFromONNX(e->onnx);
+// Runs the graph `onnx` in OpenCV's dnn on `inputs` [N, 3, S, S], the whole batch at once and
+// then one image (the batch axis is open), and expects pefm's `maps` and `scores` within
+// `tolerance`; prints the differences.
+void expect_opencv_matches(const std::string& label, const std::string& onnx, const torch::Tensor& inputs,
+                           const torch::Tensor& maps, const torch::Tensor& scores, double tolerance) {
+  auto net = cv::dnn::readNetFromONNX(onnx);
   net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
   net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-  const auto x = e->inputs.contiguous();
+  const auto x = inputs.contiguous();
   const auto n = static_cast<int>(x.size(0)), s = static_cast<int>(x.size(2));
-  // The whole batch at once, then one image (the batch axis is open).
   for (int batch : {n, 1}) {
     const int sizes[] = {batch, 3, s, s};
     cv::Mat blob(4, sizes, CV_32F, x.data_ptr<float>());
     net.setInput(blob, "image");
     std::vector<cv::Mat> outs;
     net.forward(outs, std::vector<cv::String>{"anomaly_map", "score"});
-    ASSERT_EQ(outs.size(), 2u);
-    ASSERT_EQ(outs[0].total(), static_cast<size_t>(batch) * s * s);
-    ASSERT_EQ(outs[1].total(), static_cast<size_t>(batch));
+    ASSERT_EQ(outs.size(), 2u) << label;
+    ASSERT_EQ(outs[0].total(), static_cast<size_t>(batch) * s * s) << label;
+    ASSERT_EQ(outs[1].total(), static_cast<size_t>(batch)) << label;
     const auto map = torch::from_blob(outs[0].ptr<float>(), {batch, 1, s, s}).clone();
     const auto score = torch::from_blob(outs[1].ptr<float>(), {batch, 1}).clone();
-    const auto dm = (map - e->maps.slice(0, 0, batch)).abs().max().item<double>();
-    const auto ds = (score - e->scores.slice(0, 0, batch)).abs().max().item<double>();
-    EXPECT_LT(dm, e->tolerance) << GetParam().name << ", batch " << batch;
-    EXPECT_LT(ds, e->tolerance) << GetParam().name << ", batch " << batch;
-    std::cout << "[ measure  ] " << GetParam().name << " OpenCV " << CV_VERSION << " batch " << batch
+    const auto dm = (map - maps.slice(0, 0, batch)).abs().max().item<double>();
+    const auto ds = (score - scores.slice(0, 0, batch)).abs().max().item<double>();
+    EXPECT_LT(dm, tolerance) << label << ", batch " << batch;
+    EXPECT_LT(ds, tolerance) << label << ", batch " << batch;
+    std::cout << "[ measure  ] " << label << " OpenCV " << CV_VERSION << " batch " << batch
               << ": max |map - pefm| " << dm << ", max |score - pefm| " << ds << "\n";
   }
+}
+
+TEST_P(OnnxExport, OpenCvDnnGivesPefmsMapsAndScores) {
+  PEFM_EXPORTED_OR_SKIP(e);
+  expect_opencv_matches(GetParam().name, e->onnx, e->inputs, e->maps, e->scores, e->tolerance);
 }
 
 // A float32 .npy file (format 1.0, C order) as pefm-export writes it.
@@ -245,7 +270,7 @@ TEST_P(OnnxExport, OnnxRuntimeGivesPefmsMapsScoresAndMetadata) {
   const auto model = pefm::load_model(e->model);
   const auto& cal = model.calibration;
   std::vector<std::string> argv = {onnx_python(),
-                                   std::string(std::getenv("PEFM_SOURCE_DIR")) + "/tests/onnx/check_onnxruntime.py",
+                                   std::string(PEFM_SOURCE_DIR) + "/tests/onnx/check_onnxruntime.py",
                                    e->onnx,
                                    e->check_dir,
                                    "--tolerance",
@@ -268,7 +293,8 @@ TEST_P(OnnxExport, OnnxRuntimeGivesPefmsMapsScoresAndMetadata) {
                            "pefm.onnx.mean=0.48500001430511475,0.45600000023841858,0.40599998831748962", "--meta",
                            "pefm.onnx.std=0.22900000214576721,0.22400000691413879,0.22499999403953552"});
   if (cal.valid) {
-    argv.insert(argv.end(), {"--meta", "pefm.onnx.image_threshold=0.5", "--meta-number",
+    argv.insert(argv.end(), {"--meta", "pefm.onnx.image_threshold=0.5", "--meta", "pefm.calibration.method=conformal",
+                             "--meta-number", "pefm.calibration.false_alarm_target=0.2", "--meta-number",
                              "pefm.calibration.threshold=" + number(cal.threshold), "--meta-number",
                              "pefm.calibration.base=" + number(cal.base), "--meta-number",
                              "pefm.onnx.region_level=" + number(pefm::region_level(cal, {}))});
@@ -280,6 +306,39 @@ TEST_P(OnnxExport, OnnxRuntimeGivesPefmsMapsScoresAndMetadata) {
 
 INSTANTIATE_TEST_SUITE_P(Pairs, OnnxExport, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// Needs nothing from ../shared: a random tiny model (MobileNetV2 -> ResNet18, 64 px, random
+// BatchNorm statistics) on synthetic textures, so the graph runs wherever pefm builds.
+TEST(Export, ARandomModelsGraphGivesPefmsMapsWithoutSharedData) {
+  pefm_test::TempDir dir;
+  auto model = pefm_test::tiny_model(5);
+  randomize_batchnorms(*model->net);
+  const auto s = model->config.image_size;
+  std::vector<torch::Tensor> xs;
+  for (int i = 0; i < 3; ++i) {
+    xs.push_back(pefm::preprocess(pefm_test::texture_image(70, 90, 40 + i).unsqueeze(0), pefm::ChannelMap::rgb_order(),
+                                  s, torch::kFloat32, model->config.resize));
+  }
+  const auto inputs = torch::cat(xs);
+  const auto raw = pefm::Detector(model, {"cpu"}).detect_preprocessed(inputs);
+  model->calibration = pefm::calibration_from_normal(raw.maps, raw.scores);
+  auto maps = torch::empty({inputs.size(0), 1, s, s});
+  auto scores = torch::empty({inputs.size(0), 1});
+  for (int64_t i = 0; i < inputs.size(0); ++i) {
+    maps[i][0] = pefm::normalized_map(raw.maps[i], model->calibration);
+    scores[i][0] = model->calibration.score(raw.scores[i].item<float>());
+  }
+  pefm::save_model(*model, dir.file("m.pt"));
+  const auto r = pefm_test::run({export_bin(), dir.file("m.pt"), "--onnx", dir.file("m.onnx")});
+  ASSERT_EQ(r.status, 0) << r.output;
+  expect_opencv_matches("tiny random model", dir.file("m.onnx"), inputs, maps, scores, 1e-4);
+  // Written again: replaced (a new file renamed over it), not left as it was.
+  struct stat first {}, second {};
+  ASSERT_EQ(stat(dir.file("m.onnx").c_str(), &first), 0);
+  ASSERT_EQ(pefm_test::run({export_bin(), dir.file("m.pt"), "--onnx", dir.file("m.onnx")}).status, 0);
+  ASSERT_EQ(stat(dir.file("m.onnx").c_str(), &second), 0);
+  EXPECT_NE(first.st_ino, second.st_ino);
+}
 
 TEST(Export, RefusalsNameTheOptionAndDestroyNothing) {
   pefm_test::TempDir dir;
