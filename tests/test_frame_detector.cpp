@@ -185,6 +185,10 @@ TEST(FrameDetectorRegistry, FoldingAndLayoutAreNotShared) {
   EXPECT_TRUE(plain->detector().channels_last());
   EXPECT_FALSE(a->detector().channels_last());
   EXPECT_EQ(pefm::FrameDetector::acquire(path, nchw).get(), a.get());
+  // NHWC asked for by name is what the CPU default gives: one copy.
+  pefm::DetectorOptions nhwc{"cpu"};
+  nhwc.layout = pefm::DetectorOptions::Layout::kNhwc;
+  EXPECT_EQ(pefm::FrameDetector::acquire(path, nhwc).get(), plain.get());
   EXPECT_EQ(pefm::shared_detector_count(), 3u);
 }
 

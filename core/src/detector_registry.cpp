@@ -26,11 +26,14 @@ std::shared_ptr<FrameDetector> FrameDetector::acquire(const std::string& model_p
   const auto mtime = fs::last_write_time(model_path, ec).time_since_epoch().count();
   const auto size = fs::file_size(model_path, ec);
   // The device as it resolves: "auto", "cuda" and "cuda:0" share one copy of the weights.
-  // Every other option that shapes the inference copy is part of the key too: an element
-  // asking for unfolded BatchNorm or NCHW must not get another's detector.
+  // Every other option that shapes the inference copy is part of the key too, as the
+  // detector applies it (the layout: NHWC on the CPU unless NCHW is asked for, Detector's
+  // rule), so an element asking for unfolded BatchNorm or NCHW gets a detector that has it.
+  const auto device = resolve_device(options.device);
+  const bool nhwc = !device.is_cuda() && options.layout != DetectorOptions::Layout::kNchw;
   const auto key = canonical + "|" + std::to_string(mtime) + "|" + std::to_string(ec ? 0 : size) + "|" +
-                   resolve_device(options.device).str() + "|" + to_string(options.precision) + "|fold" +
-                   std::to_string(options.fold_batchnorm) + "|layout" + std::to_string(static_cast<int>(options.layout));
+                   device.str() + "|" + to_string(options.precision) + "|fold" +
+                   std::to_string(options.fold_batchnorm) + "|nhwc" + std::to_string(nhwc);
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   if (auto existing = g_registry[key].lock()) return existing;
   auto created = std::make_shared<FrameDetector>(std::make_shared<Model>(load_model(model_path)), options);
