@@ -43,8 +43,9 @@ fi
 
 # LibTorch: meson's default is the one fetched here (-Dtorch_dir=DIR takes another)
 pipelines/fetch-libtorch.sh
-# ONNX Runtime for the tests of pefm-export (a virtual environment in subprojects/)
-pipelines/fetch-onnxruntime.sh
+# ONNX Runtime for the tests of pefm-export (a virtual environment in subprojects/); its
+# wheels are pinned for Debian 12's Python on x86-64: elsewhere that one test case skips
+pipelines/fetch-onnxruntime.sh || echo "pefm setup: no ONNX Runtime; the export suite's ONNX Runtime cases will skip" >&2
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   meson setup "$BUILD_DIR" "$@"
