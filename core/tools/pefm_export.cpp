@@ -142,6 +142,11 @@ int run(int argc, char** argv) {
             << "], score [N, 1]" << (model.calibration.valid ? "" : "; the model is not calibrated: raw values")
             << "\n";
   if (!files.empty()) {
+    const auto tile = model.training.find("tile");
+    if (tile != model.training.end() && tile->second != "0") {
+      std::cout << "note: the model was trained on " << tile->second << " px tiles; --check-out holds whole images "
+                << "resized to " << s << " px, as the graph sees them, not pefmfilter's tiled maps\n";
+    }
     write_check(model, frames, files, args.get("check-out"));
     std::cout << "wrote pefm's results on " << files.size() << " image(s) to " << args.get("check-out") << "\n";
   }
