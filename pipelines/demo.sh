@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The one-command demo on a fresh Debian 12 machine, no downloads beyond Debian packages:
-#   1. installs dependencies and builds (pipelines/setup.sh);
+# The one-command demo on a fresh Debian 12 machine:
+#   1. installs dependencies (Debian packages; LibTorch, and ONNX Runtime for the tests, from
+#      PyPI) and builds (pipelines/setup.sh);
 #   2. trains a model with pefm-train;
 #   3. runs the image-folder pipeline (pefmfilter in GStreamer) over sample test images,
 #      writing overlay PNGs and a JSON-lines results file;
-#   4. scores the model with pefm-eval and writes side-by-side pictures.
+#   4. scores the model with pefm-eval and writes side-by-side pictures;
+#   5. exports the model as an ONNX graph (pefm-export).
 # Data and weights it uses, in order of preference:
 #   backbones: $PEFM_BACKBONE_DIR/{resnet34,resnet50}.pth (the paper's pair), else the two
 #              ImageNet MobileNetV2 trainings in ../shared/models, else RANDOM weights

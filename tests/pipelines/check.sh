@@ -31,9 +31,10 @@ PY
 echo "pipelines: demo.sh ok ($samples images through pefmfilter, overlays and results lines; evaluated; exported)"
 
 # As on a machine without ../shared: synthetic images, random backbones, a loud warning.
-QUICK=1 PEFM_SHARED_DIR="$work/no-shared" OUT="$work/demo-bare" pipelines/demo.sh > "$work/demo-bare.log" 2>&1 \
+env -u PEFM_BACKBONE_DIR QUICK=1 PEFM_SHARED_DIR="$work/no-shared" OUT="$work/demo-bare" pipelines/demo.sh > "$work/demo-bare.log" 2>&1 \
   || { tail -40 "$work/demo-bare.log"; fail "pipelines/demo.sh without ../shared"; }
 grep -q "PLUMBING ONLY" "$work/demo-bare.log" || fail "demo without ../shared: no warning that it shows the plumbing only"
+grep -q "RANDOM (no weights found)" "$work/demo-bare.log" || fail "demo without ../shared: not on random backbones"
 [ "$(count "$work/demo-bare/overlays" '*.png')" -gt 0 ] && [ -s "$work/demo-bare/eval.json" ] && [ -s "$work/demo-bare/model.onnx" ] \
   || fail "demo without ../shared: overlays, eval.json or model.onnx missing"
 echo "pipelines: demo.sh ok without ../shared (synthetic images, random backbones)"
