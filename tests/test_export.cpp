@@ -397,6 +397,16 @@ TEST(Export, RefusalsNameTheOptionAndDestroyNothing) {
   }
   EXPECT_EQ(read_npy(dir.file("check/anomaly_map.npy")).sizes(), (std::vector<int64_t>{1, 1, 64, 64}));
   EXPECT_EQ(read_npy(dir.file("check/score.npy")).sizes(), (std::vector<int64_t>{1, 1}));
+  // More images than a check holds: refused before any work.
+  fs::create_directories(dir.file("many"));
+  const auto tiny = pefm_test::texture_image(8, 8, 2).contiguous();
+  const pefm::io::Image small{8, 8, 3, std::vector<uint8_t>(tiny.data_ptr<uint8_t>(), tiny.data_ptr<uint8_t>() + tiny.numel())};
+  for (int i = 0; i < 257; ++i) pefm::io::write_png(dir.file("many/" + std::to_string(i) + ".png"), small);
+  r = pefm_test::run({export_bin(), dir.file("m.pt"), "--onnx", dir.file("b.onnx"), "--check-images", dir.file("many"),
+                      "--check-out", dir.file("b")});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("257"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("b.onnx")));
   // An image that does not decode: an error naming it, and no output at all.
   pefm_test::spit(dir.file("images/broken.png"), "not a png");
   r = pefm_test::run({export_bin(), dir.file("m.pt"), "--onnx", dir.file("b.onnx"), "--check-images",

@@ -19,6 +19,10 @@ namespace {
 using namespace pefm;
 namespace fs = std::filesystem;
 
+// A check is a handful of images, held decoded and as network inputs at once: a folder of
+// thousands would take gigabytes, so it is refused before any work.
+constexpr size_t kMaxCheckImages = 256;
+
 // The images named by --check-images: files as given, folders' images by name.
 std::vector<std::string> check_images(const std::vector<std::string>& paths) {
   std::vector<std::string> files;
@@ -33,6 +37,10 @@ std::vector<std::string> check_images(const std::vector<std::string>& paths) {
     } else {
       throw cli::UsageError("--check-images '" + p + "': no such file or folder");
     }
+  }
+  if (files.size() > kMaxCheckImages) {
+    throw cli::UsageError("--check-images names " + std::to_string(files.size()) + " images; a check takes at most " +
+                          std::to_string(kMaxCheckImages));
   }
   return files;
 }
