@@ -11,6 +11,7 @@
 #include "onnx_graph.h"
 #include "pefm/model_file.h"
 #include "pefm/position_encoding.h"
+#include "pefm/postprocess.h"
 #include "pefm/state_dict.h"
 #include "pixel_constants.h"
 
@@ -79,7 +80,7 @@ std::map<std::string, std::string> onnx_metadata(const Model& model) {
   if (cal.valid) {
     meta["pefm.onnx.image_threshold"] = "0.5";
     // Regions as the element cuts them at its default region-threshold (0.5).
-    meta["pefm.onnx.region_level"] = fmt(cal.normalize(cal.region_cut(0.5)));
+    meta["pefm.onnx.region_level"] = fmt(region_level(cal, Thresholds{}));
   }
   meta["pefm.onnx.opset"] = std::to_string(kOnnxOpset);
   return meta;
