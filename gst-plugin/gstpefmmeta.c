@@ -40,6 +40,7 @@ gst_pefm_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
   m->region_threshold = m->region_level = 0.5f;
   m->continuous = FALSE;
   m->web_row = 0;
+  m->model_name = m->model_sha256 = NULL;
   return TRUE;
 }
 
@@ -95,6 +96,8 @@ gst_pefm_meta_transform (GstBuffer * dest, GstMeta * meta, GstBuffer * buffer,
   dst->skip_reason = src->skip_reason;
   dst->continuous = src->continuous;
   dst->web_row = src->web_row;
+  dst->model_name = src->model_name;
+  dst->model_sha256 = src->model_sha256;
   gst_pefm_meta_share_map (dst, src->map_width, src->map_height, src->map_bytes,
       src->map_scale_x * fx, src->map_scale_y * fy);
   gst_pefm_meta_set_regions (dst, src->n_regions, src->regions);
@@ -554,3 +557,29 @@ gst_pefm_region_free (GstPefmRegion * region)
 }
 
 G_DEFINE_BOXED_TYPE (GstPefmRegion, gst_pefm_region, gst_pefm_region_copy, gst_pefm_region_free)
+
+/**
+ * gst_pefm_meta_get_model_name:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: (nullable): the file name of the model that judged the frame
+ */
+const gchar *
+gst_pefm_meta_get_model_name (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  return meta->model_name;
+}
+
+/**
+ * gst_pefm_meta_get_model_sha256:
+ * @meta: a #GstPefmMeta
+ *
+ * Returns: (nullable): the SHA-256 of the model file's bytes, in hexadecimal
+ */
+const gchar *
+gst_pefm_meta_get_model_sha256 (const GstPefmMeta * meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  return meta->model_sha256;
+}

@@ -128,6 +128,10 @@ struct _GstPefmMeta {
   gfloat region_level;
   gboolean continuous;
   guint64 web_row;
+  /* the model that judged the frame: its file name and the SHA-256 of its bytes (interned
+   * strings; NULL on a meta pefmfilter did not write) */
+  const gchar *model_name;
+  const gchar *model_sha256;
 };
 
 GType gst_pefm_meta_api_get_type (void);
@@ -172,6 +176,8 @@ void gst_pefm_meta_get_map_size (const GstPefmMeta * meta, guint * width, guint 
 void gst_pefm_meta_get_map_scale (const GstPefmMeta * meta, gdouble * scale_x, gdouble * scale_y);
 guint gst_pefm_meta_get_n_regions (const GstPefmMeta * meta);
 guint64 gst_pefm_meta_get_web_row (const GstPefmMeta * meta);
+const gchar *gst_pefm_meta_get_model_name (const GstPefmMeta * meta);
+const gchar *gst_pefm_meta_get_model_sha256 (const GstPefmMeta * meta);
 
 #define GST_PEFM_TYPE_REGION (gst_pefm_region_get_type ())
 GType gst_pefm_region_get_type (void);

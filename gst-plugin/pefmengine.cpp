@@ -5,6 +5,7 @@
 #include "pefmengine.h"
 
 #include <gst/video/gstvideofilter.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -57,6 +58,37 @@ PefmEngine::ready () const
   return GST_FLOW_OK;
 }
 
+/* The model file as it is now: a replacement (pefm-train renames a new file over the
+ * old one) changes the inode, an edit in place the size or the time. */
+static std::string
+file_stamp (const std::string & path)
+{
+  struct stat st;
+  if (stat (path.c_str (), &st) != 0)
+    return "";
+  return std::to_string (st.st_dev) + ":" + std::to_string (st.st_ino) + ":" + std::to_string (st.st_size) + ":" +
+      std::to_string (st.st_mtim.tv_sec) + "." + std::to_string (st.st_mtim.tv_nsec);
+}
+
+/* The SHA-256 of the file's bytes in hexadecimal, interned; throws naming the file. */
+static const char *
+file_sha256 (const std::string & path)
+{
+  GError *err = NULL;
+  GMappedFile *mapped = g_mapped_file_new (path.c_str (), FALSE, &err);
+  if (!mapped) {
+    const std::string why = err ? err->message : "cannot be read";
+    g_clear_error (&err);
+    throw std::runtime_error (path + ": " + why);
+  }
+  gchar *hex = g_compute_checksum_for_data (G_CHECKSUM_SHA256,
+      reinterpret_cast < const guchar * >(g_mapped_file_get_contents (mapped)), g_mapped_file_get_length (mapped));
+  g_mapped_file_unref (mapped);
+  const char *interned = g_intern_string (hex);
+  g_free (hex);
+  return interned;
+}
+
 void
 PefmEngine::load (const std::string & model, const pefm::DetectorOptions & options, bool continuous)
 {
@@ -65,7 +97,19 @@ PefmEngine::load (const std::string & model, const pefm::DetectorOptions & optio
     std::lock_guard < std::mutex > lock (lock_);
     checker_.reset ();
   }
+  /* the digest and the detector must come from the same bytes: a file replaced between
+   * the two reads is refused rather than reported under the wrong digest */
+  const std::string before = file_stamp (model);
+  const char *sha256 = before.empty ()? nullptr : file_sha256 (model);
   detector_ = pefm::FrameDetector::acquire (model, options);
+  if (file_stamp (model) != before) {
+    detector_.reset ();
+    throw std::runtime_error (model + " changed while it was being loaded: start again");
+  }
+  gchar *base = g_path_get_basename (model.c_str ());
+  model_name_ = g_intern_string (base);
+  g_free (base);
+  model_sha256_ = sha256;
   stream_ = std::make_unique < pefm::StreamContext > ();
   web_.reset ();
   if (continuous)
@@ -289,8 +333,11 @@ PefmEngine::count (const char *skipped)
  * always; with message-mode=anomalous, anomalous frames and web buffers that report a
  * region, as the end of a defect can lie in a buffer that is not anomalous itself). */
 void
-PefmEngine::report (GstBuffer * buf, const PefmFrameReport & r, const PefmFrameSettings & fs, int height)
+PefmEngine::report (GstBuffer * buf, const PefmFrameReport & report, const PefmFrameSettings & fs, int height)
 {
+  PefmFrameReport r = report;
+  r.model_name = model_name_;
+  r.model_sha256 = model_sha256_;
   pefm_attach_results (buf, r, detector_->calibrated (), GST_VIDEO_INFO_WIDTH (&GST_VIDEO_FILTER (owner_)->in_info),
       height, fs.scale);
   count (r.skip_reason);

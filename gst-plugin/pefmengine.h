@@ -45,8 +45,9 @@ public:
   PefmEngine (const PefmEngine &) = delete;
   PefmEngine & operator= (const PefmEngine &) = delete;
 
-  /* Loads @model (pefm::FrameDetector::acquire; throws what it throws) and resets the
-   * counters; @continuous: buffers go into a web (continuous=true). */
+  /* Loads @model (pefm::FrameDetector::acquire; throws what it throws, and when the file
+   * changes while it is read) with its identity for the results (file name, SHA-256) and
+   * resets the counters; @continuous: buffers go into a web (continuous=true). */
   void load (const std::string & model, const pefm::DetectorOptions & options, bool continuous);
   /* Releases the detector, the stream and any buffer the web holds. */
   void unload ();
@@ -111,6 +112,9 @@ private:
   std::shared_ptr < pefm::FrameDetector > detector_;
   std::unique_ptr < pefm::StreamContext > stream_;
   std::unique_ptr < PefmWeb > web_;
+  /* the loaded model's file name and SHA-256, interned (set by load) */
+  const char *model_name_ = nullptr;
+  const char *model_sha256_ = nullptr;
   /* format and colour matrix of the negotiated caps; each frame adds its planes */
   pefm::FrameView negotiated_;
 

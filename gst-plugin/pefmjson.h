@@ -17,7 +17,8 @@ double json_rounded(double value);
 
 // "decision" ("anomalous", "normal", or "uninspected" with "skip_reason"), "score",
 // "raw_score", "threshold", "region_threshold", "region_level", "calibrated", "map" [width,
-// height], "regions" [region_json each], and in continuous mode "web_row", added to `line`.
+// height], "regions" [region_json each], in continuous mode "web_row", and "model" (name,
+// sha256) when the meta names it, added to `line`.
 // Without a meta: "decision": "no-meta" and an "error".
 void add_meta_json(Json* line, const GstPefmMeta* meta);
 

@@ -69,14 +69,16 @@ detection_structure (const pefm::FrameRegion & g, int frame_width, int frame_hei
 }
 
 /* The frame's decision in DL Streamer's classification form (a classifier's result on a
- * ROI), on each region's ROI: anomalous (1) or normal (0), its score as confidence. */
+ * ROI): anomalous (1) or normal (0), its score as confidence, and the model's file name
+ * (gvametaconvert keeps such a structure only with both label and model_name). */
 static GstStructure *
-classification_structure (const pefm::FrameResult & r)
+classification_structure (const pefm::FrameResult & r, const char *model_name)
 {
   return gst_structure_new ("classification",
       "attribute_name", G_TYPE_STRING, "frame",
       "label", G_TYPE_STRING, r.anomalous ? "anomalous" : "normal",
-      "label_id", G_TYPE_INT, r.anomalous ? 1 : 0, "confidence", G_TYPE_DOUBLE, confidence (r.score), NULL);
+      "label_id", G_TYPE_INT, r.anomalous ? 1 : 0, "confidence", G_TYPE_DOUBLE, confidence (r.score),
+      "model_name", G_TYPE_STRING, model_name ? model_name : "", NULL);
 }
 
 #ifdef PEFM_HAVE_GST_ANALYTICS
@@ -155,10 +157,15 @@ set_region_array (GstStructure * s, const char *field, const std::vector < pefm:
   gst_structure_take_value (s, field, &boxes);
 }
 
-/* One ROI meta per region, with its "pefm", "detection" and "classification" params. */
+/* One ROI meta per region, with its "pefm", "detection" and "classification" params, and
+ * one for the whole frame with its "classification" alone: the frame's decision reaches a
+ * DL Streamer pipeline also when there is no region to carry it. */
 static void
-attach_regions (GstBuffer * buf, const pefm::FrameResult & r, int width, int height)
+attach_regions (GstBuffer * buf, const pefm::FrameResult & r, int width, int height, const char *model_name)
 {
+  GstVideoRegionOfInterestMeta *frame = gst_buffer_add_video_region_of_interest_meta (buf, "frame", 0, 0,
+      static_cast < guint > (std::max (width, 0)), static_cast < guint > (std::max (height, 0)));
+  gst_video_region_of_interest_meta_add_param (frame, classification_structure (r, model_name));
   for (const auto & g:r.regions) {
     GstVideoRegionOfInterestMeta *roi = gst_buffer_add_video_region_of_interest_meta (buf, "anomaly",
         g.x, g.y, g.width, g.height);
@@ -169,7 +176,7 @@ attach_regions (GstBuffer * buf, const pefm::FrameResult & r, int width, int hei
           "web_height", G_TYPE_UINT64, static_cast < guint64 > (g.web_height), NULL);
     gst_video_region_of_interest_meta_add_param (roi, param);
     gst_video_region_of_interest_meta_add_param (roi, detection_structure (g, width, height));
-    gst_video_region_of_interest_meta_add_param (roi, classification_structure (r));
+    gst_video_region_of_interest_meta_add_param (roi, classification_structure (r, model_name));
   }
 }
 
@@ -181,6 +188,8 @@ pefm_attach_results (GstBuffer * buf, const PefmFrameReport & report, bool calib
   meta->threshold = static_cast < gfloat > (report.thresholds.image);
   meta->region_threshold = static_cast < gfloat > (report.thresholds.region);
   meta->calibrated = calibrated;
+  meta->model_name = report.model_name;
+  meta->model_sha256 = report.model_sha256;
   if (!report.result) {
     meta->inspected = FALSE;
     meta->skip_reason = report.skip_reason;
@@ -196,7 +205,7 @@ pefm_attach_results (GstBuffer * buf, const PefmFrameReport & report, bool calib
   for (const auto & g:r.regions)
     regions.push_back (pefm_gst_region (g, scale));
   gst_pefm_meta_set_regions (meta, static_cast < guint > (regions.size ()), regions.data ());
-  attach_regions (buf, r, width, height);
+  attach_regions (buf, r, width, height, report.model_name);
 #ifdef PEFM_HAVE_GST_ANALYTICS
   attach_analytics (buf, r);
 #endif
@@ -220,6 +229,9 @@ pefm_frame_structure (const PefmFrameReport & report, const GstSegment * segment
       "inspected", G_TYPE_BOOLEAN, result != nullptr,
       "threshold", G_TYPE_DOUBLE, report.thresholds.image,
       "region-threshold", G_TYPE_DOUBLE, report.thresholds.region, NULL);
+  if (report.model_name && report.model_sha256)
+    gst_structure_set (s, "model", G_TYPE_STRING, report.model_name, "model-sha256", G_TYPE_STRING,
+        report.model_sha256, NULL);
   if (!result) {
     gst_structure_set (s, "reason", G_TYPE_STRING, report.skip_reason, NULL);
     return s;

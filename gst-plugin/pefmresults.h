@@ -40,6 +40,8 @@ struct PefmFrameReport
   const pefm::FrameResult *result = nullptr;
   const char *skip_reason = nullptr;
   const pefm::WebBuffer *web = nullptr;       /* continuous mode: the buffer's place on the web */
+  const char *model_name = nullptr;           /* the model's file name and SHA-256 (interned) */
+  const char *model_sha256 = nullptr;
 };
 
 /* The `stats` property's counters: frames = inspected + skipped_late + skipped_interval;
@@ -53,15 +55,17 @@ struct PefmStats
 /* A region as GstPefmMeta carries it (the web fields in continuous mode). */
 GstPefmRegion pefm_gst_region (const pefm::FrameRegion & g, const PefmWebScale & scale);
 
-/* Attaches @report's results to @buf: a GstPefmMeta (inspected or not), and for each region
- * an "anomaly" ROI meta with its "pefm", "detection" and "classification" params (and the
- * analytics metas where built with them). @width x @height: the frame (the buffer's rows in
+/* Attaches @report's results to @buf: a GstPefmMeta (inspected or not); for each region an
+ * "anomaly" ROI meta with its "pefm", "detection" and "classification" params; for an
+ * inspected frame a whole-frame "frame" ROI meta with the frame's "classification" only
+ * (and the analytics metas where built with them). @width x @height: the frame (the buffer's rows in
  * continuous mode). */
 GstPefmMeta *pefm_attach_results (GstBuffer * buf, const PefmFrameReport & report, bool calibrated,
     int width, int height, const PefmWebScale & scale);
 
 /* The "pefm" element message's structure for @report of the buffer at @pts: timestamp,
- * running-time, stream-time, frame, inspected, threshold, region-threshold; for inspected
+ * running-time, stream-time, frame, inspected, threshold, region-threshold, model and
+ * model-sha256 (when known); for inspected
  * frames score, raw-score, anomalous, regions (their count), boxes (an array of "region"
  * structures with #GstPefmRegion's field names), in continuous mode web-row and web-rows,
  * and "stated-false-alarm-rate" when @cal is conformal and the threshold 0.5; for frames

@@ -51,6 +51,8 @@ def frame_result(index, buf):
     line["regions"] = regions
     if meta.is_continuous():
         line["web_row"] = meta.get_web_row()
+    if meta.get_model_name() is not None:  # the model that judged the frame
+        line["model"] = {"name": meta.get_model_name(), "sha256": meta.get_model_sha256()}
     width, height = meta.get_map_size()
     line["map"] = [width, height]
     values = meta.get_map()  # a copy of the map's floats, row-major; empty without a map

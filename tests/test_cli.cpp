@@ -637,6 +637,9 @@ TEST_F(Cli, PythonReadsTheMetaThroughIntrospectionAsTheCApiDoes) {
     EXPECT_NEAR(b.at("score").get<double>(), a.at("score").get<double>(), 1e-6);
     EXPECT_EQ(b.at("regions"), a.at("regions")) << pl << "\n" << cl;
     EXPECT_EQ(b.at("map"), a.at("map"));
+    EXPECT_EQ(a.at("model").at("name"), "m.pt");
+    EXPECT_EQ(a.at("model").at("sha256").get<std::string>().size(), 64u);
+    EXPECT_EQ(b.at("model"), a.at("model"));
     const int w = a.at("map")[0], h = a.at("map")[1];
     EXPECT_GT(w * h, 0);
     EXPECT_EQ(b.at("map_values"), w * h);

@@ -196,11 +196,12 @@ TEST_P(ElementFormats, AttachesMetaAndDrawsOnlyAroundTheDefect) {
   const GstPefmRegion& r = m1->regions[0];
   EXPECT_TRUE(r.x < 60 + 20 + 8 && r.x + r.width > 60 - 8 && r.y < 30 + 20 + 8 && r.y + r.height > 30 - 8)
       << "strongest region at " << r.x << "," << r.y << " " << r.width << "x" << r.height;
-  // Standard ROI metas mirror the regions.
+  // Standard ROI metas mirror the regions (besides the frame's own, tested below).
   gpointer state = nullptr;
   guint rois = 0;
   while (GstMeta* meta = gst_buffer_iterate_meta_filtered(out_defect, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
     auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(meta);
+    if (roi->roi_type == g_quark_from_string("frame")) continue;
     EXPECT_EQ(roi->roi_type, g_quark_from_string("anomaly"));
     const GstStructure* s = gst_video_region_of_interest_meta_get_param(roi, "pefm");
     ASSERT_NE(s, nullptr);
@@ -233,6 +234,7 @@ TEST_P(ElementFormats, AttachesMetaAndDrawsOnlyAroundTheDefect) {
     EXPECT_EQ(frame_label_id, 1);
     EXPECT_STREQ(gst_structure_get_string(c, "label"), "anomalous");
     EXPECT_STREQ(gst_structure_get_string(c, "attribute_name"), "frame");
+    EXPECT_STREQ(gst_structure_get_string(c, "model_name"), "tiny.pt");
     ++rois;
   }
   EXPECT_EQ(rois, m1->n_regions);
@@ -771,6 +773,61 @@ TEST(Element, TimestampsAndOtherMetasPassThrough) {
   ASSERT_NE(roi, nullptr);
   EXPECT_EQ(roi->roi_type, g_quark_from_string("person"));
   gst_buffer_unref(out);
+  gst_harness_teardown(h);
+}
+
+// DL Streamer's gvametaconvert keeps a classification only with both label and model_name,
+// and reads a frame's objects from its ROIs: every inspected frame gets one whole-frame
+// "frame" ROI with its decision, so a frame without regions carries one too. The meta and
+// the message name the model by file name and the SHA-256 of its bytes.
+TEST(Element, EveryInspectedFrameCarriesItsDecisionAndTheModelsIdentity) {
+  GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "overlay=none emit-messages=true");
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(h->element, bus);
+  GstVideoInfo info;
+  GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(texture_image(kH, kW, 999), GST_VIDEO_FORMAT_RGB, &info));
+  ASSERT_NE(out, nullptr);
+  const GstPefmMeta* m = gst_buffer_get_pefm_meta(out);
+  ASSERT_NE(m, nullptr);
+  ASSERT_FALSE(m->anomalous) << "the clean texture scored " << m->score;
+  ASSERT_EQ(m->n_regions, 0u);
+
+  const std::string file = pefm_test::slurp(g_model);
+  gchar* sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, reinterpret_cast<const guchar*>(file.data()), file.size());
+  EXPECT_STREQ(gst_pefm_meta_get_model_name(m), "tiny.pt");
+  EXPECT_STREQ(gst_pefm_meta_get_model_sha256(m), sha);
+
+  gpointer state = nullptr;
+  int frame_rois = 0;
+  while (GstMeta* meta = gst_buffer_iterate_meta_filtered(out, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(meta);
+    ASSERT_EQ(roi->roi_type, g_quark_from_string("frame")) << "a region on a clean frame";
+    EXPECT_EQ(roi->x, 0u);
+    EXPECT_EQ(roi->y, 0u);
+    EXPECT_EQ(roi->w, static_cast<guint>(kW));
+    EXPECT_EQ(roi->h, static_cast<guint>(kH));
+    EXPECT_EQ(gst_video_region_of_interest_meta_get_param(roi, "detection"), nullptr) << "the frame is no defect";
+    const GstStructure* c = gst_video_region_of_interest_meta_get_param(roi, "classification");
+    ASSERT_NE(c, nullptr);
+    EXPECT_STREQ(gst_structure_get_string(c, "label"), "normal");
+    EXPECT_STREQ(gst_structure_get_string(c, "model_name"), "tiny.pt");
+    gint label_id = -1;
+    EXPECT_TRUE(gst_structure_get_int(c, "label_id", &label_id));
+    EXPECT_EQ(label_id, 0);
+    ++frame_rois;
+  }
+  EXPECT_EQ(frame_rois, 1);
+
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ELEMENT);
+  ASSERT_NE(msg, nullptr);
+  const GstStructure* st = gst_message_get_structure(msg);
+  EXPECT_STREQ(gst_structure_get_string(st, "model"), "tiny.pt");
+  EXPECT_STREQ(gst_structure_get_string(st, "model-sha256"), sha);
+  gst_message_unref(msg);
+  g_free(sha);
+  gst_buffer_unref(out);
+  gst_element_set_bus(h->element, nullptr);
+  gst_object_unref(bus);
   gst_harness_teardown(h);
 }
 
