@@ -14,6 +14,16 @@
  * extent on the web (web_y, web_height, web_x, web_width, closed_by, and the millimetres
  * when pefmfilter pixels-per-mm is set), `"web_row"` the buffer's first row.
  *
+ * Every line also says when (`"utc"`, from the source's reference timestamp, else the
+ * capture on the pipeline clock for live sources, else the system clock; `"utc_source"`
+ * says which), by which model (`"model"`: file name and SHA-256) and from which source (the
+ * camera or file the pipeline reads, unless #GstPefmPublish:source-id names it). The lines
+ * are described by docs/results.schema.json. Over MQTT it speaks TLS (#GstPefmPublish:tls-ca)
+ * with a login (#GstPefmPublish:username, #GstPefmPublish:password-file), sends the events
+ * to #GstPefmPublish:topic-events if set, and keeps a retained `"status"` line on
+ * #GstPefmPublish:topic-status: online, offline when stopped, and offline as MQTT's last
+ * will when the connection is lost without a goodbye.
+ *
  * It never blocks the pipeline. Lines wait in a bounded queue (#GstPefmPublish:max-buffered)
  * for a worker thread; a broker that is down, refuses or goes away is retried with
  * exponential backoff; when the queue is full the oldest frame lines are dropped (events
@@ -41,6 +51,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -92,6 +105,13 @@ enum
   PROP_DRAIN_TIMEOUT,
   PROP_APPEND,
   PROP_STATS,
+  PROP_TOPIC_EVENTS,
+  PROP_TOPIC_STATUS,
+  PROP_TLS_CA,
+  PROP_TLS_CERT,
+  PROP_TLS_KEY,
+  PROP_USERNAME,
+  PROP_PASSWORD_FILE,
 };
 
 /* One defect being followed across frames (streaming thread only). */
@@ -99,6 +119,7 @@ struct DefectTrack {
   bool active = false;
   guint64 first_frame = 0, last_frame = 0, frames = 0;
   GstClockTime first_pts = GST_CLOCK_TIME_NONE, first_running_time = GST_CLOCK_TIME_NONE;
+  pefm::Json first_utc;
   double peak_score = 0;
   guint normal_run = 0;
 };
@@ -106,7 +127,13 @@ struct DefectTrack {
 /* What exists from start() to stop(). */
 struct PublishRun {
   std::unique_ptr < pefm::Publisher > publisher;
-  std::string source;           /* source-id, or the stream-id */
+  std::string source;           /* source-id, else the camera, else the stream-id */
+  bool named = false;           /* source-id set */
+  pefm::Json model;             /* the last meta's model (name, sha256), null before one */
+  int live = -1;                /* whether upstream is live (-1: not asked yet) */
+  /* the wall-clock time of the buffer being handled, and where it came from */
+  std::string utc;
+  const char *utc_source = "arrival";
   GstPefmPublishFrames frames = DEFAULT_FRAMES;
   guint end_frames = DEFAULT_END_FRAMES;
   guint64 frame = 0;            /* buffers seen */
@@ -129,6 +156,11 @@ struct _GstPefmPublish
   gint qos;
   gchar *client_id;
   gchar *source_id;
+  gchar *topic_events;
+  gchar *topic_status;
+  gchar *tls_ca, *tls_cert, *tls_key;
+  gchar *username;
+  gchar *password_file;
   GstPefmPublishFrames frames;
   guint end_frames;
   guint max_buffered;
@@ -147,7 +179,7 @@ gst_pefm_publish_method_get_type (void)
   static const GEnumValue values[] = {
     {GST_PEFM_PUBLISH_STDOUT, "Standard output", "stdout"},
     {GST_PEFM_PUBLISH_FILE, "A file (location), one JSON line each", "file"},
-    {GST_PEFM_PUBLISH_MQTT, "An MQTT broker (address, topic, qos, client-id)", "mqtt"},
+    {GST_PEFM_PUBLISH_MQTT, "An MQTT broker (address, topic, qos, client-id, TLS, login)", "mqtt"},
     {0, NULL, NULL},
   };
   if (g_once_init_enter (&type))
@@ -199,6 +231,13 @@ gst_pefm_publish_set_property (GObject * object, guint prop_id, const GValue * v
     case PROP_MAX_BUFFERED: self->max_buffered = g_value_get_uint (value); break;
     case PROP_DRAIN_TIMEOUT: self->drain_timeout = g_value_get_uint (value); break;
     case PROP_APPEND: self->append = g_value_get_boolean (value); break;
+    case PROP_TOPIC_EVENTS: g_free (self->topic_events); self->topic_events = g_value_dup_string (value); break;
+    case PROP_TOPIC_STATUS: g_free (self->topic_status); self->topic_status = g_value_dup_string (value); break;
+    case PROP_TLS_CA: g_free (self->tls_ca); self->tls_ca = g_value_dup_string (value); break;
+    case PROP_TLS_CERT: g_free (self->tls_cert); self->tls_cert = g_value_dup_string (value); break;
+    case PROP_TLS_KEY: g_free (self->tls_key); self->tls_key = g_value_dup_string (value); break;
+    case PROP_USERNAME: g_free (self->username); self->username = g_value_dup_string (value); break;
+    case PROP_PASSWORD_FILE: g_free (self->password_file); self->password_file = g_value_dup_string (value); break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -235,6 +274,13 @@ gst_pefm_publish_get_property (GObject * object, guint prop_id, GValue * value, 
     case PROP_MAX_BUFFERED: g_value_set_uint (value, self->max_buffered); break;
     case PROP_DRAIN_TIMEOUT: g_value_set_uint (value, self->drain_timeout); break;
     case PROP_APPEND: g_value_set_boolean (value, self->append); break;
+    case PROP_TOPIC_EVENTS: g_value_set_string (value, self->topic_events); break;
+    case PROP_TOPIC_STATUS: g_value_set_string (value, self->topic_status); break;
+    case PROP_TLS_CA: g_value_set_string (value, self->tls_ca); break;
+    case PROP_TLS_CERT: g_value_set_string (value, self->tls_cert); break;
+    case PROP_TLS_KEY: g_value_set_string (value, self->tls_key); break;
+    case PROP_USERNAME: g_value_set_string (value, self->username); break;
+    case PROP_PASSWORD_FILE: g_value_set_string (value, self->password_file); break;
     case PROP_STATS:
       g_value_take_boxed (value, stats_structure (self->run ? self->run->publisher->stats () : self->last_stats));
       break;
@@ -272,12 +318,11 @@ default_client_id (GstPefmPublish * self)
 
 static void end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason);
 
-/* The files the other elements of this pipeline name (a filesrc's or filesink's location,
- * a pefmfilter's model): method=file never writes over one of them. */
-static std::vector < std::string >
-pipeline_files (GstPefmPublish * self)
+/* Every element of the pipeline @self is in, but itself, each with a reference. */
+static std::vector < GstElement * >
+pipeline_elements (GstPefmPublish * self)
 {
-  std::vector < std::string > files;
+  std::vector < GstElement * >elements;
   GstObject *top = GST_OBJECT (gst_object_ref (self));
   while (GstObject * parent = gst_object_get_parent (top)) {
     gst_object_unref (top);
@@ -288,34 +333,206 @@ pipeline_files (GstPefmPublish * self)
     GValue item = G_VALUE_INIT;
     for (bool done = false; !done;) {
       switch (gst_iterator_next (it, &item)) {
-        case GST_ITERATOR_OK:
+        case GST_ITERATOR_OK:{
+          GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+          if (e != GST_ELEMENT (self))
+            elements.push_back (GST_ELEMENT (gst_object_ref (e)));
+          g_value_reset (&item);
           break;
+        }
         case GST_ITERATOR_RESYNC:  /* the bin changed while we looked: look again */
           gst_iterator_resync (it);
-          files.clear ();
-          continue;
+          for (GstElement * e:elements)
+            gst_object_unref (e);
+          elements.clear ();
+          break;
         default:
           done = true;
-          continue;
+          break;
       }
-      GstElement *e = GST_ELEMENT (g_value_get_object (&item));
-      for (const char *name : {"location", "model"}) {
-        GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (e), name);
-        if (e == GST_ELEMENT (self) || !spec || spec->value_type != G_TYPE_STRING || !(spec->flags & G_PARAM_READABLE))
-          continue;
-        gchar *value = NULL;
-        g_object_get (e, name, &value, NULL);
-        if (value)
-          files.push_back (value);
-        g_free (value);
-      }
-      g_value_reset (&item);
     }
     g_value_unset (&item);
     gst_iterator_free (it);
   }
   gst_object_unref (top);
+  return elements;
+}
+
+/* @e's string property @name, "" when it has none or it is unset. */
+static std::string
+string_property (GstElement * e, const char *name)
+{
+  GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (e), name);
+  if (!spec || spec->value_type != G_TYPE_STRING || !(spec->flags & G_PARAM_READABLE))
+    return "";
+  gchar *value = NULL;
+  g_object_get (e, name, &value, NULL);
+  std::string out = value ? value : "";
+  g_free (value);
+  return out;
+}
+
+/* The files the other elements of this pipeline name (a filesrc's or filesink's location,
+ * a pefmfilter's model): method=file never writes over one of them. */
+static std::vector < std::string >
+pipeline_files (GstPefmPublish * self)
+{
+  std::vector < std::string > files;
+  for (GstElement * e:pipeline_elements (self)) {
+    for (const char *name : {"location", "model"}) {
+      const std::string value = string_property (e, name);
+      if (!value.empty ())
+        files.push_back (value);
+    }
+    gst_object_unref (e);
+  }
   return files;
+}
+
+/* @url without the user and password it may carry ("rtsp://user:pw@host/x"). */
+static std::string
+without_login (const std::string & url)
+{
+  const size_t scheme = url.find ("://");
+  if (scheme == std::string::npos)
+    return url;
+  const size_t host = scheme + 3;
+  const size_t end = url.find_first_of ("/?#", host);
+  const size_t at = url.rfind ('@', end == std::string::npos ? std::string::npos : end);
+  if (at == std::string::npos || at < host)
+    return url;
+  return url.substr (0, host) + url.substr (at + 1);
+}
+
+/* What names the camera: the pipeline's one source element that says where it reads, by
+ * camera-name (aravissrc), device (v4l2src) or location (rtspsrc, filesrc), as
+ * "FACTORY:VALUE" with any login taken out of a URL; "" when there is none, or several. */
+static std::string
+camera_name (GstPefmPublish * self)
+{
+  std::vector < std::string > found;
+  for (GstElement * e:pipeline_elements (self)) {
+    if (GST_OBJECT_FLAG_IS_SET (e, GST_ELEMENT_FLAG_SOURCE)) {
+      for (const char *name : {"camera-name", "device", "location"}) {
+        const std::string value = string_property (e, name);
+        if (value.empty ())
+          continue;
+        GstElementFactory *factory = gst_element_get_factory (e);
+        found.push_back (std::string (factory ? GST_OBJECT_NAME (factory) : G_OBJECT_TYPE_NAME (e)) + ":" +
+            without_login (value));
+        break;
+      }
+    }
+    gst_object_unref (e);
+  }
+  return found.size () == 1 ? found[0] : "";
+}
+
+/* Nanoseconds since 1970 as ISO 8601 UTC to the microsecond, "2026-12-05T15:04:05.123456Z". */
+static std::string
+iso_utc (gint64 unix_ns)
+{
+  gint64 us = unix_ns / 1000;
+  time_t seconds = static_cast < time_t > (us / 1000000);
+  gint64 fraction = us % 1000000;
+  if (fraction < 0) {
+    fraction += 1000000;
+    seconds--;
+  }
+  struct tm tm;
+  char text[64];
+  if (!gmtime_r (&seconds, &tm) || !strftime (text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm))
+    return "";
+  char fraction_text[16];
+  g_snprintf (fraction_text, sizeof fraction_text, ".%06" G_GINT64_FORMAT "Z", fraction);
+  return std::string (text) + fraction_text;
+}
+
+/* The wall-clock time of @buf, and where it came from: a reference timestamp the source
+ * attached (timestamp/x-unix, or timestamp/x-ntp as rtspsrc's from RTCP), else for a live
+ * source the system clock at capture (now, less the frame's age on the pipeline clock),
+ * else (files, non-live sources: there is no capture) the system clock on arrival here. */
+static void
+stamp_buffer (GstBaseTransform * trans, PublishRun & run, GstBuffer * buf)
+{
+  static GstStaticCaps unix_caps = GST_STATIC_CAPS ("timestamp/x-unix");
+  static GstStaticCaps ntp_caps = GST_STATIC_CAPS ("timestamp/x-ntp");
+  const gint64 now_ns = g_get_real_time () * 1000;
+  for (GstStaticCaps * reference : {&unix_caps, &ntp_caps}) {
+    GstCaps *caps = gst_static_caps_get (reference);
+    GstReferenceTimestampMeta *meta = gst_buffer_get_reference_timestamp_meta (buf, caps);
+    gst_caps_unref (caps);
+    if (!meta || !GST_CLOCK_TIME_IS_VALID (meta->timestamp))
+      continue;
+    /* NTP counts from 1900 */
+    const guint64 from_1900 = G_GUINT64_CONSTANT (2208988800) * GST_SECOND;
+    if (reference == &ntp_caps && meta->timestamp < from_1900)
+      continue;
+    run.utc = iso_utc (static_cast < gint64 > (reference == &ntp_caps ? meta->timestamp - from_1900 :
+            meta->timestamp));
+    run.utc_source = reference == &ntp_caps ? "reference:timestamp/x-ntp" : "reference:timestamp/x-unix";
+    return;
+  }
+  if (run.live < 0) {
+    GstQuery *q = gst_query_new_latency ();
+    gboolean live = FALSE;
+    if (gst_pad_peer_query (trans->sinkpad, q))
+      gst_query_parse_latency (q, &live, NULL, NULL);
+    gst_query_unref (q);
+    run.live = live ? 1 : 0;
+  }
+  const GstClockTime pts = GST_BUFFER_PTS (buf);
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT (trans));
+  if (run.live == 1 && clock && GST_CLOCK_TIME_IS_VALID (pts) && trans->segment.format == GST_FORMAT_TIME) {
+    const GstClockTime running = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, pts);
+    if (GST_CLOCK_TIME_IS_VALID (running)) {
+      const GstClockTime captured = gst_element_get_base_time (GST_ELEMENT (trans)) + running;
+      const GstClockTimeDiff age = GST_CLOCK_DIFF (captured, gst_clock_get_time (clock));
+      gst_object_unref (clock);
+      run.utc = iso_utc (now_ns - age);
+      run.utc_source = "capture";
+      return;
+    }
+  }
+  if (clock)
+    gst_object_unref (clock);
+  run.utc = iso_utc (now_ns);
+  run.utc_source = "arrival";
+}
+
+/* The password in @path: its first line, without the newline. The file must be a regular
+ * file no other user may read. Throws naming the file. */
+static std::string
+read_password_file (const std::string & path)
+{
+  struct stat st;
+  const auto fail = [&path](const std::string & why) {
+    throw std::runtime_error ("password-file '" + path + "' " + why);
+  };
+  if (stat (path.c_str (), &st) != 0)
+    fail (std::string ("cannot be read: ") + g_strerror (errno));
+  if (!S_ISREG (st.st_mode))
+    fail ("is not a file");
+  if (st.st_mode & S_IROTH)
+    fail ("can be read by every user: make it private (chmod o-rwx)");
+  if (st.st_size > 65535)
+    fail ("is larger than an MQTT password can be (65535 bytes)");
+  gchar *text = NULL;
+  gsize size = 0;
+  GError *err = NULL;
+  if (!g_file_get_contents (path.c_str (), &text, &size, &err)) {
+    const std::string why = err->message;
+    g_clear_error (&err);
+    fail ("cannot be read: " + why);
+  }
+  std::string password (text, size);
+  g_free (text);
+  password = password.substr (0, password.find ('\n'));
+  if (!password.empty () && password.back () == '\r')
+    password.pop_back ();
+  if (password.empty ())
+    fail ("holds no password (its first line is empty)");
+  return password;
 }
 
 /* The results files pefmpublish finished in this process, as it left them: a later run on
@@ -354,9 +571,20 @@ gst_pefm_publish_start (GstBaseTransform * trans)
   o.max_buffered = self->max_buffered;
   o.drain_timeout_ms = static_cast < int >(self->drain_timeout);
   run->source = self->source_id ? self->source_id : "";
+  run->named = self->source_id != NULL;
   run->frames = self->frames;
   run->end_frames = MAX (self->end_frames, 1u);
+  o.topic_events = self->topic_events ? self->topic_events : "";
+  /* unset: TOPIC/status; set to "": no status */
+  o.topic_status = self->topic_status ? self->topic_status : o.topic + "/status";
+  o.tls_ca = self->tls_ca ? self->tls_ca : "";
+  o.tls_cert = self->tls_cert ? self->tls_cert : "";
+  o.tls_key = self->tls_key ? self->tls_key : "";
+  o.username = self->username ? self->username : "";
+  const std::string password_file = self->password_file ? self->password_file : "";
   GST_OBJECT_UNLOCK (self);
+  if (!run->named)
+    run->source = camera_name (self);   /* the stream-id, at stream-start, if none */
 
   bool restarted = false;
   if (o.method == pefm::PublishMethod::kFile) {
@@ -367,13 +595,32 @@ gst_pefm_publish_start (GstBaseTransform * trans)
     o.append = o.append || restarted;
   }
   if (o.method == pefm::PublishMethod::kMqtt) {
-    if (!pefm::parse_mqtt_address (address, &o.host, &o.port)) {
+    /* MQTT over TLS listens on 8883 */
+    if (!pefm::parse_mqtt_address (address, &o.host, &o.port, o.tls_ca.empty ()? 1883 : 8883)) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("Invalid address \"%s\"", address.c_str ()),
           ("property 'address': expected HOST:PORT, HOST, or [IPv6]:PORT"));
       return FALSE;
     }
     if (o.client_id.empty ())
       o.client_id = default_client_id (self);
+    if (!password_file.empty ()) {
+      try {
+        o.password = read_password_file (password_file);
+      } catch (const std::exception & e) {
+        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()), ("property 'password-file'"));
+        return FALSE;
+      }
+    }
+    /* fixed at start: the will is made on the worker thread, before each connection */
+    o.status_line =[source = run->source, client = o.client_id] (const std::string & status,
+        const std::string & reason) {
+      pefm::Json line {
+        {"type", "status"}, {"status", status}, {"source", source}, {"client_id", client},
+        {"utc", iso_utc (g_get_real_time () * 1000)}};
+      if (!reason.empty ())
+        line["reason"] = reason;
+      return pefm::json_text (line);
+    };
   }
   try {
     run->publisher = std::make_unique < pefm::Publisher > (o,
@@ -480,7 +727,8 @@ line_head (GstBaseTransform * trans, const PublishRun & run, const char *type, g
   }
   return pefm::Json {
     {"type", type}, {"source", run.source}, {"frame", frame}, {"pts", pefm::json_time (pts)},
-    {"running_time", pefm::json_time (running)}, {"stream_time", pefm::json_time (stream)}};
+    {"running_time", pefm::json_time (running)}, {"stream_time", pefm::json_time (stream)},
+    {"utc", run.utc}, {"utc_source", run.utc_source}, {"model", run.model}};
 }
 
 static void
@@ -489,6 +737,10 @@ end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason)
   DefectTrack & d = run.defect;
   if (!d.active)
     return;
+  if (strcmp (reason, "normal") != 0) {       /* ended by an event, not by a frame: now */
+    run.utc = iso_utc (g_get_real_time () * 1000);
+    run.utc_source = "arrival";
+  }
   pefm::Json line = line_head (trans, run, "defect-ended", d.last_frame, GST_CLOCK_TIME_NONE);
   line["reason"] = reason;
   line["first_frame"] = d.first_frame;
@@ -496,6 +748,7 @@ end_defect (GstBaseTransform * trans, PublishRun & run, const char *reason)
   line["frames"] = d.frames;
   line["first_pts"] = pefm::json_time (d.first_pts);
   line["first_running_time"] = pefm::json_time (d.first_running_time);
+  line["first_utc"] = d.first_utc;
   line["peak_score"] = pefm::json_rounded (d.peak_score);
   run.publisher->post (pefm::json_text (line), true);
   d = DefectTrack ();
@@ -518,6 +771,7 @@ follow_defect (GstBaseTransform * trans, PublishRun & run, const GstPefmMeta * m
       d.first_running_time = head["running_time"].is_null ()? GST_CLOCK_TIME_NONE :
           head["running_time"].get < guint64 > ();
       d.peak_score = m->score;
+      d.first_utc = head["utc"];
       pefm::Json line = head;
       line["type"] = "defect-started";
       pefm::add_meta_json (&line, m);
@@ -543,6 +797,10 @@ gst_pefm_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   }
   const GstPefmMeta *m = gst_buffer_get_pefm_meta (buf);
   const GstClockTime pts = GST_BUFFER_PTS (buf);
+  if (m && m->model_name)
+    run->model = pefm::Json {
+      {"name", m->model_name}, {"sha256", m->model_sha256 ? pefm::Json (m->model_sha256) : pefm::Json (nullptr)}};
+  stamp_buffer (trans, *run, buf);
   const pefm::Json head = line_head (trans, *run, "frame", run->frame, pts);
   const bool send_frame = run->frames == GST_PEFM_PUBLISH_FRAMES_ALL ||
       (run->frames == GST_PEFM_PUBLISH_FRAMES_ANOMALOUS && m && m->inspected && m->anomalous);
@@ -583,13 +841,13 @@ gst_pefm_publish_sink_event (GstBaseTransform * trans, GstEvent * event)
         break;
       case GST_EVENT_STREAM_START:{
         end_defect (trans, *run, "stream-start");
-        GST_OBJECT_LOCK (self);
-        const bool named = self->source_id != NULL;
-        GST_OBJECT_UNLOCK (self);
+        run->live = -1;
         const gchar *stream_id = NULL;
         gst_event_parse_stream_start (event, &stream_id);
-        if (!named && stream_id)
-          run->source = stream_id;
+        if (!run->named) {
+          const std::string camera = camera_name (self);
+          run->source = !camera.empty ()? camera : stream_id ? stream_id : "";
+        }
         break;
       }
       default:
@@ -610,6 +868,13 @@ gst_pefm_publish_finalize (GObject * object)
   g_free (self->topic);
   g_free (self->client_id);
   g_free (self->source_id);
+  g_free (self->topic_events);
+  g_free (self->topic_status);
+  g_free (self->tls_ca);
+  g_free (self->tls_cert);
+  g_free (self->tls_key);
+  g_free (self->username);
+  g_free (self->password_file);
   self->last_stats.~PublisherStats ();
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -649,7 +914,32 @@ gst_pefm_publish_class_init (GstPefmPublishClass * klass)
           "method=mqtt: the MQTT client id (default pefm-HOST-PID-NAME)", NULL, flags));
   g_object_class_install_property (gobject_class, PROP_SOURCE_ID,
       g_param_spec_string ("source-id", "Source id",
-          "The \"source\" of every line (default: the stream id)", NULL, flags));
+          "The \"source\" of every line (default: the camera or file the pipeline reads, else the stream id)", NULL,
+          flags));
+  g_object_class_install_property (gobject_class, PROP_TOPIC_EVENTS,
+      g_param_spec_string ("topic-events", "Events topic",
+          "method=mqtt: the topic of the defect events and web regions (default: topic, with the frame lines)", NULL,
+          flags));
+  g_object_class_install_property (gobject_class, PROP_TOPIC_STATUS,
+      g_param_spec_string ("topic-status", "Status topic",
+          "method=mqtt: the retained online/offline status, offline also as the last will (default: TOPIC/status; "
+          "\"\": none)", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_TLS_CA,
+      g_param_spec_string ("tls-ca", "TLS CA file",
+          "method=mqtt: connect over TLS, checking the broker's certificate and name against this CA file (PEM)",
+          NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_TLS_CERT,
+      g_param_spec_string ("tls-cert", "TLS certificate",
+          "method=mqtt: this client's certificate (PEM), for brokers that require one; with tls-key", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_TLS_KEY,
+      g_param_spec_string ("tls-key", "TLS key",
+          "method=mqtt: the key of tls-cert (PEM, not encrypted: keep the file private)", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_USERNAME,
+      g_param_spec_string ("username", "Username", "method=mqtt: the login's user name", NULL, flags));
+  g_object_class_install_property (gobject_class, PROP_PASSWORD_FILE,
+      g_param_spec_string ("password-file", "Password file",
+          "method=mqtt: a file whose first line is the login's password (no other user may read it)", NULL,
+          flags));
   g_object_class_install_property (gobject_class, PROP_FRAMES,
       g_param_spec_enum ("frames", "Frames", "Which frames get a line (the defect events are always sent)",
           gst_pefm_publish_frames_get_type (), DEFAULT_FRAMES, flags));

@@ -34,7 +34,7 @@ constexpr int kLoopTimeoutMs = 20;
 
 }  // namespace
 
-bool parse_mqtt_address(const std::string& address, std::string* host, int* port) {
+bool parse_mqtt_address(const std::string& address, std::string* host, int* port, int default_port) {
   std::string h = address;
   std::string p;
   if (!h.empty() && h[0] == '[') {  // [v6]:port
@@ -55,7 +55,7 @@ bool parse_mqtt_address(const std::string& address, std::string* host, int* port
     }
   }
   if (h.empty()) return false;
-  int port_value = 1883;
+  int port_value = default_port;
   if (!p.empty()) {
     if (p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
     port_value = std::stoi(p);
@@ -178,7 +178,33 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
           mosquitto_pub_topic_check2(options_.topic.data(), options_.topic.size()) != MOSQ_ERR_SUCCESS)
         throw std::runtime_error("topic '" + options_.topic + "' is not a valid MQTT topic (UTF-8, no wildcards)");
 #endif
+      for (const auto& [name, topic] : {std::pair<const char*, const std::string&>{"topic-events", options_.topic_events},
+                                        {"topic-status", options_.topic_status}}) {
+        bool valid = topic.find_first_of("#+") == std::string::npos;
+#ifdef PEFM_HAVE_MOSQUITTO
+        valid = valid && mosquitto_validate_utf8(topic.data(), static_cast<int>(topic.size())) == MOSQ_ERR_SUCCESS &&
+                mosquitto_pub_topic_check2(topic.data(), topic.size()) == MOSQ_ERR_SUCCESS;
+#endif
+        if (!topic.empty() && !valid)
+          throw std::runtime_error(std::string(name) + " '" + topic + "' is not a valid MQTT topic (UTF-8, no wildcards)");
+      }
       if (options_.qos < 0 || options_.qos > 2) throw std::runtime_error("qos must be 0, 1 or 2");
+      if (!options_.password.empty() && options_.username.empty())
+        throw std::runtime_error("password-file is set but username is not: a password needs a username");
+      if (options_.tls_cert.empty() != options_.tls_key.empty())
+        throw std::runtime_error("tls-cert and tls-key go together: set both or neither");
+      if (!options_.tls_cert.empty() && options_.tls_ca.empty())
+        throw std::runtime_error("tls-cert needs tls-ca: a client certificate is sent over TLS only");
+      for (const auto& [name, path] : {std::pair<const char*, const std::string&>{"tls-ca", options_.tls_ca},
+                                       {"tls-cert", options_.tls_cert}, {"tls-key", options_.tls_key}}) {
+        struct stat st;
+        if (path.empty()) continue;
+        if (::stat(path.c_str(), &st) != 0)
+          throw std::runtime_error(std::string(name) + " '" + path + "': " + std::strerror(errno));
+        if (!S_ISREG(st.st_mode)) throw std::runtime_error(std::string(name) + " '" + path + "' is not a file");
+        if (::access(path.c_str(), R_OK) != 0)
+          throw std::runtime_error(std::string(name) + " '" + path + "': " + std::strerror(errno));
+      }
       start_mqtt();
       break;
   }
@@ -320,17 +346,31 @@ struct MqttCallbacks {
         self->stats_.connected = true;
         self->stats_.connects++;
         what = "connected to " + self->options_.host + ":" + std::to_string(self->options_.port);
+        self->log_error_.clear();
       } else {
         // reported by lost() when libmosquitto then drops the connection
         self->stats_.last_error = std::string("broker refused the connection: ") + mosquitto_connack_string(rc);
         self->refused_ = true;
       }
     }
-    if (!what.empty()) self->report(what);
+    if (!what.empty()) {
+      self->publish_status("online", "");
+      self->report(what);
+    }
   }
-  static void on_publish(struct mosquitto*, void* obj, int) {
+  // Why a TLS handshake failed is said only here (the error code is "a TLS error").
+  static void on_log(struct mosquitto*, void* obj, int level, const char* text) {
+    auto* self = static_cast<Publisher*>(obj);
+    if (level != MOSQ_LOG_ERR || !text) return;
+    std::lock_guard<std::mutex> lock(self->mutex_);
+    if (self->log_error_.empty()) self->log_error_ = text;
+  }
+  // Encrypted keys are refused rather than asked for on a terminal nobody watches.
+  static int no_passphrase(char*, int, int, void*) { return 0; }
+  static void on_publish(struct mosquitto*, void* obj, int mid) {
     auto* self = static_cast<Publisher*>(obj);
     std::lock_guard<std::mutex> lock(self->mutex_);
+    if (self->status_mids_.erase(mid) > 0) return;  // a status message, not a line
     if (self->in_flight_ > 0) self->in_flight_--;
     self->stats_.sent++;
     self->settled_.notify_all();
@@ -345,7 +385,33 @@ void Publisher::start_mqtt() {
   mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
   mosquitto_connect_callback_set(mosq_, &MqttCallbacks::on_connect);
   mosquitto_publish_callback_set(mosq_, &MqttCallbacks::on_publish);
+  mosquitto_log_callback_set(mosq_, &MqttCallbacks::on_log);
+  const auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  if (!options_.tls_ca.empty()) {
+    const int rc = mosquitto_tls_set(mosq_, options_.tls_ca.c_str(), nullptr, opt(options_.tls_cert),
+                                     opt(options_.tls_key), &MqttCallbacks::no_passphrase);
+    if (rc != MOSQ_ERR_SUCCESS)
+      throw std::runtime_error("tls-ca '" + options_.tls_ca + "', tls-cert, tls-key: " + mosquitto_strerror(rc));
+  }
+  if (!options_.username.empty()) {
+    const int rc = mosquitto_username_pw_set(mosq_, options_.username.c_str(), opt(options_.password));
+    if (rc != MOSQ_ERR_SUCCESS) throw std::runtime_error("username: " + std::string(mosquitto_strerror(rc)));
+  }
   worker_ = std::thread(&Publisher::run_mqtt, this);
+}
+
+// A retained status message (QoS 1, not counted as a line). From the worker thread.
+void Publisher::publish_status(const std::string& status, const std::string& reason) {
+  if (options_.topic_status.empty() || !options_.status_line) return;
+  const std::string text = options_.status_line(status, reason);
+  int mid = 0;
+  // Not under mutex_ (libmosquitto may log, and on_log takes it). Its acknowledgement
+  // comes from mosquitto_loop, on this same thread, after the mid is filed.
+  if (mosquitto_publish(mosq_, &mid, options_.topic_status.c_str(), static_cast<int>(text.size()), text.data(), 1,
+                        true) != MOSQ_ERR_SUCCESS)
+    return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  status_mids_.insert(mid);
 }
 
 void Publisher::run_mqtt() {
@@ -368,6 +434,9 @@ void Publisher::run_mqtt() {
       stats_.connected = false;
       if (refused_) why = stats_.last_error;  // the broker's own reason, from on_connect
       refused_ = false;
+      if (!log_error_.empty()) why += " (" + log_error_ + ")";
+      log_error_.clear();
+      status_mids_.clear();  // a new connection sends its own
       stats_.last_error = why;
       if (options_.qos == 0) {  // QoS 0 is not resent: what was handed over is gone
         stats_.dropped += in_flight_;
@@ -396,6 +465,12 @@ void Publisher::run_mqtt() {
       connected = stats_.connected;
     }
     if (!socket_open) {
+      // The broker publishes the will when this connection ends without a goodbye (the
+      // process killed, the network gone): "offline" stays retained for the MES to see.
+      if (!options_.topic_status.empty() && options_.status_line) {
+        const std::string will = options_.status_line("offline", "connection lost");
+        mosquitto_will_set(mosq, options_.topic_status.c_str(), static_cast<int>(will.size()), will.data(), 1, true);
+      }
       const int rc = tried ? mosquitto_reconnect_async(mosq)
                            : mosquitto_connect_async(mosq, options_.host.c_str(), options_.port, kKeepAliveS);
       tried = true;
@@ -412,7 +487,8 @@ void Publisher::run_mqtt() {
       while (in_flight_ < kMaxInFlight && pop(&line)) {
         in_flight_++;
         lock.unlock();
-        const int rc = mosquitto_publish(mosq, nullptr, options_.topic.c_str(), static_cast<int>(line.text.size()),
+        const std::string& topic = line.event && !options_.topic_events.empty() ? options_.topic_events : options_.topic;
+        const int rc = mosquitto_publish(mosq, nullptr, topic.c_str(), static_cast<int>(line.text.size()),
                                          line.text.data(), options_.qos, false);
         lock.lock();
         // QoS 0 goes straight to the socket, so "not connected" means libmosquitto kept
@@ -452,6 +528,19 @@ void Publisher::run_mqtt() {
     }
   }
   if (socket_open) {
+    // A clean goodbye: the broker drops the will, so "offline" is said here, and waited
+    // for (briefly) before disconnecting.
+    if (stats().connected) {
+      publish_status("offline", "stopped");
+      const auto until = Clock::now() + std::chrono::milliseconds(1000);
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (status_mids_.empty()) break;
+        }
+        if (Clock::now() > until || mosquitto_loop(mosq, kLoopTimeoutMs, 1) != MOSQ_ERR_SUCCESS) break;
+      }
+    }
     mosquitto_disconnect(mosq);
     mosquitto_loop(mosq, kLoopTimeoutMs, 1);
   }
@@ -465,6 +554,7 @@ void Publisher::run_mqtt() {
 #else
 void Publisher::start_mqtt() {}
 void Publisher::run_mqtt() {}
+void Publisher::publish_status(const std::string&, const std::string&) {}
 #endif
 
 }  // namespace pefm

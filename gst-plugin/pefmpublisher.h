@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,8 +31,16 @@ struct PublisherOptions {
   std::string host = "localhost";   // kMqtt
   int port = 1883;
   std::string topic = "pefm/results";
+  std::string topic_events;         // kMqtt: where event lines go; empty: `topic`
+  std::string topic_status;         // kMqtt: the retained online/offline status; empty: none
   int qos = 1;
   std::string client_id;            // kMqtt; empty: the broker assigns one
+  std::string tls_ca;               // kMqtt: CA file; set: TLS, the broker's certificate and name checked
+  std::string tls_cert, tls_key;    // kMqtt: this client's certificate and key (unencrypted), both or neither
+  std::string username, password;   // kMqtt: the login; a password needs a username
+  // kMqtt: the JSON of a status line ("online", or "offline" with a reason), made when it
+  // is sent: the last will before each connection, online on each, offline at close().
+  std::function<std::string(const std::string& status, const std::string& reason)> status_line;
   size_t max_buffered = 1000;       // lines waiting to be sent, at most
   int drain_timeout_ms = 3000;      // close(): how long queued lines may still be sent
   int backoff_min_ms = 250;         // first retry after a failed connection, doubling ...
@@ -53,8 +62,8 @@ struct PublisherStats {
 // drops ("dropping: <why>").
 using PublisherReport = std::function<void(const std::string& what, const PublisherStats& stats)>;
 
-// "HOST:PORT", "HOST" (port 1883) or "[v6addr]:PORT" -> host, port; false if malformed.
-bool parse_mqtt_address(const std::string& address, std::string* host, int* port);
+// "HOST:PORT", "HOST" (port `default_port`) or "[v6addr]:PORT" -> host, port; false if malformed.
+bool parse_mqtt_address(const std::string& address, std::string* host, int* port, int default_port = 1883);
 
 // Opens method=file's results file as the tools treat their outputs: never a folder, one of
 // `inputs` (the same file, however named) or an existing file that is not pefmpublish's
@@ -97,6 +106,7 @@ class Publisher {
   void run_stream();
   void start_mqtt();
   void run_mqtt();
+  void publish_status(const std::string& status, const std::string& reason);
   bool pop(Line* out);
   void report(const std::string& what);
 
@@ -116,6 +126,8 @@ class Publisher {
   bool dropping_ = false;  // in a run of drops (reported once per run)
   uint64_t in_flight_ = 0; // handed to libmosquitto, not yet acknowledged
   bool refused_ = false;   // the broker answered the last CONNECT with a refusal
+  std::set<int> status_mids_;  // status messages in flight: not lines, not counted
+  std::string log_error_;  // libmosquitto's last error log (a TLS failure's reason)
   std::thread worker_;
 
   friend struct MqttCallbacks;

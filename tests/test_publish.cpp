@@ -18,7 +18,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -45,6 +48,19 @@ class Environment : public ::testing::Environment {
   void SetUp() override { gst_init(nullptr, nullptr); }
 };
 const auto* const g_env = ::testing::AddGlobalTestEnvironment(new Environment);
+
+std::string find_program(const std::string& name) {
+  std::string path = g_getenv("PATH") ? g_getenv("PATH") : "";
+  path += ":/usr/sbin:/usr/local/sbin:/sbin";
+  std::istringstream dirs(path);
+  for (std::string d; std::getline(dirs, d, ':');) {
+    const std::string p = d + "/" + name;
+    if (!d.empty() && access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "";
+}
+
+int64_t wall_ns() { return g_get_real_time() * 1000; }
 
 // Whether this build has libmosquitto (tests/meson.build sets PEFM_HAVE_MQTT).
 bool mqtt_built() {
@@ -114,13 +130,13 @@ json publish_stats(GstElement* pub) {
   return j;
 }
 
-// appsrc ! pefmpublish <props> ! appsink, fed frame by frame.
+// appsrc <src_props> ! pefmpublish <props> ! appsink, fed frame by frame.
 class Pipeline {
  public:
-  explicit Pipeline(const std::string& publish_props) {
+  explicit Pipeline(const std::string& publish_props, const std::string& src_props = "") {
     const std::string desc =
-        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=4,height=4,framerate=10/1 ! "
-        "pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false";
+        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=4,height=4,framerate=10/1 " + src_props +
+        " ! pefmpublish name=pub " + publish_props + " ! appsink name=sink sync=false";
     GError* err = nullptr;
     pipeline_ = gst_parse_launch(desc.c_str(), &err);
     if (err) ADD_FAILURE() << err->message;
@@ -141,10 +157,13 @@ class Pipeline {
   // pefmpublish opens its destination going to PAUSED, synchronously: a bad setting fails
   // here. (The pipeline itself prerolls only once frames are fed.)
   GstStateChangeReturn play() { return gst_element_set_state(pipeline_, GST_STATE_PLAYING); }
-  // Pushes the frames of `pattern` and returns how many reached the sink.
-  int feed(const std::string& pattern) {
+  // Pushes the frames of `pattern` (each given to `decorate` first) and returns how many
+  // reached the sink.
+  int feed(const std::string& pattern, const std::function<void(GstBuffer*)>& decorate = nullptr) {
     for (char c : pattern) {
-      if (gst_app_src_push_buffer(GST_APP_SRC(src_), frame_buffer(c, next_++)) != GST_FLOW_OK) return -1;
+      GstBuffer* buf = frame_buffer(c, next_++);
+      if (decorate) decorate(buf);
+      if (gst_app_src_push_buffer(GST_APP_SRC(src_), buf) != GST_FLOW_OK) return -1;
     }
     int arrived = 0;
     for (size_t i = 0; i < pattern.size(); ++i) {
@@ -214,6 +233,15 @@ class Pipeline {
     return text;
   }
   json stats() { return publish_stats(pub_); }
+  // The pipeline's clock time at its base time, on the system's wall clock (nanoseconds
+  // since 1970): where running time 0 lies in UTC.
+  int64_t wall_at_base() {
+    GstClock* clock = gst_element_get_clock(pipeline_);
+    if (!clock) return -1;
+    const int64_t age = GST_CLOCK_DIFF(gst_element_get_base_time(pipeline_), gst_clock_get_time(clock));
+    gst_object_unref(clock);
+    return wall_ns() - age;
+  }
 
  private:
   GstElement* pipeline_ = nullptr;
@@ -262,6 +290,46 @@ std::vector<json> of_type(const std::vector<json>& lines, const std::string& typ
   for (const auto& l : lines)
     if (l.at("type") == type) out.push_back(l);
   return out;
+}
+
+// docs/results.schema.json checked by tests/schema/validate_results.py (Debian's
+// python3-jsonschema) on the JSON-lines `files`: the valid lines per type.
+#define PEFM_JSONSCHEMA_OR_SKIP()                                                        \
+  if (find_program("python3").empty() ||                                                 \
+      pefm_test::run({find_program("python3"), "-c", "import jsonschema"}).status != 0) \
+  GTEST_SKIP() << "python3-jsonschema not installed (Debian: python3-jsonschema)"
+json schema_check(const std::vector<std::string>& files) {
+  const std::string source = g_getenv("PEFM_SOURCE_DIR") ? g_getenv("PEFM_SOURCE_DIR") : ".";
+  std::vector<std::string> argv = {find_program("python3"), source + "/tests/schema/validate_results.py",
+                                   source + "/docs/results.schema.json"};
+  argv.insert(argv.end(), files.begin(), files.end());
+  const auto r = pefm_test::run(argv);
+  EXPECT_EQ(r.status, 0) << r.output;
+  const std::string last = r.output.substr(r.output.rfind('{'));
+  return json::parse(last, nullptr, false);
+}
+
+// An ISO 8601 UTC time to the microsecond as nanoseconds since 1970, or -1.
+int64_t utc_ns(const json& value) {
+  if (!value.is_string()) return -1;
+  const std::string text = value.get<std::string>();
+  std::tm tm{};
+  int micro = -1;
+  char z = 0;
+  if (text.size() != 27 || std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%6d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                                       &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &micro, &z) != 8 || z != 'Z')
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return (static_cast<int64_t>(timegm(&tm)) * 1000000 + micro) * 1000;
+}
+
+
+// {"type": lines of that type}, as schema_check counts them.
+json type_counts(const std::vector<json>& lines) {
+  json counts = json::object();
+  for (const auto& l : lines) counts[l.at("type").get<std::string>()] = counts.value(l.at("type").get<std::string>(), 0) + 1;
+  return counts;
 }
 
 TEST(Publish, FileGetsALinePerFrameAndOneStartAndEndPerDefect) {
@@ -375,6 +443,134 @@ TEST(Publish, EachWebRegionGetsALineWithItsWebExtent) {
   EXPECT_DOUBLE_EQ(g.at("web_y_mm").get<double>(), 125.5);
   EXPECT_DOUBLE_EQ(g.at("width_mm").get<double>(), 0.8);
   EXPECT_EQ(g.at("y"), 0);
+  PEFM_JSONSCHEMA_OR_SKIP();
+  EXPECT_EQ(schema_check({path}), type_counts(lines));  // every line valid
+}
+
+// "utc" is the source's reference timestamp when it gives one (Unix or NTP time: an RTSP
+// camera's clock through rtspsrc), else the system clock at capture for a live source, else
+// the system clock as the line is made; "utc_source" says which. A defect's end carries the
+// time of the frame that ended it and the time it started.
+TEST(Publish, EveryLineSaysWhenInUtcAndWhereThatTimeCameFrom) {
+  pefm_test::TempDir dir;
+  const std::string path = dir.file("utc.jsonl");
+  std::tm at{};
+  at.tm_year = 2026 - 1900, at.tm_mon = 11, at.tm_mday = 5, at.tm_hour = 6;  // 2026-12-05T06:00:00Z
+  const guint64 unix_ns = static_cast<guint64>(timegm(&at)) * GST_SECOND + 250 * GST_MSECOND;
+  const guint64 ntp_ns = unix_ns + G_GUINT64_CONSTANT(2208988800) * GST_SECOND + GST_SECOND;  // a second later
+  GstCaps* unix_caps = gst_caps_from_string("timestamp/x-unix");
+  GstCaps* ntp_caps = gst_caps_from_string("timestamp/x-ntp");
+  int64_t before = 0, after = 0;
+  {
+    Pipeline p("method=file location=" + path);
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("A", [&](GstBuffer* b) {
+      gst_buffer_add_reference_timestamp_meta(b, unix_caps, unix_ns, GST_CLOCK_TIME_NONE);
+    }), 1);
+    EXPECT_EQ(p.feed(".", [&](GstBuffer* b) {
+      gst_buffer_add_reference_timestamp_meta(b, ntp_caps, ntp_ns, GST_CLOCK_TIME_NONE);
+    }), 1);
+    before = wall_ns();
+    EXPECT_EQ(p.feed("."), 1);
+    after = wall_ns();
+    auto messages = p.finish();
+    release(messages);
+  }
+  gst_caps_unref(unix_caps);
+  gst_caps_unref(ntp_caps);
+  const auto lines = json_lines(pefm_test::slurp(path));
+  const auto frames = of_type(lines, "frame");
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0].at("utc"), "2026-12-05T06:00:00.250000Z");
+  EXPECT_EQ(frames[0].at("utc_source"), "reference:timestamp/x-unix");
+  EXPECT_EQ(frames[1].at("utc"), "2026-12-05T06:00:01.250000Z");
+  EXPECT_EQ(frames[1].at("utc_source"), "reference:timestamp/x-ntp");
+  EXPECT_EQ(frames[2].at("utc_source"), "arrival");  // appsrc is not live: no capture time
+  const int64_t t = utc_ns(frames[2].at("utc"));
+  EXPECT_TRUE(t >= before / 1000 * 1000 && t <= after) << frames[2];
+  const auto ended = of_type(lines, "defect-ended");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].at("utc"), frames[1].at("utc"));  // the frame that ended it
+  EXPECT_EQ(ended[0].at("first_utc"), frames[0].at("utc"));
+  EXPECT_EQ(of_type(lines, "defect-started").at(0).at("utc"), frames[0].at("utc"));
+  for (const auto& l : lines) EXPECT_TRUE(l.at("model").is_null()) << "no pefmfilter, no model: " << l;
+
+  // A live source: the frame's capture on the pipeline clock, as wall-clock time. The
+  // frames are pushed at once, but stamped 100 ms apart: so are their times.
+  const std::string live_path = dir.file("live.jsonl");
+  int64_t base = -1;
+  {
+    Pipeline p("method=file location=" + live_path, "is-live=true");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    base = p.wall_at_base();
+    EXPECT_EQ(p.feed("......"), 6);
+    auto messages = p.finish();
+    release(messages);
+  }
+  const auto live = of_type(json_lines(pefm_test::slurp(live_path)), "frame");
+  ASSERT_EQ(live.size(), 6u);
+  for (size_t i = 0; i < live.size(); ++i) {
+    EXPECT_EQ(live[i].at("utc_source"), "capture") << live[i];
+    const int64_t expected = base + static_cast<int64_t>(i) * 100000000;  // base time + PTS
+    EXPECT_NEAR(static_cast<double>(utc_ns(live[i].at("utc"))), static_cast<double>(expected), 5e6) << live[i];
+  }
+}
+
+// The JSON lines pefmpublish wrote to `out` in pipeline `desc`, run to EOS; the element
+// named `locked`, if any, is left stopped (in the pipeline, never started).
+std::vector<json> lines_of_pipeline(const std::string& desc, const std::string& out, const char* locked = nullptr) {
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(desc.c_str(), &err);
+  if (err) ADD_FAILURE() << err->message;
+  g_clear_error(&err);
+  if (!pipeline) return {};
+  if (locked) {
+    GstElement* e = gst_bin_get_by_name(GST_BIN(pipeline), locked);
+    gst_element_set_locked_state(e, TRUE);
+    gst_object_unref(e);
+  }
+  GstBus* bus = gst_element_get_bus(pipeline);
+  EXPECT_NE(gst_element_set_state(pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  GstMessage* done = gst_bus_timed_pop_filtered(bus, 20 * pefm_test::kTimeoutScale * GST_SECOND,
+                                                static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  EXPECT_TRUE(done && GST_MESSAGE_TYPE(done) == GST_MESSAGE_EOS) << "no EOS";
+  if (done) gst_message_unref(done);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(bus);
+  gst_object_unref(pipeline);
+  return json_lines(pefm_test::slurp(out));
+}
+
+// Without source-id, "source" names what the pipeline reads: its one source element with
+// a camera-name (aravissrc), device (v4l2src) or location (filesrc; rtspsrc, the login
+// taken out), as FACTORY:VALUE; with none of those (appsrc, videotestsrc), the stream id.
+TEST(Publish, TheSourceNamesTheFileOrCameraThePipelineReads) {
+  pefm_test::TempDir dir;
+  const std::string raw = dir.file("frames.gray"), out = dir.file("file.jsonl");
+  const std::string out_rtsp = dir.file("rtsp.jsonl"), out_test = dir.file("test.jsonl");
+  pefm_test::spit(raw, std::string(16 * 3, '\x40'));  // three 4x4 GRAY8 frames
+  auto lines = lines_of_pipeline("filesrc location=" + raw +
+                                     " ! rawvideoparse format=gray8 width=4 height=4 framerate=10/1"
+                                     " ! pefmpublish method=file location=" + out + " ! fakesink",
+                                 out);
+  ASSERT_EQ(lines.size(), 3u);
+  for (const auto& l : lines) {
+    EXPECT_EQ(l.at("source"), "filesrc:" + raw);
+    EXPECT_EQ(l.at("decision"), "no-meta");  // no pefmfilter here
+  }
+  // An RTSP camera (never started here) is named by its URL, never with its password.
+  lines = lines_of_pipeline("videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=4,height=4"
+                            " ! pefmpublish method=file location=" + out_rtsp + " ! fakesink "
+                            "rtspsrc name=cam location=rtsp://pefm:secret@127.0.0.1:9/line1",
+                            out_rtsp, "cam");
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) EXPECT_EQ(l.at("source"), "rtspsrc:rtsp://127.0.0.1:9/line1");
+  // Nothing names it: the stream id, as before.
+  lines = lines_of_pipeline("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=4,height=4"
+                            " ! pefmpublish method=file location=" + out_test + " ! fakesink",
+                            out_test);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].at("source").get<std::string>().size(), 32u) << lines[0];  // videotestsrc's hashed id
 }
 
 TEST(Publish, ADefectStillOpenWhenThePipelineStopsIsEndedWithReasonStop) {
@@ -576,6 +772,18 @@ std::vector<FilterFrame> run_filter_pipeline(const std::string& pattern, const s
 // element documents and the meta's values; a defect start and end per run of anomalous frames.
 void expect_lines_match(const std::vector<json>& lines, const std::vector<FilterFrame>& frames,
                         const std::string& source) {
+  // Every line names the model by its file name and the SHA-256 of its bytes, and says
+  // when: appsrc is not live, so the time is the system clock's as the line was made.
+  const std::string model = pefm_test::slurp(filter_model());
+  gchar* sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, reinterpret_cast<const guchar*>(model.data()), model.size());
+  const json named = {{"name", "tiny.pt"}, {"sha256", sha}};
+  g_free(sha);
+  for (const auto& l : lines) {
+    EXPECT_EQ(l.at("model"), named) << l;
+    EXPECT_EQ(l.at("utc_source"), "arrival") << l;
+    const int64_t t = utc_ns(l.at("utc"));
+    EXPECT_TRUE(t > wall_ns() - 600 * int64_t(1000000000) && t <= wall_ns()) << l;
+  }
   const auto frame_lines = of_type(lines, "frame");
   ASSERT_EQ(frame_lines.size(), frames.size());
   for (size_t i = 0; i < frames.size(); ++i) {
@@ -654,6 +862,8 @@ TEST(Publish, BehindPefmfilterEveryFrameGetsALineWithItsResult) {
   EXPECT_EQ(stats["posted"], lines.size()) << stats;
   EXPECT_EQ(stats["sent"], stats["posted"]) << stats;
   EXPECT_EQ(stats["dropped"], 0u) << stats;
+  PEFM_JSONSCHEMA_OR_SKIP();
+  EXPECT_EQ(schema_check({path}), type_counts(lines));  // every line valid
 }
 
 // The error a pipeline `desc` ends with when it cannot start ("" when it starts).
@@ -786,17 +996,6 @@ TEST(Publish, ASecondRunInOneProcessAddsToTheResultsFileAndSaysSo) {
 
 // ---------------------------------------------------------------- a real broker
 
-std::string find_program(const std::string& name) {
-  std::string path = g_getenv("PATH") ? g_getenv("PATH") : "";
-  path += ":/usr/sbin:/usr/local/sbin:/sbin";
-  std::istringstream dirs(path);
-  for (std::string d; std::getline(dirs, d, ':');) {
-    const std::string p = d + "/" + name;
-    if (!d.empty() && access(p.c_str(), X_OK) == 0) return p;
-  }
-  return "";
-}
-
 // A loopback port bound and held without listen(): a connection to it is refused, and no
 // other process can take the port while this lives (a port found free, then closed, can be).
 class RefusingPort {
@@ -846,6 +1045,14 @@ class Child {
     pid_ = -1;
     return true;
   }
+  // As a crash or the OOM killer ends it: no chance to say goodbye.
+  void kill_hard() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
   void stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
@@ -886,7 +1093,9 @@ bool wait_for_text(const std::string& path, const std::string& needle, int secon
 // that one; a port found free beforehand could be taken before mosquitto bound it.
 class Broker {
  public:
-  explicit Broker(const pefm_test::TempDir& dir) : dir_(dir) {}
+  // `secure`: lines of mosquitto.conf for the listener (TLS) and the login (their files in
+  // `dir`); empty: anonymous, in the clear.
+  explicit Broker(const pefm_test::TempDir& dir, std::string secure = "") : dir_(dir), secure_(std::move(secure)) {}
   // Starts mosquitto, on the port of the first start once there was one (pefmpublish
   // reconnects there); false when it does not run.
   bool start() {
@@ -920,8 +1129,9 @@ class Broker {
   Launch launch(int port) {
     {
       std::ofstream conf(dir_.file("mosquitto.conf"));
-      conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\nlog_type all\n"
-           << "persistence_location " << dir_.path() << "/\n";
+      conf << "listener " << port << " 127.0.0.1\n"
+           << (secure_.empty() ? "allow_anonymous true\n" : secure_)
+           << "persistence true\nlog_type all\npersistence_location " << dir_.path() << "/\n";
       // As root mosquitto would switch to the user "mosquitto", who cannot write here.
       if (geteuid() == 0) conf << "user root\n";
     }
@@ -943,6 +1153,7 @@ class Broker {
   }
 
   const pefm_test::TempDir& dir_;
+  const std::string secure_;
   int port_ = 0;
   std::unique_ptr<Child> child_;
 };
@@ -1133,6 +1344,251 @@ TEST(Publish, BehindPefmfilterEveryFrameReachesAnMqttSubscriber) {
   const auto lines = json_lines(unique);
   EXPECT_EQ(lines.size(), posted) << text_of(received);
   expect_lines_match(lines, frames, "cam1");
+}
+
+// ---------------------------------------------------------------- TLS and a login
+
+// A CA, a broker certificate for 127.0.0.1 signed by it, another CA nobody signed with, a
+// password file for the broker (user "line", password in line.pw), all made by openssl and
+// mosquitto_passwd in the test; and mosquitto requiring all that on 127.0.0.1.
+class PublishTls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!mqtt_built() || find_program("mosquitto").empty() || find_program("mosquitto_sub").empty() ||
+        find_program("openssl").empty() || find_program("mosquitto_passwd").empty())
+      return;
+    dir_ = new pefm_test::TempDir();
+    const auto sh = [](const std::string& script) {
+      const auto r = pefm_test::run({"/bin/sh", "-c", "cd '" + dir_->path() + "' && " + script});
+      if (r.status != 0) ADD_FAILURE() << script << "\n" << r.output;
+      return r.status == 0;
+    };
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    ready_ =
+        sh("openssl req -x509 " + ec + " -keyout ca.key -out ca.crt -subj /CN=pefm-test-ca -days 2") &&
+        sh("openssl req -x509 " + ec + " -keyout other.key -out other-ca.crt -subj /CN=pefm-test-ca -days 2") &&
+        sh("openssl req " + ec + " -keyout broker.key -out broker.csr -subj /CN=127.0.0.1") &&
+        sh("printf 'subjectAltName=IP:127.0.0.1\n' > san.ext && openssl x509 -req -in broker.csr -CA ca.crt "
+           "-CAkey ca.key -CAcreateserial -out broker.crt -days 2 -extfile san.ext") &&
+        sh("mosquitto_passwd -c -b passwd line 'l1ne secret' && chmod 600 passwd") &&
+        sh("printf 'l1ne secret\n' > line.pw && chmod 600 line.pw && printf 'wrong\n' > wrong.pw && chmod 600 wrong.pw");
+    if (!ready_) return;
+    broker_ = new Broker(*dir_, "cafile " + file("ca.crt") + "\ncertfile " + file("broker.crt") + "\nkeyfile " +
+                                    file("broker.key") + "\nallow_anonymous false\npassword_file " + file("passwd") +
+                                    "\n");
+    ready_ = broker_->start();
+    if (!ready_) ADD_FAILURE() << text_of(file("broker.log"));
+  }
+  static void TearDownTestSuite() {
+    delete broker_;
+    delete dir_;
+    broker_ = nullptr;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    PEFM_BROKER_OR_SKIP();
+    if (find_program("openssl").empty() || find_program("mosquitto_passwd").empty())
+      GTEST_SKIP() << "openssl or mosquitto_passwd not installed (Debian: openssl, mosquitto)";
+    ASSERT_TRUE(ready_);
+  }
+  static std::string file(const std::string& name) { return dir_->file(name); }
+  static std::string address() { return "127.0.0.1:" + std::to_string(broker_->port()); }
+  // pefmpublish's login and TLS properties, with this CA file.
+  static std::string secure(const std::string& ca = "ca.crt", const std::string& pw = "line.pw") {
+    return "method=mqtt address=" + address() + " tls-ca=" + file(ca) + " username=line password-file=" + file(pw);
+  }
+  // A subscriber to `filter` over TLS with the login, printing "TOPIC PAYLOAD" lines into
+  // `out`; returns once the broker has its subscription.
+  static std::unique_ptr<Child> subscribe(const std::string& filter, const std::string& id, const std::string& out) {
+    auto sub = std::make_unique<Child>(
+        std::vector<std::string>{find_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", std::to_string(broker_->port()),
+                                 "--cafile", file("ca.crt"), "-u", "line", "-P", "l1ne secret", "-t", filter, "-q", "1",
+                                 "-v", "-i", id},
+        out);
+    EXPECT_TRUE(wait_for_text(file("broker.log"), "Sending SUBACK to " + id, 10)) << text_of(file("broker.log"));
+    return sub;
+  }
+
+  static pefm_test::TempDir* dir_;
+  static Broker* broker_;
+  static bool ready_;
+};
+pefm_test::TempDir* PublishTls::dir_ = nullptr;
+Broker* PublishTls::broker_ = nullptr;
+bool PublishTls::ready_ = false;
+
+// "TOPIC PAYLOAD" lines (mosquitto_sub -v) of `text`, finished ones only, each once (QoS 1
+// may deliver twice): topic and parsed payload.
+std::vector<std::pair<std::string, json>> topic_lines(const std::string& text) {
+  std::vector<std::pair<std::string, json>> out;
+  std::set<std::string> seen;
+  std::istringstream in(complete_lines(text));
+  for (std::string line; std::getline(in, line);) {
+    const size_t space = line.find(' ');
+    if (space == std::string::npos || !seen.insert(line).second) continue;
+    out.emplace_back(line.substr(0, space), json::parse(line.substr(space + 1), nullptr, false));
+  }
+  return out;
+}
+
+// What a subscriber got: the statuses in order ("online:", "offline:REASON"), the topics
+// each line type came on, and the payloads as JSON lines (for the schema).
+struct Received {
+  std::vector<std::string> statuses;
+  std::map<std::string, std::set<std::string>> topics_of;
+  std::string payloads;
+};
+Received received_lines(const std::string& text, const std::string& source) {
+  Received r;
+  for (const auto& [topic, line] : topic_lines(text)) {
+    EXPECT_TRUE(line.is_object()) << topic;
+    if (!line.is_object()) continue;
+    const std::string type = line.at("type");
+    r.topics_of[type].insert(topic);
+    EXPECT_EQ(line.at("source"), source) << line;
+    if (type == "status") r.statuses.push_back(line.at("status").get<std::string>() + ":" + line.value("reason", ""));
+    r.payloads += line.dump() + "\n";
+  }
+  return r;
+}
+
+// The plant's setup: TLS checked against the plant's CA, a login, frame lines, events and
+// a retained status on topics of their own; a pipeline that stops says "offline",
+// "stopped" itself. Every line a subscriber gets is valid against the schema.
+TEST_F(PublishTls, LinesReachTheirTopicsOverTlsWithALoginAndStoppingSaysOffline) {
+  const std::string received = file("line3.txt");
+  auto sub = subscribe("line3/#", "pefm-tls-sub", received);
+  {
+    Pipeline p(secure() + " topic=line3/pefm topic-events=line3/events source-id=cam3 drain-timeout=20000");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..AA..A..."), 10);
+    auto messages = p.finish();
+    release(messages);
+    EXPECT_EQ(p.stats()["sent"], 14u) << p.stats();  // 10 frames, 2 defects' start and end
+  }
+  ASSERT_TRUE(wait_for_text(received, "\"reason\":\"stopped\"", 30)) << text_of(received);
+  ASSERT_TRUE(wait_for_text(received, "\"frame\":9,", 30)) << text_of(received);
+  sub->stop();
+  const Received r = received_lines(text_of(received), "cam3");
+  EXPECT_EQ(r.statuses, (std::vector<std::string>{"online:", "offline:stopped"}));
+  EXPECT_EQ(r.topics_of.at("frame"), std::set<std::string>{"line3/pefm"});
+  EXPECT_EQ(r.topics_of.at("defect-started"), std::set<std::string>{"line3/events"});
+  EXPECT_EQ(r.topics_of.at("defect-ended"), std::set<std::string>{"line3/events"});
+  EXPECT_EQ(r.topics_of.at("status"), std::set<std::string>{"line3/pefm/status"});
+  // The status stays with the broker: a subscriber arriving later learns it at once.
+  const std::string later = file("later3.txt");
+  auto late = subscribe("line3/pefm/status", "pefm-tls-late", later);
+  EXPECT_TRUE(wait_for_text(later, "\"reason\":\"stopped\"", 10)) << text_of(later);
+  late->stop();
+
+  PEFM_JSONSCHEMA_OR_SKIP();
+  pefm_test::spit(file("line3.jsonl"), r.payloads);
+  EXPECT_EQ(schema_check({file("line3.jsonl")}),
+            json({{"defect-ended", 2}, {"defect-started", 2}, {"frame", 10}, {"status", 2}}));
+}
+
+// pefm killed (no goodbye: a crash, the OOM killer, a power cut of its PC): the broker
+// sends the last will, "offline" with "connection lost", retained, to whoever listens.
+// gst-launch-1.0 runs pefmfilter ! pefmpublish in a process of its own, killed with SIGKILL.
+TEST_F(PublishTls, AKilledPipelineIsSaidOfflineByTheBrokersLastWill) {
+  if (pefm_test::kSanitized) GTEST_SKIP() << "sanitizer build: the uninstrumented gst-launch-1.0 cannot load an ASan-built plugin";
+  ASSERT_FALSE(find_program("gst-launch-1.0").empty());
+  const std::string received = file("line4.txt");
+  auto sub = subscribe("line4/#", "pefm-tls-will-sub", received);
+  {
+    Child pipeline(
+        {find_program("gst-launch-1.0"), "videotestsrc", "is-live=true", "!",
+         "video/x-raw,format=RGB,width=" + std::to_string(kFrameW) + ",height=" + std::to_string(kFrameH) +
+             ",framerate=20/1", "!", "pefmfilter", "device=cpu", "model=" + filter_model(), "!", "pefmpublish",
+         "method=mqtt", "address=" + address(), "tls-ca=" + file("ca.crt"), "username=line",
+         "password-file=" + file("line.pw"), "topic=line4/pefm", "source-id=cam4", "!", "fakesink"},
+        file("pipeline.log"));
+    ASSERT_TRUE(wait_for_text(received, "\"frame\":5,", 60)) << text_of(file("pipeline.log")) << text_of(received);
+    pipeline.kill_hard();
+  }
+  ASSERT_TRUE(wait_for_text(received, "\"reason\":\"connection lost\"", 30)) << text_of(received);
+  sub->stop();
+  const Received r = received_lines(text_of(received), "cam4");
+  EXPECT_EQ(r.statuses, (std::vector<std::string>{"online:", "offline:connection lost"}));
+  const std::string later = file("later4.txt");
+  auto late = subscribe("line4/pefm/status", "pefm-tls-will-late", later);
+  EXPECT_TRUE(wait_for_text(later, "\"reason\":\"connection lost\"", 10)) << text_of(later);
+  late->stop();
+
+  PEFM_JSONSCHEMA_OR_SKIP();
+  pefm_test::spit(file("line4.jsonl"), r.payloads);
+  const json counts = schema_check({file("line4.jsonl")});  // with pefmfilter's model and utc
+  EXPECT_EQ(counts.value("status", 0), 2) << counts;
+  EXPECT_GE(counts.value("frame", 0), 5) << counts;
+}
+
+// A wrong password and a broker whose certificate the CA did not sign are refused; each is
+// said with the reason (the broker's, or OpenSSL's), retried, and costs no frame.
+TEST_F(PublishTls, AWrongPasswordOrAnUntrustedBrokerIsSaidWithItsReason) {
+  {
+    Pipeline p(secure("ca.crt", "wrong.pw") + " drain-timeout=0");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..."), 3);
+    const std::string said = p.wait_for_status("not authorised", 30);
+    EXPECT_NE(said.find("connection failed: broker refused the connection: Connection Refused: not authorised"),
+              std::string::npos) << said;
+    auto messages = p.finish();
+    release(messages);
+  }
+  {
+    Pipeline p(secure("other-ca.crt") + " drain-timeout=0");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..."), 3);
+    const std::string said = p.wait_for_status("certificate verify failed", 30);
+    EXPECT_NE(said.find("connection failed"), std::string::npos) << said;
+    EXPECT_NE(said.find("certificate verify failed"), std::string::npos) << said;
+    auto messages = p.finish();
+    release(messages);
+  }
+  {  // and the right ones connect, also without a port: TLS's own, 8883, is not where this broker is
+    Pipeline p(secure() + " drain-timeout=5000");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..."), 3);
+    const std::string said = p.wait_for_status("connected to", 30);
+    EXPECT_NE(said.find("connected to " + address()), std::string::npos) << said;
+    auto messages = p.finish();
+    release(messages);
+    EXPECT_EQ(p.stats()["dropped"], 0u) << p.stats();
+  }
+}
+
+// Secrets and certificates are checked as the pipeline starts, each refusal naming the
+// property: a password file others can read, a missing CA, a certificate without its key,
+// a password without a user.
+TEST(Publish, MqttSecretsAndCertificatesAreCheckedAtStartNamingTheProperty) {
+  PEFM_MQTT_OR_SKIP();
+  pefm_test::TempDir dir;
+  const std::string pw = dir.file("pw"), open_pw = dir.file("open.pw"), empty_pw = dir.file("empty.pw");
+  pefm_test::spit(pw, "secret\n");
+  pefm_test::spit(open_pw, "secret\n");
+  pefm_test::spit(empty_pw, "\nsecret\n");
+  chmod(pw.c_str(), 0600);
+  chmod(open_pw.c_str(), 0644);
+  chmod(empty_pw.c_str(), 0600);
+  const auto start_says = [](const std::string& props) {
+    Pipeline p("method=mqtt address=127.0.0.1:1 " + props);
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE) << props;
+    return p.error();
+  };
+  std::string e = start_says("username=line password-file=" + open_pw);
+  EXPECT_NE(e.find("password-file '" + open_pw + "' can be read by every user"), std::string::npos) << e;
+  e = start_says("username=line password-file=" + empty_pw);
+  EXPECT_NE(e.find("password-file '" + empty_pw + "' holds no password"), std::string::npos) << e;
+  e = start_says("username=line password-file=" + dir.file("none.pw"));
+  EXPECT_NE(e.find("password-file '" + dir.file("none.pw") + "'"), std::string::npos) << e;
+  e = start_says("password-file=" + pw);
+  EXPECT_NE(e.find("password-file is set but username is not"), std::string::npos) << e;
+  e = start_says("tls-ca=" + dir.file("ca.crt"));
+  EXPECT_NE(e.find("tls-ca '" + dir.file("ca.crt") + "': No such file"), std::string::npos) << e;
+  e = start_says("tls-ca=" + pw + " tls-cert=" + pw);
+  EXPECT_NE(e.find("tls-cert and tls-key go together"), std::string::npos) << e;
+  e = start_says("topic-events=line/#");
+  EXPECT_NE(e.find("topic-events 'line/#' is not a valid MQTT topic"), std::string::npos) << e;
 }
 
 }  // namespace
