@@ -7,7 +7,9 @@
  * #GstVideoRegionOfInterestMeta of type "anomaly" per anomalous region, with params
  * "pefm" (score, area; web_y, web_height in continuous mode), DL Streamer's "detection"
  * (x_min, y_min, x_max, y_max normalised, confidence, label_id, label) and
- * "classification", which gvametaconvert and gvawatermark read; the heat map
+ * "classification" (the frame's decision, with model_name), which gvametaconvert and
+ * gvawatermark read, plus one whole-frame ROI of type "frame" with that "classification"
+ * alone, so that a frame without regions carries its decision too; the heat map
  * and/or region contours can be drawn into the frame. Frames are processed in the
  * format they arrive in (RGB/BGR with or without alpha, GRAY8, I420, NV12).
  *

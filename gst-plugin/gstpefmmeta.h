@@ -8,7 +8,8 @@
  *
  * Every anomalous region is also attached as a standard GstVideoRegionOfInterestMeta of
  * type "anomaly" with a "pefm" parameter structure (score, area), for applications that
- * do not use this header.
+ * do not use this header; every inspected frame also gets one of type "frame" covering
+ * it, with the frame's decision as a "classification" structure.
  */
 #ifndef __GST_PEFM_META_H__
 #define __GST_PEFM_META_H__

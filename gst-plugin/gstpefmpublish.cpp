@@ -48,6 +48,7 @@
 
 #include "gstpefmpublish.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,7 +82,7 @@ typedef enum {
 } GstPefmPublishFrames;
 
 #define DEFAULT_METHOD GST_PEFM_PUBLISH_STDOUT
-#define DEFAULT_ADDRESS "localhost:1883"
+#define DEFAULT_ADDRESS "localhost"
 #define DEFAULT_TOPIC "pefm/results"
 #define DEFAULT_QOS 1
 #define DEFAULT_FRAMES GST_PEFM_PUBLISH_FRAMES_ALL
@@ -389,7 +390,9 @@ pipeline_files (GstPefmPublish * self)
   return files;
 }
 
-/* @url without the user and password it may carry ("rtsp://user:pw@host/x"). */
+/* @url without the secrets it may carry: a user and password ("rtsp://user:pw@host/x",
+ * also with an unencoded '/' or '@' in the password: up to the last '@') and the query
+ * and fragment, where some cameras take a password or a token. */
 static std::string
 without_login (const std::string & url)
 {
@@ -397,11 +400,11 @@ without_login (const std::string & url)
   if (scheme == std::string::npos)
     return url;
   const size_t host = scheme + 3;
-  const size_t end = url.find_first_of ("/?#", host);
-  const size_t at = url.rfind ('@', end == std::string::npos ? std::string::npos : end);
-  if (at == std::string::npos || at < host)
-    return url;
-  return url.substr (0, host) + url.substr (at + 1);
+  std::string out = url.substr (0, url.find_first_of ("?#", host));
+  const size_t at = out.rfind ('@');
+  if (at != std::string::npos && at >= host)
+    out = out.substr (0, host) + out.substr (at + 1);
+  return out;
 }
 
 /* What names the camera: the pipeline's one source element that says where it reads, by
@@ -457,7 +460,6 @@ stamp_buffer (GstBaseTransform * trans, PublishRun & run, GstBuffer * buf)
 {
   static GstStaticCaps unix_caps = GST_STATIC_CAPS ("timestamp/x-unix");
   static GstStaticCaps ntp_caps = GST_STATIC_CAPS ("timestamp/x-ntp");
-  const gint64 now_ns = g_get_real_time () * 1000;
   for (GstStaticCaps * reference : {&unix_caps, &ntp_caps}) {
     GstCaps *caps = gst_static_caps_get (reference);
     GstReferenceTimestampMeta *meta = gst_buffer_get_reference_timestamp_meta (buf, caps);
@@ -488,45 +490,56 @@ stamp_buffer (GstBaseTransform * trans, PublishRun & run, GstBuffer * buf)
     if (GST_CLOCK_TIME_IS_VALID (running)) {
       const GstClockTime captured = gst_element_get_base_time (GST_ELEMENT (trans)) + running;
       const GstClockTimeDiff age = GST_CLOCK_DIFF (captured, gst_clock_get_time (clock));
-      gst_object_unref (clock);
-      run.utc = iso_utc (now_ns - age);
-      run.utc_source = "capture";
-      return;
+      const gint64 now_ns = g_get_real_time () * 1000;
+      /* a time stamp not on the pipeline clock (a frame from the future, or minutes old)
+       * is no capture time: said as arrival rather than stated wrongly */
+      if (age > -GST_SECOND && age < 60 * GST_SECOND) {
+        gst_object_unref (clock);
+        run.utc = iso_utc (now_ns - age);
+        run.utc_source = "capture";
+        return;
+      }
     }
   }
   if (clock)
     gst_object_unref (clock);
-  run.utc = iso_utc (now_ns);
+  run.utc = iso_utc (g_get_real_time () * 1000);
   run.utc_source = "arrival";
 }
 
 /* The password in @path: its first line, without the newline. The file must be a regular
- * file no other user may read. Throws naming the file. */
+ * file that not every user may read (checked on the file opened, not on its name).
+ * Throws naming the file. */
 static std::string
 read_password_file (const std::string & path)
 {
-  struct stat st;
   const auto fail = [&path](const std::string & why) {
     throw std::runtime_error ("password-file '" + path + "' " + why);
   };
-  if (stat (path.c_str (), &st) != 0)
+  const int fd = open (path.c_str (), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0)
     fail (std::string ("cannot be read: ") + g_strerror (errno));
-  if (!S_ISREG (st.st_mode))
-    fail ("is not a file");
-  if (st.st_mode & S_IROTH)
-    fail ("can be read by every user: make it private (chmod o-rwx)");
-  if (st.st_size > 65535)
-    fail ("is larger than an MQTT password can be (65535 bytes)");
-  gchar *text = NULL;
-  gsize size = 0;
-  GError *err = NULL;
-  if (!g_file_get_contents (path.c_str (), &text, &size, &err)) {
-    const std::string why = err->message;
-    g_clear_error (&err);
-    fail ("cannot be read: " + why);
+  struct stat st;
+  std::string password;
+  const char *refused = NULL;
+  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode))
+    refused = "is not a file";
+  else if (st.st_mode & S_IROTH)
+    refused = "can be read by every user: make it private (chmod o-rwx)";
+  else if (st.st_size > 65535)
+    refused = "is larger than an MQTT password can be (65535 bytes)";
+  char chunk[4096];
+  for (ssize_t n; !refused && (n = read (fd, chunk, sizeof chunk)) != 0;) {
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      refused = "cannot be read";
+    else
+      password.append (chunk, static_cast < size_t > (n));
   }
-  std::string password (text, size);
-  g_free (text);
+  close (fd);
+  if (refused)
+    fail (refused);
   password = password.substr (0, password.find ('\n'));
   if (!password.empty () && password.back () == '\r')
     password.pop_back ();
@@ -902,7 +915,8 @@ gst_pefm_publish_class_init (GstPefmPublishClass * klass)
       g_param_spec_boolean ("append", "Append", "method=file: add to an existing results file instead of replacing "
           "it", FALSE, flags));
   g_object_class_install_property (gobject_class, PROP_ADDRESS,
-      g_param_spec_string ("address", "Address", "method=mqtt: the broker, HOST:PORT", DEFAULT_ADDRESS, flags));
+      g_param_spec_string ("address", "Address",
+          "method=mqtt: the broker, HOST:PORT or HOST (port 1883, with tls-ca 8883)", DEFAULT_ADDRESS, flags));
   g_object_class_install_property (gobject_class, PROP_TOPIC,
       g_param_spec_string ("topic", "Topic", "method=mqtt: the topic published to", DEFAULT_TOPIC, flags));
   g_object_class_install_property (gobject_class, PROP_QOS,
@@ -938,7 +952,7 @@ gst_pefm_publish_class_init (GstPefmPublishClass * klass)
       g_param_spec_string ("username", "Username", "method=mqtt: the login's user name", NULL, flags));
   g_object_class_install_property (gobject_class, PROP_PASSWORD_FILE,
       g_param_spec_string ("password-file", "Password file",
-          "method=mqtt: a file whose first line is the login's password (no other user may read it)", NULL,
+          "method=mqtt: a file whose first line is the login's password (refused if every user may read it)", NULL,
           flags));
   g_object_class_install_property (gobject_class, PROP_FRAMES,
       g_param_spec_enum ("frames", "Frames", "Which frames get a line (the defect events are always sent)",

@@ -436,7 +436,8 @@ void Publisher::run_mqtt() {
       refused_ = false;
       if (!log_error_.empty()) why += " (" + log_error_ + ")";
       log_error_.clear();
-      status_mids_.clear();  // a new connection sends its own
+      // status_mids_ stays: libmosquitto resends an unacknowledged status after
+      // reconnecting, and its acknowledgement must not count as a line's
       stats_.last_error = why;
       if (options_.qos == 0) {  // QoS 0 is not resent: what was handed over is gone
         stats_.dropped += in_flight_;
