@@ -116,6 +116,13 @@ for pc in "$root/$libdir"/pkgconfig/*.pc; do
   [ "$prefix" = /usr ] || ! grep -qF "$prefix/" "$pc" || fail "$pc still names $prefix"
 done
 
+# The service unit names the launcher and the example by the build's prefix: under /usr.
+unit=$root/lib/systemd/system/pefm@.service
+if [ -f "$unit" ] && [ "$prefix" != /usr ]; then
+  sed -i "s|$(re_quote "$prefix/")|/usr/|g" "$unit"
+fi
+grep -q "ExecStart=/usr/libexec/pefm/pefm-service" "$unit" || fail "$unit does not start /usr/libexec/pefm/pefm-service"
+
 # The plugin goes where GStreamer looks (installed under a /usr/local prefix, it sits in
 # <prefix>/<libdir>/gstreamer-1.0, which is that folder once moved under /usr).
 plugin=$(find "$root" -name libgstpefm.so)
@@ -148,11 +155,15 @@ packages=(
  pefmfilter runs a pefm model on every frame (CPU, or CUDA where built), attaches
  heat-map metadata and draws overlays; pefmoverlay draws them later in a
  pipeline; pefmpublish sends results as JSON lines to a file, socket or MQTT."
-  "pefm-tools|bin share/pefm|gstreamer1.0-pefm (= $debversion)|video|PEFM visual anomaly detection, command-line tools
+  "pefm-tools|bin share/pefm/models|gstreamer1.0-pefm (= $debversion)|video|PEFM visual anomaly detection, command-line tools
  pefm-train trains a model from folders of normal images, pefm-eval scores it on
  an MVTec-AD-layout test set, pefm-bench measures speed, pefm-export writes a
  model as an ONNX graph for other runtimes, pefm-results prints a pipeline's
  results as JSON lines."
+  "pefm-service|lib/systemd/system/pefm@.service libexec/pefm share/pefm/camera.conf.example|gstreamer1.0-pefm (= $debversion), gstreamer1.0-tools, systemd|video|PEFM visual anomaly detection, a camera's inspection as a systemd service
+ pefm@CAMERA.service runs pefmfilter and pefmpublish on one camera with the
+ settings in /etc/pefm/CAMERA.conf (camera, model, MQTT broker), its secrets as
+ systemd credentials, restarted on failure."
 )
 
 mkdir -p "$out"

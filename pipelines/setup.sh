@@ -18,7 +18,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   libgtest-dev libgmock-dev
   nlohmann-json3-dev
-  libmosquitto-dev mosquitto mosquitto-clients openssl python3-jsonschema
+  libmosquitto-dev mosquitto mosquitto-clients openssl python3-jsonschema systemd
   gobject-introspection libgirepository1.0-dev python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   chromium
 )

@@ -25,6 +25,8 @@ libdir=/usr/$(meson introspect "$work/usr" --buildoptions | python3 -c 'import j
 want "$libdir/libpefm-core.so.0"
 want "$libdir/pkgconfig/pefm-core.pc"
 want "$libdir/pkgconfig/gstpefmmeta-1.0.pc"
+want "/usr/lib/systemd/system/pefm@.service"
+want "/usr/libexec/pefm/pefm-service"
 # Another prefix: the plugin goes under it, and meson tells the user where GStreamer looks.
 meson setup "$work/opt" --prefix=/opt/pefm -Dtests=disabled -Dexamples=disabled -Dcuda=disabled > "$work/opt.log"
 if ! grep -q "where GStreamer does not look by default: export GST_PLUGIN_PATH=" "$work/opt.log"; then

@@ -65,6 +65,21 @@ loaded=$(sed -n 's/^ *Filename *//p' "$work/inspect.txt")
 [ "$(realpath "$loaded")" = "$(realpath "$pluginsdir/libgstpefm.so")" ] || fail "pefmfilter is loaded from '$loaded', not $pluginsdir"
 echo "package check: gst-inspect-1.0 pefmfilter finds $pluginsdir/libgstpefm.so"
 
+# The service: the unit as systemd itself checks it (its launcher installed where it says),
+# and the launcher's command for a camera's settings.
+unit=/usr/lib/systemd/system/pefm@.service
+[ -f "$unit" ] || fail "no $unit"
+mkdir -p "$work/unit"
+cp "$unit" "$work/unit/pefm@.service"
+ln -s pefm@.service "$work/unit/pefm@cam1.service"
+verify=$(cd "$work/unit" && systemd-analyze verify --man=no ./pefm@cam1.service 2>&1) || { echo "$verify" >&2; fail "systemd-analyze verify $unit"; }
+[ -z "$verify" ] || { echo "$verify" >&2; fail "systemd-analyze verify $unit complains"; }
+: >"$work/line.pt"
+dry=$(clean env PEFM_DRY_RUN=1 PEFM_SOURCE="videotestsrc ! videoconvert" PEFM_MODEL="$work/line.pt" PEFM_BROKER=127.0.0.1:1883 \
+        /usr/libexec/pefm/pefm-service cam1) || fail "/usr/libexec/pefm/pefm-service failed"
+grep -q "pefmpublish source-id=cam1 method=mqtt address=127.0.0.1:1883" <<<"$dry" || fail "pefm-service: $dry"
+echo "package check: $unit passes systemd-analyze verify; its launcher builds the camera's pipeline"
+
 [ "$(clean sh -c 'command -v pefm-train')" = /usr/bin/pefm-train ] || fail "pefm-train is not /usr/bin/pefm-train on PATH"
 version=$(clean pefm-train --version | head -1) || fail "pefm-train --version failed"
 [[ $version == "pefm-train "* ]] || fail "pefm-train --version said '$version'"

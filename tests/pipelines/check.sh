@@ -53,3 +53,38 @@ lines=$(wc -l < "$work/web-out/results.jsonl")
   || fail "line-scan: $strips strips gave $overlays overlays and $lines result lines"
 grep -q "4 strips inspected as one web" "$work/web.log" || fail "line-scan: no summary line"
 echo "pipelines: line-scan.sh ok (4 strips inspected as one web)"
+
+# The camera service (pipelines/service): the unit as systemd checks it, its launcher
+# pointed at the build tree, and the launcher run for real on a camera's settings (a test
+# source, no broker: results.jsonl in its state folder), stopped as systemd stops it.
+command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (Debian: systemd)"
+mkdir -p "$work/unit"
+sed "s|^ExecStart=[^ ]*|ExecStart=$PWD/pipelines/service/pefm-service|" "$pefm_build/pipelines/pefm@.service" > "$work/unit/pefm@.service"
+ln -s pefm@.service "$work/unit/pefm@cam1.service"
+verify=$(cd "$work/unit" && systemd-analyze verify --man=no ./pefm@cam1.service 2>&1) || { echo "$verify" >&2; fail "systemd-analyze verify"; }
+[ -z "$verify" ] || { echo "$verify" >&2; fail "systemd-analyze verify complains about pefm@.service"; }
+mkdir -p "$work/service-state"
+export PEFM_MODEL="$work/web.pt" STATE_DIRECTORY="$work/service-state"
+export PEFM_SOURCE="videotestsrc is-live=true ! video/x-raw,format=RGB,width=256,height=64,framerate=10/1"
+pipelines/service/pefm-service cam1 > "$work/service.log" 2>&1 &
+service_pid=$!
+lines_of() { if [ -f "$1" ]; then grep -c '"type":"frame"' "$1" || true; else echo 0; fi; }
+for _ in $(seq 600); do
+  [ "$(lines_of "$work/service-state/results.jsonl")" -ge 3 ] && break
+  kill -0 "$service_pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -INT "$service_pid" 2>/dev/null || true  # KillSignal=SIGINT: an end of stream, then exit
+status=0
+wait "$service_pid" || status=$?
+[ "$status" -eq 0 ] || { tail -20 "$work/service.log"; fail "pefm-service exited $status on SIGINT"; }
+frames=$(lines_of "$work/service-state/results.jsonl")
+[ "$frames" -ge 3 ] || { tail -20 "$work/service.log"; fail "pefm-service wrote $frames frame lines"; }
+grep -q '"source":"cam1"' "$work/service-state/results.jsonl" || fail "pefm-service: the lines do not name cam1"
+python3 tests/schema/validate_results.py docs/results.schema.json "$work/service-state/results.jsonl" > "$work/service-schema.log" \
+  || { cat "$work/service-schema.log"; fail "pefm-service: lines not valid against docs/results.schema.json"; }
+unset PEFM_MODEL STATE_DIRECTORY PEFM_SOURCE
+msg=$(PEFM_SOURCE=videotestsrc PEFM_MODEL='/x" ! filesink location="/tmp/y' pipelines/service/pefm-service cam1 2>&1) \
+  && fail "pefm-service took a model path that adds elements"
+grep -q "PEFM_MODEL holds a quote" <<<"$msg" || fail "pefm-service: $msg"
+echo "pipelines: pefm@.service verified; pefm-service ran cam1 ($frames frames), stopped cleanly on SIGINT"
