@@ -19,6 +19,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev
   libmosquitto-dev mosquitto mosquitto-clients openssl python3-jsonschema systemd
+  libaravis-0.8-0 aravis-tools gir1.2-gst-rtsp-server-1.0 iproute2
   gobject-introspection libgirepository1.0-dev python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   chromium
 )

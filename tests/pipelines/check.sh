@@ -54,6 +54,10 @@ lines=$(wc -l < "$work/web-out/results.jsonl")
 grep -q "4 strips inspected as one web" "$work/web.log" || fail "line-scan: no summary line"
 echo "pipelines: line-scan.sh ok (4 strips inspected as one web)"
 
+# Real camera protocols through pipelines/camera.sh: RTSP, and GigE Vision in a network
+# namespace (tests/pipelines/cameras.sh).
+tests/pipelines/cameras.sh "$work/demo/model.pt" "$work/web.pt" "$work/cameras"
+
 # The camera service (pipelines/service): the unit as systemd checks it, its launcher
 # pointed at the build tree, and the launcher run for real on a camera's settings (a test
 # source, no broker: results.jsonl in its state folder), stopped as systemd stops it.
