@@ -11,7 +11,7 @@
  * gvawatermark read, plus one whole-frame ROI of type "frame" with that "classification"
  * alone, so that a frame without regions carries its decision too; the heat map
  * and/or region contours can be drawn into the frame. Frames are processed in the
- * format they arrive in (RGB/BGR with or without alpha, GRAY8, I420, NV12).
+ * format they arrive in (RGB/BGR with or without alpha, GRAY8, GRAY16_LE, I420, NV12).
  *
  * Every frame is inspected: QoS never drops a frame here (the base class's `qos`
  * property turns into skip-late). A frame is let through uninspected only when asked
@@ -65,6 +65,7 @@ GST_DEBUG_CATEGORY (gst_pefm_filter_debug);         /* pefmengine.cpp logs in it
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
+#define DEFAULT_PROP_BIT_DEPTH 0
 #define DEFAULT_PROP_EMIT_MESSAGES FALSE
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
 #define DEFAULT_PROP_SKIP_LATE FALSE
@@ -87,6 +88,7 @@ enum
   PROP_TILE_SIZE,
   PROP_TILE_OVERLAP,
   PROP_THREADS,
+  PROP_BIT_DEPTH,
   PROP_EMIT_MESSAGES,
   PROP_MESSAGE_MODE,
   PROP_SKIP_LATE,
@@ -121,6 +123,7 @@ struct _GstPefmFilter
   gboolean started;             /* start() .. stop() */
   gint frame_width, frame_height;       /* negotiated; 0 before caps */
   gint threads;
+  guint bit_depth;
   gboolean emit_messages;
   GstPefmMessageMode message_mode;
   gboolean skip_late;
@@ -193,6 +196,9 @@ gst_pefm_filter_set_property (GObject * object, guint prop_id, const GValue * va
         (prop_id == PROP_TILE_SIZE ? self->tile_size : self->tile_overlap) = v;
       break;
     }
+    case PROP_BIT_DEPTH:
+      self->bit_depth = g_value_get_uint (value);
+      break;
     case PROP_THREADS:
       self->threads = g_value_get_int (value);
       break;
@@ -258,6 +264,7 @@ gst_pefm_filter_get_property (GObject * object, guint prop_id, GValue * value, G
     case PROP_TILE_SIZE: g_value_set_int (value, self->tile_size); break;
     case PROP_TILE_OVERLAP: g_value_set_int (value, self->tile_overlap); break;
     case PROP_THREADS: g_value_set_int (value, self->threads); break;
+    case PROP_BIT_DEPTH: g_value_set_uint (value, self->bit_depth); break;
     case PROP_EMIT_MESSAGES: g_value_set_boolean (value, self->emit_messages); break;
     case PROP_MESSAGE_MODE: g_value_set_enum (value, self->message_mode); break;
     case PROP_SKIP_LATE: g_value_set_boolean (value, self->skip_late); break;
@@ -292,7 +299,13 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   const double mm[] = { self->pixels_per_mm, self->lines_per_mm };
   const bool continuous = self->continuous != FALSE;
   const bool skipping = self->skip_late || self->inference_interval > 1;
+  const guint bit_depth = self->bit_depth;
   GST_OBJECT_UNLOCK (self);
+  if (bit_depth != 0 && bit_depth < 8) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("bit-depth %u: 8..16 significant bits, or 0 (the caps' depth, "
+            "else 16)", bit_depth), (NULL));
+    return FALSE;
+  }
   for (int i = 0; i < 2; ++i) {
     if (pefm_mm_scale_too_small (mm[i])) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s %g is below 0.001 (one pixel a metre): set 0 (not set) or "
@@ -377,7 +390,10 @@ gst_pefm_filter_set_info (GstVideoFilter * filter, GstCaps * incaps, GstVideoInf
   (void) outcaps;
   (void) out_info;
   pefm::FrameView negotiated;
-  if (!pefm_frame_format_from_info (in_info, &negotiated)) {
+  GST_OBJECT_LOCK (self);
+  const guint bit_depth = self->bit_depth;
+  GST_OBJECT_UNLOCK (self);
+  if (!pefm_frame_format_from_info (in_info, incaps, bit_depth, &negotiated)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unsupported video format %s",
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;
@@ -559,6 +575,7 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->tile_size = DEFAULT_PROP_TILE_SIZE;
   self->tile_overlap = DEFAULT_PROP_TILE_OVERLAP;
   self->threads = DEFAULT_PROP_THREADS;
+  self->bit_depth = DEFAULT_PROP_BIT_DEPTH;
   self->emit_messages = DEFAULT_PROP_EMIT_MESSAGES;
   self->message_mode = DEFAULT_PROP_MESSAGE_MODE;
   self->skip_late = DEFAULT_PROP_SKIP_LATE;
@@ -670,6 +687,18 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap", "Pixels shared by neighbouring tiles",
           0, 65535, DEFAULT_PROP_TILE_OVERLAP, playing_flags));
+  /**
+   * GstPefmFilter:bit-depth:
+   *
+   * GRAY16_LE frames (12- and 16-bit mono cameras): how many low bits the camera fills.
+   * A sample v becomes the 8-bit value v * 255 / (2^bit-depth - 1), rounded, as pefm-train
+   * maps 16-bit images with --bit-depth. 0: the caps' "depth" field when it holds 8..16
+   * (Aravis sets 12 for Mono12), else 16, GStreamer's meaning of GRAY16.
+   */
+  g_object_class_install_property (gobject_class, PROP_BIT_DEPTH,
+      g_param_spec_uint ("bit-depth", "Bit depth",
+          "GRAY16_LE: the significant bits of a sample, 8..16 (0 = the caps' depth, else 16)", 0, 16,
+          DEFAULT_PROP_BIT_DEPTH, ready_flags));
   /**
    * GstPefmFilter:threads:
    *

@@ -118,7 +118,7 @@ gst_pefm_overlay_element_set_info (GstVideoFilter * filter, GstCaps * incaps, Gs
 
   (void) outcaps;
   (void) out_info;
-  if (!pefm_frame_format_from_info (in_info, &self->negotiated)) {
+  if (!pefm_frame_format_from_info (in_info, incaps, 0, &self->negotiated)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unsupported video format %s",
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;

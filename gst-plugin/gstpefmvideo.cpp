@@ -87,6 +87,7 @@ to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
     case GST_VIDEO_FORMAT_xRGB: *out = FrameFormat::kxRGB; return true;
     case GST_VIDEO_FORMAT_xBGR: *out = FrameFormat::kxBGR; return true;
     case GST_VIDEO_FORMAT_GRAY8: *out = FrameFormat::kGray8; return true;
+    case GST_VIDEO_FORMAT_GRAY16_LE: *out = FrameFormat::kGray16; return true;
     case GST_VIDEO_FORMAT_I420: *out = FrameFormat::kI420; return true;
     case GST_VIDEO_FORMAT_NV12: *out = FrameFormat::kNV12; return true;
     default: return false;
@@ -94,11 +95,18 @@ to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
 }
 
 bool
-pefm_frame_format_from_info (const GstVideoInfo * info, pefm::FrameView * out)
+pefm_frame_format_from_info (const GstVideoInfo * info, GstCaps * caps, guint bit_depth, pefm::FrameView * out)
 {
   pefm::FrameView view;
   if (!to_frame_format (GST_VIDEO_INFO_FORMAT (info), &view.format))
     return false;
+  if (view.format == pefm::FrameFormat::kGray16) {
+    gint depth = 0;
+    if (bit_depth == 0 && caps && gst_caps_get_size (caps) > 0
+        && gst_structure_get_int (gst_caps_get_structure (caps, 0), "depth", &depth) && depth >= 8 && depth <= 16)
+      bit_depth = static_cast < guint > (depth);
+    view.bit_depth = bit_depth >= 8 && bit_depth <= 16 ? static_cast < int >(bit_depth) : 16;
+  }
   if (pefm::is_yuv (view.format)) {
     gdouble kr = 0.2126, kb = 0.0722;
     gst_video_color_matrix_get_Kr_Kb (info->colorimetry.matrix, &kr, &kb);

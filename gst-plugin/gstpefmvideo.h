@@ -11,7 +11,7 @@
 
 #define PEFM_DEFAULT_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
 #define PEFM_DEFAULT_OVERLAY_ALPHA 0.5
-#define PEFM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, I420, NV12 }"
+#define PEFM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, GRAY16_LE, I420, NV12 }"
 
 typedef enum {
   GST_PEFM_OVERLAY_NONE,
@@ -33,9 +33,11 @@ GType gst_pefm_message_mode_get_type (void);
 void pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, guint prop_overlay_alpha,
     GParamFlags flags);
 
-/* The format and colour matrix of @info as the core reads frames; false for a format pefm
- * does not take. */
-bool pefm_frame_format_from_info (const GstVideoInfo * info, pefm::FrameView * out);
+/* The format and colour matrix of @info (@caps) as the core reads frames; false for a
+ * format pefm does not take. GRAY16_LE's significant bits: @bit_depth, or with 0 the caps'
+ * "depth" field when it holds 8..16 (Aravis writes 12 for Mono12), else 16. */
+bool pefm_frame_format_from_info (const GstVideoInfo * info, GstCaps * caps, guint bit_depth,
+    pefm::FrameView * out);
 
 /* @negotiated with the size and planes of the mapped @frame. */
 pefm::FrameView pefm_frame_view (const pefm::FrameView & negotiated, GstVideoFrame * frame);

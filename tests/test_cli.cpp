@@ -166,7 +166,7 @@ TEST_F(Cli, HelpListsEveryOptionAndUnknownOptionsFail) {
   EXPECT_EQ(h.status, 0);
   for (const char* opt : {"--data", "--output", "--source", "--target", "--image-size", "--epochs", "--batch-size",
                           "--lr", "--weight-decay", "--latent", "--pe", "--device", "--seed", "--val-fraction",
-                          "--folds", "--groups", "--false-alarm-rate", "--threads", "--resume"}) {
+                          "--folds", "--groups", "--false-alarm-rate", "--threads", "--resume", "--bit-depth"}) {
     EXPECT_NE(h.output.find(opt), std::string::npos) << opt;
   }
   const auto bad = run({train_bin(), "--bogus", "1"});
@@ -174,7 +174,7 @@ TEST_F(Cli, HelpListsEveryOptionAndUnknownOptionsFail) {
   EXPECT_NE(bad.output.find("unknown option '--bogus'"), std::string::npos) << bad.output;
   const auto e = run({eval_bin(), "--help"});
   EXPECT_EQ(e.status, 0);
-  for (const char* opt : {"--model", "--data", "--device", "--json", "--save-maps"}) {
+  for (const char* opt : {"--model", "--data", "--device", "--json", "--save-maps", "--bit-depth"}) {
     EXPECT_NE(e.output.find(opt), std::string::npos) << opt;
   }
 }

@@ -25,6 +25,7 @@
 #include "gstpefmmeta.h"
 #include "pefm/detector.h"
 #include "pefm/device.h"
+#include "pefm/frame.h"
 #include "pefm/frame_detector.h"
 #include "pefm/frame_input.h"
 #include "pefm/model_file.h"
@@ -247,7 +248,7 @@ INSTANTIATE_TEST_SUITE_P(
     AllFormats, ElementFormats,
     ::testing::Values(GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_BGR, GST_VIDEO_FORMAT_RGBA, GST_VIDEO_FORMAT_BGRA,
                       GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_BGRx, GST_VIDEO_FORMAT_xRGB, GST_VIDEO_FORMAT_GRAY8,
-                      GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12),
+                      GST_VIDEO_FORMAT_GRAY16_LE, GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12),
     [](const auto& info) { return std::string(gst_video_format_to_string(info.param)); });
 
 // Changed pixels of plane 0 (packed pixels, or luma) between two buffers of `info`.
@@ -341,7 +342,7 @@ std::vector<uint8_t> pixel_bytes(GstBuffer* b, const GstVideoInfo* info, int x, 
 // The overlay on the defect frame (a patch at x 60..80, y 30..50): the heat map draws only
 // where the meta's map is warm, mostly around the defect and over it; contours are drawn in
 // the contour colour (red 255/32/32 as GStreamer converts it into the format, white in
-// GRAY8); `overlay=none`
+// GRAY8 and GRAY16_LE); `overlay=none`
 // leaves every byte as it came.
 TEST_P(ElementFormats, OverlayDrawsAroundTheDefectAndNoneLeavesEveryByte) {
   const GstVideoFormat format = GetParam();
@@ -349,8 +350,10 @@ TEST_P(ElementFormats, OverlayDrawsAroundTheDefectAndNoneLeavesEveryByte) {
   const auto defect = paste_patch(texture_image(kH, kW, 999), 30, 60, 20);
   GstBuffer* red = make_buffer(torch::tensor({255, 32, 32}, torch::kUInt8).view({1, 1, 3}).expand({2, 2, 3}).contiguous(),
                                format, &red_info);
-  // GRAY8 has no red: contours are white there.
-  const auto red_bytes = format == GST_VIDEO_FORMAT_GRAY8 ? std::vector<uint8_t>{255} : pixel_bytes(red, &red_info, 0, 0);
+  // Gray has no red: contours are white there (at 16 bits, the camera's full range).
+  const auto red_bytes = format == GST_VIDEO_FORMAT_GRAY8       ? std::vector<uint8_t>{255}
+                         : format == GST_VIDEO_FORMAT_GRAY16_LE ? std::vector<uint8_t>{255, 255}
+                                                                : pixel_bytes(red, &red_info, 0, 0);
   gst_buffer_unref(red);
   for (const std::string overlay : {"heatmap+contours", "contours", "none"}) {
     GstHarness* h = harness(caps_for(format), "overlay=" + overlay);
@@ -918,6 +921,88 @@ bool run_to_eos(GstElement* pipeline) {
 
 // Settings that would stall the stream are bounded (tile-size=1 cut one small frame into
 // thousands of network inputs, and NULL waited for it).
+// A 12-bit mono camera's frames (GRAY16_LE, values 0..4095) are inspected as the 8-bit
+// frames a model is trained on: v * 255 / 4095, rounded. The depth comes from the caps
+// (Aravis writes depth=12 for Mono12) or the bit-depth property; without either, 16 bits
+// (GStreamer's meaning), and these dark frames are judged as dark. The overlay is drawn
+// in the camera's range: contours at 4095, nothing above.
+TEST(Element, TwelveBitMonoFramesAreInspectedAsTheirEightBitValues) {
+  const auto defect = paste_patch(texture_image(kH, kW, 999), 30, 60, 20);
+  GstVideoInfo info8;
+  GstBuffer* gray8 = make_buffer(defect, GST_VIDEO_FORMAT_GRAY8, &info8);
+  GstVideoInfo info16;
+  gst_video_info_set_format(&info16, GST_VIDEO_FORMAT_GRAY16_LE, kW, kH);
+  GstBuffer* gray16 = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info16), nullptr);
+  {
+    GstVideoFrame a, b;
+    ASSERT_TRUE(gst_video_frame_map(&a, &info8, gray8, GST_MAP_READ));
+    ASSERT_TRUE(gst_video_frame_map(&b, &info16, gray16, GST_MAP_WRITE));
+    for (int y = 0; y < kH; ++y) {
+      const auto* in = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&a, 0)) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&a, 0);
+      auto* out = static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&b, 0)) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&b, 0);
+      for (int x = 0; x < kW; ++x) {
+        // the 12-bit level nearest the 8-bit value, with sensor noise below half an 8-bit step
+        const int v = std::clamp(static_cast<int>(std::lround(in[x] * 4095.0 / 255.0)) + (x + 3 * y) % 15 - 7, 0, 4095);
+        ASSERT_EQ(pefm::gray16_to_8(static_cast<uint16_t>(v), 12), in[x]);
+        out[2 * x] = static_cast<uint8_t>(v & 0xFF);
+        out[2 * x + 1] = static_cast<uint8_t>(v >> 8);
+      }
+    }
+    gst_video_frame_unmap(&a);
+    gst_video_frame_unmap(&b);
+  }
+  const auto judged = [&](const std::string& caps, const std::string& props, GstBuffer* frame, GstBuffer** drawn) {
+    GstHarness* h = harness(caps, props);
+    GstBuffer* out = gst_harness_push_and_pull(h, gst_buffer_copy_deep(frame));
+    EXPECT_NE(out, nullptr);
+    const GstPefmMeta* m = out ? gst_buffer_get_pefm_meta(out) : nullptr;
+    EXPECT_NE(m, nullptr);
+    std::vector<float> result;
+    if (m) {
+      result.assign(m->map, m->map + m->map_width * m->map_height);
+      result.push_back(m->score);
+    }
+    if (drawn) *drawn = out;
+    else if (out) gst_buffer_unref(out);
+    gst_harness_teardown(h);
+    return result;
+  };
+  const std::string caps16 = caps_for(GST_VIDEO_FORMAT_GRAY16_LE);
+  const auto eight = judged(caps_for(GST_VIDEO_FORMAT_GRAY8), "overlay=none", gray8, nullptr);
+  ASSERT_FALSE(eight.empty());
+  GstBuffer* drawn = nullptr;
+  EXPECT_EQ(judged(caps16 + ",depth=(int)12", "overlay=contours", gray16, &drawn), eight) << "depth from the caps";
+  EXPECT_EQ(judged(caps16, "overlay=none bit-depth=12", gray16, nullptr), eight) << "bit-depth property";
+  EXPECT_EQ(judged(caps16 + ",depth=(int)16", "overlay=none bit-depth=12", gray16, nullptr), eight) << "the property wins";
+  const auto as16 = judged(caps16, "overlay=none", gray16, nullptr);
+  ASSERT_FALSE(as16.empty());
+  EXPECT_NE(as16.back(), eight.back()) << "without a depth the frame is read as 16-bit, dark";
+
+  ASSERT_NE(drawn, nullptr);
+  GstVideoFrame f;
+  ASSERT_TRUE(gst_video_frame_map(&f, &info16, drawn, GST_MAP_READ));
+  int at_max = 0, above = 0;
+  for (int y = 0; y < kH; ++y) {
+    const auto* row = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&f, 0)) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0);
+    for (int x = 0; x < kW; ++x) {
+      const int v = row[2 * x] | row[2 * x + 1] << 8;
+      at_max += v == 4095;
+      above += v > 4095;
+    }
+  }
+  gst_video_frame_unmap(&f);
+  EXPECT_GT(at_max, 20) << "no contour drawn at the camera's white";
+  EXPECT_EQ(above, 0) << "drawn beyond the camera's 12 bits";
+  gst_buffer_unref(drawn);
+  gst_buffer_unref(gray8);
+  gst_buffer_unref(gray16);
+
+  // Fewer than 8 bits is no camera's: said at start, naming the property.
+  const std::string msg = state_change_error("videotestsrc ! video/x-raw,format=GRAY16_LE ! pefmfilter bit-depth=5 model=" +
+                                             g_model + " ! fakesink");
+  EXPECT_NE(msg.find("bit-depth 5"), std::string::npos) << msg;
+}
+
 TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
   GstHarness* h = harness(caps_for(GST_VIDEO_FORMAT_RGB), "tile-size=48");
   GstElement* filter = gst_harness_find_element(h, "pefmfilter");

@@ -1,11 +1,16 @@
+#include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
+#include <gst/video/video.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <vector>
 
 #include "common.h"
 #include "pefm-io/image_io.h"
+#include "pefm/frame.h"
 
 namespace {
 
@@ -101,6 +106,87 @@ INSTANTIATE_TEST_SUITE_P(
                       Format{"bmp", "video/x-raw,format=BGR", "avenc_bmp", "e.bmp"},
                       Format{"tiff", "video/x-raw,format=RGB", "avenc_tiff", "f.tif"}),
     [](const auto& info) { return info.param.name; });
+
+// 16-bit gray samples (row-major, w x h) through appsrc and `encoder` into `path`, in
+// `format` (GRAY16_BE for pngenc, GRAY16_LE for avenc_tiff); false when the encoder is
+// missing here.
+bool write_gray16(const std::string& path, const std::string& encoder, const std::string& format, int w, int h,
+                  const std::vector<uint16_t>& values) {
+  pefm::io::ensure_gstreamer();
+  const std::string desc = "appsrc name=src format=time caps=video/x-raw,format=" + format + ",width=" + std::to_string(w) +
+                           ",height=" + std::to_string(h) + ",framerate=1/1 ! " + encoder + " ! filesink location=\"" +
+                           path + "\"";
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch(desc.c_str(), &err);
+  if (!p || err) {
+    g_clear_error(&err);
+    if (p) gst_object_unref(p);
+    return false;
+  }
+  GstVideoInfo info;
+  gst_video_info_set_format(&info, gst_video_format_from_string(format.c_str()), w, h);
+  GstBuffer* buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
+  GstMapInfo map;
+  gst_buffer_map(buf, &map, GST_MAP_WRITE);
+  const int stride = GST_VIDEO_INFO_PLANE_STRIDE(&info, 0);
+  const bool be = format == "GRAY16_BE";
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const uint16_t v = values[static_cast<size_t>(y) * w + x];
+      uint8_t* q = map.data + static_cast<size_t>(y) * stride + 2 * x;
+      q[be ? 0 : 1] = static_cast<uint8_t>(v >> 8);
+      q[be ? 1 : 0] = static_cast<uint8_t>(v & 0xFF);
+    }
+  gst_buffer_unmap(buf, &map);
+  GST_BUFFER_PTS(buf) = 0;
+  GstElement* src = gst_bin_get_by_name(GST_BIN(p), "src");
+  gst_element_set_state(p, GST_STATE_PLAYING);
+  gst_app_src_push_buffer(GST_APP_SRC(src), buf);
+  gst_app_src_end_of_stream(GST_APP_SRC(src));
+  gst_object_unref(src);
+  GstBus* bus = gst_element_get_bus(p);
+  GstMessage* m = gst_bus_timed_pop_filtered(bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
+                                             static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
+  if (m) gst_message_unref(m);
+  gst_object_unref(bus);
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(p);
+  return ok;
+}
+
+// A 12-bit camera's images saved as 16-bit PNG and TIFF are read as pefmfilter reads its
+// GRAY16_LE frames: v * 255 / 4095 with --bit-depth 12 (every 12-bit level checked), the
+// full 16-bit range by default; gray replicated into RGB. 8-bit images ignore the setting.
+TEST_F(ImageIo, SixteenBitGrayIsMappedAsPefmfilterMapsGray16Frames) {
+  const int w = 64, h = 64;  // 4096 samples: every 12-bit level
+  std::vector<uint16_t> values(static_cast<size_t>(w) * h);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<uint16_t>((i * 2473) % 4096);
+  values[5] = 65535;  // above a 12-bit camera's range: saturated
+  for (const auto& [encoder, format, file] : {std::tuple<std::string, std::string, std::string>{"pngenc", "GRAY16_BE", "g.png"},
+                                              {"avenc_tiff", "GRAY16_LE", "g.tif"}}) {
+    SCOPED_TRACE(encoder);
+    const auto path = tmp_.file(file);
+    ASSERT_TRUE(write_gray16(path, encoder, format, w, h, values)) << "no " << encoder;
+    const auto gray12 = pefm::io::read_image(path, PixelFormat::kGray, 12);
+    const auto rgb12 = pefm::io::read_image(path, PixelFormat::kRgb, 12);
+    const auto gray16 = pefm::io::read_image(path, PixelFormat::kGray);
+    ASSERT_EQ(gray12.pixels.size(), values.size());
+    ASSERT_EQ(rgb12.pixels.size(), 3 * values.size());
+    ASSERT_EQ(gray16.pixels.size(), values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      const int expect12 = values[i] >= 4095 ? 255 : (values[i] * 255 + 2047) / 4095;
+      ASSERT_EQ(gray12.pixels[i], expect12) << "sample " << values[i];
+      ASSERT_EQ(pefm::gray16_to_8(values[i], 12), expect12);
+      for (int c = 0; c < 3; ++c) ASSERT_EQ(rgb12.pixels[3 * i + c], expect12);
+      ASSERT_EQ(gray16.pixels[i], (values[i] * 255 + 32767) / 65535) << "sample " << values[i];
+    }
+  }
+  Image img{4, 3, 1, {0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 250}};
+  pefm::io::write_png(tmp_.file("gray8.png"), img);
+  EXPECT_EQ(pefm::io::read_image(tmp_.file("gray8.png"), PixelFormat::kGray, 12).pixels, img.pixels);
+  EXPECT_THROW(pefm::io::read_image(tmp_.file("gray8.png"), PixelFormat::kGray, 7), ImageError);
+}
 
 TEST_F(ImageIo, ZeroByteFileIsNamed) {
   pefm_test::spit(tmp_.file("empty.png"), "");

@@ -1,5 +1,7 @@
 #include "pefm-io/image_io.h"
 
+#include "pefm/frame.h"
+
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
@@ -186,8 +188,29 @@ void ensure_gstreamer() {
   });
 }
 
-Image read_image(const std::string& path, PixelFormat format) {
+// videoconvert's input caps: a 16-bit gray image keeps its 16 bits through videoconvert
+// (as GRAY16_LE) for gray16_to_8; every other image converts to `filter`'s 8-bit format.
+static GstPadProbeReturn keep_gray16(GstPad*, GstPadProbeInfo* info, gpointer filter) {
+  GstEvent* event = GST_PAD_PROBE_INFO_EVENT(info);
+  if (GST_EVENT_TYPE(event) != GST_EVENT_CAPS) return GST_PAD_PROBE_OK;
+  GstCaps* caps = nullptr;
+  gst_event_parse_caps(event, &caps);
+  GstVideoInfo in;
+  if (caps && gst_video_info_from_caps(&in, caps) &&
+      (GST_VIDEO_INFO_FORMAT(&in) == GST_VIDEO_FORMAT_GRAY16_LE ||
+       GST_VIDEO_INFO_FORMAT(&in) == GST_VIDEO_FORMAT_GRAY16_BE)) {
+    GstCaps* wide = gst_caps_from_string("video/x-raw,format=GRAY16_LE");
+    g_object_set(filter, "caps", wide, nullptr);
+    gst_caps_unref(wide);
+  }
+  return GST_PAD_PROBE_REMOVE;
+}
+
+Image read_image(const std::string& path, PixelFormat format, int bit_depth) {
   ensure_gstreamer();
+  if (bit_depth < 8 || bit_depth > 16) {
+    throw ImageError("cannot read '" + path + "' with " + std::to_string(bit_depth) + " significant bits (8..16)");
+  }
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw ImageError("'" + path + "' is not a readable file");
   if (std::filesystem::file_size(path, ec) == 0) throw ImageError("'" + path + "' is empty (0 bytes)");
@@ -197,11 +220,25 @@ Image read_image(const std::string& path, PixelFormat format) {
   }
   const bool gray = format == PixelFormat::kGray;
   const std::string desc = std::string(
-      "filesrc name=src ! decodebin name=dec ! videoconvert ! video/x-raw,format=") +
+      "filesrc name=src ! queue ! decodebin name=dec ! videoconvert name=convert ! capsfilter name=filter caps=video/x-raw,format=") +
       (gray ? "GRAY8" : "RGB") + " ! appsink name=sink sync=false max-buffers=1";
   Pipeline pipe(parse(desc.c_str(), path));
   g_object_set(pipe.by_name("src").get(), "location", path.c_str(), nullptr);
+  // The whole file in one buffer, pushed (the queue: pulling, typefind would cut it into
+  // blocks): decoders without a parser in front (avdec_tiff) take each buffer for a whole
+  // image, and failed on any TIFF larger than one default block of 4 KiB.
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (!ec && bytes <= (uint64_t{1} << 30))
+    g_object_set(pipe.by_name("src").get(), "blocksize", static_cast<guint>(bytes), nullptr);
   auto sink = pipe.by_name("sink");
+  {
+    auto convert = pipe.by_name("convert");
+    auto filter = pipe.by_name("filter");
+    GstPad* pad = gst_element_get_static_pad(convert.get(), "sink");
+    // the filter outlives the probe: both belong to the pipeline, stopped before it goes
+    gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, keep_gray16, filter.get(), nullptr);
+    gst_object_unref(pad);
+  }
 
   // Preroll ends in ASYNC_DONE (a frame waits in the sink) or an ERROR; the sink itself
   // is not woken by upstream errors, so wait on the bus.
@@ -239,8 +276,20 @@ Image read_image(const std::string& path, PixelFormat format) {
   img.pixels.resize(static_cast<size_t>(w) * h * img.channels);
   const auto* src = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
   const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-  const size_t row = static_cast<size_t>(w) * img.channels;
-  for (int y = 0; y < h; ++y) std::memcpy(img.pixels.data() + y * row, src + static_cast<size_t>(y) * stride, row);
+  if (GST_VIDEO_INFO_FORMAT(&info) == GST_VIDEO_FORMAT_GRAY16_LE) {
+    // gray replicated into R, G and B, as videoconvert turns GRAY8 into RGB
+    uint8_t* out = img.pixels.data();
+    for (int y = 0; y < h; ++y) {
+      const uint8_t* in = src + static_cast<size_t>(y) * stride;
+      for (int x = 0; x < w; ++x) {
+        const uint8_t v = gray16_to_8(static_cast<uint16_t>(in[2 * x] | in[2 * x + 1] << 8), bit_depth);
+        for (int c = 0; c < img.channels; ++c) *out++ = v;
+      }
+    }
+  } else {
+    const size_t row = static_cast<size_t>(w) * img.channels;
+    for (int y = 0; y < h; ++y) std::memcpy(img.pixels.data() + y * row, src + static_cast<size_t>(y) * stride, row);
+  }
   gst_video_frame_unmap(&frame);
   return img;
 }

@@ -9,6 +9,8 @@ int pixel_stride(FrameFormat f) {
     case FrameFormat::kRGB:
     case FrameFormat::kBGR:
       return 3;
+    case FrameFormat::kGray16:
+      return 2;
     case FrameFormat::kGray8:
     case FrameFormat::kI420:
     case FrameFormat::kNV12:

@@ -58,13 +58,33 @@ void check_frame(const FrameView& f) {
     throw std::invalid_argument("frame is empty (" + std::to_string(f.width) + "x" + std::to_string(f.height) + ")");
   }
   if (!f.planes[0] || f.strides[0] <= 0) throw std::invalid_argument("frame has no pixel data");
+  if (f.format == FrameFormat::kGray16 && (f.bit_depth < 8 || f.bit_depth > 16)) {
+    throw std::invalid_argument("16-bit gray frame with " + std::to_string(f.bit_depth) + " significant bits (8..16)");
+  }
   if (is_yuv(f.format) && (!f.planes[1] || (f.format == FrameFormat::kI420 && !f.planes[2]))) {
     throw std::invalid_argument("YUV frame lacks chroma planes");
   }
 }
 
+// GRAY16_LE: its 8-bit values (gray16_to_8), in a tensor of their own.
+FrameInput gray16_pixels(const FrameView& f) {
+  FrameInput in;
+  in.pixels = torch::empty({f.height, f.width, 1}, torch::kUInt8);
+  uint8_t* out = in.pixels.data_ptr<uint8_t>();
+  for (int y = 0; y < f.height; ++y) {
+    const uint8_t* row = f.planes[0] + static_cast<size_t>(y) * f.strides[0];
+    for (int x = 0; x < f.width; ++x) {
+      const auto v = static_cast<uint16_t>(row[2 * x] | row[2 * x + 1] << 8);
+      *out++ = gray16_to_8(v, f.bit_depth);
+    }
+  }
+  in.channels = ChannelMap::gray();
+  return in;
+}
+
 // Packed formats: a view of the frame's memory.
 FrameInput packed_pixels(const FrameView& f) {
+  if (f.format == FrameFormat::kGray16) return gray16_pixels(f);
   const int64_t c = pixel_stride(f.format);
   FrameInput in;
   in.pixels = torch::from_blob(f.planes[0], {f.height, f.width, c}, {f.strides[0], c, 1}, torch::kUInt8);

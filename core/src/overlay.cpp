@@ -118,10 +118,30 @@ void draw_overlay(const FrameView& f, const FrameResult& r, OverlayMode mode, do
     int off[3];
     rgb_offsets(f.format, off);
     const bool gray = f.format == FrameFormat::kGray8;
+    // GRAY16_LE: the 8-bit drawing scaled to the camera's range (bit_depth bits)
+    const bool gray16 = f.format == FrameFormat::kGray16;
+    const double max16 = gray16 ? static_cast<double>((1u << std::clamp(f.bit_depth, 8, 16)) - 1u) : 0.0;
+    const auto put16 = [](uint8_t* p, double v) {
+      const auto w = static_cast<uint16_t>(std::lround(std::clamp(v, 0.0, 65535.0)));
+      p[0] = static_cast<uint8_t>(w & 0xFF);
+      p[1] = static_cast<uint8_t>(w >> 8);
+    };
     for (int y = 0; y < H; ++y) {
       uint8_t* row = f.planes[0] + static_cast<size_t>(y) * f.strides[0];
       for (int x = 0; x < W; ++x) {
         uint8_t* p = row + static_cast<size_t>(x) * ps;
+        if (gray16) {
+          if (is_edge(x, y)) {
+            put16(p, max16);
+            continue;
+          }
+          const double v = heat ? luma.at(x, y) : 0.0;
+          const double a = heat ? alpha * smoothstep(0.3, 0.5, v) : 0.0;
+          if (a <= 0.0) continue;
+          const double old = p[0] | p[1] << 8;
+          put16(p, old + a * (lut_yuv[index(v)].y * max16 / 255.0 - old));
+          continue;
+        }
         if (is_edge(x, y)) {
           if (gray) *p = 255;
           else for (int c = 0; c < 3; ++c) p[off[c]] = red[c];

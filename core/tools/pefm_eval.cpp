@@ -203,11 +203,13 @@ int run(int argc, char** argv) {
               "or exact (the region's own pixels, as MVTec's evaluator)", "filled");
   args.option("region-threshold", "R", "where regions are cut, as pefmfilter region-threshold (normalised; 0.5 = the "
               "model's calibrated pixel threshold): their false alarms and overlap are reported", "0.5");
+  args.option("bit-depth", "N", "16-bit gray images: significant bits, as pefm-train --bit-depth", "16");
   args.option("threads", "N", "CPU threads (0: every CPU this process may use)", "0");
   if (!args.parse(argc, argv)) return 0;
   cli::route_json_output(args.get("json"));
   use_cpu_threads(static_cast<int>(args.integer("threads", 0, 1024)));
   const auto batch = args.integer("batch-size", 1, 4096);
+  const auto bit_depth = static_cast<int>(args.integer("bit-depth", 8, 16));
   const bool tty = cli::stderr_is_tty();
   const auto t0 = std::chrono::steady_clock::now();
 
@@ -296,7 +298,7 @@ int run(int argc, char** argv) {
     for (size_t j = i; j < end; ++j) {
       torch::Tensor img, m;
       try {
-        img = cli::to_tensor(io::read_image(tests[j].path)).contiguous();
+        img = cli::to_tensor(io::read_image(tests[j].path, io::PixelFormat::kRgb, bit_depth)).contiguous();
         if (!tests[j].mask_path.empty()) m = cli::to_tensor(io::read_image(tests[j].mask_path, io::PixelFormat::kGray));
       } catch (const io::ImageError& e) {
         std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
@@ -528,7 +530,7 @@ int run(int argc, char** argv) {
       cli::ReportExample e{files[i], types[i], cal.normalize(raw_scores[i]), {}};
       const auto k = static_cast<int64_t>(i);
       try {
-        const auto img = cli::to_tensor(io::read_image(files[i]));
+        const auto img = cli::to_tensor(io::read_image(files[i], io::PixelFormat::kRgb, bit_depth));
         const auto heat = heat_of(maps[k]);
         e.png = io::encode_png(cli::side_by_side(img, masks[k], heat, e.score, outline_level));
       } catch (const io::ImageError& err) {  // gone or changed since it was scored: the page says so

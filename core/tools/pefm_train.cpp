@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::vector<TrainImage> load_images(const std::vector<std::string>& dirs, int64_t* skipped) {
+std::vector<TrainImage> load_images(const std::vector<std::string>& dirs, int bit_depth, int64_t* skipped) {
   std::vector<std::string> files;
   for (const auto& dir : dirs) {
     std::vector<std::string> found;
@@ -47,7 +47,7 @@ std::vector<TrainImage> load_images(const std::vector<std::string>& dirs, int64_
   cli::Progress progress("decoding", static_cast<int64_t>(files.size()), tty);
   for (size_t i = 0; i < files.size() && !cli::stop_requested(); ++i) {
     try {
-      samples.push_back({files[i], cli::to_tensor(io::read_image(files[i]))});
+      samples.push_back({files[i], cli::to_tensor(io::read_image(files[i], io::PixelFormat::kRgb, bit_depth))});
     } catch (const io::ImageError& e) {
       std::cerr << (tty ? "\r\033[K" : "") << "skipped: " << e.what() << "\n";
       ++*skipped;
@@ -169,6 +169,7 @@ int run(int argc, char** argv) {
                  "Ctrl-C stops cleanly: no partial model is written, --resume continues.");
   args.option("data", "DIR", "folder of normal images (png, jpg, bmp, tif; 8/16-bit; gray, RGB, RGBA)", "", true, true);
   args.option("output", "MODEL.pt", "model file to write (atomically)", "", true);
+  args.option("bit-depth", "N", "16-bit gray images: significant bits (12 for a 12-bit camera); as pefmfilter bit-depth maps GRAY16_LE", "16");
   args.option("source", "ARCH[=WEIGHTS]", "source backbone; weights default to ARCH.pth in $PEFM_BACKBONE_DIR, then the installed models/; ARCH=random: untrained (plumbing demos only)", "resnet34");
   args.option("target", "ARCH[=WEIGHTS]", "target backbone", "resnet50");
   args.option("image-size", "S", "network input size (multiple of 16)", "256");
@@ -287,7 +288,7 @@ int run(int argc, char** argv) {
 
   int64_t skipped = 0;
   request.groups = args.has("groups") ? read_groups(args.get("groups")) : Groups{};
-  auto images = load_images(args.all("data"), &skipped);
+  auto images = load_images(args.all("data"), static_cast<int>(args.integer("bit-depth", 8, 16)), &skipped);
   if (cli::stop_requested()) {
     std::cout << "interrupted before training; nothing written\n";
     return 130;

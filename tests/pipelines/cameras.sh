@@ -4,8 +4,9 @@
 #   camera.sh reads it with rtspsrc;
 # - GigE Vision: Aravis's software camera (arv-fake-gv-camera-0.8) and camera.sh with
 #   aravissrc, both inside a network namespace of this script's own with loopback only
-#   (elsewhere Aravis would stream to another interface's address), once per frame
-#   (Bayer, demosaiced by bayer2rgb) and once as a continuous web (continuous=true, mono8).
+#   (elsewhere Aravis would stream to another interface's address), per frame in Bayer
+#   (demosaiced by bayer2rgb) and in 16-bit mono (GRAY16_LE into pefmfilter), and as a
+#   continuous web (continuous=true, mono8).
 # Each run is stopped as systemd stops a camera service (SIGINT: an end of stream); every
 # frame that reached pefmfilter must have a line, numbered without a gap, inspected.
 #   tests/pipelines/cameras.sh MODEL WEB_MODEL WORK_DIR
@@ -108,13 +109,18 @@ else
   ip netns exec "$netns" arv-fake-gv-camera-0.8 -i 127.0.0.1 -s PEFM01 > "$work/gige-camera.log" 2>&1 &
   pids+=($!)
   sleep 1
-  rm -f "$work/gige.jsonl" "$work/gige-web.jsonl"
+  rm -f "$work/gige.jsonl" "$work/gige-mono16.jsonl" "$work/gige-web.jsonl"
   PEFM_SINK="fakesink sync=false" PEFM_LEAKY=no PEFM_RESULTS="$work/gige.jsonl" \
     run_until "$work/gige.jsonl" 10 "$work/gige.log" ip netns exec "$netns" pipelines/camera.sh "$model" gige:Aravis-PEFM01 overlay=none
   check_lines "$work/gige.jsonl" "aravissrc:Aravis-PEFM01"
+  # 16-bit mono frames as the camera sends them (GRAY16_LE), mapped by pefmfilter bit-depth
+  PEFM_SINK="fakesink sync=false" PEFM_LEAKY=no PEFM_RESULTS="$work/gige-mono16.jsonl" PEFM_GIGE_FORMAT=mono16 \
+    run_until "$work/gige-mono16.jsonl" 10 "$work/gige-mono16.log" ip netns exec "$netns" pipelines/camera.sh "$model" gige:Aravis-PEFM01 overlay=contours
+  check_lines "$work/gige-mono16.jsonl" "aravissrc:Aravis-PEFM01"
   PEFM_SINK="fakesink sync=false" PEFM_LEAKY=no PEFM_RESULTS="$work/gige-web.jsonl" PEFM_GIGE_FORMAT=mono8 \
     run_until "$work/gige-web.jsonl" 6 "$work/gige-web.log" ip netns exec "$netns" pipelines/camera.sh "$web_model" gige:Aravis-PEFM01 continuous=true overlay=none
   check_lines "$work/gige-web.jsonl" "aravissrc:Aravis-PEFM01" continuous
   echo "cameras: GigE Vision ok (software camera in namespace $netns: $(frames_in "$work/gige.jsonl") Bayer frames," \
+       "$(frames_in "$work/gige-mono16.jsonl") 16-bit mono frames," \
        "$(frames_in "$work/gige-web.jsonl") mono8 buffers as one web, every one inspected)"
 fi

@@ -11,6 +11,7 @@ enum class FrameFormat {
   kGray8,
   kI420,  // planar Y, U, V; chroma halved in both directions
   kNV12,  // planar Y, interleaved UV; chroma halved in both directions
+  kGray16,  // 16-bit little-endian gray (GRAY16_LE) with `bit_depth` significant low bits
 };
 
 struct FrameView {
@@ -21,7 +22,17 @@ struct FrameView {
   // YUV formats: the colour matrix (Kr, Kb) and whether luma spans 0..255 (else 16..235).
   double kr = 0.2126, kb = 0.0722;
   bool full_range = false;
+  // kGray16: the bits the camera fills (12 for Mono12 in 16-bit words), 8..16.
+  int bit_depth = 16;
 };
+
+// A 16-bit gray sample of `bit_depth` significant bits on the 8-bit range models are
+// trained on: v * 255 / (2^bit_depth - 1), rounded, values above the range at 255. The one
+// mapping: pefmfilter's GRAY16_LE frames and pefm-train's 16-bit images both go through it.
+inline uint8_t gray16_to_8(uint16_t v, int bit_depth) {
+  const uint32_t max = (1u << bit_depth) - 1u;
+  return v >= max ? uint8_t{255} : static_cast<uint8_t>((v * 255u + max / 2) / max);
+}
 
 bool is_yuv(FrameFormat f);
 // Bytes per pixel of plane 0 for packed formats (1 for gray and the Y plane of YUV).

@@ -34,8 +34,11 @@ constexpr int64_t kMaxImagePixels = int64_t{1} << 27;  // 134 M pixels, e.g. 115
 void ensure_gstreamer();
 
 // Decodes the first frame of any image GStreamer can read (PNG, JPEG, BMP, TIFF, ...;
-// 8 or 16 bit; gray, RGB, RGBA, palette) and converts it to `format`.
-Image read_image(const std::string& path, PixelFormat format = PixelFormat::kRgb);
+// 8 or 16 bit; gray, RGB, RGBA, palette) and converts it to `format`. A 16-bit gray image
+// of `bit_depth` significant bits (12 for a 12-bit camera's) is mapped to 8 bits as
+// pefmfilter maps GRAY16_LE frames (pefm::gray16_to_8); other images as GStreamer's
+// videoconvert does. Throws ImageError for a bit_depth outside 8..16.
+Image read_image(const std::string& path, PixelFormat format = PixelFormat::kRgb, int bit_depth = 16);
 
 // RGB or gray pixels as the bytes of a PNG file.
 std::vector<uint8_t> encode_png(const Image& image);
