@@ -314,6 +314,23 @@ TEST(ElementWeb, ADefectStraddlingTwoBuffersIsReportedOnceWithItsWebExtent) {
   for (const auto& [i, h] : apart->regions()) EXPECT_EQ(h.web_height, 0u);
 }
 
+// The line-scan promise, end to end: a clean web reports no region and no anomalous
+// buffer; the same web with one spot across a buffer boundary reports exactly one region.
+TEST(ElementWeb, ACleanWebReportsNothingAndOneSpotExactlyOneRegion) {
+  for (uint64_t seed : {31u, 47u, 59u}) {
+    SCOPED_TRACE("web texture " + std::to_string(seed));
+    const auto clean = pefm_test::web_texture(4 * kRows, kWidth, seed);
+    const auto r = run(clean, consecutive(4), std::string(kTiling) + " continuous=true");
+    ASSERT_TRUE(r->eos) << r->error;
+    ASSERT_EQ(r->buffers.size(), 4u);
+    EXPECT_TRUE(r->regions().empty()) << r->regions().size() << " regions on a clean web";
+    for (GstBuffer* b : r->buffers) EXPECT_FALSE(gst_buffer_get_pefm_meta(b)->anomalous);
+    const auto spot = run(paste_patch(clean, 54, 30, 20), consecutive(4), std::string(kTiling) + " continuous=true");
+    ASSERT_TRUE(spot->eos) << spot->error;
+    EXPECT_EQ(spot->regions().size(), 1u);
+  }
+}
+
 // A gap in buffer offsets ends the web: the region open there is reported with the last
 // buffer before it (closed by "gap"), a "pefm-web" message says so, and the web rows go on
 // counting the buffers lost. A DISCONT flag does the same ("discont") without lost rows.
