@@ -692,8 +692,9 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
    *
    * GRAY16_LE frames (12- and 16-bit mono cameras): how many low bits the camera fills.
    * A sample v becomes the 8-bit value v * 255 / (2^bit-depth - 1), rounded, as pefm-train
-   * maps 16-bit images with --bit-depth. 0: the caps' "depth" field when it holds 8..16
-   * (Aravis sets 12 for Mono12), else 16, GStreamer's meaning of GRAY16.
+   * maps 16-bit images with --bit-depth. 0: the caps' "depth" field when a source sets one
+   * (8..16), else 16, GStreamer's meaning of GRAY16: a 12-bit camera (Aravis's Mono12
+   * arrives as plain GRAY16_LE) needs bit-depth=12, or its frames are read nearly black.
    */
   g_object_class_install_property (gobject_class, PROP_BIT_DEPTH,
       g_param_spec_uint ("bit-depth", "Bit depth",

@@ -38,6 +38,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_overlay_debug);
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
 #define DEFAULT_PROP_THRESHOLD -1.0
+#define DEFAULT_PROP_BIT_DEPTH 0
 
 enum
 {
@@ -45,6 +46,7 @@ enum
   PROP_OVERLAY,
   PROP_OVERLAY_ALPHA,
   PROP_THRESHOLD,
+  PROP_BIT_DEPTH,
 };
 
 struct _GstPefmOverlayElement
@@ -55,6 +57,7 @@ struct _GstPefmOverlayElement
   GstPefmOverlay overlay;
   gdouble overlay_alpha;
   gdouble threshold;
+  guint bit_depth;
 
   /* format and colour matrix of the negotiated caps (set_info) */
   pefm::FrameView negotiated;
@@ -83,6 +86,9 @@ gst_pefm_overlay_element_set_property (GObject * object, guint prop_id, const GV
     case PROP_OVERLAY_ALPHA:
       self->overlay_alpha = g_value_get_double (value);
       break;
+    case PROP_BIT_DEPTH:
+      self->bit_depth = g_value_get_uint (value);
+      break;
     case PROP_THRESHOLD:
       self->threshold = g_value_get_double (value);
       break;
@@ -103,6 +109,7 @@ gst_pefm_overlay_element_get_property (GObject * object, guint prop_id, GValue *
     case PROP_OVERLAY: g_value_set_enum (value, self->overlay); break;
     case PROP_OVERLAY_ALPHA: g_value_set_double (value, self->overlay_alpha); break;
     case PROP_THRESHOLD: g_value_set_double (value, self->threshold); break;
+    case PROP_BIT_DEPTH: g_value_set_uint (value, self->bit_depth); break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -118,7 +125,10 @@ gst_pefm_overlay_element_set_info (GstVideoFilter * filter, GstCaps * incaps, Gs
 
   (void) outcaps;
   (void) out_info;
-  if (!pefm_frame_format_from_info (in_info, incaps, 0, &self->negotiated)) {
+  GST_OBJECT_LOCK (self);
+  const guint bit_depth = self->bit_depth;
+  GST_OBJECT_UNLOCK (self);
+  if (!pefm_frame_format_from_info (in_info, incaps, bit_depth, &self->negotiated)) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Unsupported video format %s",
             gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))), (NULL));
     return FALSE;
@@ -203,6 +213,17 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
       g_param_spec_double ("threshold", "Threshold",
           "Heat-map value the contours are drawn at (negative = where each frame's regions were cut)",
           -1.0, 1.0, DEFAULT_PROP_THRESHOLD, flags));
+  /**
+   * GstPefmOverlayElement:bit-depth:
+   *
+   * GRAY16_LE frames: the bits the camera fills, as pefmfilter's bit-depth, so that the
+   * drawing stays in the camera's range (0: the caps' depth when set, else 16).
+   */
+  g_object_class_install_property (gobject_class, PROP_BIT_DEPTH,
+      g_param_spec_uint ("bit-depth", "Bit depth",
+          "GRAY16_LE: the significant bits of a sample, 8..16 (0 = the caps' depth, else 16)", 0, 16,
+          DEFAULT_PROP_BIT_DEPTH, static_cast < GParamFlags > (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+              GST_PARAM_MUTABLE_READY)));
 
   gst_element_class_set_static_metadata (element_class, "PEFM result overlay",
       "Filter/Effect/Video",
@@ -223,5 +244,6 @@ gst_pefm_overlay_element_init (GstPefmOverlayElement * self)
   self->overlay = DEFAULT_PROP_OVERLAY;
   self->overlay_alpha = DEFAULT_PROP_OVERLAY_ALPHA;
   self->threshold = DEFAULT_PROP_THRESHOLD;
+  self->bit_depth = DEFAULT_PROP_BIT_DEPTH;
   new (&self->negotiated) pefm::FrameView ();
 }

@@ -35,7 +35,7 @@ void pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, 
 
 /* The format and colour matrix of @info (@caps) as the core reads frames; false for a
  * format pefm does not take. GRAY16_LE's significant bits: @bit_depth, or with 0 the caps'
- * "depth" field when it holds 8..16 (Aravis writes 12 for Mono12), else 16. */
+ * "depth" field when a source sets one (8..16), else 16. */
 bool pefm_frame_format_from_info (const GstVideoInfo * info, GstCaps * caps, guint bit_depth,
     pefm::FrameView * out);
 

@@ -7,7 +7,8 @@
 #   gige[:NAME]           a GigE Vision / USB3 Vision camera through Aravis (aravissrc; NAME
 #                         as arv-tool-0.8 lists it, else the first camera found). Its pixel
 #                         format: PEFM_GIGE_FORMAT=bayer (default: bayer2rgb demosaics),
-#                         mono8, or mono16 (GRAY16_LE as the camera sends it)
+#                         mono8, or mono16 (GRAY16_LE as the camera sends it; a 12-bit
+#                         camera: PEFM_GIGE_BITS=12, pefmfilter's bit-depth)
 #   rtsp://HOST[:PORT]/PATH  a network camera (rtspsrc; a camera that signals its clock,
 #                         RFC 7273, stamps each frame's "utc" itself)
 # PEFM_SINK (default autovideosink) replaces the window, e.g. "fakesink sync=false";
@@ -34,6 +35,11 @@ source "$(dirname "$0")/env.sh"
 model=$1
 camera=${2:-/dev/video0}
 shift $(( $# >= 2 ? 2 : 1 ))
+# gst-launch-1.0 escapes a word's spaces but not its quotes: a quote or backslash in a
+# name would end the word and could add elements.
+for value in "$model" "$camera" "${PEFM_RESULTS:-}" "${PEFM_GIGE_BITS:-}"; do
+  case "$value" in *'"'* | *"'"* | *'\'*) echo "a quote or backslash in '$value'" >&2; exit 2 ;; esac
+done
 
 case "$camera" in
   gige | gige:*)
@@ -44,12 +50,15 @@ case "$camera" in
     case "${PEFM_GIGE_FORMAT:-bayer}" in
       bayer) src+=(! video/x-bayer ! bayer2rgb) ;;
       mono8) src+=(! video/x-raw,format=GRAY8) ;;
-      mono16) src+=(! video/x-raw,format=GRAY16_LE) ;;
+      mono16) src+=(! video/x-raw,format=GRAY16_LE)
+              [ -z "${PEFM_GIGE_BITS:-}" ] || set -- "bit-depth=$PEFM_GIGE_BITS" "$@" ;;
       *) echo "PEFM_GIGE_FORMAT must be bayer, mono8 or mono16" >&2; exit 2 ;;
     esac
     ;;
   rtsp://* | rtsps://*)
-    src=(rtspsrc "location=$camera" latency=200 add-reference-timestamp-meta=true ! decodebin) ;;
+    # the video stream only: a camera's audio stream would otherwise take decodebin
+    src=(rtspsrc "location=$camera" latency=200 add-reference-timestamp-meta=true ! application/x-rtp,media=video
+         ! decodebin) ;;
   *)
     [ -e "$camera" ] || { echo "no camera at $camera" >&2; exit 1; }
     src=(v4l2src "device=$camera") ;;

@@ -993,6 +993,13 @@ TEST(Element, TwelveBitMonoFramesAreInspectedAsTheirEightBitValues) {
   gst_video_frame_unmap(&f);
   EXPECT_GT(at_max, 20) << "no contour drawn at the camera's white";
   EXPECT_EQ(above, 0) << "drawn beyond the camera's 12 bits";
+  // pefmoverlay with the same bit-depth draws the same bytes later in the pipeline.
+  GstHarness* later = harness(caps16, "overlay=none bit-depth=12 ! pefmoverlay overlay=contours bit-depth=12");
+  GstBuffer* by_overlay = gst_harness_push_and_pull(later, gst_buffer_copy_deep(gray16));
+  ASSERT_NE(by_overlay, nullptr);
+  EXPECT_EQ(bytes(by_overlay), bytes(drawn));
+  gst_buffer_unref(by_overlay);
+  gst_harness_teardown(later);
   gst_buffer_unref(drawn);
   gst_buffer_unref(gray8);
   gst_buffer_unref(gray16);

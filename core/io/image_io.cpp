@@ -72,6 +72,15 @@ GstElement* parse(const char* description, const std::string& path) {
   return p;
 }
 
+// Whether the file starts as a TIFF does (II*\0 or MM\0*).
+bool is_tiff(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char b[4] = {};
+  in.read(b, 4);
+  return in && ((b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) ||
+                (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42));
+}
+
 // Width and height the header declares, for every format list_images() accepts (PNG,
 // JPEG, BMP, TIFF, PGM/PPM, WebP), read before any decoder runs so that a crafted
 // 30000x30000 header is refused before it can allocate gigabytes. {0, 0} when the header
@@ -224,12 +233,14 @@ Image read_image(const std::string& path, PixelFormat format, int bit_depth) {
       (gray ? "GRAY8" : "RGB") + " ! appsink name=sink sync=false max-buffers=1";
   Pipeline pipe(parse(desc.c_str(), path));
   g_object_set(pipe.by_name("src").get(), "location", path.c_str(), nullptr);
-  // The whole file in one buffer, pushed (the queue: pulling, typefind would cut it into
-  // blocks): decoders without a parser in front (avdec_tiff) take each buffer for a whole
-  // image, and failed on any TIFF larger than one default block of 4 KiB.
+  // A TIFF in one buffer, pushed (the queue: pulling, typefind would cut it into blocks):
+  // avdec_tiff, with no parser in front, takes each buffer for a whole image and failed on
+  // any TIFF larger than one default block of 4 KiB. Other formats have their parsers.
   const auto bytes = std::filesystem::file_size(path, ec);
-  if (!ec && bytes <= (uint64_t{1} << 30))
+  if (!ec && is_tiff(path)) {
+    if (bytes > (uint64_t{1} << 30)) throw ImageError("'" + path + "' is a TIFF file over 1 GiB; not decoded");
     g_object_set(pipe.by_name("src").get(), "blocksize", static_cast<guint>(bytes), nullptr);
+  }
   auto sink = pipe.by_name("sink");
   {
     auto convert = pipe.by_name("convert");

@@ -50,6 +50,12 @@ run_until() {
   done
   kill -INT "$pid" 2>/dev/null || true
   for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    tail -20 "$log"
+    fail "$* did not end within 60 s of SIGINT"
+  fi
   local status=0
   wait "$pid" || status=$?
   [ "$status" -eq 0 ] || { tail -20 "$log"; fail "$* exited $status after SIGINT"; }
@@ -108,7 +114,12 @@ else
   ip netns exec "$netns" ip link set lo up
   ip netns exec "$netns" arv-fake-gv-camera-0.8 -i 127.0.0.1 -s PEFM01 > "$work/gige-camera.log" 2>&1 &
   pids+=($!)
-  sleep 1
+  # ready once a client finds it
+  for _ in $(seq 50); do
+    ip netns exec "$netns" gst-launch-1.0 -q aravissrc camera-name=Aravis-PEFM01 num-buffers=1 ! fakesink \
+      > /dev/null 2>&1 && break
+    sleep 0.2
+  done
   rm -f "$work/gige.jsonl" "$work/gige-mono16.jsonl" "$work/gige-web.jsonl"
   PEFM_SINK="fakesink sync=false" PEFM_LEAKY=no PEFM_RESULTS="$work/gige.jsonl" \
     run_until "$work/gige.jsonl" 10 "$work/gige.log" ip netns exec "$netns" pipelines/camera.sh "$model" gige:Aravis-PEFM01 overlay=none
