@@ -18,6 +18,20 @@ using pefm::io::Image;
 using pefm::io::ImageError;
 using pefm::io::PixelFormat;
 
+// Waits for playing pipeline `p` to end, then stops and releases it: true at EOS, false
+// at an error or after 10 s.
+bool finish(GstElement* p) {
+  GstBus* bus = gst_element_get_bus(p);
+  GstMessage* m = gst_bus_timed_pop_filtered(bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
+                                             static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
+  if (m) gst_message_unref(m);
+  gst_object_unref(bus);
+  gst_element_set_state(p, GST_STATE_NULL);
+  gst_object_unref(p);
+  return ok;
+}
+
 // Renders one videotestsrc frame of `caps` through `encoder` into `path`; false when an
 // element is missing on this system.
 bool gst_write(const std::string& caps, const std::string& encoder, const std::string& path) {
@@ -32,15 +46,7 @@ bool gst_write(const std::string& caps, const std::string& encoder, const std::s
     return false;
   }
   gst_element_set_state(p, GST_STATE_PLAYING);
-  GstBus* bus = gst_element_get_bus(p);
-  GstMessage* m = gst_bus_timed_pop_filtered(bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
-                                             static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
-  const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
-  if (m) gst_message_unref(m);
-  gst_object_unref(bus);
-  gst_element_set_state(p, GST_STATE_NULL);
-  gst_object_unref(p);
-  return ok;
+  return finish(p);
 }
 
 std::string error_of(const std::string& path) {
@@ -144,15 +150,7 @@ bool write_gray16(const std::string& path, const std::string& encoder, const std
   gst_app_src_push_buffer(GST_APP_SRC(src), buf);
   gst_app_src_end_of_stream(GST_APP_SRC(src));
   gst_object_unref(src);
-  GstBus* bus = gst_element_get_bus(p);
-  GstMessage* m = gst_bus_timed_pop_filtered(bus, pefm_test::kTimeoutScale * 10 * GST_SECOND,
-                                             static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
-  const bool ok = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
-  if (m) gst_message_unref(m);
-  gst_object_unref(bus);
-  gst_element_set_state(p, GST_STATE_NULL);
-  gst_object_unref(p);
-  return ok;
+  return finish(p);
 }
 
 // A 12-bit camera's images saved as 16-bit PNG and TIFF are read as pefmfilter reads its

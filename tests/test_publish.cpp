@@ -1350,9 +1350,10 @@ TEST(Publish, BehindPefmfilterEveryFrameReachesAnMqttSubscriber) {
 
 // ---------------------------------------------------------------- TLS and a login
 
-// A CA, a broker certificate for 127.0.0.1 signed by it, another CA nobody signed with, a
-// password file for the broker (user "line", password in line.pw), all made by openssl and
-// mosquitto_passwd in the test; and mosquitto requiring all that on 127.0.0.1.
+// A CA, a broker certificate for 127.0.0.1 and a client certificate signed by it, another
+// CA nobody signed with, a password file for the broker (user "line", password in
+// line.pw), all made by openssl and mosquitto_passwd in the test; and mosquitto requiring
+// all that on 127.0.0.1: TLS, a client certificate from the CA, and the login.
 class PublishTls : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -1372,12 +1373,15 @@ class PublishTls : public ::testing::Test {
         sh("openssl req " + ec + " -keyout broker.key -out broker.csr -subj /CN=127.0.0.1") &&
         sh("printf 'subjectAltName=IP:127.0.0.1\n' > san.ext && openssl x509 -req -in broker.csr -CA ca.crt "
            "-CAkey ca.key -CAcreateserial -out broker.crt -days 2 -extfile san.ext") &&
+        sh("openssl req " + ec + " -keyout client.key -out client.csr -subj /CN=pefm-line && "
+           "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 && "
+           "chmod 600 client.key") &&
         sh("mosquitto_passwd -c -b passwd line 'l1ne secret' && chmod 600 passwd") &&
         sh("printf 'l1ne secret\n' > line.pw && chmod 600 line.pw && printf 'wrong\n' > wrong.pw && chmod 600 wrong.pw");
     if (!ready_) return;
     broker_ = new Broker(*dir_, "cafile " + file("ca.crt") + "\ncertfile " + file("broker.crt") + "\nkeyfile " +
-                                    file("broker.key") + "\nallow_anonymous false\npassword_file " + file("passwd") +
-                                    "\n");
+                                    file("broker.key") + "\nrequire_certificate true\nallow_anonymous false\n"
+                                    "password_file " + file("passwd") + "\n");
     ready_ = broker_->start();
     if (!ready_) ADD_FAILURE() << text_of(file("broker.log"));
   }
@@ -1395,16 +1399,18 @@ class PublishTls : public ::testing::Test {
   }
   static std::string file(const std::string& name) { return dir_->file(name); }
   static std::string address() { return "127.0.0.1:" + std::to_string(broker_->port()); }
-  // pefmpublish's login and TLS properties, with this CA file.
-  static std::string secure(const std::string& ca = "ca.crt", const std::string& pw = "line.pw") {
-    return "method=mqtt address=" + address() + " tls-ca=" + file(ca) + " username=line password-file=" + file(pw);
+  // pefmpublish's login and TLS properties, with this CA file (and the client certificate).
+  static std::string secure(const std::string& ca = "ca.crt", const std::string& pw = "line.pw", bool cert = true) {
+    return "method=mqtt address=" + address() + " tls-ca=" + file(ca) + " username=line password-file=" + file(pw) +
+           (cert ? " tls-cert=" + file("client.crt") + " tls-key=" + file("client.key") : std::string());
   }
   // A subscriber to `filter` over TLS with the login, printing "TOPIC PAYLOAD" lines into
   // `out`; returns once the broker has its subscription.
   static std::unique_ptr<Child> subscribe(const std::string& filter, const std::string& id, const std::string& out) {
     auto sub = std::make_unique<Child>(
         std::vector<std::string>{find_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", std::to_string(broker_->port()),
-                                 "--cafile", file("ca.crt"), "-u", "line", "-P", "l1ne secret", "-t", filter, "-q", "1",
+                                 "--cafile", file("ca.crt"), "--cert", file("client.crt"), "--key", file("client.key"),
+                                 "-u", "line", "-P", "l1ne secret", "-t", filter, "-q", "1",
                                  "-v", "-i", id},
         out);
     EXPECT_TRUE(wait_for_text(file("broker.log"), "Sending SUBACK to " + id, 10)) << text_of(file("broker.log"));
@@ -1502,7 +1508,8 @@ TEST_F(PublishTls, AKilledPipelineIsSaidOfflineByTheBrokersLastWill) {
         {find_program("gst-launch-1.0"), "videotestsrc", "is-live=true", "!",
          "video/x-raw,format=RGB,width=" + std::to_string(kFrameW) + ",height=" + std::to_string(kFrameH) +
              ",framerate=20/1", "!", "pefmfilter", "device=cpu", "model=" + filter_model(), "!", "pefmpublish",
-         "method=mqtt", "address=" + address(), "tls-ca=" + file("ca.crt"), "username=line",
+         "method=mqtt", "address=" + address(), "tls-ca=" + file("ca.crt"), "tls-cert=" + file("client.crt"),
+         "tls-key=" + file("client.key"), "username=line",
          "password-file=" + file("line.pw"), "topic=line4/pefm", "source-id=cam4", "!", "fakesink"},
         file("pipeline.log"));
     ASSERT_TRUE(wait_for_text(received, "\"frame\":5,", 60)) << text_of(file("pipeline.log")) << text_of(received);
@@ -1524,8 +1531,9 @@ TEST_F(PublishTls, AKilledPipelineIsSaidOfflineByTheBrokersLastWill) {
   EXPECT_GE(counts.value("frame", 0), 5) << counts;
 }
 
-// A wrong password and a broker whose certificate the CA did not sign are refused; each is
-// said with the reason (the broker's, or OpenSSL's), retried, and costs no frame.
+// A wrong password, a missing client certificate and a broker whose certificate the CA did
+// not sign are refused; each is said with the reason (the broker's, or OpenSSL's),
+// retried, and costs no frame.
 TEST_F(PublishTls, AWrongPasswordOrAnUntrustedBrokerIsSaidWithItsReason) {
   {
     Pipeline p(secure("ca.crt", "wrong.pw") + " drain-timeout=0");
@@ -1534,6 +1542,16 @@ TEST_F(PublishTls, AWrongPasswordOrAnUntrustedBrokerIsSaidWithItsReason) {
     const std::string said = p.wait_for_status("not authorised", 30);
     EXPECT_NE(said.find("connection failed: broker refused the connection: Connection Refused: not authorised"),
               std::string::npos) << said;
+    auto messages = p.finish();
+    release(messages);
+  }
+  {  // the broker asks for a client certificate: without one, no connection
+    Pipeline p(secure("ca.crt", "line.pw", /*cert=*/false) + " drain-timeout=0");
+    ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE) << p.error();
+    EXPECT_EQ(p.feed("..."), 3);
+    const std::string said = p.wait_for_status("connection failed", 30);
+    EXPECT_NE(said.find("connection failed"), std::string::npos) << said;
+    EXPECT_EQ(said.find("connected to"), std::string::npos) << said;
     auto messages = p.finish();
     release(messages);
   }
