@@ -3,6 +3,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -66,17 +67,21 @@ void check_frame(const FrameView& f) {
   }
 }
 
-// GRAY16_LE: its 8-bit values (gray16_to_8), in a tensor of their own.
+// GRAY16_LE: its 8-bit values (gray16_to_8), in a tensor of their own, through a table of
+// every 16-bit value (a lookup instead of a division a pixel).
 FrameInput gray16_pixels(const FrameView& f) {
+  thread_local int table_depth = 0;
+  thread_local std::vector<uint8_t> table(65536);
+  if (table_depth != f.bit_depth) {
+    for (uint32_t v = 0; v < 65536; ++v) table[v] = gray16_to_8(static_cast<uint16_t>(v), f.bit_depth);
+    table_depth = f.bit_depth;
+  }
   FrameInput in;
   in.pixels = torch::empty({f.height, f.width, 1}, torch::kUInt8);
   uint8_t* out = in.pixels.data_ptr<uint8_t>();
   for (int y = 0; y < f.height; ++y) {
     const uint8_t* row = f.planes[0] + static_cast<size_t>(y) * f.strides[0];
-    for (int x = 0; x < f.width; ++x) {
-      const auto v = static_cast<uint16_t>(row[2 * x] | row[2 * x + 1] << 8);
-      *out++ = gray16_to_8(v, f.bit_depth);
-    }
+    for (int x = 0; x < f.width; ++x) *out++ = table[row[2 * x] | row[2 * x + 1] << 8];
   }
   in.channels = ChannelMap::gray();
   return in;

@@ -86,7 +86,7 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
 // The formats pefmfilter takes (PEFM_VIDEO_FORMATS), so that no converter is timed with it.
 void check_pipeline_format(const std::string& format) {
   static const std::set<std::string> formats = {"RGB",  "BGR",  "RGBA", "BGRA", "RGBx", "BGRx", "ARGB",
-                                                "ABGR", "xRGB", "xBGR", "GRAY8", "I420", "NV12"};
+                                                "ABGR", "xRGB", "xBGR", "GRAY8", "GRAY16_LE", "I420", "NV12"};
   if (!formats.count(format)) throw cli::UsageError("--pipeline-format '" + format + "' is not a format pefmfilter takes");
 }
 
