@@ -32,19 +32,26 @@ bool finish(GstElement* p) {
   return ok;
 }
 
+// The pipeline `desc`, or null when an element of it is missing on this system.
+GstElement* parse(const std::string& desc) {
+  GError* err = nullptr;
+  GstElement* p = gst_parse_launch(desc.c_str(), &err);
+  if (!p || err) {
+    g_clear_error(&err);
+    if (p) gst_object_unref(p);
+    return nullptr;
+  }
+  return p;
+}
+
 // Renders one videotestsrc frame of `caps` through `encoder` into `path`; false when an
 // element is missing on this system.
 bool gst_write(const std::string& caps, const std::string& encoder, const std::string& path) {
   pefm::io::ensure_gstreamer();
   const auto desc = "videotestsrc num-buffers=1 pattern=smpte ! " + caps + " ! videoconvert ! " + encoder +
                     " ! filesink location=\"" + path + "\"";
-  GError* err = nullptr;
-  GstElement* p = gst_parse_launch(desc.c_str(), &err);
-  if (!p || err) {
-    g_clear_error(&err);
-    if (p) gst_object_unref(p);
-    return false;
-  }
+  GstElement* p = parse(desc);
+  if (!p) return false;
   gst_element_set_state(p, GST_STATE_PLAYING);
   return finish(p);
 }
@@ -122,13 +129,8 @@ bool write_gray16(const std::string& path, const std::string& encoder, const std
   const std::string desc = "appsrc name=src format=time caps=video/x-raw,format=" + format + ",width=" + std::to_string(w) +
                            ",height=" + std::to_string(h) + ",framerate=1/1 ! " + encoder + " ! filesink location=\"" +
                            path + "\"";
-  GError* err = nullptr;
-  GstElement* p = gst_parse_launch(desc.c_str(), &err);
-  if (!p || err) {
-    g_clear_error(&err);
-    if (p) gst_object_unref(p);
-    return false;
-  }
+  GstElement* p = parse(desc);
+  if (!p) return false;
   GstVideoInfo info;
   gst_video_info_set_format(&info, gst_video_format_from_string(format.c_str()), w, h);
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
