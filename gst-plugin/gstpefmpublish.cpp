@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "gstpefmmeta.h"
+#include "pefm/file_util.h"
 #include "pefmjson.h"
 #include "pefmpublisher.h"
 
@@ -554,16 +555,6 @@ read_password_file (const std::string & path)
 static std::mutex written_lock;
 static std::set < std::string > written;
 
-static std::string
-file_identity (const std::string & path)
-{
-  struct stat st;
-  if (stat (path.c_str (), &st) != 0 || !S_ISREG (st.st_mode))
-    return "";
-  return std::to_string (st.st_dev) + ":" + std::to_string (st.st_ino) + ":" + std::to_string (st.st_size) + ":" +
-      std::to_string (st.st_mtim.tv_sec) + "." + std::to_string (st.st_mtim.tv_nsec);
-}
-
 static gboolean
 gst_pefm_publish_start (GstBaseTransform * trans)
 {
@@ -603,7 +594,7 @@ gst_pefm_publish_start (GstBaseTransform * trans)
   if (o.method == pefm::PublishMethod::kFile) {
     o.inputs = pipeline_files (self);
     std::lock_guard < std::mutex > lock (written_lock);
-    const std::string id = file_identity (o.location);
+    const std::string id = pefm::file_identity (o.location);
     restarted = !o.append && !id.empty () && written.count (id) > 0;
     o.append = o.append || restarted;
   }
@@ -684,7 +675,7 @@ gst_pefm_publish_stop (GstBaseTransform * trans)
   run->publisher.reset ();      /* closes the file */
   if (!run->location.empty () && stats.sent > 0) {
     std::lock_guard < std::mutex > lock (written_lock);
-    written.insert (file_identity (run->location));
+    written.insert (pefm::file_identity (run->location));
   }
   GST_OBJECT_LOCK (self);
   self->last_stats = stats;

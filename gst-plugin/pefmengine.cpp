@@ -5,7 +5,6 @@
 #include "pefmengine.h"
 
 #include <gst/video/gstvideofilter.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +12,7 @@
 #include <stdexcept>
 
 #include "gstpefmvideo.h"
+#include "pefm/file_util.h"
 #include "pefmweb.h"
 
 /* the element's category: the engine's logs read as pefmfilter's */
@@ -58,18 +58,6 @@ PefmEngine::ready () const
   return GST_FLOW_OK;
 }
 
-/* The model file as it is now: a replacement (pefm-train renames a new file over the
- * old one) changes the inode, an edit in place the size or the time. */
-static std::string
-file_stamp (const std::string & path)
-{
-  struct stat st;
-  if (stat (path.c_str (), &st) != 0)
-    return "";
-  return std::to_string (st.st_dev) + ":" + std::to_string (st.st_ino) + ":" + std::to_string (st.st_size) + ":" +
-      std::to_string (st.st_mtim.tv_sec) + "." + std::to_string (st.st_mtim.tv_nsec);
-}
-
 /* The SHA-256 of the file's bytes in hexadecimal, interned; throws naming the file. */
 static const char *
 file_sha256 (const std::string & path)
@@ -99,10 +87,10 @@ PefmEngine::load (const std::string & model, const pefm::DetectorOptions & optio
   }
   /* the digest and the detector must come from the same bytes: a file replaced between
    * the two reads is refused rather than reported under the wrong digest */
-  const std::string before = file_stamp (model);
+  const std::string before = pefm::file_identity (model);
   const char *sha256 = before.empty ()? nullptr : file_sha256 (model);
   detector_ = pefm::FrameDetector::acquire (model, options);
-  if (file_stamp (model) != before) {
+  if (pefm::file_identity (model) != before) {
     detector_.reset ();
     throw std::runtime_error (model + " changed while it was being loaded: start again");
   }

@@ -75,6 +75,13 @@ std::string read_bounded_file(const std::string& path, const std::string& kind, 
   return bytes;
 }
 
+std::string file_identity(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return "";
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+}
+
 int remove_stale_temp_files(const std::string& path) {
   const std::string dir = parent_dir(path);
   const auto slash = path.find_last_of('/');

@@ -17,6 +17,11 @@ std::string read_bounded_file(const std::string& path, const std::string& kind, 
 // the same target that a killed writer left behind are removed first.
 void write_file_atomically(const std::string& path, const std::string& bytes);
 
+// A regular file's device, inode, size and modification time as one string ("" for a
+// missing path or anything but a regular file): two equal identities are the same file,
+// unchanged between them (a rename over it changes the inode, an edit the size or time).
+std::string file_identity(const std::string& path);
+
 // Removes `path.tmp-XXXXXX` files that no writer holds (unlocked and untouched for 10 s).
 // Returns how many were removed.
 int remove_stale_temp_files(const std::string& path);
