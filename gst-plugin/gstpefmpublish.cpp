@@ -802,8 +802,7 @@ gst_pefm_publish_transform_ip (GstBaseTransform * trans, GstBuffer * buf)
   const GstPefmMeta *m = gst_buffer_get_pefm_meta (buf);
   const GstClockTime pts = GST_BUFFER_PTS (buf);
   if (m && m->model_name)
-    run->model = pefm::Json {
-      {"name", m->model_name}, {"sha256", m->model_sha256 ? pefm::Json (m->model_sha256) : pefm::Json (nullptr)}};
+    run->model = pefm::model_json (m);
   stamp_buffer (trans, *run, buf);
   const pefm::Json head = line_head (trans, *run, "frame", run->frame, pts);
   const bool send_frame = run->frames == GST_PEFM_PUBLISH_FRAMES_ALL ||

@@ -47,8 +47,12 @@ void add_meta_json(Json* line, const GstPefmMeta* m) {
   }
   j["regions"] = std::move(regions);
   if (m->continuous) j["web_row"] = m->web_row;
-  if (m->model_name)
-    j["model"] = {{"name", m->model_name}, {"sha256", m->model_sha256 ? Json(m->model_sha256) : Json(nullptr)}};
+  if (m->model_name) j["model"] = model_json(m);
+}
+
+Json model_json(const GstPefmMeta* m) {
+  if (!m || !m->model_name) return nullptr;
+  return {{"name", m->model_name}, {"sha256", m->model_sha256 ? Json(m->model_sha256) : Json(nullptr)}};
 }
 
 }  // namespace pefm

@@ -50,6 +50,9 @@ void visit_region_fields(const GstPefmRegion& r, Field&& field) {
 // visit_region_fields as a JSON object, decimals rounded (json_rounded).
 Json region_json(const GstPefmRegion& r);
 
+// The model a meta names, {"name", "sha256"}; null when it names none.
+Json model_json(const GstPefmMeta* meta);
+
 // A buffer's time stamp in nanoseconds, null when it has none.
 Json json_time(GstClockTime t);
 
