@@ -32,6 +32,17 @@ constexpr int kKeepAliveS = 15;
 constexpr int kConnackTimeoutS = 5;
 constexpr int kLoopTimeoutMs = 20;
 
+// Whether `topic` is one a client may publish to: UTF-8, no wildcards.
+bool publishable_topic(const std::string& topic) {
+  if (topic.find_first_of("#+") != std::string::npos) return false;
+#ifdef PEFM_HAVE_MOSQUITTO
+  return mosquitto_validate_utf8(topic.data(), static_cast<int>(topic.size())) == MOSQ_ERR_SUCCESS &&
+         mosquitto_pub_topic_check2(topic.data(), topic.size()) == MOSQ_ERR_SUCCESS;
+#else
+  return true;
+#endif
+}
+
 }  // namespace
 
 bool parse_mqtt_address(const std::string& address, std::string* host, int* port, int default_port) {
@@ -173,19 +184,10 @@ Publisher::Publisher(PublisherOptions options, PublisherReport report)
       if (options_.host.empty()) throw std::runtime_error("method=mqtt needs an address (HOST:PORT)");
       if (options_.topic.empty() || options_.topic.find_first_of("#+") != std::string::npos)
         throw std::runtime_error("topic '" + options_.topic + "' is not a topic one can publish to");
-#ifdef PEFM_HAVE_MOSQUITTO
-      if (mosquitto_validate_utf8(options_.topic.data(), static_cast<int>(options_.topic.size())) != MOSQ_ERR_SUCCESS ||
-          mosquitto_pub_topic_check2(options_.topic.data(), options_.topic.size()) != MOSQ_ERR_SUCCESS)
-        throw std::runtime_error("topic '" + options_.topic + "' is not a valid MQTT topic (UTF-8, no wildcards)");
-#endif
-      for (const auto& [name, topic] : {std::pair<const char*, const std::string&>{"topic-events", options_.topic_events},
+      for (const auto& [name, topic] : {std::pair<const char*, const std::string&>{"topic", options_.topic},
+                                        {"topic-events", options_.topic_events},
                                         {"topic-status", options_.topic_status}}) {
-        bool valid = topic.find_first_of("#+") == std::string::npos;
-#ifdef PEFM_HAVE_MOSQUITTO
-        valid = valid && mosquitto_validate_utf8(topic.data(), static_cast<int>(topic.size())) == MOSQ_ERR_SUCCESS &&
-                mosquitto_pub_topic_check2(topic.data(), topic.size()) == MOSQ_ERR_SUCCESS;
-#endif
-        if (!topic.empty() && !valid)
+        if (!topic.empty() && !publishable_topic(topic))
           throw std::runtime_error(std::string(name) + " '" + topic + "' is not a valid MQTT topic (UTF-8, no wildcards)");
       }
       if (options_.qos < 0 || options_.qos > 2) throw std::runtime_error("qos must be 0, 1 or 2");
