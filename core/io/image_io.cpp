@@ -72,13 +72,19 @@ GstElement* parse(const char* description, const std::string& path) {
   return p;
 }
 
-// Whether the file starts as a TIFF does (II*\0 or MM\0*).
+// A TIFF header's byte order from a file's first `n` bytes: 'I' (little-endian, II*\0),
+// 'M' (big-endian, MM\0*), or 0 for no TIFF header.
+char tiff_order(const unsigned char* b, size_t n) {
+  if (n >= 4 && b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) return 'I';
+  if (n >= 4 && b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42) return 'M';
+  return 0;
+}
+
 bool is_tiff(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  char b[4] = {};
-  in.read(b, 4);
-  return in && ((b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) ||
-                (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42));
+  unsigned char b[4] = {};
+  in.read(reinterpret_cast<char*>(b), 4);
+  return in && tiff_order(b, 4) != 0;
 }
 
 // Width and height the header declares, for every format list_images() accepts (PNG,
@@ -122,8 +128,8 @@ std::pair<int64_t, int64_t> declared_size(const std::string& path) {
       o += 2 + static_cast<size_t>(be16(o + 2));
     }
   }
-  const bool tiff_le = b.size() >= 8 && b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0;
-  const bool tiff_be = b.size() >= 8 && b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42;
+  const char tiff = b.size() >= 8 ? tiff_order(b.data(), b.size()) : 0;
+  const bool tiff_le = tiff == 'I', tiff_be = tiff == 'M';
   if (tiff_le || tiff_be) {
     // The first IFD's ImageWidth (256) and ImageLength (257) tags; writers often put the
     // IFD after the pixel data, so it is read from wherever it is.
@@ -222,7 +228,8 @@ Image read_image(const std::string& path, PixelFormat format, int bit_depth) {
   }
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw ImageError("'" + path + "' is not a readable file");
-  if (std::filesystem::file_size(path, ec) == 0) throw ImageError("'" + path + "' is empty (0 bytes)");
+  const auto bytes = std::filesystem::file_size(path, ec);  // (uintmax_t)-1 on an error
+  if (bytes == 0) throw ImageError("'" + path + "' is empty (0 bytes)");
   if (const auto [dw, dh] = declared_size(path); dw * dh > kMaxImagePixels) {
     throw ImageError("'" + path + "' declares " + std::to_string(dw) + "x" + std::to_string(dh) +
                      " pixels, more than the supported " + std::to_string(kMaxImagePixels) + "; not decoded");
@@ -236,8 +243,7 @@ Image read_image(const std::string& path, PixelFormat format, int bit_depth) {
   // A TIFF in one buffer, pushed (the queue: pulling, typefind would cut it into blocks):
   // avdec_tiff, with no parser in front, takes each buffer for a whole image and failed on
   // any TIFF larger than one default block of 4 KiB. Other formats have their parsers.
-  const auto bytes = std::filesystem::file_size(path, ec);
-  if (!ec && is_tiff(path)) {
+  if (bytes != static_cast<std::uintmax_t>(-1) && is_tiff(path)) {
     if (bytes > (uint64_t{1} << 30)) throw ImageError("'" + path + "' is a TIFF file over 1 GiB; not decoded");
     g_object_set(pipe.by_name("src").get(), "blocksize", static_cast<guint>(bytes), nullptr);
   }
