@@ -65,7 +65,6 @@ GST_DEBUG_CATEGORY (gst_pefm_filter_debug);         /* pefmengine.cpp logs in it
 #define DEFAULT_PROP_TILE_SIZE -1
 #define DEFAULT_PROP_TILE_OVERLAP 0
 #define DEFAULT_PROP_THREADS 0
-#define DEFAULT_PROP_BIT_DEPTH 0
 #define DEFAULT_PROP_EMIT_MESSAGES FALSE
 #define DEFAULT_PROP_MESSAGE_MODE GST_PEFM_MESSAGES_ALL
 #define DEFAULT_PROP_SKIP_LATE FALSE
@@ -301,11 +300,8 @@ gst_pefm_filter_start (GstBaseTransform * trans)
   const bool skipping = self->skip_late || self->inference_interval > 1;
   const guint bit_depth = self->bit_depth;
   GST_OBJECT_UNLOCK (self);
-  if (bit_depth != 0 && bit_depth < 8) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("bit-depth %u: 8..16 significant bits, or 0 (the caps' depth, "
-            "else 16)", bit_depth), (NULL));
+  if (!pefm_check_bit_depth (GST_ELEMENT (self), bit_depth))
     return FALSE;
-  }
   for (int i = 0; i < 2; ++i) {
     if (pefm_mm_scale_too_small (mm[i])) {
       GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s %g is below 0.001 (one pixel a metre): set 0 (not set) or "
@@ -575,7 +571,7 @@ gst_pefm_filter_init (GstPefmFilter * self)
   self->tile_size = DEFAULT_PROP_TILE_SIZE;
   self->tile_overlap = DEFAULT_PROP_TILE_OVERLAP;
   self->threads = DEFAULT_PROP_THREADS;
-  self->bit_depth = DEFAULT_PROP_BIT_DEPTH;
+  self->bit_depth = PEFM_DEFAULT_BIT_DEPTH;
   self->emit_messages = DEFAULT_PROP_EMIT_MESSAGES;
   self->message_mode = DEFAULT_PROP_MESSAGE_MODE;
   self->skip_late = DEFAULT_PROP_SKIP_LATE;
@@ -687,19 +683,8 @@ gst_pefm_filter_class_init (GstPefmFilterClass * klass)
   g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
       g_param_spec_int ("tile-overlap", "Tile overlap", "Pixels shared by neighbouring tiles",
           0, 65535, DEFAULT_PROP_TILE_OVERLAP, playing_flags));
-  /**
-   * GstPefmFilter:bit-depth:
-   *
-   * GRAY16_LE frames (12- and 16-bit mono cameras): how many low bits the camera fills.
-   * A sample v becomes the 8-bit value v * 255 / (2^bit-depth - 1), rounded, as pefm-train
-   * maps 16-bit images with --bit-depth. 0: the caps' "depth" field when a source sets one
-   * (8..16), else 16, GStreamer's meaning of GRAY16: a 12-bit camera (Aravis's Mono12
-   * arrives as plain GRAY16_LE) needs bit-depth=12, or its frames are read nearly black.
-   */
-  g_object_class_install_property (gobject_class, PROP_BIT_DEPTH,
-      g_param_spec_uint ("bit-depth", "Bit depth",
-          "GRAY16_LE: the significant bits of a sample, 8..16 (0 = the caps' depth, else 16)", 0, 16,
-          DEFAULT_PROP_BIT_DEPTH, ready_flags));
+  /* bit-depth: as pefmoverlay's (gstpefmvideo.cpp) */
+  pefm_install_bit_depth_property (gobject_class, PROP_BIT_DEPTH);
   /**
    * GstPefmFilter:threads:
    *

@@ -38,7 +38,6 @@ GST_DEBUG_CATEGORY_STATIC (gst_pefm_overlay_debug);
 #define DEFAULT_PROP_OVERLAY PEFM_DEFAULT_OVERLAY
 #define DEFAULT_PROP_OVERLAY_ALPHA PEFM_DEFAULT_OVERLAY_ALPHA
 #define DEFAULT_PROP_THRESHOLD -1.0
-#define DEFAULT_PROP_BIT_DEPTH 0
 
 enum
 {
@@ -115,6 +114,16 @@ gst_pefm_overlay_element_get_property (GObject * object, guint prop_id, GValue *
       break;
   }
   GST_OBJECT_UNLOCK (self);
+}
+
+static gboolean
+gst_pefm_overlay_element_start (GstBaseTransform * trans)
+{
+  GstPefmOverlayElement *self = GST_PEFM_OVERLAY_ELEMENT (trans);
+  GST_OBJECT_LOCK (self);
+  const guint bit_depth = self->bit_depth;
+  GST_OBJECT_UNLOCK (self);
+  return pefm_check_bit_depth (GST_ELEMENT (self), bit_depth);
 }
 
 static gboolean
@@ -213,17 +222,8 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
       g_param_spec_double ("threshold", "Threshold",
           "Heat-map value the contours are drawn at (negative = where each frame's regions were cut)",
           -1.0, 1.0, DEFAULT_PROP_THRESHOLD, flags));
-  /**
-   * GstPefmOverlayElement:bit-depth:
-   *
-   * GRAY16_LE frames: the bits the camera fills, as pefmfilter's bit-depth, so that the
-   * drawing stays in the camera's range (0: the caps' depth when set, else 16).
-   */
-  g_object_class_install_property (gobject_class, PROP_BIT_DEPTH,
-      g_param_spec_uint ("bit-depth", "Bit depth",
-          "GRAY16_LE: the significant bits of a sample, 8..16 (0 = the caps' depth, else 16)", 0, 16,
-          DEFAULT_PROP_BIT_DEPTH, static_cast < GParamFlags > (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-              GST_PARAM_MUTABLE_READY)));
+  /* bit-depth: as pefmfilter's (gstpefmvideo.cpp) */
+  pefm_install_bit_depth_property (gobject_class, PROP_BIT_DEPTH);
 
   gst_element_class_set_static_metadata (element_class, "PEFM result overlay",
       "Filter/Effect/Video",
@@ -234,6 +234,7 @@ gst_pefm_overlay_element_class_init (GstPefmOverlayElementClass * klass)
 
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_set_info);
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_transform_ip);
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_pefm_overlay_element_start);
 
   gst_type_mark_as_plugin_api (GST_TYPE_PEFM_OVERLAY, (GstPluginAPIFlags) 0);
 }
@@ -244,6 +245,6 @@ gst_pefm_overlay_element_init (GstPefmOverlayElement * self)
   self->overlay = DEFAULT_PROP_OVERLAY;
   self->overlay_alpha = DEFAULT_PROP_OVERLAY_ALPHA;
   self->threshold = DEFAULT_PROP_THRESHOLD;
-  self->bit_depth = DEFAULT_PROP_BIT_DEPTH;
+  self->bit_depth = PEFM_DEFAULT_BIT_DEPTH;
   new (&self->negotiated) pefm::FrameView ();
 }

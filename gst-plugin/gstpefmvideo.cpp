@@ -71,6 +71,36 @@ pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, guint
           0.0, 1.0, PEFM_DEFAULT_OVERLAY_ALPHA, flags));
 }
 
+void
+pefm_install_bit_depth_property (GObjectClass * klass, guint prop_bit_depth)
+{
+  /**
+   * GstPefmFilter:bit-depth:
+   *
+   * GRAY16_LE frames (12- and 16-bit mono cameras): how many low bits the camera fills.
+   * A sample v becomes the 8-bit value v * 255 / (2^bit-depth - 1), rounded, as pefm-train
+   * maps 16-bit images with --bit-depth; pefmoverlay draws within that range. 0: the caps'
+   * "depth" field when a source sets one (8..16), else 16, GStreamer's meaning of GRAY16:
+   * a 12-bit camera (Aravis's Mono12 arrives as plain GRAY16_LE) needs bit-depth=12, or
+   * its frames are read nearly black.
+   */
+  g_object_class_install_property (klass, prop_bit_depth,
+      g_param_spec_uint ("bit-depth", "Bit depth",
+          "GRAY16_LE: the significant bits of a sample, 8..16 (0 = the caps' depth, else 16)", 0, 16,
+          PEFM_DEFAULT_BIT_DEPTH, static_cast < GParamFlags > (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+              GST_PARAM_MUTABLE_READY)));
+}
+
+gboolean
+pefm_check_bit_depth (GstElement * element, guint bit_depth)
+{
+  if (bit_depth == 0 || bit_depth >= 8)
+    return TRUE;
+  GST_ELEMENT_ERROR (element, RESOURCE, SETTINGS, ("bit-depth %u: 8..16 significant bits, or 0 (the caps' depth, "
+          "else 16)", bit_depth), (NULL));
+  return FALSE;
+}
+
 static bool
 to_frame_format (GstVideoFormat f, pefm::FrameFormat * out)
 {

@@ -11,6 +11,7 @@
 
 #define PEFM_DEFAULT_OVERLAY GST_PEFM_OVERLAY_HEATMAP_CONTOURS
 #define PEFM_DEFAULT_OVERLAY_ALPHA 0.5
+#define PEFM_DEFAULT_BIT_DEPTH 0
 #define PEFM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, ARGB, ABGR, xRGB, xBGR, GRAY8, GRAY16_LE, I420, NV12 }"
 
 typedef enum {
@@ -32,6 +33,12 @@ GType gst_pefm_message_mode_get_type (void);
  * @prop_overlay_alpha), the same in pefmfilter and pefmoverlay. */
 void pefm_install_overlay_properties (GObjectClass * klass, guint prop_overlay, guint prop_overlay_alpha,
     GParamFlags flags);
+
+/* Installs the "bit-depth" property (id @prop_bit_depth; GRAY16_LE's significant bits),
+ * the same in pefmfilter and pefmoverlay. */
+void pefm_install_bit_depth_property (GObjectClass * klass, guint prop_bit_depth);
+/* Whether @bit_depth is 0 or 8..16; else an error naming the property, posted by @element. */
+gboolean pefm_check_bit_depth (GstElement * element, guint bit_depth);
 
 /* The format and colour matrix of @info (@caps) as the core reads frames; false for a
  * format pefm does not take. GRAY16_LE's significant bits: @bit_depth, or with 0 the caps'

@@ -1008,6 +1008,9 @@ TEST(Element, TwelveBitMonoFramesAreInspectedAsTheirEightBitValues) {
   const std::string msg = state_change_error("videotestsrc ! video/x-raw,format=GRAY16_LE ! pefmfilter bit-depth=5 model=" +
                                              g_model + " ! fakesink");
   EXPECT_NE(msg.find("bit-depth 5"), std::string::npos) << msg;
+  const std::string overlay_msg = state_change_error(
+      "videotestsrc num-buffers=1 ! video/x-raw,format=GRAY16_LE ! pefmoverlay bit-depth=5 ! fakesink");
+  EXPECT_NE(overlay_msg.find("bit-depth 5"), std::string::npos) << overlay_msg;
 }
 
 TEST(Element, TileSettingsThatWouldStallTheStreamAreRefused) {
