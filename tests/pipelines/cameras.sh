@@ -24,6 +24,7 @@ missing() {
   echo "cameras: SKIPPED: $*" >&2
 }
 source pipelines/env.sh
+source tests/pipelines/lib.sh
 
 pids=()
 netns=""
@@ -33,34 +34,6 @@ cleanup() {
   [ -z "$netns" ] || ip netns del "$netns" 2>/dev/null || true
 }
 trap cleanup EXIT
-
-frames_in() { if [ -f "$1" ]; then grep -c '"type":"frame"' "$1" || true; else echo 0; fi; }
-
-# Runs "$@" (a camera.sh command writing $results) until $want frame lines, then SIGINT;
-# it must end by itself with status 0 within 60 s.
-run_until() {
-  local results=$1 want=$2 log=$3
-  shift 3
-  "$@" > "$log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 1200); do
-    [ "$(frames_in "$results")" -ge "$want" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    tail -20 "$log"
-    fail "$* did not end within 60 s of SIGINT"
-  fi
-  local status=0
-  wait "$pid" || status=$?
-  [ "$status" -eq 0 ] || { tail -20 "$log"; fail "$* exited $status after SIGINT"; }
-  [ "$(frames_in "$results")" -ge "$want" ] || { tail -20 "$log"; fail "$*: $(frames_in "$results") frame lines, not $want"; }
-}
 
 # Every frame line inspected, numbered 0..n-1, from `source`; the lines schema-valid.
 check_lines() {

@@ -40,6 +40,7 @@ grep -q "RANDOM (no weights found)" "$work/demo-bare.log" || fail "demo without 
 echo "pipelines: demo.sh ok without ../shared (synthetic images, random backbones)"
 
 source pipelines/env.sh
+source tests/pipelines/lib.sh
 pefm-demo-data --web 4 --strip-rows 64 --width 256 --out "$work/web" > "$work/web.log"
 pefm-train --data "$work/web/train/good" --output "$work/web.pt" --tile 64 --image-size 64 --latent 8,8,8 \
   --epochs 1 --folds 0 --val-fraction 0.2 --source mobilenet_v2=random --target resnet18=random >> "$work/web.log" 2>&1 \
@@ -70,20 +71,8 @@ verify=$(cd "$work/unit" && systemd-analyze verify --man=no ./pefm@cam1.service 
 mkdir -p "$work/service-state"
 export PEFM_MODEL="$work/web.pt" STATE_DIRECTORY="$work/service-state"
 export PEFM_SOURCE="videotestsrc is-live=true ! video/x-raw,format=RGB,width=256,height=64,framerate=10/1"
-pipelines/service/pefm-service cam1 > "$work/service.log" 2>&1 &
-service_pid=$!
-lines_of() { if [ -f "$1" ]; then grep -c '"type":"frame"' "$1" || true; else echo 0; fi; }
-for _ in $(seq 600); do
-  [ "$(lines_of "$work/service-state/results.jsonl")" -ge 3 ] && break
-  kill -0 "$service_pid" 2>/dev/null || break
-  sleep 0.1
-done
-kill -INT "$service_pid" 2>/dev/null || true  # KillSignal=SIGINT: an end of stream, then exit
-status=0
-wait "$service_pid" || status=$?
-[ "$status" -eq 0 ] || { tail -20 "$work/service.log"; fail "pefm-service exited $status on SIGINT"; }
-frames=$(lines_of "$work/service-state/results.jsonl")
-[ "$frames" -ge 3 ] || { tail -20 "$work/service.log"; fail "pefm-service wrote $frames frame lines"; }
+run_until "$work/service-state/results.jsonl" 3 "$work/service.log" pipelines/service/pefm-service cam1
+frames=$(frames_in "$work/service-state/results.jsonl")
 grep -q '"source":"cam1"' "$work/service-state/results.jsonl" || fail "pefm-service: the lines do not name cam1"
 python3 tests/schema/validate_results.py docs/results.schema.json "$work/service-state/results.jsonl" > "$work/service-schema.log" \
   || { cat "$work/service-schema.log"; fail "pefm-service: lines not valid against docs/results.schema.json"; }
