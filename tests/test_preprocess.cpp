@@ -4,6 +4,8 @@
 #include "common.h"
 #include "pefm-config.h"
 #include "pefm/device.h"
+#include "pefm/frame_input.h"
+#include "pefm/stream_context.h"
 #include "pefm/model.h"
 #include "pefm/preprocess.h"
 #include "pefm/state_dict.h"
@@ -11,6 +13,7 @@
 #if PEFM_WITH_CUDA_KERNELS
 #include "../core/src/cuda/kernels.h"
 #include "../core/src/cuda/torch_elem.h"
+#include "../core/src/cuda/yuv_desc.h"
 #endif
 
 namespace {
@@ -190,6 +193,89 @@ TEST(PreprocessKernel, HostTwinWritesEveryDtype) {
 #endif
 
 #if PEFM_WITH_CUDA_KERNELS
+// A decoder's YUV 4:2:0 frame of random planes, rows padded past their pixels.
+struct YuvFrame {
+  std::vector<uint8_t> y, u, v;
+  pefm::FrameView view;
+
+  YuvFrame(pefm::FrameFormat format, int w, int h, double kr, double kb, bool full_range) {
+    const int cw = (w + 1) / 2, ch = (h + 1) / 2;
+    const bool nv12 = format == pefm::FrameFormat::kNV12;
+    const int ys = w + 5, cs = (nv12 ? 2 * cw : cw) + 3;
+    const auto fill = [](std::vector<uint8_t>& p, size_t n) {
+      const auto t = torch::randint(0, 256, {static_cast<int64_t>(n)}, torch::kUInt8);
+      p.assign(t.data_ptr<uint8_t>(), t.data_ptr<uint8_t>() + n);
+    };
+    fill(y, static_cast<size_t>(ys) * h);
+    fill(u, static_cast<size_t>(cs) * ch);
+    fill(v, static_cast<size_t>(cs) * ch);
+    view.format = format;
+    view.width = w;
+    view.height = h;
+    view.planes[0] = y.data();
+    view.planes[1] = u.data();
+    view.planes[2] = nv12 ? nullptr : v.data();
+    view.strides[0] = ys;
+    view.strides[1] = view.strides[2] = cs;
+    view.kr = kr;
+    view.kb = kb;
+    view.full_range = full_range;
+  }
+};
+
+// The GPU's YUV conversion (its host twin, the same per-pixel code with the kernel's
+// description of the frame) against the CPU's: the same floats for bilinear models, and
+// for Lanczos the 8 bits the CPU path quantises those floats to, so the network input is
+// the same whichever side converts. Odd sizes, padded rows, three matrices, both ranges.
+TEST(YuvKernel, HostTwinEqualsTheCpuConversion) {
+  torch::manual_seed(11);
+  struct Matrix { double kr, kb; };
+  for (const auto format : {pefm::FrameFormat::kI420, pefm::FrameFormat::kNV12}) {
+    for (const auto& m : {Matrix{0.299, 0.114}, Matrix{0.2126, 0.0722}, Matrix{0.2627, 0.0593}}) {
+      for (const bool full : {false, true}) {
+        const YuvFrame frame(format, 37, 23, m.kr, m.kb, full);
+        const auto cpu = pefm::frame_input(frame.view, torch::kCPU, nullptr, Resize::kBilinear).pixels;
+        const auto desc = pefm::cuda::describe_yuv(frame.view);
+        auto as_float = torch::empty({23, 37, 3});
+        pefm::cuda::yuv_to_rgb_host(desc, as_float.data_ptr(), true);
+        auto as_bytes = torch::empty({23, 37, 3}, torch::kUInt8);
+        pefm::cuda::yuv_to_rgb_host(desc, as_bytes.data_ptr(), false);
+        const std::string what = std::string(format == pefm::FrameFormat::kI420 ? "I420" : "NV12") + " kr " +
+                                 std::to_string(m.kr) + (full ? " full" : " limited");
+        EXPECT_TRUE(torch::equal(as_float, cpu)) << what << ": max diff " << (as_float - cpu).abs().max().item<float>();
+        const auto quantised = (cpu * 255.0).round().clamp(0, 255).to(torch::kUInt8);
+        EXPECT_TRUE(torch::equal(as_bytes, quantised)) << what;
+        EXPECT_TRUE(torch::equal(pefm::preprocess(as_bytes.unsqueeze(0), ChannelMap::rgb_order(), 16),
+                                 pefm::preprocess(cpu.unsqueeze(0), ChannelMap::rgb_order(), 16)))
+            << what << ": Lanczos input";
+      }
+    }
+  }
+}
+
+// PIL's two passes as the kernels run them (rows into scratch, then columns) read a frame
+// view with gaps between rows and images as they read a contiguous copy, and give the CPU
+// path's values (the same integers; the division by 255 rounds differently in the last bit).
+TEST(PreprocessKernel, HostTwinLanczosReadsStridedFrames) {
+  torch::manual_seed(12);
+  const auto big = torch::randint(0, 256, {2, 50, 70, 4}, torch::kUInt8);
+  const auto view = big.slice(1, 3, 44).slice(2, 5, 66);  // 41 x 61, strided
+  const auto tx = pefm::resample::lanczos_taps(61, 24);
+  const auto ty = pefm::resample::lanczos_taps(41, 24);
+  const pefm::cuda::LanczosTaps taps{{tx.max_taps, tx.lo.data(), tx.count.data(), tx.weights.data(), tx.fixed.data()},
+                                     {ty.max_taps, ty.lo.data(), ty.count.data(), ty.weights.data(), ty.fixed.data()}};
+  const auto copy = view.contiguous();
+  auto got = torch::empty({2, 3, 24, 24}), want = torch::empty({2, 3, 24, 24});
+  pefm::cuda::preprocess_host(describe(view, ChannelMap::bgra_order()), got.data_ptr(), pefm::cuda::Elem::kFloat, 24,
+                              &taps);
+  pefm::cuda::preprocess_host(describe(copy, ChannelMap::bgra_order()), want.data_ptr(), pefm::cuda::Elem::kFloat, 24,
+                              &taps);
+  EXPECT_TRUE(torch::equal(got, want));
+  EXPECT_LT((got - pefm::preprocess(copy, ChannelMap::bgra_order(), 24)).abs().max().item<float>(), 1e-6);
+}
+#endif
+
+#if PEFM_WITH_CUDA_KERNELS
 // The fused residual + upsampling + fusion kernels' arithmetic (their host twin, same
 // per-pixel code) against the model's LibTorch path, both fusions.
 TEST(AnomalyMapKernel, HostTwinMatchesTheModel) {
@@ -250,6 +336,28 @@ TEST(AnomalyMapKernel, HostTwinReadsEveryDtype) {
     pefm::cuda::anomaly_map_host(typed_scales, n, pefm::cuda::kernel_elem(dtype), false, 32, got.data_ptr<float>());
     pefm::cuda::anomaly_map_host(float_scales, n, pefm::cuda::Elem::kFloat, false, 32, want.data_ptr<float>());
     EXPECT_TRUE(torch::equal(got, want)) << dtype << ": max difference " << (got - want).abs().max().item<float>();
+  }
+}
+#endif
+
+#if PEFM_WITH_CUDA_KERNELS
+// The conversion on the GPU as the element runs it (planes packed into the pinned buffer,
+// uploaded, converted on the context's stream): the CPU's floats exactly for bilinear
+// models, their 8-bit quantisation for Lanczos. Odd sizes, padded rows, both layouts.
+TEST(YuvKernel, CudaConversionEqualsTheCpus) {
+  PEFM_CUDA_OR_SKIP();
+  torch::manual_seed(13);
+  for (const auto format : {pefm::FrameFormat::kI420, pefm::FrameFormat::kNV12}) {
+    for (const bool full : {false, true}) {
+      const YuvFrame frame(format, 37, 23, 0.299, 0.114, full);
+      const auto cpu = pefm::frame_input(frame.view, torch::kCPU, nullptr, Resize::kBilinear).pixels;
+      pefm::StreamContext context;
+      const auto as_float = pefm::frame_input(frame.view, torch::kCUDA, &context, Resize::kBilinear).pixels.cpu();
+      const auto as_bytes = pefm::frame_input(frame.view, torch::kCUDA, &context, Resize::kLanczos).pixels.cpu();
+      const std::string what = std::string(format == pefm::FrameFormat::kI420 ? "I420" : "NV12") + (full ? " full" : " limited");
+      EXPECT_TRUE(torch::equal(as_float, cpu)) << what;
+      EXPECT_TRUE(torch::equal(as_bytes, (cpu * 255.0).round().clamp(0, 255).to(torch::kUInt8))) << what;
+    }
   }
 }
 #endif

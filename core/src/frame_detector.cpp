@@ -82,7 +82,7 @@ FrameResult FrameDetector::process(const FrameView& frame, const Thresholds& thr
   };
   stop_if_cancelled();
   torch::InferenceMode guard;
-  const auto input = frame_input(frame, detector.device(), context);
+  const auto input = frame_input(frame, detector.device(), context, detector.model().config.resize);
   const auto raw = tiles.size <= 0 ? detector.detect(input.pixels.unsqueeze(0), input.channels).maps[0]
                                    : tiled_map(detector, input, tiles, stop_if_cancelled);
   return postprocess(raw, detector.calibration(), thresholds, frame.width, frame.height);
@@ -102,7 +102,7 @@ std::vector<ScoredFrame> process_frames(FrameDetector& frame_detector, const std
     std::vector<FrameInput> inputs;
     std::vector<torch::Tensor> pixels;
     for (const auto& f : frames) {
-      inputs.push_back(frame_input(f, detector.device()));
+      inputs.push_back(frame_input(f, detector.device(), nullptr, detector.model().config.resize));
       pixels.push_back(inputs.back().pixels.unsqueeze(0));
     }
     if (!inputs.empty()) {
@@ -110,7 +110,8 @@ std::vector<ScoredFrame> process_frames(FrameDetector& frame_detector, const std
       for (int64_t i = 0; i < maps.size(0); ++i) raws.push_back(maps[i]);
     }
   } else {
-    for (const auto& f : frames) raws.push_back(tiled_map(detector, frame_input(f, detector.device()), tiles, [] {}));
+    for (const auto& f : frames) raws.push_back(tiled_map(detector, frame_input(f, detector.device(), nullptr, detector.model().config.resize), tiles,
+                                                      [] {}));
   }
   std::vector<ScoredFrame> out;
   for (size_t i = 0; i < frames.size(); ++i) {

@@ -1,5 +1,6 @@
 #include "pefm/frame_input.h"
 
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -13,6 +14,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+#include "cuda/kernels.h"
+#include "cuda/yuv_desc.h"
+#endif
 
 namespace pefm {
 
@@ -22,18 +27,22 @@ struct StreamContext::Impl {
 #endif
   torch::Tensor staging;  // pinned host memory, the last frame's shape
 
-  // Copies `host` into the pinned buffer and starts its upload on the current stream. The
-  // buffer is rewritten only by the next frame, after the detector has synchronised on the
-  // download of this frame's map.
-  torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+  // The pinned buffer, `sizes` of `type`, free to be written. It is rewritten only by the
+  // next frame, after the detector has synchronised on the download of this frame's map.
+  torch::Tensor& stage(c10::IntArrayRef sizes, torch::ScalarType type) {
 #if PEFM_TORCH_CUDA
     // After an error or a cancelled frame the last upload may still be in flight.
     if (staging.defined() && stream) stream->synchronize();
 #endif
-    if (!staging.defined() || staging.sizes() != host.sizes() || staging.scalar_type() != host.scalar_type()) {
-      staging = torch::empty(host.sizes(), host.options().pinned_memory(true));
+    if (!staging.defined() || staging.sizes() != sizes || staging.scalar_type() != type) {
+      staging = torch::empty(sizes, torch::TensorOptions().dtype(type).pinned_memory(true));
     }
-    staging.copy_(host);
+    return staging;
+  }
+
+  // Copies `host` into the pinned buffer and starts its upload on the current stream.
+  torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+    stage(host.sizes(), host.scalar_type()).copy_(host);
     return staging.to(device, /*non_blocking=*/true);
   }
 };
@@ -132,6 +141,41 @@ FrameInput yuv_pixels(const FrameView& f) {
   return in;
 }
 
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+// I420 / NV12 on a CUDA stream: the planes go up as they are (1.5 bytes a pixel) and a
+// kernel converts them, to the CPU conversion's floats for bilinear models and to the 8
+// bits the Lanczos path would quantise those floats to otherwise.
+torch::Tensor yuv_on_device(const FrameView& f, const torch::Device& device, StreamContext::Impl& context,
+                            Resize resize) {
+  const int64_t h = f.height, w = f.width, ch = (h + 1) / 2, cw = (w + 1) / 2;
+  const bool nv12 = f.format == FrameFormat::kNV12;
+  auto& host = context.stage({h * w + 2 * ch * cw}, torch::kUInt8);
+  uint8_t* p = host.data_ptr<uint8_t>();
+  const auto copy_rows = [&p](const uint8_t* plane, int stride, int64_t rows, int64_t bytes) {
+    for (int64_t r = 0; r < rows; ++r, p += bytes) std::memcpy(p, plane + r * stride, static_cast<size_t>(bytes));
+  };
+  copy_rows(f.planes[0], f.strides[0], h, w);
+  if (nv12) {
+    copy_rows(f.planes[1], f.strides[1], ch, 2 * cw);
+  } else {
+    copy_rows(f.planes[1], f.strides[1], ch, cw);
+    copy_rows(f.planes[2], f.strides[2], ch, cw);
+  }
+  const auto planes = host.to(device, /*non_blocking=*/true);
+  FrameView on_device = f;  // the same frame, its planes packed in the device buffer
+  on_device.planes[0] = planes.data_ptr<uint8_t>();
+  on_device.planes[1] = on_device.planes[0] + h * w;
+  on_device.planes[2] = nv12 ? nullptr : on_device.planes[1] + ch * cw;
+  on_device.strides[0] = static_cast<int>(w);
+  on_device.strides[1] = on_device.strides[2] = static_cast<int>(nv12 ? 2 * cw : cw);
+  const bool as_float = resize != Resize::kLanczos;
+  auto rgb = at::empty({h, w, 3}, planes.options().dtype(as_float ? torch::kFloat32 : torch::kUInt8));
+  const auto err = cuda::launch_yuv_to_rgb(cuda::describe_yuv(on_device), rgb.data_ptr(), as_float, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "YUV conversion kernel failed: ", cudaGetErrorString(err));
+  return rgb;
+}
+#endif
+
 }  // namespace
 
 FrameInput stream_scope(StreamContext* context, const torch::Device& device) {
@@ -145,8 +189,18 @@ FrameInput stream_scope(StreamContext* context, const torch::Device& device) {
   return in;
 }
 
-FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context) {
+FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context, Resize resize) {
   check_frame(frame);
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+  if (context && device.is_cuda() && is_yuv(frame.format)) {
+    auto in = stream_scope(context, device);
+    in.pixels = yuv_on_device(frame, device, context->impl(), resize);
+    in.channels = ChannelMap::rgb_order();
+    return in;
+  }
+#else
+  (void)resize;
+#endif
   auto in = is_yuv(frame.format) ? yuv_pixels(frame) : packed_pixels(frame);
   if (!context || !device.is_cuda()) return in;
   in.scope = std::move(stream_scope(context, device).scope);
@@ -155,7 +209,7 @@ FrameInput frame_input(const FrameView& frame, const torch::Device& device, Stre
 }
 
 torch::Tensor frame_to_rgb(const FrameView& frame) {
-  const auto in = frame_input(frame, torch::kCPU);
+  const auto in = frame_input(frame, torch::kCPU, nullptr, Resize::kBilinear);  // the CPU's floats
   if (in.pixels.scalar_type() == torch::kFloat32) return in.pixels;  // YUV, converted already
   const auto& rgb = in.channels.rgb;
   const auto order = torch::tensor({rgb[0], rgb[1], rgb[2]}, torch::kLong);

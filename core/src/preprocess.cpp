@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -28,7 +29,8 @@ torch::Tensor imagenet_std(const torch::TensorOptions& opts) {
   return torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, opts).view({1, 3, 1, 1});
 }
 
-void check_frames(const torch::Tensor& frames, const ChannelMap& map) {
+// `marked_on_device`: the CUDA kernels run and mark non-finite frames (preprocess).
+void check_frames(const torch::Tensor& frames, const ChannelMap& map, bool marked_on_device) {
   TORCH_CHECK(frames.dim() == 4, "frames must be [N, H, W, C], got ", frames.sizes());
   TORCH_CHECK(map.channels == 1 || map.channels == 3 || map.channels == 4,
               "frames must have 1, 3 or 4 channels, got ", map.channels);
@@ -38,7 +40,9 @@ void check_frames(const torch::Tensor& frames, const ChannelMap& map) {
   TORCH_CHECK(frames.scalar_type() == torch::kUInt8 || frames.scalar_type() == torch::kFloat32,
               "frames must be uint8 or float32, got ", frames.scalar_type());
   for (int c : map.rgb) TORCH_CHECK(c >= 0 && c < map.channels, "channel map index ", c, " out of range");
-  if (frames.is_floating_point()) {
+  // Where the kernels run, the check would wait for the GPU at every call: they mark such
+  // frames instead.
+  if (frames.is_floating_point() && !marked_on_device) {
     TORCH_CHECK(torch::isfinite(frames).all().item<bool>(), "frames contain NaN or Inf");
   }
 }
@@ -141,13 +145,18 @@ torch::Tensor lanczos_cpu(const torch::Tensor& frames, const ChannelMap& map, in
 
 torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int64_t size,
                          torch::ScalarType dtype, Resize resize) {
-  check_frames(frames, map);
+#if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
+  const bool kernels = frames.is_cuda() && frames.dim() == 4 && frames.stride(3) == 1;
+#else
+  const bool kernels = false;
+#endif
+  check_frames(frames, map, kernels);
   TORCH_CHECK(size > 0, "preprocess size must be positive, got ", size);
   if (frames.size(0) == 0) {
     return torch::empty({0, 3, size, size}, frames.options().dtype(dtype));
   }
 #if PEFM_WITH_CUDA_KERNELS && PEFM_TORCH_CUDA
-  if (frames.is_cuda() && frames.stride(3) == 1) {
+  if (kernels) {
     const auto elem = cuda::kernel_elem(dtype);  // before anything is allocated or launched
     c10::cuda::CUDAGuard guard(frames.device());
     auto out = at::empty({frames.size(0), 3, size, size}, frames.options().dtype(dtype));
@@ -157,10 +166,21 @@ torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int
                       frames.stride(0), frames.stride(1), frames.stride(2),
                       {map.rgb[0], map.rgb[1], map.rgb[2]}};
     const cuda::LanczosTaps* taps = nullptr;
-    if (resize == Resize::kLanczos) taps = &device_lanczos_taps(frames.size(1), frames.size(2), size, frames.device());
+    torch::Tensor scratch;  // the rows pass of Lanczos, freed once the stream is past it
+    if (resize == Resize::kLanczos) {
+      taps = &device_lanczos_taps(frames.size(1), frames.size(2), size, frames.device());
+      scratch = at::empty({cuda::lanczos_scratch_bytes(f, static_cast<int>(size))}, frames.options().dtype(torch::kUInt8));
+    }
     const auto err = cuda::launch_preprocess(f, out.data_ptr(), elem, static_cast<int>(size), taps,
+                                             scratch.defined() ? scratch.data_ptr<uint8_t>() : nullptr,
                                              c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "preprocess kernel failed: ", cudaGetErrorString(err));
+    if (frames.is_floating_point()) {
+      // A frame with NaN or Inf becomes a NaN input, with no wait for the GPU: the
+      // detector's NaN policy then scores it at the maximum and flags it.
+      const auto finite = torch::isfinite(frames).flatten(1).all(1).view({-1, 1, 1, 1});
+      out = torch::where(finite, out, torch::full({}, std::numeric_limits<float>::quiet_NaN(), out.options()));
+    }
     return out;
   }
 #endif

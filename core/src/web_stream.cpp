@@ -51,7 +51,7 @@ struct WebStream::Impl {
   std::optional<TileLayout> layout;  // grid tiles: their height, map rows unbounded
   int64_t next_tile = 0;             // top row of the next grid tile to score
   int64_t last_tile = -1;            // top row of the last one scored
-  torch::Tensor acc, wsum;           // map rows [acc_row0, acc_row0 + acc.size(0)), CPU
+  torch::Tensor acc, wsum;           // map rows [acc_row0, acc_row0 + acc.size(0)), detector's device
   int64_t acc_row0 = 0;
   std::deque<Pending> pending;
   std::vector<WebBuffer> ready;
@@ -80,7 +80,7 @@ struct WebStream::Impl {
   void grow(int64_t end) {
     const int64_t have = acc.defined() ? acc_row0 + acc.size(0) : acc_row0;
     if (end <= have) return;
-    const auto extra = torch::zeros({end - have, layout->map_w});
+    const auto extra = torch::zeros({end - have, layout->map_w}, torch::TensorOptions().device(detector.device()));
     acc = acc.defined() ? torch::cat({acc, extra}) : extra;
     wsum = wsum.defined() ? torch::cat({wsum, extra}) : extra.clone();
   }
@@ -250,7 +250,7 @@ void WebStream::push_checked(const FrameView& frame, int64_t web_row, uint64_t t
   }
   {
     torch::InferenceMode guard;
-    const auto input = frame_input(frame, d.detector.device(), context);
+    const auto input = frame_input(frame, d.detector.device(), context, d.detector.model().config.resize);
     if (!d.open) {
       d.open = true;
       d.width = frame.width;

@@ -14,7 +14,7 @@ namespace pefm {
 
 // The frame as the detector reads it: [H, W, C] pixels and the channel map to read them
 // with. Packed formats are wrapped without a copy (valid while the frame's memory is);
-// YUV is converted to float RGB in 0..1.
+// YUV is converted to float RGB in 0..1 (on a CUDA stream: see frame_input()).
 struct FrameInput {
   FrameInput();
   FrameInput(FrameInput&&) noexcept;
@@ -30,9 +30,10 @@ struct FrameInput {
 };
 
 // Throws std::invalid_argument for an empty frame or missing planes. With a `context` on a
-// CUDA `device`, the pixels go up through the context's pinned buffer on its stream; else
-// they stay in host memory (the detector moves them).
-FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context = nullptr);
+// CUDA `device`, the pixels go up through the context's pinned buffer on its stream (YUV
+// as its planes, converted there: uint8 RGB for `resize` Lanczos, which quantises to 8
+// bits anyway; else float); else they stay in host memory (the detector moves them).
+FrameInput frame_input(const FrameView& frame, const torch::Device& device, StreamContext* context, Resize resize);
 
 // With a `context` on a CUDA `device`: a FrameInput without pixels whose scope makes the
 // context's stream current while it lives (work that continues a frame's, such as the end

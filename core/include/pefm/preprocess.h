@@ -25,9 +25,12 @@ struct ChannelMap {
 };
 
 // frames: [N, H, W, C] uint8 (0..255) or float (0..1), on CPU or CUDA.
-// Returns [N, 3, size, size] of `dtype` on the frames' device. On CUDA one fused kernel
-// does all of it; the CPU path uses its own loops (Lanczos) or LibTorch ops (bilinear).
-// Both compute the same thing (Lanczos on 8-bit frames: the same integers).
+// Returns [N, 3, size, size] of `dtype` on the frames' device. On CUDA the kernels do it
+// (Lanczos in PIL's two passes, bilinear fused); the CPU path uses its own loops (Lanczos)
+// or LibTorch ops (bilinear). Both compute the same thing (Lanczos: the same integers).
+// Float frames with NaN or Inf: refused, except where the CUDA kernels run (refusing would
+// wait for the GPU): their input is NaN there, which the detector scores at the maximum
+// and flags.
 torch::Tensor preprocess(const torch::Tensor& frames, const ChannelMap& map, int64_t size,
                          torch::ScalarType dtype = torch::kFloat32, Resize resize = Resize::kLanczos);
 

@@ -34,16 +34,37 @@ struct LanczosTaps {
   TapsView x, y;
 };
 
-// Fused channel selection + resize + ImageNet normalisation: frame -> [n, 3, size, size]
-// of `out_elem` (float, half or bf16). With `lanczos` (device pointers) PIL's Lanczos on 8
-// bits (float frames quantised first), rounded to 8 bits after the horizontal and the
-// vertical pass as PIL does; without, antialiased bilinear (PyTorch/PIL weights).
-cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
-                              const LanczosTaps* lanczos, cudaStream_t stream);
+// Channel selection + resize + ImageNet normalisation: frame -> [n, 3, size, size] of
+// `out_elem` (float, half or bf16). With `lanczos` (device pointers) PIL's Lanczos on 8
+// bits (float frames quantised first) in PIL's two passes: rows into `scratch` (a device
+// buffer of lanczos_scratch_bytes, [n, h, size, 3] uint8, rounded as PIL stores them),
+// then columns; without, one fused antialiased bilinear kernel (PyTorch/PIL weights).
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos,
+                              unsigned char* scratch, cudaStream_t stream);
+int64_t lanczos_scratch_bytes(const FrameDesc& frame, int size);
 
 // The same per-pixel code and element dispatch on the host (`lanczos` host pointers), for
 // tests on machines without a GPU.
 void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos);
+
+// A YUV 4:2:0 frame's planes where the kernel reads them, and YuvMatrix's constants as
+// float (the values LibTorch's CPU conversion computes with).
+struct YuvDesc {
+  const unsigned char* y;
+  const unsigned char* u;
+  const unsigned char* v;  // NV12: u + 1
+  int64_t y_stride, u_stride, v_stride;  // bytes per row (NV12: u_stride = v_stride)
+  int c_step;                  // bytes from one chroma sample to the next: 1 (I420), 2 (NV12)
+  int h, w;
+  float y_offset, y_range, c_range, cr_r, cb_b, kr, kb;
+  float g_div;  // 1 - kr - kb, computed in double
+};
+
+// YUV -> [h, w, 3] RGB (packed, contiguous): float in 0..1 when `out_float` (equal to
+// frame_input's CPU conversion), else uint8, those values quantised as the Lanczos path
+// quantises float frames. The frame goes up as its planes (1.5 bytes a pixel, not 12).
+cudaError_t launch_yuv_to_rgb(const YuvDesc& frame, void* out, bool out_float, cudaStream_t stream);
+void yuv_to_rgb_host(const YuvDesc& frame, void* out, bool out_float);
 
 // One scale of the mapping residual: features and their mappings, contiguous NCHW,
 // [n, cs, h, w] for the source pair and [n, ct, h, w] for the target pair.

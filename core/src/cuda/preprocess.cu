@@ -1,5 +1,6 @@
 // Fused preprocessing kernel; see kernels.h.
 #include <stdexcept>
+#include <vector>
 
 #include "../pixel_constants.h"
 #include "dispatch.cuh"
@@ -74,85 +75,138 @@ __host__ __device__ inline int clip8(int v) {
 }
 
 // A frame value as 8 bits: float frames quantised (round half to even, as the CPU path's
-// torch::round), so every format reaches PIL's 8-bit arithmetic.
+// torch::round), so every format reaches PIL's 8-bit arithmetic. NaN reads as 0 (the
+// caller marks such frames: preprocess.cpp).
 __host__ __device__ inline int sample8(const FrameDesc& f, int64_t offset) {
   if (!f.is_float) return static_cast<const unsigned char*>(f.data)[offset];
   const float v = rintf(static_cast<const float*>(f.data)[offset] * 255.0f);
-  return v < 0.0f ? 0 : v > 255.0f ? 255 : static_cast<int>(v);
+  return v >= 0.0f ? (v <= 255.0f ? static_cast<int>(v) : 255) : 0;
 }
 
-// Normalised R, G, B of output pixel (ox, oy) of image n, PIL's Lanczos: for each tap row
-// the horizontal fixed-point sum rounded to 8 bits (as PIL's first pass stores it), then
-// the vertical sum of those (rounded again).
-__host__ __device__ inline void pixel_lanczos(const FrameDesc& f, const LanczosTaps& t, int n, int oy, int ox,
-                                              float rgb[3]) {
-  const int xlo = t.x.lo[ox], xn = t.x.count[ox], ylo = t.y.lo[oy], yn = t.y.count[oy];
-  const int64_t kx = static_cast<int64_t>(ox) * t.x.max_taps, ky = static_cast<int64_t>(oy) * t.y.max_taps;
-  constexpr int half = 1 << (resample::kPrecisionBits - 1);  // the rounding, as PIL
-  const float mean[3] = {kImageNetMeanR, kImageNetMeanG, kImageNetMeanB};
-  const float stdv[3] = {kImageNetStdR, kImageNetStdG, kImageNetStdB};
+constexpr int kHalf = 1 << (resample::kPrecisionBits - 1);  // the rounding, as PIL
+
+// PIL's first (horizontal) pass, element i over (n, y, ox) of `mid` ([n, h, size, 3]
+// uint8): R, G and B of input row y resampled to column ox, rounded to 8 bits.
+__host__ __device__ inline void lanczos_row_at(const FrameDesc& f, const TapsView& tx, unsigned char* mid, int size,
+                                               int64_t i) {
+  const int ox = static_cast<int>(i % size);
+  const int64_t ny = i / size;  // n * h + y
+  const int64_t row = (ny / f.h) * f.stride_n + (ny % f.h) * f.stride_h;
+  const int lo = tx.lo[ox], cnt = tx.count[ox];
+  const int32_t* k = tx.fixed + static_cast<int64_t>(ox) * tx.max_taps;
   for (int c = 0; c < 3; ++c) {
-    int acc = half;
-    for (int j = 0; j < yn; ++j) {
-      const int64_t row = n * f.stride_n + static_cast<int64_t>(ylo + j) * f.stride_h + f.rgb[c];
-      int h = half;
-      for (int i = 0; i < xn; ++i) h += sample8(f, row + static_cast<int64_t>(xlo + i) * f.stride_w) * t.x.fixed[kx + i];
-      acc += clip8(h) * t.y.fixed[ky + j];
-    }
-    const float v = clip8(acc) * (1.0f / 255.0f);
-    rgb[c] = (v - mean[c]) / stdv[c];
+    int acc = kHalf;
+    const int64_t p = row + static_cast<int64_t>(lo) * f.stride_w + f.rgb[c];
+    for (int j = 0; j < cnt; ++j) acc += sample8(f, p + j * f.stride_w) * k[j];
+    mid[i * 3 + c] = static_cast<unsigned char>(clip8(acc));
   }
 }
 
-// Output pixel i (over n, y, x) of the [n, 3, size, size] result.
+// PIL's second (vertical) pass, output pixel i over (n, oy, ox): the rows' 8-bit values
+// resampled, rounded to 8 bits again, then scaled and normalised.
 template <typename Out>
-__host__ __device__ inline void preprocess_at(const FrameDesc& f, const LanczosTaps* lanczos, Out* out, int size,
-                                              int64_t i) {
+__host__ __device__ inline void lanczos_column_at(const unsigned char* mid, int h, const TapsView& ty, Out* out,
+                                                  int size, int64_t i) {
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  const int64_t n = i / plane;
+  const int oy = static_cast<int>((i % plane) / size), ox = static_cast<int>(i % size);
+  const int lo = ty.lo[oy], cnt = ty.count[oy];
+  const int32_t* k = ty.fixed + static_cast<int64_t>(oy) * ty.max_taps;
+  const float mean[3] = {kImageNetMeanR, kImageNetMeanG, kImageNetMeanB};
+  const float stdv[3] = {kImageNetStdR, kImageNetStdG, kImageNetStdB};
+  Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
+  for (int c = 0; c < 3; ++c) {
+    int acc = kHalf;
+    const unsigned char* m = mid + ((n * h + lo) * size + ox) * 3 + c;
+    for (int j = 0; j < cnt; ++j) acc += m[static_cast<int64_t>(j) * size * 3] * k[j];
+    const float v = clip8(acc) * (1.0f / 255.0f);
+    store(o + c * plane, (v - mean[c]) / stdv[c]);
+  }
+}
+
+// Output pixel i (over n, y, x) of the [n, 3, size, size] result, antialiased bilinear.
+template <typename Out>
+__host__ __device__ inline void bilinear_at(const FrameDesc& f, Out* out, int size, int64_t i) {
   const int64_t plane = static_cast<int64_t>(size) * size;
   const int n = static_cast<int>(i / plane);
   const int oy = static_cast<int>((i % plane) / size);
   const int ox = static_cast<int>(i % size);
   float rgb[3];
-  if (lanczos)
-    pixel_lanczos(f, *lanczos, n, oy, ox, rgb);
-  else
-    pixel(f, size, n, oy, ox, rgb);
+  pixel(f, size, n, oy, ox, rgb);
   Out* o = out + n * 3 * plane + static_cast<int64_t>(oy) * size + ox;
   for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
 }
 
-// `lanczos` by value (its pointers are device pointers); has_lanczos false: bilinear.
+// One thread per element of a grid-stride loop over `total`.
+#define PEFM_GRID_LOOP(i, total)                                                          \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (total); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__global__ void lanczos_rows_kernel(FrameDesc f, TapsView tx, unsigned char* mid, int size) {
+  PEFM_GRID_LOOP(i, static_cast<int64_t>(f.n) * f.h * size) lanczos_row_at(f, tx, mid, size, i);
+}
+
 template <typename Out>
-__global__ void preprocess_kernel(FrameDesc f, LanczosTaps lanczos, bool has_lanczos, Out* out, int size) {
-  const int64_t total = static_cast<int64_t>(size) * size * f.n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    preprocess_at(f, has_lanczos ? &lanczos : nullptr, out, size, i);
-  }
+__global__ void lanczos_columns_kernel(const unsigned char* mid, int n, int h, TapsView ty, Out* out, int size) {
+  PEFM_GRID_LOOP(i, static_cast<int64_t>(n) * size * size) lanczos_column_at(mid, h, ty, out, size, i);
+}
+
+template <typename Out>
+__global__ void bilinear_kernel(FrameDesc f, Out* out, int size) {
+  PEFM_GRID_LOOP(i, static_cast<int64_t>(f.n) * size * size) bilinear_at(f, out, size, i);
+}
+
+#undef PEFM_GRID_LOOP
+
+int blocks_for(int64_t total, int threads) {
+  const int64_t wanted = (total + threads - 1) / threads;
+  return static_cast<int>(wanted < 65535 ? wanted : 65535);
 }
 
 }  // namespace
 
-cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size,
-                              const LanczosTaps* lanczos, cudaStream_t stream) {
+int64_t lanczos_scratch_bytes(const FrameDesc& frame, int size) {
+  return static_cast<int64_t>(frame.n) * frame.h * size * 3;
+}
+
+cudaError_t launch_preprocess(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos,
+                              unsigned char* scratch, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
   if (total == 0) return cudaSuccess;
+  if (lanczos && !scratch) return cudaErrorInvalidValue;
   const int threads = 256;
-  const int64_t wanted = (total + threads - 1) / threads;
-  const int blocks = static_cast<int>(wanted < 65535 ? wanted : 65535);
+  if (lanczos) {
+    const int64_t rows = static_cast<int64_t>(frame.n) * frame.h * size;
+    lanczos_rows_kernel<<<blocks_for(rows, threads), threads, 0, stream>>>(frame, lanczos->x, scratch, size);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
   const bool known = dispatch_elem(out_elem, [&](auto tag) {
     using Out = decltype(tag);
-    preprocess_kernel<Out><<<blocks, threads, 0, stream>>>(frame, lanczos ? *lanczos : LanczosTaps{}, lanczos != nullptr,
-                                                           static_cast<Out*>(out), size);
+    if (lanczos)
+      lanczos_columns_kernel<Out><<<blocks_for(total, threads), threads, 0, stream>>>(scratch, frame.n, frame.h, lanczos->y,
+                                                                                      static_cast<Out*>(out), size);
+    else
+      bilinear_kernel<Out><<<blocks_for(total, threads), threads, 0, stream>>>(frame, static_cast<Out*>(out), size);
   });
   return known ? cudaGetLastError() : cudaErrorInvalidValue;
 }
 
 void preprocess_host(const FrameDesc& frame, void* out, Elem out_elem, int size, const LanczosTaps* lanczos) {
   const int64_t total = static_cast<int64_t>(frame.n) * size * size;
+  std::vector<unsigned char> mid;
+  if (lanczos) {
+    mid.resize(static_cast<size_t>(lanczos_scratch_bytes(frame, size)));
+    for (int64_t i = 0; i < static_cast<int64_t>(mid.size() / 3); ++i) lanczos_row_at(frame, lanczos->x, mid.data(), size, i);
+  }
   const bool known = dispatch_elem(out_elem, [&](auto tag) {
     using Out = decltype(tag);
-    for (int64_t i = 0; i < total; ++i) preprocess_at(frame, lanczos, static_cast<Out*>(out), size, i);
+    for (int64_t i = 0; i < total; ++i) {
+      if (lanczos)
+        lanczos_column_at(mid.data(), frame.h, lanczos->y, static_cast<Out*>(out), size, i);
+      else
+        bilinear_at(frame, static_cast<Out*>(out), size, i);
+    }
   });
   if (!known) throw std::invalid_argument("preprocess_host: unknown element type");
 }
