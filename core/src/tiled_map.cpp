@@ -34,7 +34,7 @@ TileLayout::TileLayout(const Detector& detector, const TileOptions& tiles, int w
   // (weights sum to one there) and a tile's edge columns, where zero padding distorts
   // the features, contribute almost nothing.
   const double ramp = tiles.overlap > 0 ? std::max(1.0, tiles.overlap * scale) : 0.0;
-  weight = edge_ramp(fit_h, ramp).unsqueeze(1) * edge_ramp(fit_w, ramp).unsqueeze(0);
+  weight = (edge_ramp(fit_h, ramp).unsqueeze(1) * edge_ramp(fit_w, ramp).unsqueeze(0)).to(detector.device());
   // Batches of about 16 inputs of 256 px: the cancellation check between batches comes
   // about as often whatever the model's input size.
   const int64_t S = detector.image_size();
@@ -62,7 +62,7 @@ void blend_tiles(Detector& detector, const TileLayout& layout, const torch::Tens
                           .slice(1, origins[j].second, origins[j].second + layout.tile_w)
                           .unsqueeze(0));
     }
-    const auto maps = detector.detect(crops, channels).maps.to(torch::kCPU);
+    const auto maps = detector.detect(crops, channels).maps;  // blended where they are: no wait for a GPU
     const auto fitted = torch::nn::functional::interpolate(
                             maps.unsqueeze(1), torch::nn::functional::InterpolateFuncOptions()
                                                    .size(std::vector<int64_t>{layout.fit_h, layout.fit_w})
@@ -85,7 +85,8 @@ torch::Tensor tiled_map(Detector& detector, const FrameInput& input, const TileO
   const double s = static_cast<double>(detector.image_size()) / tiles.size;
   const int64_t mh = std::max<int64_t>(1, std::llround(H * s));
   const TileLayout layout(detector, tiles, W, std::min(tiles.size, H), mh);
-  auto acc = torch::zeros({mh, layout.map_w}), wsum = torch::zeros({mh, layout.map_w});
+  const auto on = torch::TensorOptions().device(detector.device());
+  auto acc = torch::zeros({mh, layout.map_w}, on), wsum = torch::zeros({mh, layout.map_w}, on);
   const auto ys = tile_origins(H, tiles.size, tiles.overlap);
   blend_tiles(detector, layout, input.pixels, 0, input.channels, std::vector<int64_t>(ys.begin(), ys.end()), acc, wsum, 0,
               between_batches);

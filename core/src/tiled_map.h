@@ -26,7 +26,7 @@ struct TileLayout {
   int64_t map_w, map_h;  // the map's size (map_h: of the frame the tiles are placed in)
   int64_t fit_w, fit_h;
   std::vector<int> xs;   // tile origins across the frame
-  torch::Tensor weight;  // [fit_h, fit_w]
+  torch::Tensor weight;  // [fit_h, fit_w], on the detector's device
   size_t batch;          // tiles per detector call
 
   // Map row of a tile whose top is at frame row `y` (clamped to the map's end).
@@ -34,15 +34,15 @@ struct TileLayout {
 };
 
 // Scores the tiles with tops at frame rows `rows` (each across the whole width, `layout.xs`)
-// and blends their maps into acc and wsum ([rows, map_w] on the CPU; map row r lands at
-// r - acc_row0). `pixels` [H, W, C] holds frame rows from `pixel_row0` on.
+// and blends their maps into acc and wsum ([rows, map_w] on the detector's device, so a GPU
+// is not waited for between batches; map row r lands at r - acc_row0). `pixels` [H, W, C] holds frame rows from `pixel_row0` on.
 // `between_batches` runs before each detector call (it may throw to abandon the work).
 void blend_tiles(Detector& detector, const TileLayout& layout, const torch::Tensor& pixels, int64_t pixel_row0,
                  const ChannelMap& channels, const std::vector<int64_t>& rows, torch::Tensor& acc, torch::Tensor& wsum,
                  int64_t acc_row0, const std::function<void()>& between_batches);
 
 // Tiles of `tiles.size` frame pixels, each resized to the model's input, their maps fitted
-// back and blended where they overlap: [map_h, map_w] raw scores on the CPU, map_w =
+// back and blended where they overlap: [map_h, map_w] raw scores on the detector's device, map_w =
 // round(width * S / tile). `between_batches` runs before each batch of tiles (it may throw
 // to abandon the frame).
 torch::Tensor tiled_map(Detector& detector, const FrameInput& input, const TileOptions& tiles,
