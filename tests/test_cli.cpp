@@ -1593,7 +1593,14 @@ TEST_F(Cli, BenchReportsEveryBatchSizeAndTheLayoutInJson) {
     EXPECT_EQ(j.at("precision"), precision) << text;
     // the CPU runs NHWC by default
     EXPECT_EQ(j.at("channels_last"), true) << text;
+    EXPECT_EQ(j.at("resident"), false) << text;
   }
+  // the detector alone: frames made on its device, maps left there
+  const auto resident_json = out_.file("bench-resident.json");
+  const auto resident = run(tiny_bench({"--batch-sizes", "2", "--iterations", "1", "--resident", "--json", resident_json}));
+  ASSERT_EQ(resident.status, 0) << resident.output;
+  EXPECT_NE(resident.output.find("frames and maps on the device"), std::string::npos) << resident.output;
+  EXPECT_EQ(parse_json(pefm_test::slurp(resident_json)).at("resident"), true);
   const auto nchw = run(tiny_bench({"--batch-sizes", "1", "--iterations", "1", "--layout", "nchw"}));
   ASSERT_EQ(nchw.status, 0) << nchw.output;
   EXPECT_NE(nchw.output.find("fp32, BN folded, on "), std::string::npos) << nchw.output;

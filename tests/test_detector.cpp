@@ -4,6 +4,8 @@
 #include <filesystem>
 
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <torch/torch.h>
 
 #include "common.h"
@@ -175,6 +177,24 @@ TEST(Detector, ChannelsLastLayoutGivesTheSameMaps) {
   EXPECT_TRUE(pefm::Detector(model, nhwc).channels_last());
 }
 
+// NHWC on CUDA only when asked for (auto stays NCHW there until a GPU run shows NHWC
+// faster): the same maps in both layouts, fp32 and fp16.
+TEST(DetectorCuda, ChannelsLastOnCudaWhenAskedGivesTheSameMaps) {
+  PEFM_CUDA_OR_SKIP();
+  const auto model = pefm_test::tiny_model(5);
+  const auto frames = torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2)});
+  for (const auto precision : {pefm::Precision::kFp32, pefm::Precision::kFp16}) {
+    pefm::DetectorOptions nhwc{"cuda", precision};
+    nhwc.layout = pefm::DetectorOptions::Layout::kNhwc;
+    pefm::Detector a(model, {"cuda", precision}), b(model, nhwc);
+    EXPECT_FALSE(a.channels_last());
+    EXPECT_TRUE(b.channels_last());
+    const auto ma = a.detect(frames).maps.cpu(), mb = b.detect(frames).maps.cpu();
+    const float tol = precision == pefm::Precision::kFp32 ? 1e-3f : 2e-2f;
+    EXPECT_LT((ma - mb).abs().max().item<float>(), tol * ma.max().item<float>()) << pefm::to_string(precision);
+  }
+}
+
 // The fp32 CUDA path turns TF32 off only while detections run, and puts LibTorch's own
 // settings back after the last one (it used to turn TF32 off for the rest of the process).
 TEST(Detector, ExactFp32ScopeRestoresLibTorchsTf32Settings) {
@@ -243,6 +263,21 @@ TEST(DetectorCuda, Fp16AndBf16OnCudaMatchTheCpuFp32) {
     EXPECT_LT((fp32.maps - maps).abs().max().item<float>(), c.map_tol * peak) << pefm::to_string(c.precision);
     EXPECT_TRUE(torch::allclose(fp32.scores, got.scores.cpu(), c.score_tol, 0.0)) << pefm::to_string(c.precision);
   }
+}
+
+// A float frame with NaN or Inf on CUDA is not refused (that would wait for the GPU): its
+// input, and so its map, is NaN (the NaN policy scores it at the maximum); the other frame
+// of the batch is untouched.
+TEST(DetectorCuda, ANonFiniteFloatFrameGetsANaNMapWithoutTouchingItsBatch) {
+  PEFM_CUDA_OR_SKIP();
+  const auto model = pefm_test::tiny_model(5);
+  auto frames = torch::stack({texture_image(64, 64, 1), texture_image(64, 64, 2)}).to(torch::kFloat32) / 255.0;
+  const auto clean = pefm::Detector(model, {"cpu"}).detect(frames.select(0, 1).unsqueeze(0));
+  frames[0][5][7][1] = std::numeric_limits<float>::infinity();
+  const auto got = pefm::Detector(model, {"cuda"}).detect(frames.cuda());
+  const auto maps = got.maps.cpu();
+  EXPECT_TRUE(torch::isnan(maps[0]).all().item<bool>());
+  EXPECT_LT((maps[1] - clean.maps[0]).abs().max().item<float>(), 1e-3f * clean.maps.max().item<float>());
 }
 
 // threads 0 (the tools' and the element's default): OMP_NUM_THREADS when set, else every

@@ -70,8 +70,7 @@ Detector::Detector(std::shared_ptr<Model> model, const DetectorOptions& options)
   move_module(*net_, device_, dtype_);
   // On NHWC data LibTorch 2.x hands every convolution to oneDNN; on NCHW its stride-1 1x1
   // convolutions go through a plain GEMM, slower here in fp32 and in bf16.
-  using Layout = DetectorOptions::Layout;
-  channels_last_ = !device_.is_cuda() && options.layout != Layout::kNchw;
+  channels_last_ = uses_channels_last(device_, options.layout);
   if (channels_last_) {
     for (auto& p : net_->parameters()) {
       if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));

@@ -27,10 +27,10 @@ std::shared_ptr<FrameDetector> FrameDetector::acquire(const std::string& model_p
   const auto size = fs::file_size(model_path, ec);
   // The device as it resolves: "auto", "cuda" and "cuda:0" share one copy of the weights.
   // Every other option that shapes the inference copy is part of the key too, as the
-  // detector applies it (the layout: NHWC on the CPU unless NCHW is asked for, Detector's
-  // rule), so an element asking for unfolded BatchNorm or NCHW gets a detector that has it.
+  // detector applies it (the layout: Detector::uses_channels_last), so an element asking for
+  // unfolded BatchNorm or NCHW gets a detector that has it.
   const auto device = resolve_device(options.device);
-  const bool nhwc = !device.is_cuda() && options.layout != DetectorOptions::Layout::kNchw;
+  const bool nhwc = Detector::uses_channels_last(device, options.layout);
   const auto key = canonical + "|" + std::to_string(mtime) + "|" + std::to_string(ec ? 0 : size) + "|" +
                    device.str() + "|" + to_string(options.precision) + "|fold" +
                    std::to_string(options.fold_batchnorm) + "|nhwc" + std::to_string(nhwc);

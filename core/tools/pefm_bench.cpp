@@ -45,17 +45,27 @@ void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize(d.index());
 }
 
-Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
+// `resident`: frames already on the detector's device and the maps left there (the
+// detector alone); else frames as they arrive from a camera, 8-bit RGB in host memory, and
+// maps and scores brought back.
+Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup, bool resident) {
   const auto S = det.image_size();
-  // Frames as they arrive from a camera: 8-bit RGB in host memory.
   auto frames = torch::randint(0, 256, {batch, S, S, 3}, torch::kUInt8);
-  if (det.device().is_cuda()) frames = frames.pin_memory();
+  if (resident) {
+    frames = frames.to(det.device());
+  } else if (det.device().is_cuda()) {
+    frames = frames.pin_memory();
+  }
   const auto run = [&](StageTimes* t) {
     det.time_stages(t);
     auto r = det.detect(frames, ChannelMap::rgb_order());
     const auto start = Clock::now();
-    auto maps = r.maps.to(torch::kCPU);
-    auto scores = r.scores.to(torch::kCPU);
+    if (resident) {
+      sync(det.device());  // the batch done, its maps where they are
+    } else {
+      auto maps = r.maps.to(torch::kCPU);
+      auto scores = r.scores.to(torch::kCPU);
+    }
     if (t) t->download += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     det.time_stages(nullptr);
   };
@@ -67,7 +77,7 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup) {
   const auto t0 = Clock::now();
   for (int i = 0; i < iterations; ++i) {
     const auto s = Clock::now();
-    run(nullptr);  // ends with a device-to-host copy: synchronous
+    run(nullptr);  // ends with a device-to-host copy or a sync
     latency.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
   }
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -341,7 +351,8 @@ int run_soak(const cli::Args& args, const Model& model, const DetectorOptions& o
 int run(int argc, char** argv) {
   cli::Args args("pefm-bench", "[--model M | --source ARCH --target ARCH] [options]",
                  "Measures the detector: frames/s, latency (median, p99) and time per stage for each\n"
-                 "batch size, on 8-bit RGB frames in host memory (upload and download included). With\n"
+                 "batch size, on 8-bit RGB frames in host memory (upload and download included; with\n"
+                 "--resident, on frames already on the device, maps left there). With\n"
                  "--pipeline WxH, also frames/s of videotestsrc ! pefmfilter ! fakesink at that size.\n"
                  "--soak N pushes N frames through that pipeline (default 64x48) instead and checks that\n"
                  "the process's RSS stays within --soak-max-growth MiB after the warm-up.\n"
@@ -367,7 +378,8 @@ int run(int argc, char** argv) {
   args.option("soak", "N", "soak mode: N frames through the element, RSS tracked (no batch timing)");
   args.option("soak-warmup", "N", "frames before the starting RSS is taken", "1000");
   args.option("soak-max-growth", "MiB", "RSS growth allowed from warm-up to end (exit 1 beyond)", "16");
-  args.option("layout", "L", "CPU layout: auto (NHWC), nchw or nhwc", "auto");
+  args.option("layout", "L", "layout: auto (NHWC on the CPU, NCHW on CUDA), nchw or nhwc", "auto");
+  args.flag("resident", "frames already on the device, maps left there: no upload, no download");
   args.flag("no-fold", "keep BatchNorm layers (measure what folding gains)");
   args.option("json", "OUT", "write the results as JSON; - for stdout");
   if (!args.parse(argc, argv)) return 0;
@@ -424,7 +436,8 @@ int run(int argc, char** argv) {
   std::cout << "pefm-bench " PEFM_VERSION ": " << cfg.source_arch << " -> " << cfg.target_arch << ", "
             << cfg.image_size << " px (" << to_string(cfg.resize) << " resize), latent " << cfg.latent[0] << "," << cfg.latent[1] << "," << cfg.latent[2]
             << ", " << to_string(opts.precision) << (opts.fold_batchnorm ? ", BN folded" : ", BN kept")
-            << (det.channels_last() ? ", NHWC" : "") << ", on "
+            << (det.channels_last() ? ", NHWC" : "") << (args.has("resident") ? ", frames and maps on the device" : "")
+            << ", on "
             << device_name(det.device()) << ", LibTorch " << TORCH_VERSION << "\n\n"
             << " batch   frames/s   median ms     p99 ms | per batch, ms: preprocess  backbones    mapping       fuse   download\n";
   std::vector<Row> rows;
@@ -432,7 +445,7 @@ int run(int argc, char** argv) {
   for (std::string b; std::getline(bs, b, ',');) {
     const auto batch = std::stoll(b);
     if (batch < 1) throw cli::UsageError("--batch-sizes must be positive");
-    const auto r = bench_batch(det, batch, iterations, warmup);
+    const auto r = bench_batch(det, batch, iterations, warmup, args.has("resident"));
     rows.push_back(r);
     std::cout << std::fixed << std::setprecision(2) << std::setw(6) << r.batch << std::setw(11) << r.fps
               << std::setw(12) << r.median_ms << std::setw(11) << r.p99_ms << " |" << std::setw(26)
@@ -480,6 +493,7 @@ int run(int argc, char** argv) {
                         {"latent", cfg.latent},
                         {"bn_folded", opts.fold_batchnorm},
                         {"channels_last", det.channels_last()},
+                        {"resident", args.has("resident")},
                         {"threads", at::get_num_threads()},
                         {"libtorch", TORCH_VERSION},
                         {"batches", batches}};

@@ -59,9 +59,9 @@ struct DetectorOptions {
   Precision precision = Precision::kFp32;
   // Fold BatchNorm into the convolutions of the detector's inference copy.
   bool fold_batchnorm = true;
-  // Activation and weight layout on the CPU. kAuto: NHWC (channels-last), where LibTorch
-  // 2.x runs every convolution in oneDNN, in fp32 as in bf16 (bench/RESULTS.md). CUDA
-  // always uses the default layout.
+  // Activation and weight layout. kAuto: NHWC (channels-last) on the CPU, where LibTorch
+  // 2.x runs every convolution in oneDNN, in fp32 as in bf16 (bench/RESULTS.md); NCHW on
+  // CUDA until a GPU run shows NHWC faster there (pefm-bench --layout, bench/gpu-check.sh).
   enum class Layout { kAuto, kNchw, kNhwc };
   Layout layout = Layout::kAuto;
 };

@@ -45,6 +45,10 @@ class Detector {
   Precision precision() const { return precision_; }
   // Whether weights and inputs are NHWC (see DetectorOptions::layout).
   bool channels_last() const { return channels_last_; }
+  // The layout rule: NHWC when asked for, or by default on the CPU.
+  static bool uses_channels_last(const torch::Device& device, DetectorOptions::Layout layout) {
+    return layout == DetectorOptions::Layout::kNhwc || (layout == DetectorOptions::Layout::kAuto && !device.is_cuda());
+  }
   int64_t image_size() const { return model_->config.image_size; }
 
   // Frames [N, H, W, C] (uint8 or float in 0..1, any device) -> maps and scores.
