@@ -17,7 +17,8 @@
 # The plan (step, planned device seconds): environment; build (only the targets the steps
 # use, libtorch_cuda linked, CUDA on, else it stops); probe; the CUDA tests of core and
 # element (PEFM_REQUIRE_CUDA=1: a skip is a failure); the core CUDA tests again under
-# compute-sanitizer memcheck (every kernel); pefm-bench fp16/bf16/fp32 at batch 1/16/64;
+# compute-sanitizer memcheck (every kernel); pefm-bench fp16/bf16/fp32 at batch 1/16/64,
+# fp16/bf16 also channels-last, fp16 also with frames and maps on the device;
 # the element on 1080p RGB and NV12 frames, overlay none and drawn; pefm-eval on CUDA
 # against the CPU's metrics (fp32 to 0.002, fp16 overall to 0.01, per type reported); the
 # plain-PyTorch reference on the same GPU.
@@ -47,7 +48,7 @@ die() { log "FAILED: $*"; exit 1; }
 step_failed() { log "FAILED: $*"; failures=$((failures + 1)); }
 # The device call's plan: each step's planned seconds, its time limit there.
 RUN_SECONDS=${RUN_SECONDS:-540}
-PLAN=(environment:15 build:200 probe:10 cuda-tests:75 memcheck:50 bench:60 pipeline:45 quality:40 ref:30)
+PLAN=(environment:15 build:200 probe:10 cuda-tests:85 memcheck:50 bench:60 pipeline:45 quality:40 ref:30)
 # The dry run's limits are the plan's times SCALE times: here a busy 2-core CPU runs them.
 SCALE=1
 [ $dry = 1 ] && SCALE=${DRY_RUN_SCALE:-3}
@@ -76,6 +77,7 @@ if [ $dry = 1 ]; then
   FRAME=320x240
   FRAMES=10
   PRECISIONS="fp32 bf16"
+  BENCH_RUNS="fp32 bf16 bf16:nhwc bf16:resident"
 else
   BUILD=build-gpu
   DEVICE=cuda
@@ -85,6 +87,7 @@ else
   FRAME=1920x1080
   FRAMES=200
   PRECISIONS="fp16 bf16 fp32"
+  BENCH_RUNS="fp16 bf16 fp32 fp16:nhwc bf16:nhwc fp16:resident"
 fi
 export GST_PLUGIN_PATH_1_0=$PWD/$BUILD/gst-plugin
 BENCH=$BUILD/core/tools/pefm-bench
@@ -195,14 +198,16 @@ probe() {
   log "probe: $(grep -m1 -iE 'device|cuda|cpu' "$OUT/probe.log")"
 }
 
-CUDA_FILTER='PreprocessKernel.*:DetectorCuda.*:AnomalyMapKernel.*:ElementCuda.*:CudaLink.*'
+CUDA_FILTER='PreprocessKernel.*:YuvKernel.*:DetectorCuda.*:FrameDetectorCuda.*:WebStreamCuda.*:AnomalyMapKernel.*:ElementCuda.*:CudaLink.*'
+# memcheck runs each kernel at least once; the concurrency and second-GPU cases repeat them
+MEMCHECK_FILTER="$CUDA_FILTER-FrameDetectorCuda.TwoStreams*:FrameDetectorCuda.ASecondGpu*"
 
 cuda_tests() {
   local t limit
   for t in core element; do
     local exe=$BUILD/tests/test-$t
     [ -x "$exe" ] || { step_failed "tests: $exe not built"; continue; }
-    limit=35; [ $t = element ] && limit=40
+    limit=45; [ $t = element ] && limit=40
     # a kernel fault is reported at its launch, not later; a skip is a failure there
     if step $limit "cuda-$t.log" env GST_PLUGIN_PATH_1_0="$GST_PLUGIN_PATH_1_0" \
         $([ $dry = 0 ] && echo "PEFM_REQUIRE_CUDA=1 CUDA_LAUNCH_BLOCKING=1") "$exe" --gtest_filter="$CUDA_FILTER"; then
@@ -222,21 +227,32 @@ memcheck() {
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   [ -x "$cs" ] || { log "memcheck: compute-sanitizer not found; the CUDA tests ran with CUDA_LAUNCH_BLOCKING=1 only"; return; }
   if step 50 memcheck.log env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PEFM_REQUIRE_CUDA=1 "$cs" --tool memcheck \
-      --error-exitcode 99 --print-limit 20 "$BUILD/tests/test-core" --gtest_filter="$CUDA_FILTER"; then
+      --error-exitcode 99 --print-limit 20 "$BUILD/tests/test-core" --gtest_filter="$MEMCHECK_FILTER"; then
     log "memcheck: $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
   else
     step_failed "memcheck (see memcheck.log): $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck.log")"
   fi
 }
 
+# Each precision as the element runs it (NCHW on CUDA, frames from host memory, maps back);
+# fp16 and bf16 also channels-last, and fp16 with frames and maps on the device (the
+# detector alone, no upload or download).
 bench() {
-  local prec
-  for prec in $PRECISIONS; do
-    if step 20 "bench-$prec.log" "$BENCH" --device "$DEVICE" --precision "$prec" --batch-sizes "$BATCHES" "${ITER[@]}" \
-        "${SMALL[@]}" --json "$OUT/bench-$prec.json"; then
-      log "bench $prec: $(grep -E '^ +[0-9]+ ' "$OUT/bench-$prec.log" | tr -s ' ' | tr '\n' ';')"
+  local run prec name limit extra
+  for run in $BENCH_RUNS; do
+    prec=${run%%:*}
+    extra=()
+    case $run in
+      *:nhwc) extra=(--layout nhwc) ;;
+      *:resident) extra=(--resident) ;;
+    esac
+    name=bench-${run/:/-}
+    limit=9; [ "$prec" = fp32 ] && limit=12
+    if step $limit "$name.log" "$BENCH" --device "$DEVICE" --precision "$prec" --batch-sizes "$BATCHES" "${ITER[@]}" \
+        "${SMALL[@]}" "${extra[@]}" --json "$OUT/$name.json"; then
+      log "bench $run: $(grep -E '^ +[0-9]+ ' "$OUT/$name.log" | tr -s ' ' | tr '\n' ';')"
     else
-      step_failed "bench $prec (see bench-$prec.log)"
+      step_failed "bench $run (see $name.log)"
     fi
   done
 }

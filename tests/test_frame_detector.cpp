@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -10,6 +12,7 @@
 #include "pefm/frame_input.h"
 #include "pefm/model.h"
 #include "pefm/model_file.h"
+#include "pefm/stream_context.h"
 
 namespace {
 
@@ -204,6 +207,164 @@ TEST(Features, AllZeroVectorsNormaliseToZeroInHalfPrecision) {
   const auto x = torch::randn({2, 16, 3, 3});
   EXPECT_TRUE(pefm::l2_normalize_channels(x).allclose(
       torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1))));
+}
+
+// ---- The CUDA path, frame by frame as the element runs it (bench/gpu-check.sh runs these
+// with PEFM_REQUIRE_CUDA=1; here they skip). fp32 with TF32 off (PEFM_CUDA_OR_SKIP): the
+// maps agree with the CPU's to 1e-3 of their maximum, cuDNN summing in another order.
+
+// An RGB image ([H, W, 3] uint8) as a BT.709 limited-range YUV 4:2:0 frame (chroma of each
+// 2x2 block's top-left pixel).
+struct YuvImage {
+  std::vector<uint8_t> y, u, v;
+  pefm::FrameView view;
+
+  YuvImage(const torch::Tensor& img, pefm::FrameFormat format) {
+    const int h = static_cast<int>(img.size(0)), w = static_cast<int>(img.size(1));
+    const int cw = (w + 1) / 2, ch = (h + 1) / 2;
+    const bool nv12 = format == pefm::FrameFormat::kNV12;
+    view.format = format;
+    view.width = w;
+    view.height = h;
+    const pefm::YuvMatrix m(view);
+    y.resize(static_cast<size_t>(w) * h);
+    u.resize(static_cast<size_t>(cw) * ch * (nv12 ? 2 : 1));
+    v.resize(static_cast<size_t>(cw) * ch);
+    const auto px = img.accessor<uint8_t, 3>();
+    const auto at = [](double x) { return static_cast<uint8_t>(std::clamp(std::lround(x), 0L, 255L)); };
+    for (int r = 0; r < h; ++r) {
+      for (int c = 0; c < w; ++c) {
+        const double rgb[3] = {px[r][c][0] / 255.0, px[r][c][1] / 255.0, px[r][c][2] / 255.0};
+        double yuv[3];
+        m.to_yuv(rgb, yuv);
+        y[static_cast<size_t>(r) * w + c] = at(yuv[0]);
+        if (r % 2 || c % 2) continue;
+        const size_t k = static_cast<size_t>(r / 2) * cw + c / 2;
+        if (nv12) {
+          u[2 * k] = at(yuv[1]);
+          u[2 * k + 1] = at(yuv[2]);
+        } else {
+          u[k] = at(yuv[1]);
+          v[k] = at(yuv[2]);
+        }
+      }
+    }
+    view.planes[0] = y.data();
+    view.planes[1] = u.data();
+    view.planes[2] = nv12 ? nullptr : v.data();
+    view.strides[0] = w;
+    view.strides[1] = view.strides[2] = nv12 ? 2 * cw : cw;
+  }
+};
+
+void expect_close(const torch::Tensor& want, const torch::Tensor& got, const std::string& what) {
+  ASSERT_EQ(want.sizes(), got.sizes()) << what;
+  EXPECT_LT((want - got).abs().max().item<float>(), 1e-3f * want.abs().max().item<float>()) << what;
+}
+
+// `view` on the CPU and on `device` through a StreamContext (the element's path: the
+// frame uploaded on the context's stream, YUV converted there), fp32.
+void expect_device_matches_cpu(const std::shared_ptr<pefm::Model>& model, const pefm::FrameView& view,
+                               const pefm::TileOptions& tiles, const std::string& what,
+                               const std::string& device = "cuda") {
+  pefm::FrameDetector cpu(model, {"cpu"}), gpu(model, {device});
+  pefm::StreamContext context;
+  expect_close(map_of(cpu.process(view, {}, tiles)), map_of(gpu.process(view, {}, tiles, &context)), what);
+}
+
+// YUV (converted on the GPU: to 8 bits for Lanczos, to floats for bilinear models) and gray
+// frames, 8 and 12 bits, give the CPU's maps, whole and tiled.
+TEST(FrameDetectorCuda, YuvAndGrayFramesMatchTheCpuWholeAndTiled) {
+  PEFM_CUDA_OR_SKIP();
+  const auto img = paste_patch(texture_image(69, 97, 31), 20, 30, 14).contiguous();  // odd sizes: a half chroma sample
+  const auto gray = img.select(2, 1).contiguous();
+  const auto gray12 = (gray.to(torch::kInt32) * 16).to(torch::kInt16).contiguous();
+  pefm::FrameView g8, g16;
+  g8.format = pefm::FrameFormat::kGray8;
+  g16.format = pefm::FrameFormat::kGray16;
+  g8.width = g16.width = 97;
+  g8.height = g16.height = 69;
+  g8.planes[0] = gray.data_ptr<uint8_t>();
+  g8.strides[0] = 97;
+  g16.planes[0] = reinterpret_cast<uint8_t*>(gray12.data_ptr<int16_t>());
+  g16.strides[0] = 2 * 97;
+  g16.bit_depth = 12;
+  const YuvImage i420(img, pefm::FrameFormat::kI420), nv12(img, pefm::FrameFormat::kNV12);
+  for (const auto resize : {pefm::Resize::kLanczos, pefm::Resize::kBilinear}) {
+    auto model = pefm_test::tiny_model(21);
+    model->config.resize = resize;
+    for (const auto& tiles : {pefm::TileOptions{}, pefm::TileOptions{48, 12}}) {
+      const std::string how = pefm::to_string(resize) + (tiles.size ? " tiled" : " whole");
+      expect_device_matches_cpu(model, i420.view, tiles, "I420 " + how);
+      expect_device_matches_cpu(model, nv12.view, tiles, "NV12 " + how);
+      expect_device_matches_cpu(model, g8, tiles, "GRAY8 " + how);
+      expect_device_matches_cpu(model, g16, tiles, "GRAY16 (12 bits) " + how);
+      expect_device_matches_cpu(model, rgb_view(img), tiles, "RGB " + how);
+    }
+  }
+}
+
+// The concat position code and product fusion (the fused map kernel's other branch).
+TEST(FrameDetectorCuda, ConcatPositionCodeAndProductFusionMatchTheCpu) {
+  PEFM_CUDA_OR_SKIP();
+  const auto img = paste_patch(texture_image(64, 64, 32), 10, 12, 12).contiguous();
+  for (const auto pe : {pefm::PeMode::kConcat, pefm::PeMode::kNone}) {
+    for (const auto fusion : {pefm::Fusion::kMean, pefm::Fusion::kProduct}) {
+      auto cfg = pefm_test::tiny_config();
+      cfg.pe = pe;
+      cfg.fusion = fusion;
+      torch::manual_seed(7);
+      const auto model = std::make_shared<pefm::Model>(pefm::Model::create(cfg));
+      expect_device_matches_cpu(model, rgb_view(img), {},
+                                "pe " + pefm::to_string(pe) + (fusion == pefm::Fusion::kProduct ? " product" : " mean"));
+    }
+  }
+}
+
+// Two streams on one shared detector at once, as two elements of one model: each on its own
+// CUDA stream and pinned buffer, each frame's map its own (a buffer reused across streams,
+// or work queued on the wrong stream, mixes them up).
+TEST(FrameDetectorCuda, TwoStreamsOnOneDetectorConcurrentlyGetTheirOwnMaps) {
+  PEFM_CUDA_OR_SKIP();
+  const auto model = pefm_test::tiny_model(21);
+  pefm::FrameDetector cpu(model, {"cpu"});
+  const auto gpu = std::make_shared<pefm::FrameDetector>(model, pefm::DetectorOptions{"cuda"});
+  std::vector<torch::Tensor> images, want;
+  for (int i = 0; i < 8; ++i) {
+    images.push_back(paste_patch(texture_image(96, 128, 40 + i), 8 * i, 10 * i, 12).contiguous());
+    want.push_back(map_of(cpu.process(rgb_view(images.back()), {})));
+  }
+  std::vector<std::vector<torch::Tensor>> got(2);
+  const auto run = [&](int stream) {
+    pefm::StreamContext context;
+    for (int round = 0; round < 10; ++round) {
+      for (size_t i = stream; i < images.size(); i += 2) {
+        got[stream].push_back(map_of(gpu->process(rgb_view(images[i]), {}, {}, &context)));
+      }
+    }
+  };
+  std::thread a(run, 0), b(run, 1);
+  a.join();
+  b.join();
+  for (int stream = 0; stream < 2; ++stream) {
+    ASSERT_EQ(got[stream].size(), 40u);
+    for (size_t k = 0; k < got[stream].size(); ++k) {
+      const size_t i = stream + 2 * (k % 4);
+      expect_close(want[i], got[stream][k], "stream " + std::to_string(stream) + " image " + std::to_string(i));
+    }
+  }
+}
+
+// A device index above 0: the weights, the stream and the kernels' tables on that GPU.
+TEST(FrameDetectorCuda, ASecondGpuGivesTheCpuMaps) {
+  PEFM_CUDA_OR_SKIP();
+  if (torch::cuda::device_count() < 2) GTEST_SKIP() << "one GPU on this machine";
+  const auto img = paste_patch(texture_image(70, 98, 33), 20, 30, 14).contiguous();
+  const YuvImage nv12(img, pefm::FrameFormat::kNV12);
+  const auto model = pefm_test::tiny_model(21);
+  EXPECT_EQ(pefm::FrameDetector(model, {"cuda:1"}).device(), "cuda:1");
+  expect_device_matches_cpu(model, rgb_view(img), {}, "RGB on cuda:1", "cuda:1");
+  expect_device_matches_cpu(model, nv12.view, {48, 12}, "NV12 tiled on cuda:1", "cuda:1");
 }
 
 }  // namespace

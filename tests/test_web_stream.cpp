@@ -14,6 +14,7 @@
 #include "common.h"
 #include "pefm/frame_detector.h"
 #include "pefm/postprocess.h"
+#include "pefm/stream_context.h"
 #include "pefm/testing.h"
 #include "pefm/web_stream.h"
 
@@ -167,6 +168,35 @@ TEST(WebStream, StitchedMapEqualsTheWholeStripsMapAtEverySplit) {
   for (int64_t row : {0, 100, 200}) parts.push_back(map_of(whole(strip.slice(0, row, std::min<int64_t>(331, row + (row == 200 ? 131 : 100))), kTiles)));
   EXPECT_GT((torch::cat(parts) - reference).abs().max().item<float>(), 100 * tolerance)
       << "per-buffer maps differ from the whole strip's at the boundaries (what this test would catch)";
+}
+
+// Continuous mode on CUDA (bench/gpu-check.sh; skips here): tiles blended on the GPU across
+// buffers of random heights, through the element's stream context, give the CPU's stitched
+// map (fp32, TF32 off: 1e-3 of its maximum).
+TEST(WebStreamCuda, StitchedMapOnCudaIsTheCpus) {
+  PEFM_CUDA_OR_SKIP();
+  const auto strip = texture_image(331, 160, 7);
+  const auto gpu = std::make_shared<pefm::FrameDetector>(pefm_test::tiny_model(21), pefm::DetectorOptions{"cuda"});
+  for (const auto& tiles : {kTiles, pefm::TileOptions{128, 40}}) {
+    pefm::WebStream cpu_web(detector(), tiles, 100000);
+    const auto want = stitched(feed(cpu_web, strip, random_heights(331, 2, 90, 5)));
+    pefm::WebStream web(gpu, tiles, 100000);
+    pefm::StreamContext context;
+    Fed fed;
+    int64_t row = 0;
+    uint64_t tag = 0;
+    for (const int h : random_heights(331, 2, 90, 6)) {
+      const auto part = strip.slice(0, row, row + h).contiguous();
+      web.push(rgb_view(part), row, tag++, {}, &context);
+      for (auto& b : web.take_ready()) fed.buffers.push_back(std::move(b));
+      row += h;
+    }
+    web.finish("eos", &context);
+    for (auto& b : web.take_ready()) fed.buffers.push_back(std::move(b));
+    const auto got = stitched(fed);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LT((got - want).abs().max().item<float>(), 1e-3f * want.abs().max().item<float>()) << tiles.size << " px tiles";
+  }
 }
 
 // A defect across the boundary between two buffers is one region, reported once, with the
