@@ -1349,6 +1349,45 @@ TEST(ElementCuda, CudaMapMatchesTheCpu) {
   }
 }
 
+// GPU check: two elements of one model on CUDA (one detector shared through the registry),
+// streaming at once from two threads, one RGB and one NV12 (converted on the GPU): each
+// frame gets its own map, the CPU's within 1e-3 (a pinned buffer or stream shared between
+// the elements would hand one element the other's frame).
+TEST(ElementCuda, TwoElementsOfOneModelStreamAtOnce) {
+  PEFM_CUDA_OR_SKIP();
+  const GstVideoFormat formats[2] = {GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_NV12};
+  const auto frame = [](int stream, int f) { return paste_patch(colour_image(kH, kW, false), 4 * f, 6 * f + stream, 12); };
+  const auto maps_of = [&](int stream, const std::string& device, int frames) {
+    std::vector<std::vector<float>> maps;
+    GstHarness* h = gst_harness_new_parse(("pefmfilter model=\"" + g_model + "\" device=" + device).c_str());
+    gst_harness_set_src_caps_str(h, caps_for(formats[stream]).c_str());
+    GstVideoInfo info;
+    for (int f = 0; f < frames; ++f) {
+      GstBuffer* out = gst_harness_push_and_pull(h, make_buffer(frame(stream, f % 4), formats[stream], &info));
+      GstPefmMeta* m = out ? gst_buffer_get_pefm_meta(out) : nullptr;
+      maps.emplace_back(m ? std::vector<float>(m->map, m->map + m->map_width * m->map_height) : std::vector<float>{});
+      if (out) gst_buffer_unref(out);
+    }
+    gst_harness_teardown(h);
+    return maps;
+  };
+  std::vector<std::vector<float>> want[2] = {maps_of(0, "cpu", 4), maps_of(1, "cpu", 4)}, got[2];
+  std::thread a([&] { got[0] = maps_of(0, "cuda", 24); }), b([&] { got[1] = maps_of(1, "cuda", 24); });
+  a.join();
+  b.join();
+  for (int stream = 0; stream < 2; ++stream) {
+    ASSERT_EQ(got[stream].size(), 24u);
+    for (size_t f = 0; f < got[stream].size(); ++f) {
+      const auto& w = want[stream][f % 4];
+      const auto& g = got[stream][f];
+      ASSERT_EQ(g.size(), w.size()) << "stream " << stream << " frame " << f;
+      float worst = 0.0f;
+      for (size_t j = 0; j < w.size(); ++j) worst = std::max(worst, std::abs(w[j] - g[j]));
+      EXPECT_LT(worst, 1e-3f) << "stream " << stream << " frame " << f;
+    }
+  }
+}
+
 // threads=0 (the default) uses every CPU the process may run on (OMP_NUM_THREADS when set,
 // as tests/meson.build does), not LibTorch's default.
 TEST(Element, ThreadsPropertySetsTheInferenceThreads) {
