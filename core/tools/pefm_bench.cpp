@@ -66,7 +66,7 @@ Row bench_batch(Detector& det, int64_t batch, int iterations, int warmup, bool r
       auto maps = r.maps.to(torch::kCPU);
       auto scores = r.scores.to(torch::kCPU);
     }
-    if (t) t->download += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (t && !resident) t->download += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     det.time_stages(nullptr);
   };
   for (int i = 0; i < warmup; ++i) run(nullptr);

@@ -14,7 +14,8 @@ namespace pefm {
 
 // The frame as the detector reads it: [H, W, C] pixels and the channel map to read them
 // with. Packed formats are wrapped without a copy (valid while the frame's memory is);
-// YUV is converted to float RGB in 0..1 (on a CUDA stream: see frame_input()).
+// YUV is converted to float RGB in 0..1 (on a CUDA stream for a Lanczos model: 8-bit RGB,
+// see frame_input()).
 struct FrameInput {
   FrameInput();
   FrameInput(FrameInput&&) noexcept;

@@ -1,4 +1,4 @@
-// Fused preprocessing kernel; see kernels.h.
+// Preprocessing kernels (Lanczos in two passes, bilinear fused); see kernels.h.
 #include <stdexcept>
 #include <vector>
 
