@@ -170,7 +170,8 @@ torch::Tensor yuv_on_device(const FrameView& f, const torch::Device& device, Str
   on_device.strides[1] = on_device.strides[2] = static_cast<int>(nv12 ? 2 * cw : cw);
   const bool as_float = resize != Resize::kLanczos;
   auto rgb = at::empty({h, w, 3}, planes.options().dtype(as_float ? torch::kFloat32 : torch::kUInt8));
-  const auto err = cuda::launch_yuv_to_rgb(cuda::describe_yuv(on_device), rgb.data_ptr(), as_float, c10::cuda::getCurrentCUDAStream());
+  const auto err = cuda::launch_yuv_to_rgb(cuda::describe_yuv(on_device), rgb.data_ptr(), as_float,
+                                           c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "YUV conversion kernel failed: ", cudaGetErrorString(err));
   return rgb;
 }
