@@ -71,26 +71,17 @@ __host__ __device__ inline float fused_at(const Maps& m, int n, bool product, in
 
 template <typename T>
 __global__ void residual_kernel(ResidualScale r, int n, float* out) {
-  const int64_t hw = static_cast<int64_t>(r.h) * r.w, total = hw * n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = residual_at<T>(r, static_cast<int>(i / hw), i % hw);
-  }
+  const int64_t hw = static_cast<int64_t>(r.h) * r.w;
+  PEFM_GRID_LOOP(i, hw * n) out[i] = residual_at<T>(r, static_cast<int>(i / hw), i % hw);
 }
 
 __global__ void fuse_kernel(Maps m, int n, bool product, int size, float* out) {
-  const int64_t plane = static_cast<int64_t>(size) * size, total = plane * n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  PEFM_GRID_LOOP(i, plane * n) {
     const int64_t q = i % plane;
     out[i] = fused_at(m, static_cast<int>(i / plane), product, size, static_cast<int>(q / size),
                       static_cast<int>(q % size));
   }
-}
-
-int blocks_for(int64_t total, int threads) {
-  const int64_t b = (total + threads - 1) / threads;
-  return static_cast<int>(b < 65535 ? b : 65535);
 }
 
 Maps scratch_maps(const ResidualScale scales[3], int n, float* scratch) {

@@ -137,11 +137,6 @@ __host__ __device__ inline void bilinear_at(const FrameDesc& f, Out* out, int si
   for (int c = 0; c < 3; ++c) store(o + c * plane, rgb[c]);
 }
 
-// One thread per element of a grid-stride loop over `total`.
-#define PEFM_GRID_LOOP(i, total)                                                          \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (total); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 __global__ void lanczos_rows_kernel(FrameDesc f, TapsView tx, unsigned char* mid, int size) {
   PEFM_GRID_LOOP(i, static_cast<int64_t>(f.n) * f.h * size) lanczos_row_at(f, tx, mid, size, i);
 }
@@ -154,13 +149,6 @@ __global__ void lanczos_columns_kernel(const unsigned char* mid, int n, int h, T
 template <typename Out>
 __global__ void bilinear_kernel(FrameDesc f, Out* out, int size) {
   PEFM_GRID_LOOP(i, static_cast<int64_t>(f.n) * size * size) bilinear_at(f, out, size, i);
-}
-
-#undef PEFM_GRID_LOOP
-
-int blocks_for(int64_t total, int threads) {
-  const int64_t wanted = (total + threads - 1) / threads;
-  return static_cast<int>(wanted < 65535 ? wanted : 65535);
 }
 
 }  // namespace

@@ -1,7 +1,5 @@
 // YUV 4:2:0 to packed RGB on the GPU; see kernels.h.
-#include <stdexcept>
-
-#include "kernels.h"
+#include "dispatch.cuh"
 
 namespace pefm {
 namespace cuda {
@@ -66,11 +64,7 @@ __host__ __device__ inline void yuv_at(const YuvDesc& f, void* out, bool out_flo
 }
 
 __global__ void yuv_kernel(YuvDesc f, void* out, bool out_float) {
-  const int64_t total = static_cast<int64_t>(f.h) * f.w;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    yuv_at(f, out, out_float, i);
-  }
+  PEFM_GRID_LOOP(i, static_cast<int64_t>(f.h) * f.w) yuv_at(f, out, out_float, i);
 }
 
 }  // namespace
@@ -79,8 +73,7 @@ cudaError_t launch_yuv_to_rgb(const YuvDesc& frame, void* out, bool out_float, c
   const int64_t total = static_cast<int64_t>(frame.h) * frame.w;
   if (total == 0) return cudaSuccess;
   const int threads = 256;
-  const int64_t wanted = (total + threads - 1) / threads;
-  yuv_kernel<<<static_cast<int>(wanted < 65535 ? wanted : 65535), threads, 0, stream>>>(frame, out, out_float);
+  yuv_kernel<<<blocks_for(total, threads), threads, 0, stream>>>(frame, out, out_float);
   return cudaGetLastError();
 }
 
