@@ -86,7 +86,8 @@ while [ ${#queue[@]} -gt 0 ]; do
 done
 cp -a "$torch_root/include/." "$root/$private/include/"
 
-is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
+# a builtin read, not a pipe of three programs per file: LibTorch's headers are thousands
+is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic <"$1" 2>/dev/null; [ "$magic" = $'\177ELF' ]; }
 # pefm's own binaries without debug information, as Debian's dh_strip leaves them (before
 # patchelf, which may move sections)
 while IFS= read -r -d '' f; do

@@ -41,9 +41,10 @@ dpkg -L "${names[@]}" | sort -u >"$work/files.txt"
 # Installed binaries look for libraries only in the private LibTorch (no build, toolkit or
 # checkout folder of the machine that built them), and find every one.
 triplet=$(gcc -print-multiarch)
+is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic <"$1" 2>/dev/null; [ "$magic" = $'\177ELF' ]; }
 while read -r f; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
-  [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+  is_elf "$f" || continue
   case "$f" in
     /usr/lib/$triplet/pefm/libtorch/*) ;;  # LibTorch's own, as its wheels ship them ($ORIGIN)
     *)
