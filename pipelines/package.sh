@@ -87,7 +87,7 @@ done
 cp -a "$torch_root/include/." "$root/$private/include/"
 
 # a builtin read, not a pipe of three programs per file: LibTorch's headers are thousands
-is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic <"$1" 2>/dev/null; [ "$magic" = $'\177ELF' ]; }
+is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic 2>/dev/null <"$1"; [ "$magic" = $'\177ELF' ]; }
 # pefm's own binaries without debug information, as Debian's dh_strip leaves them (before
 # patchelf, which may move sections)
 while IFS= read -r -d '' f; do

@@ -41,10 +41,12 @@ dpkg -L "${names[@]}" | sort -u >"$work/files.txt"
 # Installed binaries look for libraries only in the private LibTorch (no build, toolkit or
 # checkout folder of the machine that built them), and find every one.
 triplet=$(gcc -print-multiarch)
-is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic <"$1" 2>/dev/null; [ "$magic" = $'\177ELF' ]; }
+is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic 2>/dev/null <"$1"; [ "$magic" = $'\177ELF' ]; }
+elves=0
 while read -r f; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
   is_elf "$f" || continue
+  elves=$((elves + 1))
   case "$f" in
     /usr/lib/$triplet/pefm/libtorch/*) ;;  # LibTorch's own, as its wheels ship them ($ORIGIN)
     *)
@@ -57,7 +59,9 @@ while read -r f; do
   if grep -q "not found" <<<"$libs"; then echo "$libs" >&2; fail "$f: a library is not found"; fi
   if grep -F "=>" <<<"$libs" | grep -vE "=> (/usr)?/lib" >&2; then fail "$f loads a library from outside /usr (above)"; fi
 done <"$work/files.txt"
-echo "package check: every installed binary finds its libraries in /usr, LibTorch in the private copy"
+# the plugin, the libraries, six tools and LibTorch's own at the least
+[ "$elves" -ge 10 ] || fail "only $elves ELF files among the installed ones: is_elf is broken"
+echo "package check: every installed binary ($elves) finds its libraries in /usr, LibTorch in the private copy"
 
 clean gst-inspect-1.0 pefmfilter >"$work/inspect.txt" 2>&1 || { cat "$work/inspect.txt" >&2; fail "gst-inspect-1.0 pefmfilter failed"; }
 pluginsdir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
