@@ -4,9 +4,13 @@
 # torch on PyPI (its headers only: nothing is linked), with the build's own flags from
 # compile_commands.json, so that moving pefm to a newer LibTorch needs no change of the
 # sources (only the pins in fetch-libtorch.sh and meson.build, and -Dcpp_std=c++20).
-#   tests/cxx20/check.sh [BUILD_DIR] [TORCH_VERSION]   (default build/, the newest on PyPI)
+#   tests/cxx20/check.sh [--fetch-only] [BUILD_DIR] [TORCH_VERSION]   (default build/, the newest on PyPI)
+# --fetch-only: download and unpack the headers, compile nothing (CI fetches them while
+# the tests run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+fetch_only=false
+if [ "${1:-}" = --fetch-only ]; then fetch_only=true; shift; fi
 BUILD=${1:-build}
 WANT=${2:-}
 WORK=$(realpath -m "$BUILD/cxx20-check")
@@ -50,6 +54,7 @@ PY
 fi
 version=$WANT
 echo "cxx20: torch $version headers in $headers"
+$fetch_only && exit 0
 
 python3 - "$BUILD" "$headers/include" "$WORK" <<'PY'
 import concurrent.futures, glob, hashlib, json, os, re, shlex, shutil, subprocess, sys
