@@ -88,24 +88,18 @@ cp -a "$torch_root/include/." "$root/$private/include/"
 
 # a builtin read, not a pipe of three programs per file: LibTorch's headers are thousands
 is_elf() { local LC_ALL=C magic=; IFS= read -r -d '' -n 4 magic 2>/dev/null <"$1"; [ "$magic" = $'\177ELF' ]; }
-# pefm's own binaries without debug information, as Debian's dh_strip leaves them (before
-# patchelf, which may move sections)
+# pefm's own binaries (not the private LibTorch, shipped as its wheels have it): without
+# debug information, as Debian's dh_strip leaves them; then (patchelf may move sections)
+# a RUNPATH (LibTorch's folder, the toolkit's) names the private copy instead, and nowhere
+# else outside the system's paths.
 while IFS= read -r -d '' f; do
   is_elf "$f" || continue
   case "$f" in
-    "$root/$private/"*) ;;
     *.so|*.so.*) strip --remove-section=.comment --remove-section=.note --strip-unneeded "$f" ;;
     *) strip --remove-section=.comment --remove-section=.note "$f" ;;
   esac
-done < <(find "$root" -type f -print0)
-# Every ELF file with a RUNPATH (LibTorch's folder, the toolkit's) looks in the private
-# copy instead, and nowhere else outside the system's paths.
-while IFS= read -r -d '' f; do
-  is_elf "$f" || continue
-  case "$f" in "$root/$private/"*) continue ;; esac
-  [ -n "$(patchelf --print-rpath "$f")" ] || continue
-  patchelf --set-rpath "/usr/$private/lib" "$f"
-done < <(find "$root" -type f -print0)
+  [ -z "$(patchelf --print-rpath "$f")" ] || patchelf --set-rpath "/usr/$private/lib" "$f"
+done < <(find "$root" -path "$root/$private" -prune -o -type f -print0)
 
 # pkg-config files: /usr, and LibTorch's paths in the private copy
 re_quote() { sed 's/[][\\.*^$|/]/\\&/g' <<<"$1"; }
